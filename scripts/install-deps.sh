@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the Debian packages layerstore's tests and demo use, when missing:
+# the real peers (podman 4.3.1, the containers-storage CLI, runc), uidmap for
+# rootless stores and busybox-static to build test images without a registry.
+set -euo pipefail
+
+packages=(podman containers-storage runc uidmap busybox-static)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing packages: ${missing[*]} (run as root, or apt-get install them)" >&2
+    exit 1
+  fi
+  echo "installing: ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

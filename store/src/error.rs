@@ -1,0 +1,216 @@
+//! The error type of the store: opening, loading, validating, looking up and
+//! saving a containers/storage store.
+
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+use crate::lockfile::LockError;
+
+/// What went wrong with a store. Every variant names the file, record or
+/// argument involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The storage configuration could not be read.
+    #[error("reading the storage configuration")]
+    Config(#[from] ConfigError),
+    /// A lock file could not be opened, locked or read.
+    #[error("locking the store")]
+    Lock(#[from] LockError),
+    /// The configured driver is not overlay.
+    #[error("storage driver {driver:?} is not supported: layerstore works on overlay stores only")]
+    UnsupportedDriver {
+        /// The configured driver.
+        driver: String,
+    },
+    /// The graphroot holds another driver's store and no overlay store.
+    #[error(
+        "{} holds a store of storage driver {driver:?} ({}), not an overlay store; \
+         layerstore works on overlay stores only",
+        graph_root.display(),
+        dir.display()
+    )]
+    ForeignDriver {
+        /// The graphroot.
+        graph_root: PathBuf,
+        /// The other driver's name.
+        driver: String,
+        /// The directory that shows it.
+        dir: PathBuf,
+    },
+    /// A filesystem operation failed.
+    #[error("{op} {}", path.display())]
+    Io {
+        /// What was being done ("reading", "listing", ...).
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A metadata file is not valid JSON of the expected shape.
+    #[error("{}: {}{message}", path.display(), record_label(*index, id.as_deref()))]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// Index of the offending record, if the array parsed.
+        index: Option<usize>,
+        /// Id of the offending record, if readable.
+        id: Option<String>,
+        /// The parser's description, with line and column.
+        message: String,
+    },
+    /// Two records in one store share an id.
+    #[error("{}: {kind} id {id} appears twice", path.display())]
+    DuplicateId {
+        /// The file.
+        path: PathBuf,
+        /// "layer", "image", "container".
+        kind: &'static str,
+        /// The repeated id.
+        id: String,
+    },
+    /// Two records in one store share a name.
+    #[error("{}: {kind} name {name:?} is used by both {first} and {second}", path.display())]
+    DuplicateName {
+        /// The file.
+        path: PathBuf,
+        /// "layer", "image", "container".
+        kind: &'static str,
+        /// The repeated name.
+        name: String,
+        /// Id of the first record that has it.
+        first: String,
+        /// Id of the second record that has it.
+        second: String,
+    },
+    /// A layer names a parent that no layer record has.
+    #[error("{}: layer {id} has parent {parent}, which is not in the store", path.display())]
+    MissingParent {
+        /// The file.
+        path: PathBuf,
+        /// The layer.
+        id: String,
+        /// The missing parent.
+        parent: String,
+    },
+    /// Following a layer's parents leads back to itself.
+    #[error("layer {id} is its own ancestor (the parent chain loops)")]
+    ParentCycle {
+        /// A layer on the loop.
+        id: String,
+    },
+    /// No record matches.
+    #[error("{kind} {query:?} not found")]
+    NotFound {
+        /// "layer", "image", "container".
+        kind: &'static str,
+        /// What was looked up.
+        query: String,
+    },
+    /// The driver failed.
+    #[error("{op} layer {id}")]
+    Driver {
+        /// What was being done ("creating", "mounting", ...).
+        op: &'static str,
+        /// The layer.
+        id: String,
+        /// The driver's error.
+        source: crate::driver::DriverError,
+    },
+    /// Populating a new layer's content failed.
+    #[error("writing the content of layer {id}")]
+    Content {
+        /// The layer.
+        id: String,
+        /// Why.
+        source: crate::driver::DriverError,
+    },
+    /// A record cannot be removed or changed because something uses it.
+    #[error("{kind} {id} is in use: {reason}")]
+    InUse {
+        /// "layer", "image", "container".
+        kind: &'static str,
+        /// The record.
+        id: String,
+        /// Who uses it.
+        reason: String,
+    },
+    /// A record with this id already exists.
+    #[error("{kind} {id} already exists")]
+    Exists {
+        /// "layer", "image", "container".
+        kind: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// A name is already used by another record of this kind.
+    #[error("{kind} name {name:?} is already used by {owner}")]
+    NameInUse {
+        /// "layer", "container".
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// The record that has it.
+        owner: String,
+    },
+    /// The layer is not mounted.
+    #[error("layer {id} is not mounted")]
+    NotMounted {
+        /// The layer.
+        id: String,
+    },
+    /// Mounting a container that runs with a uid/gid mapping needs
+    /// idmapped mounts, which this version does not make yet.
+    #[error("container {id} runs with a uid/gid mapping; mounting mapped containers is not supported yet (idmapped mounts)")]
+    MappedMount {
+        /// The container.
+        id: String,
+    },
+    /// An ID map is invalid or does not map what is needed.
+    #[error("invalid id mapping")]
+    IdMap(#[from] crate::idmap::IdMapError),
+    /// An id given by the caller cannot be a file name.
+    #[error("invalid {kind} id {id:?}: ids are non-empty file names without '/'")]
+    InvalidId {
+        /// "layer", "image", "container".
+        kind: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// An id prefix matches more than one record.
+    #[error("{kind} {query:?} is ambiguous: it matches {}", matches.join(", "))]
+    Ambiguous {
+        /// "layer", "image", "container".
+        kind: &'static str,
+        /// What was looked up.
+        query: String,
+        /// The ids it matches.
+        matches: Vec<String>,
+    },
+}
+
+/// Build a [`StoreError::Driver`].
+pub(crate) fn driver_error(
+    op: &'static str,
+    id: &str,
+) -> impl FnOnce(crate::driver::DriverError) -> StoreError {
+    let id = id.to_owned();
+    move |source| StoreError::Driver { op, id, source }
+}
+
+fn record_label(index: Option<usize>, id: Option<&str>) -> String {
+    match (index, id) {
+        (Some(i), Some(id)) => format!("record {i} (id {id}): "),
+        (Some(i), None) => format!("record {i}: "),
+        _ => String::new(),
+    }
+}
+
+impl StoreError {
+    /// Build an [`StoreError::Io`] for `path`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| StoreError::Io { op, path, source }
+    }
+}

@@ -1,0 +1,293 @@
+//! The store's change protocols (incomplete flag, cleanup on failure,
+//! deletion safety rules, mount counts) with a directory-only driver. The
+//! same operations run on the real overlay driver, against podman, in
+//! `driver-overlay` and `cli` tests; this file reaches the failure paths
+//! that real drivers rarely take.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use layerstore::config::StoreOptions;
+use layerstore::driver::{Driver, DriverError, MountOptions};
+use layerstore::ops::{BigData, LayerDiff, NewContainer, NewImage, NewLayer};
+use layerstore::records::{decode_file, Layer};
+use layerstore::{Store, StoreError};
+
+/// Layer dirs under `<G>/fake/<id>`; "mounts" are remembered, not made.
+struct FakeDriver {
+    home: PathBuf,
+    mounted: RefCell<BTreeSet<PathBuf>>,
+    fail_create: bool,
+}
+
+impl Driver for FakeDriver {
+    fn create(
+        &self,
+        id: &str,
+        _parent: Option<&str>,
+        _owner: (u32, u32),
+    ) -> Result<(), DriverError> {
+        if self.fail_create {
+            return Err("disk on fire".into());
+        }
+        fs::create_dir_all(self.home.join(id).join("diff"))?;
+        Ok(())
+    }
+    fn remove(&self, id: &str) -> Result<(), DriverError> {
+        let _ = fs::remove_dir_all(self.home.join(id));
+        Ok(())
+    }
+    fn exists(&self, id: &str) -> bool {
+        self.home.join(id).exists()
+    }
+    fn diff_path(&self, id: &str) -> Result<PathBuf, DriverError> {
+        Ok(self.home.join(id).join("diff"))
+    }
+    fn mount(&self, id: &str, _o: &MountOptions) -> Result<PathBuf, DriverError> {
+        let p = self.home.join(id).join("merged");
+        self.mounted.borrow_mut().insert(p.clone());
+        Ok(p)
+    }
+    fn unmount(&self, id: &str) -> Result<(), DriverError> {
+        self.mounted
+            .borrow_mut()
+            .remove(&self.home.join(id).join("merged"));
+        Ok(())
+    }
+    fn is_mounted(&self, path: &Path) -> bool {
+        self.mounted.borrow().contains(path)
+    }
+}
+
+fn setup() -> (tempfile::TempDir, Store, FakeDriver) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreOptions {
+        graph_root: dir.path().join("g"),
+        run_root: dir.path().join("r"),
+        driver: "overlay".into(),
+        ..StoreOptions::default()
+    })
+    .unwrap();
+    let driver = FakeDriver {
+        home: dir.path().join("g/fake"),
+        mounted: RefCell::new(BTreeSet::new()),
+        fail_create: false,
+    };
+    (dir, store, driver)
+}
+
+fn on_disk(store: &Store) -> Vec<Layer> {
+    decode_file(&fs::read(store.layers_file()).unwrap()).unwrap()
+}
+
+#[test]
+fn a_layer_is_recorded_incomplete_until_populated() {
+    let (_dir, store, driver) = setup();
+    let layer = store
+        .create_layer(&driver, NewLayer::default(), |l| {
+            // While content is written, the saved record says incomplete.
+            let saved = on_disk(&store);
+            assert!(saved.iter().any(|s| s.id == l.id && s.is_incomplete()));
+            fs::write(store.layer_tar_split_path(&l.id), b"x").unwrap();
+            Ok(Some(LayerDiff {
+                diff_digest: "sha256:abc".into(),
+                diff_size: 3,
+                uidset: vec![0],
+                ..LayerDiff::default()
+            }))
+        })
+        .unwrap();
+    let saved = on_disk(&store);
+    assert_eq!(saved.len(), 1);
+    assert!(!saved[0].is_incomplete());
+    assert_eq!(saved[0].diff_digest, "sha256:abc");
+    assert_eq!(saved[0].id, layer.id);
+    assert!(driver.exists(&layer.id));
+}
+
+#[test]
+fn a_failed_populate_leaves_nothing() {
+    let (_dir, store, driver) = setup();
+    let mut made = String::new();
+    let err = store
+        .create_layer(&driver, NewLayer::default(), |l| {
+            made = l.id.clone();
+            fs::write(store.layer_tar_split_path(&l.id), b"partial").unwrap();
+            Err(StoreError::Content {
+                id: l.id.clone(),
+                source: "hostile tar".into(),
+            })
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Content { .. }));
+    assert!(on_disk(&store).is_empty());
+    assert!(!driver.exists(&made));
+    assert!(!store.layer_tar_split_path(&made).exists());
+}
+
+#[test]
+fn a_failed_driver_create_leaves_nothing() {
+    let (_dir, store, mut driver) = setup();
+    driver.fail_create = true;
+    let err = store
+        .create_layer(&driver, NewLayer::default(), |_| Ok(None))
+        .unwrap_err();
+    assert!(err.to_string().starts_with("creating layer"), "{err}");
+    assert!(on_disk(&store).is_empty());
+}
+
+#[test]
+fn duplicate_ids_names_and_missing_parents_are_refused() {
+    let (_dir, store, driver) = setup();
+    let named = NewLayer {
+        id: Some("a".into()),
+        names: vec!["n".into()],
+        ..NewLayer::default()
+    };
+    store
+        .create_layer(&driver, named.clone(), |_| Ok(None))
+        .unwrap();
+    let err = store
+        .create_layer(&driver, named, |_| Ok(None))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Exists { .. }), "{err}");
+    let err = store
+        .create_layer(
+            &driver,
+            NewLayer {
+                names: vec!["n".into()],
+                ..NewLayer::default()
+            },
+            |_| Ok(None),
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NameInUse { .. }), "{err}");
+    let err = store
+        .create_layer(
+            &driver,
+            NewLayer {
+                parent: Some("nope".into()),
+                ..NewLayer::default()
+            },
+            |_| Ok(None),
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    let err = store
+        .create_layer(
+            &driver,
+            NewLayer {
+                id: Some("../escape".into()),
+                ..NewLayer::default()
+            },
+            |_| Ok(None),
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidId { .. }), "{err}");
+    assert_eq!(on_disk(&store).len(), 1);
+}
+
+/// base <- top, image "img" on top with a manifest, container "c" on it.
+fn populated() -> (tempfile::TempDir, Store, FakeDriver, String, String) {
+    let (dir, store, driver) = setup();
+    let base = store
+        .create_layer(&driver, NewLayer::default(), |_| Ok(None))
+        .unwrap();
+    let top = store
+        .create_layer(
+            &driver,
+            NewLayer {
+                parent: Some(base.id.clone()),
+                ..NewLayer::default()
+            },
+            |_| Ok(None),
+        )
+        .unwrap();
+    store
+        .create_image(NewImage {
+            id: "img".into(),
+            names: vec!["localhost/x:1".into()],
+            top_layer: top.id.clone(),
+            big_data: vec![BigData {
+                key: "manifest".into(),
+                data: b"{}".to_vec(),
+                digest: None,
+            }],
+            ..NewImage::default()
+        })
+        .unwrap();
+    (dir, store, driver, base.id, top.id)
+}
+
+#[test]
+fn images_and_containers_keep_their_layers() {
+    let (_dir, store, driver, base, top) = populated();
+    let err = store.delete_layer(&driver, &top).unwrap_err();
+    assert!(err.to_string().contains("top layer of image img"), "{err}");
+    let err = store.delete_layer(&driver, &base).unwrap_err();
+    assert!(err.to_string().contains("stacked on it"), "{err}");
+    let c = store
+        .create_container(
+            &driver,
+            NewContainer {
+                names: vec!["web".into()],
+                image: "localhost/x:1".into(),
+                ..NewContainer::default()
+            },
+        )
+        .unwrap();
+    let snap = store.snapshot().unwrap();
+    assert_eq!(snap.layer(&c.layer).unwrap().parent, top);
+    assert_eq!(c.flags["MountLabel"], "");
+    let err = store.delete_image(&driver, "img").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("container {} uses it", c.id)),
+        "{err}"
+    );
+    let err = store
+        .create_container(
+            &driver,
+            NewContainer {
+                names: vec!["web".into()],
+                image: "img".into(),
+                ..NewContainer::default()
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NameInUse { .. }), "{err}");
+    store.delete_container(&driver, "web").unwrap();
+    assert!(!driver.exists(&c.layer));
+    let removed = store.delete_image(&driver, "img").unwrap();
+    assert_eq!(removed, [top, base]);
+    let snap = store.snapshot().unwrap();
+    assert!(snap.layers.is_empty() && snap.images.is_empty() && snap.containers.is_empty());
+    assert!(!store.image_dir("img").exists());
+}
+
+#[test]
+fn mounts_are_counted() {
+    let (_dir, store, driver, _base, top) = populated();
+    let opts = MountOptions::default();
+    let p1 = store.mount_layer(&driver, &top, &opts).unwrap();
+    let p2 = store.mount_layer(&driver, &top, &opts).unwrap();
+    assert_eq!(p1, p2);
+    assert_eq!(store.snapshot().unwrap().mount_of(&top).unwrap().count, 2);
+    let err = store.delete_image(&driver, "img").unwrap_err();
+    assert!(err.to_string().contains("is mounted"), "{err}");
+    assert_eq!(store.unmount_layer(&driver, &top, false).unwrap(), 1);
+    assert!(driver.is_mounted(&p1));
+    assert_eq!(store.unmount_layer(&driver, &top, false).unwrap(), 0);
+    assert!(!driver.is_mounted(&p1));
+    assert!(matches!(
+        store.unmount_layer(&driver, &top, false),
+        Err(StoreError::NotMounted { .. })
+    ));
+    // A stale record (not really mounted) is mounted again, count 1.
+    store.mount_layer(&driver, &top, &opts).unwrap();
+    driver.unmount(&top).unwrap();
+    store.mount_layer(&driver, &top, &opts).unwrap();
+    assert_eq!(store.snapshot().unwrap().mount_of(&top).unwrap().count, 1);
+}

@@ -1,0 +1,180 @@
+//! Helpers shared by layerstore's tests.
+//!
+//! Privileged tests (root, real mounts, real podman) are marked
+//! `#[ignore = "privileged: ..."]`, so an ordinary `cargo test` reports them
+//! as ignored with the reason. `scripts/test.sh` runs them when it is root or
+//! when `LAYERSTORE_REQUIRE_PRIVILEGED=1`; once running, a test calls
+//! [`require_privileged`], which fails loudly if the machine cannot run it.
+//! A privileged test therefore never passes without having run.
+//!
+//! [`PodmanStore`] builds a private store with the real podman
+//! (`testdata/make-podman-store.sh`) under a temp dir and tears it down,
+//! mounts included, when dropped, also when the test panics.
+
+pub mod images;
+pub mod proclocks;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("test-support lives in the workspace")
+        .to_path_buf()
+}
+
+/// A file under `testdata/`.
+pub fn testdata(rel: &str) -> PathBuf {
+    workspace_root().join("testdata").join(rel)
+}
+
+/// Fail the running test unless we are root and every program in `tools`
+/// is on PATH. Call it first in every privileged test.
+pub fn require_privileged(tools: &[&str]) {
+    if !rustix::process::geteuid().is_root() {
+        panic!("this privileged test needs root (run it as root, or leave it ignored)");
+    }
+    for tool in tools {
+        if which(tool).is_none() {
+            panic!(
+                "this privileged test needs `{tool}` on PATH (scripts/install-deps.sh installs it)"
+            );
+        }
+    }
+}
+
+/// Find a program on PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Run a command; panic with its output if it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A private podman store under a temp dir, built by
+/// `testdata/make-podman-store.sh` and removed (unmounted first) on drop.
+#[derive(Debug)]
+pub struct PodmanStore {
+    /// Owns the temp dir.
+    _dir: tempfile::TempDir,
+    /// The graphroot.
+    pub graph: PathBuf,
+    /// The runroot.
+    pub run: PathBuf,
+}
+
+impl PodmanStore {
+    /// Build the standard fixture store (images, mapped templates,
+    /// containers with and without maps, one mounted container).
+    pub fn build() -> PodmanStore {
+        let store = PodmanStore::empty();
+        run_ok(
+            Command::new("bash")
+                .arg(testdata("make-podman-store.sh"))
+                .arg(&store.graph)
+                .arg(&store.run),
+        );
+        store
+    }
+
+    /// An empty store location (nothing created yet).
+    pub fn empty() -> PodmanStore {
+        let dir = tempfile::Builder::new()
+            .prefix("layerstore-test-")
+            .tempdir()
+            .expect("creating a temp dir");
+        let graph = dir.path().join("graph");
+        let run = dir.path().join("run");
+        PodmanStore {
+            _dir: dir,
+            graph,
+            run,
+        }
+    }
+
+    /// `podman` with this store's flags and the test containers.conf.
+    pub fn podman(&self) -> Command {
+        let mut cmd = Command::new("podman");
+        cmd.env("CONTAINERS_CONF", testdata("containers.conf"))
+            .arg("--root")
+            .arg(&self.graph)
+            .arg("--runroot")
+            .arg(&self.run)
+            .args(["--storage-driver", "overlay"])
+            // Keep podman's runtime state (and its file locks) per store.
+            .arg("--tmpdir")
+            .arg(self.run.join("libpod-tmp"));
+        cmd
+    }
+
+    /// `containers-storage` with this store's flags.
+    pub fn containers_storage(&self) -> Command {
+        let mut cmd = Command::new("containers-storage");
+        cmd.arg("-g")
+            .arg(&self.graph)
+            .arg("-R")
+            .arg(&self.run)
+            .args(["-s", "overlay"]);
+        cmd
+    }
+
+    /// `containers-storage import-layer -f TAR`: the new layer's id.
+    pub fn cs_import_layer(&self, tar: &Path) -> String {
+        let out = run_ok(
+            self.containers_storage()
+                .args(["import-layer", "-f"])
+                .arg(tar),
+        );
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert_eq!(id.len(), 64, "import-layer printed {id:?}");
+        id
+    }
+
+    /// The `layerstore` binary at `bin` (tests pass
+    /// `env!("CARGO_BIN_EXE_layerstore")`) with this store's flags.
+    pub fn layerstore(&self, bin: &str) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--root")
+            .arg(&self.graph)
+            .arg("--runroot")
+            .arg(&self.run)
+            .args(["--storage-driver", "overlay"]);
+        cmd
+    }
+}
+
+impl Drop for PodmanStore {
+    fn drop(&mut self) {
+        if !self.graph.exists() && !self.run.exists() {
+            return;
+        }
+        let status = Command::new("bash")
+            .arg(testdata("cleanup-store.sh"))
+            .arg(&self.graph)
+            .arg(&self.run)
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!(
+                "warning: cleaning up {} failed: {status:?}",
+                self.graph.display()
+            );
+        }
+    }
+}

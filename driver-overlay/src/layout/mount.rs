@@ -1,0 +1,569 @@
+//! Mounting a layer on its `merged` directory, and unmounting it (c/storage's
+//! overlay `get` / `Put` without idmapped lowers or a mount program).
+//!
+//! ```text
+//! <home>                 made a private bind mount of itself first (driver Init)
+//! <home>/<id>/merged     overlay: lowerdir=<lower_dirs>,upperdir=<id>/diff,workdir=<id>/work
+//!                        read-only: lowerdir=<id>/diff:<lower_dirs>, no upper
+//! ```
+//!
+//! How the options reach the kernel, in order of preference:
+//! 1. `mount(2)` with absolute paths, when the data string fits in a page
+//!    (what c/storage does; the common case).
+//! 2. The new mount API (`fsopen`, one `fsconfig("lowerdir+", path)` per
+//!    lower, `fsmount`, `move_mount`), which has no limit on the number of
+//!    lowers besides overlayfs' own 500 (Linux >= 6.8). c/storage v1.43
+//!    instead re-execs itself to `chdir` into the home and mount with relative
+//!    `l/<link>` paths; a library cannot re-exec, and `chdir` in a thread
+//!    changes the cwd of the whole process.
+//! 3. Kernels without `lowerdir+`: `mount(2)` with each lower opened
+//!    `O_PATH` and named `/proc/self/fd/<n>` (what upstream c/storage's
+//!    helper does), about 17 bytes per lower; refused with
+//!    [`LayoutError::MountDataTooLong`] when even that exceeds a page.
+//!
+//! Unmounting detaches `merged` and removes the directory, as v1.43's `Put`
+//! does (upstream recreates it empty instead): so a store shared with podman
+//! 4.3.1 looks the same whoever unmounted last, and `merged` exists exactly
+//! while the layer is mounted (or was never mounted since creation).
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, CWD};
+use rustix::io::Errno;
+use rustix::mount::{
+    fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, mount_bind,
+    mount_change, move_mount, unmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags,
+    MountPropagationFlags, MoveMountFlags, UnmountFlags,
+};
+
+use super::create::{mkdir_owned, open_dir};
+use super::mountinfo::is_mounted;
+use super::{LayoutError, OverlayDriver, MOUNT_PROGRAM_FLAG};
+
+/// `mount(2)` copies at most one page of data (including the NUL); 4096 is
+/// the smallest page size Linux has, so shorter data fits everywhere.
+const LEGACY_DATA_MAX: usize = 4096;
+/// `fsconfig(2)` string values are at most 255 bytes.
+const FSCONFIG_VALUE_MAX: usize = 255;
+/// How many kernel log messages to collect from a failed fs context.
+const KERNEL_LOG_MAX: usize = 16;
+
+/// How to mount a layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountRequest {
+    /// Mount without an upper dir (`lowerdir=<diff>:<lowers>`), read-only.
+    /// An `ro` option has the same effect.
+    pub read_only: bool,
+    /// Mount options, e.g. `["nodev"]`: flags like `nodev`, `nosuid`, `ro`
+    /// become mount flags, anything else (`metacopy=on`, `volatile`) goes to
+    /// overlayfs. Empty: the driver's default
+    /// ([`OverlayDriver::default_mount_options`]).
+    pub options: Vec<String>,
+    /// SELinux context for the mount (`context="<label>"`).
+    pub mount_label: Option<String>,
+}
+
+/// Which way the mount data reaches the kernel (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    /// `mount(2)` with absolute paths.
+    Data,
+    /// `fsopen` + `fsconfig("lowerdir+")` + `fsmount` + `move_mount`.
+    FsConfig,
+    /// `mount(2)` with `/proc/self/fd/<n>` lowers.
+    ProcFd,
+}
+
+/// Mount options split the way c/storage's `mount.ParseOptions` splits them.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ParsedOptions {
+    /// Mount flags (`MS_*`).
+    pub(crate) flags: MountFlags,
+    /// Whether `ro` was given.
+    pub(crate) read_only: bool,
+    /// Options for overlayfs itself (`key` or `key=value`).
+    pub(crate) fs_options: Vec<String>,
+}
+
+/// Everything one mount needs, resolved.
+struct Plan<'a> {
+    id: &'a str,
+    target: PathBuf,
+    /// Lower dirs, uppermost first (read-only mounts: the layer's diff first).
+    lowers: Vec<PathBuf>,
+    /// `(upperdir, workdir)` for read-write mounts.
+    upper: Option<(PathBuf, PathBuf)>,
+    options: ParsedOptions,
+    label: Option<&'a str>,
+}
+
+/// Why the new mount API did not mount.
+enum FsConfigFailure {
+    /// The kernel lacks `fsopen` or overlayfs' `lowerdir+`: try another way.
+    Unsupported,
+    /// A real failure.
+    Failed(LayoutError),
+}
+
+impl OverlayDriver {
+    /// Mount layer `id` with its lower layers on `<id>/merged` and return
+    /// that path. First makes `<home>` a private bind mount of itself (unless
+    /// `overlay.skip_mount_home` is set), as c/storage's driver does; creates
+    /// `merged` (and a missing `diff`) when needed.
+    ///
+    /// No reference counting: mounting an already-mounted layer is
+    /// [`LayoutError::AlreadyMounted`]. Stores that need a mount program
+    /// (`.has-mount-program` = `true`) are refused.
+    pub fn mount(&self, id: &str, req: &MountRequest) -> Result<PathBuf, LayoutError> {
+        self.mount_with(id, req, None)
+    }
+
+    /// [`mount`](Self::mount), optionally forcing one [`Method`] (tests).
+    pub(crate) fn mount_with(
+        &self,
+        id: &str,
+        req: &MountRequest,
+        forced: Option<Method>,
+    ) -> Result<PathBuf, LayoutError> {
+        let dir = self.existing_layer_dir(id)?;
+        if self.aufs_whiteouts {
+            return Err(LayoutError::MountProgramRequired {
+                id: id.to_owned(),
+                flag_file: self.home.join(MOUNT_PROGRAM_FLAG),
+            });
+        }
+        let requested = if req.options.is_empty() {
+            &self.default_mount_options
+        } else {
+            &req.options
+        };
+        let mut options = parse_options(id, requested)?;
+        if !rustix::process::geteuid().is_root()
+            && !options.fs_options.iter().any(|o| o == "userxattr")
+        {
+            options.fs_options.push("userxattr".to_owned());
+        }
+        let read_only = req.read_only || options.read_only;
+        if read_only {
+            options.flags |= MountFlags::RDONLY;
+        }
+        let mut lowers = self.lower_dirs(id)?;
+        let target = dir.join("merged");
+        if is_mounted(&target) {
+            return Err(LayoutError::AlreadyMounted {
+                id: id.to_owned(),
+                path: target,
+            });
+        }
+        self.ensure_home_private()?;
+        prepare_layer_dirs(id, &dir, &lowers)?;
+
+        let diff = dir.join("diff");
+        let upper = if read_only {
+            lowers.insert(0, diff);
+            None
+        } else {
+            Some((diff, dir.join("work")))
+        };
+        let plan = Plan {
+            id,
+            target,
+            lowers,
+            upper,
+            options,
+            label: req.mount_label.as_deref(),
+        };
+        plan.mount(forced)?;
+        tracing::debug!(layer = id, target = ?plan.target, "mounted layer");
+        Ok(plan.target)
+    }
+
+    /// Unmount layer `id`'s `merged` (`umount2(MNT_DETACH)`, also detaching
+    /// leaked `mapped/N` idmapped mounts) and remove the `merged` directory,
+    /// as c/storage v1.43's `Put`. A layer that is not mounted is fine.
+    pub fn unmount(&self, id: &str) -> Result<(), LayoutError> {
+        let dir = self.existing_layer_dir(id)?;
+        let target = dir.join("merged");
+        if let Ok(entries) = fs::read_dir(dir.join("mapped")) {
+            for entry in entries.flatten() {
+                let _ = unmount(entry.path(), UnmountFlags::DETACH);
+            }
+        }
+        match unmount(&target, UnmountFlags::DETACH) {
+            Ok(()) | Err(Errno::INVAL) | Err(Errno::NOENT) => {}
+            Err(e) => {
+                return Err(LayoutError::Unmount {
+                    id: id.to_owned(),
+                    target,
+                    source: e.into(),
+                })
+            }
+        }
+        if is_mounted(&target) {
+            return Err(LayoutError::StillMounted {
+                id: id.to_owned(),
+                path: target,
+            });
+        }
+        match fs::remove_dir(&target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+                tracing::debug!(layer = id, path = ?target, "merged is not empty; kept");
+            }
+            Err(e) => return Err(LayoutError::io(id, "remove", target, e)),
+        }
+        tracing::debug!(layer = id, "unmounted layer");
+        Ok(())
+    }
+
+    /// Whether `path` is a mount point (see [`is_mounted`](super::is_mounted)).
+    pub fn is_mounted(&self, path: &Path) -> bool {
+        is_mounted(path)
+    }
+
+    /// Make `<home>` a private bind mount of itself, as c/storage's
+    /// `mount.MakePrivate(home)`: bind it onto itself unless it already is a
+    /// mount point (podman may have done it), then set it private.
+    fn ensure_home_private(&self) -> Result<(), LayoutError> {
+        if self.skip_mount_home {
+            return Ok(());
+        }
+        let fail = |e: Errno| LayoutError::HomePrivate {
+            path: self.home.clone(),
+            source: e.into(),
+        };
+        if !is_mounted(&self.home) {
+            mount_bind(&self.home, &self.home).map_err(fail)?;
+            tracing::debug!(home = ?self.home, "bind-mounted the overlay home onto itself");
+        }
+        mount_change(&self.home, MountPropagationFlags::PRIVATE).map_err(fail)
+    }
+}
+
+impl Plan<'_> {
+    /// Mount, choosing the [`Method`] unless one is forced.
+    fn mount(&self, forced: Option<Method>) -> Result<(), LayoutError> {
+        let paths: Vec<&Path> = self.lowers.iter().map(PathBuf::as_path).collect();
+        let data = self.data(&paths);
+        let method = match forced {
+            Some(method) => method,
+            None if data.len() < LEGACY_DATA_MAX => Method::Data,
+            None if self.fits_fsconfig() => Method::FsConfig,
+            None => Method::ProcFd,
+        };
+        match method {
+            Method::Data => self.mount_data(data, "mount(2)"),
+            Method::FsConfig => match self.mount_fsconfig() {
+                Ok(()) => Ok(()),
+                Err(FsConfigFailure::Failed(e)) => Err(e),
+                Err(FsConfigFailure::Unsupported) if forced.is_none() => {
+                    tracing::debug!(
+                        layer = self.id,
+                        "no overlayfs lowerdir+; using /proc/self/fd lowers"
+                    );
+                    self.mount_proc_fd()
+                }
+                Err(FsConfigFailure::Unsupported) => {
+                    Err(self.error("fsconfig lowerdir+", Vec::new(), Errno::NOSYS))
+                }
+            },
+            Method::ProcFd => self.mount_proc_fd(),
+        }
+    }
+
+    /// The `mount(2)` data: `lowerdir=..[,upperdir=..,workdir=..][,opts][,context=".."]`.
+    fn data(&self, lowers: &[&Path]) -> Vec<u8> {
+        let mut data = b"lowerdir=".to_vec();
+        for (i, lower) in lowers.iter().enumerate() {
+            if i > 0 {
+                data.push(b':');
+            }
+            push_escaped(&mut data, lower);
+        }
+        if let Some((upper, work)) = &self.upper {
+            data.extend_from_slice(b",upperdir=");
+            push_escaped(&mut data, upper);
+            data.extend_from_slice(b",workdir=");
+            push_escaped(&mut data, work);
+        }
+        for option in &self.options.fs_options {
+            data.push(b',');
+            data.extend_from_slice(option.as_bytes());
+        }
+        if let Some(label) = self.label {
+            data.extend_from_slice(format!(",context=\"{label}\"").as_bytes());
+        }
+        data
+    }
+
+    /// Whether every path fits in one `fsconfig` string value.
+    fn fits_fsconfig(&self) -> bool {
+        let dirs = self
+            .lowers
+            .iter()
+            .chain(self.upper.iter().flat_map(|(u, w)| [u, w]));
+        dirs.into_iter()
+            .all(|p| p.as_os_str().len() <= FSCONFIG_VALUE_MAX)
+    }
+
+    fn mount_data(&self, data: Vec<u8>, method: &str) -> Result<(), LayoutError> {
+        let data = CString::new(data).map_err(|_| LayoutError::InvalidMountOption {
+            id: self.id.to_owned(),
+            option: "an option containing NUL".to_owned(),
+        })?;
+        tracing::debug!(layer = self.id, method, data = ?data, "mounting overlay");
+        rustix::mount::mount(
+            "overlay",
+            &self.target,
+            "overlay",
+            self.options.flags,
+            data.as_c_str(),
+        )
+        .map_err(|e| self.error(method, Vec::new(), e))
+    }
+
+    /// Mount through `/proc/self/fd/<n>` names for the lowers.
+    fn mount_proc_fd(&self) -> Result<(), LayoutError> {
+        let fds = self
+            .lowers
+            .iter()
+            .map(|lower| {
+                rustix::fs::open(
+                    lower,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| LayoutError::io(self.id, "open", lower, e))
+            })
+            .collect::<Result<Vec<OwnedFd>, _>>()?;
+        let names: Vec<PathBuf> = fds
+            .iter()
+            .map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
+            .collect();
+        let paths: Vec<&Path> = names.iter().map(PathBuf::as_path).collect();
+        let data = self.data(&paths);
+        if data.len() >= LEGACY_DATA_MAX {
+            return Err(LayoutError::MountDataTooLong {
+                id: self.id.to_owned(),
+                lowers: self.lowers.len(),
+                len: data.len(),
+                max: LEGACY_DATA_MAX - 1,
+            });
+        }
+        let result = self.mount_data(data, "mount(2) with /proc/self/fd lowers");
+        drop(fds);
+        result
+    }
+
+    /// Mount with the new mount API, one `lowerdir+` per lower.
+    fn mount_fsconfig(&self) -> Result<(), FsConfigFailure> {
+        let fs = match fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
+            Ok(fs) => fs,
+            Err(Errno::NOSYS) => return Err(FsConfigFailure::Unsupported),
+            Err(e) => return Err(FsConfigFailure::Failed(self.error("fsopen", Vec::new(), e))),
+        };
+        let failed =
+            |what: String, e: Errno| FsConfigFailure::Failed(self.error(&what, kernel_log(&fs), e));
+        fsconfig_set_string(&fs, "source", "overlay")
+            .map_err(|e| failed("fsconfig source=overlay".to_owned(), e))?;
+        for (i, lower) in self.lowers.iter().enumerate() {
+            if let Err(e) = fsconfig_set_string(&fs, "lowerdir+", lower) {
+                let log = kernel_log(&fs);
+                let unknown = log.is_empty() || log.iter().any(|m| m.contains("Unknown parameter"));
+                if i == 0 && e == Errno::INVAL && unknown {
+                    return Err(FsConfigFailure::Unsupported);
+                }
+                let what = format!("fsconfig lowerdir+={}", lower.display());
+                return Err(FsConfigFailure::Failed(self.error(&what, log, e)));
+            }
+        }
+        if let Some((upper, work)) = &self.upper {
+            fsconfig_set_string(&fs, "upperdir", upper)
+                .map_err(|e| failed(format!("fsconfig upperdir={}", upper.display()), e))?;
+            fsconfig_set_string(&fs, "workdir", work)
+                .map_err(|e| failed(format!("fsconfig workdir={}", work.display()), e))?;
+        }
+        for option in &self.options.fs_options {
+            let result = match option.split_once('=') {
+                Some((key, value)) => fsconfig_set_string(&fs, key, value),
+                None => fsconfig_set_flag(&fs, option.as_str()),
+            };
+            result.map_err(|e| failed(format!("fsconfig {option}"), e))?;
+        }
+        for (flag, name) in [
+            (MountFlags::SYNCHRONOUS, "sync"),
+            (MountFlags::DIRSYNC, "dirsync"),
+        ] {
+            if self.options.flags.contains(flag) {
+                fsconfig_set_flag(&fs, name).map_err(|e| failed(format!("fsconfig {name}"), e))?;
+            }
+        }
+        if let Some(label) = self.label {
+            fsconfig_set_string(&fs, "context", label)
+                .map_err(|e| failed(format!("fsconfig context={label}"), e))?;
+        }
+        fsconfig_create(&fs).map_err(|e| failed("fsconfig create".to_owned(), e))?;
+        let mnt = fsmount(
+            &fs,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            mount_attrs(self.options.flags),
+        )
+        .map_err(|e| failed("fsmount".to_owned(), e))?;
+        tracing::debug!(
+            layer = self.id,
+            lowers = self.lowers.len(),
+            "mounting overlay with fsconfig"
+        );
+        move_mount(
+            mnt.as_fd(),
+            "",
+            CWD,
+            &self.target,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(|e| failed("move_mount".to_owned(), e))
+    }
+
+    fn error(&self, method: &str, kernel_log: Vec<String>, e: Errno) -> LayoutError {
+        LayoutError::Mount {
+            id: self.id.to_owned(),
+            target: self.target.clone(),
+            method: method.to_owned(),
+            kernel_log,
+            source: e.into(),
+        }
+    }
+}
+
+/// Split mount options into flags and overlayfs options, as c/storage's
+/// `mount.ParseOptions`; refuse bind, remount and propagation flags, which
+/// have no meaning for a new overlay mount, and obsolete `mand`.
+pub(crate) fn parse_options(id: &str, options: &[String]) -> Result<ParsedOptions, LayoutError> {
+    let mut parsed = ParsedOptions {
+        flags: MountFlags::empty(),
+        read_only: false,
+        fs_options: Vec::new(),
+    };
+    for option in options {
+        let (set, flag) = match option.as_str() {
+            "" | "defaults" | "nomand" => continue,
+            "ro" => {
+                parsed.read_only = true;
+                (true, MountFlags::RDONLY)
+            }
+            "rw" => (false, MountFlags::RDONLY),
+            "nosuid" => (true, MountFlags::NOSUID),
+            "suid" => (false, MountFlags::NOSUID),
+            "nodev" => (true, MountFlags::NODEV),
+            "dev" => (false, MountFlags::NODEV),
+            "noexec" => (true, MountFlags::NOEXEC),
+            "exec" => (false, MountFlags::NOEXEC),
+            "sync" => (true, MountFlags::SYNCHRONOUS),
+            "async" => (false, MountFlags::SYNCHRONOUS),
+            "dirsync" => (true, MountFlags::DIRSYNC),
+            "noatime" => (true, MountFlags::NOATIME),
+            "atime" => (false, MountFlags::NOATIME),
+            "nodiratime" => (true, MountFlags::NODIRATIME),
+            "diratime" => (false, MountFlags::NODIRATIME),
+            "relatime" => (true, MountFlags::RELATIME),
+            "norelatime" => (false, MountFlags::RELATIME),
+            "strictatime" => (true, MountFlags::STRICTATIME),
+            "nostrictatime" => (false, MountFlags::STRICTATIME),
+            "mand" | "bind" | "rbind" | "remount" | "move" | "private" | "rprivate" | "shared"
+            | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
+                return Err(LayoutError::InvalidMountOption {
+                    id: id.to_owned(),
+                    option: option.clone(),
+                })
+            }
+            _ => {
+                parsed.fs_options.push(option.clone());
+                continue;
+            }
+        };
+        parsed.flags.set(flag, set);
+    }
+    Ok(parsed)
+}
+
+/// The `MOUNT_ATTR_*` equivalents of the per-mount `MS_*` flags.
+fn mount_attrs(flags: MountFlags) -> MountAttrFlags {
+    let mut attrs = MountAttrFlags::empty();
+    for (flag, attr) in [
+        (MountFlags::RDONLY, MountAttrFlags::MOUNT_ATTR_RDONLY),
+        (MountFlags::NOSUID, MountAttrFlags::MOUNT_ATTR_NOSUID),
+        (MountFlags::NODEV, MountAttrFlags::MOUNT_ATTR_NODEV),
+        (MountFlags::NOEXEC, MountAttrFlags::MOUNT_ATTR_NOEXEC),
+        (
+            MountFlags::NODIRATIME,
+            MountAttrFlags::MOUNT_ATTR_NODIRATIME,
+        ),
+        (MountFlags::NOATIME, MountAttrFlags::MOUNT_ATTR_NOATIME),
+        (
+            MountFlags::STRICTATIME,
+            MountAttrFlags::MOUNT_ATTR_STRICTATIME,
+        ),
+    ] {
+        if flags.contains(flag) {
+            attrs |= attr;
+        }
+    }
+    attrs
+}
+
+/// Escape `\`, `:` and `,` in a path for overlayfs' option parser.
+pub(crate) fn push_escaped(data: &mut Vec<u8>, path: &Path) {
+    for &b in path.as_os_str().as_bytes() {
+        if matches!(b, b'\\' | b':' | b',') {
+            data.push(b'\\');
+        }
+        data.push(b);
+    }
+}
+
+/// The messages the kernel left in a filesystem context (`read(fs_fd)`).
+fn kernel_log(fs: &OwnedFd) -> Vec<String> {
+    let mut log = Vec::new();
+    let mut buf = [0u8; 1024];
+    while log.len() < KERNEL_LOG_MAX {
+        match rustix::io::read(fs, &mut buf) {
+            Ok(n) if n > 0 => log.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()),
+            _ => break,
+        }
+    }
+    log
+}
+
+/// Before mounting: a missing `diff` is recreated (mode of the first lower,
+/// else 0555) and a missing `merged` created (0700), both owned like the
+/// layer directory; the kernel's `volatile` marker from an earlier mount is
+/// removed (overlayfs refuses to remount a volatile upper otherwise).
+fn prepare_layer_dirs(id: &str, dir: &Path, lowers: &[PathBuf]) -> Result<(), LayoutError> {
+    let meta = fs::metadata(dir).map_err(|e| LayoutError::io(id, "examine", dir, e))?;
+    let owner = (meta.uid(), meta.gid());
+    let dir_fd = open_dir(CWD, dir).map_err(|e| LayoutError::io(id, "open", dir, e))?;
+    if !dir.join("diff").exists() {
+        let mode = lowers
+            .iter()
+            .filter(|l| !l.ends_with("empty"))
+            .find_map(|l| fs::metadata(l).ok())
+            .map_or(0o555, |m| m.mode() & 0o777);
+        mkdir_owned(id, &dir_fd, dir, "diff", mode, owner)?;
+    }
+    if !dir.join("merged").exists() {
+        mkdir_owned(id, &dir_fd, dir, "merged", 0o700, owner)?;
+    }
+    let volatile = dir.join("work/work/incompat/volatile");
+    match fs::remove_dir_all(&volatile) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LayoutError::io(id, "remove", volatile, e)),
+    }
+}

@@ -1,0 +1,77 @@
+//! Privileged unit tests: each fallback mount method (new mount API with
+//! `lowerdir+`, `/proc/self/fd` lowers) forced on a chain whose absolute
+//! lowerdir does not fit in a page.
+
+use std::fs;
+
+use layerstore::config::StoreOptions;
+
+use super::read;
+use crate::layout::mount::Method;
+use crate::layout::{is_mounted, MountRequest, OverlayDriver};
+
+/// A chain of `n` layers with 64-hex ids made by `create_layer`, a file
+/// `f` in every diff naming its layer and a file `only<i>` in each;
+/// returns the ids, bottom first.
+fn long_chain(d: &OverlayDriver, n: usize) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for i in 0..n {
+        let id = format!("{:064x}", 0xabcdef_u64 * 1_000_003 + i as u64);
+        d.create_layer(&id, ids.last().map(String::as_str), (0, 0))
+            .unwrap();
+        let diff = d.diff_path(&id).unwrap();
+        fs::write(diff.join("f"), &id).unwrap();
+        fs::write(diff.join(format!("only{i}")), "").unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// Unmounts on drop, so a failed assertion leaves nothing mounted.
+struct Unmount<'a>(&'a OverlayDriver, &'a str);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unmount(self.1);
+    }
+}
+
+fn mount_long_chain_with(method: Method, n: usize) {
+    layerstore_test_support::require_privileged(&[]);
+    let store = layerstore_test_support::PodmanStore::empty();
+    let opts = StoreOptions {
+        graph_root: store.graph.clone(),
+        run_root: store.run.clone(),
+        driver: "overlay".into(),
+        ..Default::default()
+    };
+    let d = OverlayDriver::new(&opts).unwrap();
+    let ids = long_chain(&d, n);
+    let top = ids.last().unwrap();
+    let merged = d
+        .mount_with(top, &MountRequest::default(), Some(method))
+        .unwrap();
+    let _guard = Unmount(&d, top);
+    assert!(is_mounted(&merged));
+    assert_eq!(read(merged.join("f")), *top);
+    for i in 0..n {
+        assert!(merged.join(format!("only{i}")).exists(), "only{i}");
+    }
+    fs::write(merged.join("new"), "x").unwrap();
+    assert!(d.diff_path(top).unwrap().join("new").exists());
+    d.unmount(top).unwrap();
+    assert!(!is_mounted(&merged));
+    assert!(!merged.exists());
+}
+
+#[test]
+#[ignore = "privileged: needs root"]
+fn privileged_mount_with_fsconfig_lowerdir_plus() {
+    mount_long_chain_with(Method::FsConfig, 60);
+}
+
+#[test]
+#[ignore = "privileged: needs root"]
+fn privileged_mount_with_proc_fd_lowers() {
+    mount_long_chain_with(Method::ProcFd, 60);
+}

@@ -1,0 +1,23 @@
+//! The overlay driver of layerstore: what containers/storage's overlay
+//! driver keeps under `<graphroot>/overlay/`.
+//!
+//! ```text
+//! <graphroot>/overlay/
+//!   .has-mount-program     "true"/"false": whiteout format of the store
+//!   l/<26 base32>          -> ../<id>/diff   (short names for lowerdir=)
+//!   <id>/{diff,link,lower,lower-layers,work,merged,empty,diff1..N}
+//! ```
+//!
+//! - [`tarsplit`]: the tar-split metadata (`<id>.tar-split.gz`) that lets
+//!   containers/storage reproduce a layer's original tar byte for byte.
+//! - [`ocidiff`]: apply an OCI/Docker layer tar into a layer's `diff`.
+//! - [`layout`]: layer directories, lower chains and overlay mounts.
+//! - [`import`]: images from docker/OCI archives, OCI layouts and tarballs.
+
+pub use layerstore;
+
+mod driver_impl;
+pub mod import;
+pub mod layout;
+pub mod ocidiff;
+pub mod tarsplit;

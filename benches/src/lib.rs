@@ -1,0 +1,1 @@
+//! Benchmarks of layerstore live in `benches/`; this library is empty.

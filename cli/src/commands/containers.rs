@@ -1,0 +1,185 @@
+//! `layerstore create | rm | rmi | mount | umount`: containers and their
+//! mounts, and image removal, with containers/storage's safety rules.
+
+use clap::Args;
+use layerstore::driver::MountOptions;
+use layerstore::ops::NewContainer;
+use layerstore::records::Image;
+use layerstore::{Snapshot, StoreError};
+use layerstore_overlay::import::normalize_name;
+use serde_json::json;
+
+use crate::GlobalArgs;
+
+/// Flags of `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The image (id, name or unique id prefix).
+    pub image: String,
+    /// A name for the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print the container record as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `layerstore create`: a container (record and read-write layer) that
+/// podman lists with `podman ps --external`.
+pub fn create(global: &GlobalArgs, args: &CreateArgs) -> anyhow::Result<()> {
+    let (store, driver) = global.open_store_and_driver()?;
+    let snap = store.snapshot()?;
+    let image = find_image(&snap, &args.image)?;
+    let name = args.name.clone();
+    let metadata = json!({
+        "image-name": image.names.first().cloned().unwrap_or_default(),
+        "image-id": image.id,
+        "name": name.clone().unwrap_or_default(),
+        "created-at": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    });
+    let container = store.create_container(
+        &driver,
+        NewContainer {
+            names: name.into_iter().collect(),
+            image: image.id.clone(),
+            metadata: metadata.to_string(),
+            ..NewContainer::default()
+        },
+    )?;
+    if args.json {
+        crate::output::print_records(std::slice::from_ref(&container))?;
+    } else {
+        println!("{}", container.id);
+    }
+    Ok(())
+}
+
+/// Flags of `rm` and `rmi`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// What to remove (id, name or unique id prefix).
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// Print what was removed as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `layerstore rm`: delete containers that are not mounted.
+pub fn rm(global: &GlobalArgs, args: &RemoveArgs) -> anyhow::Result<()> {
+    let (store, driver) = global.open_store_and_driver()?;
+    let mut removed = Vec::new();
+    for target in &args.targets {
+        removed.push(store.delete_container(&driver, target)?);
+    }
+    report(&removed, args.json, "containers")
+}
+
+/// `layerstore rmi`: delete images no container uses, with the layers only
+/// they used.
+pub fn rmi(global: &GlobalArgs, args: &RemoveArgs) -> anyhow::Result<()> {
+    let (store, driver) = global.open_store_and_driver()?;
+    let mut removed = Vec::new();
+    for target in &args.targets {
+        let id = find_image(&store.snapshot()?, target)?.id.clone();
+        let layers = store.delete_image(&driver, &id)?;
+        removed.push(json!({"image": id, "layers": layers}));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&removed)?);
+    } else {
+        for r in &removed {
+            println!("{}", r["image"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// An image by id, name, unique id prefix, or a short name as podman
+/// completes it (`name` -> `localhost/name:latest`, `docker.io/...`).
+pub fn find_image<'a>(snap: &'a Snapshot, query: &str) -> Result<&'a Image, StoreError> {
+    match snap.image(query) {
+        Err(StoreError::NotFound { .. }) => {
+            for domain in ["localhost", "docker.io"] {
+                if let Ok(name) = normalize_name(query, domain) {
+                    if let Ok(image) = snap.image(&name) {
+                        return Ok(image);
+                    }
+                }
+            }
+            snap.image(query)
+        }
+        other => other,
+    }
+}
+
+fn report(ids: &[String], json: bool, what: &str) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&json!({ what: ids }))?);
+    } else {
+        for id in ids {
+            println!("{id}");
+        }
+    }
+    Ok(())
+}
+
+/// Flags of `mount`.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// A container, or a layer (id, name or unique id prefix).
+    pub target: String,
+    /// Print the mount as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `layerstore mount`: mount a container's (or a layer's) file system and
+/// print where; counted in mountpoints.json as podman counts its mounts.
+pub fn mount(global: &GlobalArgs, args: &MountArgs) -> anyhow::Result<()> {
+    let (store, driver) = global.open_store_and_driver()?;
+    let (layer, path) = match store.mount_container(&driver, &args.target) {
+        Ok((c, path)) => (c.layer, path),
+        Err(StoreError::NotFound { .. }) => {
+            let layer = store.snapshot()?.layer(&args.target)?.id.clone();
+            let path = store.mount_layer(&driver, &layer, &MountOptions::default())?;
+            (layer, path)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        println!("{}", json!({"layer": layer, "path": path}));
+    } else {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+/// Flags of `umount`.
+#[derive(Debug, Args)]
+pub struct UmountArgs {
+    /// A container, or a layer (id, name or unique id prefix).
+    pub target: String,
+    /// Unmount even if other users still hold the mount.
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+/// `layerstore umount`.
+pub fn umount(global: &GlobalArgs, args: &UmountArgs) -> anyhow::Result<()> {
+    let (store, driver) = global.open_store_and_driver()?;
+    let snap = store.snapshot()?;
+    let layer = match snap.container(&args.target) {
+        Ok(c) => c.layer.clone(),
+        Err(StoreError::NotFound { .. }) => snap.layer(&args.target)?.id.clone(),
+        Err(e) => return Err(e.into()),
+    };
+    let left = store.unmount_layer(&driver, &layer, args.force)?;
+    if left > 0 {
+        eprintln!("{layer} is still mounted for {left} other user(s)");
+    }
+    Ok(())
+}

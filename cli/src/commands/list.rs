@@ -1,0 +1,143 @@
+//! `layerstore layers | images | containers`: list records, as a table for
+//! people or, with `--json`, as containers/storage encodes them.
+
+use clap::Args;
+use layerstore::idmap::format_id_map;
+use layerstore::Snapshot;
+
+use crate::output::{human_size, print_records, print_table, short_id};
+use crate::GlobalArgs;
+
+/// Flags shared by the listing commands.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON: the records with the keys of the store's own files.
+    #[arg(long)]
+    pub json: bool,
+    /// Print full ids.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+/// `layerstore layers`.
+pub fn layers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
+    let snap = global.open_store()?.snapshot()?;
+    if args.json {
+        return print_records(&snap.layers);
+    }
+    let rows: Vec<Vec<String>> = snap
+        .layers
+        .iter()
+        .map(|l| {
+            vec![
+                short_id(&l.id, args.no_trunc),
+                l.names.join(","),
+                short_id(&l.parent, args.no_trunc),
+                human_size(l.diff_size),
+                layer_state(&snap, &l.id),
+                l.created.0.format("%Y-%m-%d %H:%M:%S").to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["ID", "NAMES", "PARENT", "SIZE", "STATE", "CREATED"],
+        &rows,
+    )
+}
+
+/// What a person wants to know about a layer at a glance.
+fn layer_state(snap: &Snapshot, id: &str) -> String {
+    let mut words = Vec::new();
+    let layer = snap.layer(id).ok();
+    if layer.is_some_and(|l| l.is_incomplete()) {
+        words.push("incomplete".to_owned());
+    }
+    let users = snap.layer_users(id);
+    if !users.top_of_images.is_empty() {
+        words.push("image-top".to_owned());
+    }
+    if !users.mapped_for_images.is_empty() {
+        words.push("mapped-copy".to_owned());
+    } else if layer.is_some_and(|l| l.is_mapped()) {
+        words.push("mapped".to_owned());
+    }
+    if !users.containers.is_empty() {
+        words.push("container".to_owned());
+    }
+    if let Some(m) = snap.mount_of(id) {
+        words.push(format!("mounted({})", m.count));
+    }
+    if layer.is_some_and(|l| l.volatile) {
+        words.push("volatile".to_owned());
+    }
+    words.join(",")
+}
+
+/// `layerstore images`.
+pub fn images(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
+    let snap = global.open_store()?.snapshot()?;
+    if args.json {
+        return print_records(&snap.images);
+    }
+    let rows: Vec<Vec<String>> = snap
+        .images
+        .iter()
+        .map(|i| {
+            let size: i64 = snap
+                .image_layer_chain(i)
+                .map(|chain| chain.iter().map(|l| l.diff_size).sum())
+                .unwrap_or(0);
+            vec![
+                short_id(&i.id, args.no_trunc),
+                i.names.join(","),
+                short_id(&i.top_layer, args.no_trunc),
+                i.mapped_layers.len().to_string(),
+                human_size(size),
+                i.created.0.format("%Y-%m-%d %H:%M:%S").to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["ID", "NAMES", "TOP LAYER", "MAPPED", "SIZE", "CREATED"],
+        &rows,
+    )
+}
+
+/// `layerstore containers`.
+pub fn containers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
+    let snap = global.open_store()?.snapshot()?;
+    if args.json {
+        return print_records(&snap.containers);
+    }
+    let rows: Vec<Vec<String>> = snap
+        .containers
+        .iter()
+        .map(|c| {
+            let image = snap
+                .image(&c.image)
+                .ok()
+                .and_then(|i| i.names.first().cloned())
+                .unwrap_or_else(|| short_id(&c.image, args.no_trunc));
+            let maps = match (c.uidmap.is_empty(), c.gidmap.is_empty()) {
+                (true, true) => "host".to_owned(),
+                _ => format!(
+                    "uid {} gid {}",
+                    format_id_map(&c.uidmap),
+                    format_id_map(&c.gidmap)
+                ),
+            };
+            vec![
+                short_id(&c.id, args.no_trunc),
+                c.names.join(","),
+                image,
+                short_id(&c.layer, args.no_trunc),
+                maps,
+                c.created.0.format("%Y-%m-%d %H:%M:%S").to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["ID", "NAMES", "IMAGE", "LAYER", "ID MAPS", "CREATED"],
+        &rows,
+    )
+}

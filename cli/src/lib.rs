@@ -1,0 +1,136 @@
+//! The `layerstore` command line: global flags that follow podman's, one
+//! module per command, each a short adapter over the `layerstore` library.
+//!
+//! Exit codes: 0 success, 1 failure (the store, a file or an argument was
+//! bad; the message names it), 2 usage error (from argument parsing).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use layerstore::config::{Overrides, StoreOptions};
+use layerstore::Store;
+use layerstore_overlay::layout::OverlayDriver;
+
+mod commands;
+mod output;
+
+/// Exit code for a failed command.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// layerstore: a layer store that shares podman's containers/storage store.
+#[derive(Debug, Parser)]
+#[command(name = "layerstore", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Flags that select the store, as podman's.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Global flags, named as podman names them.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Graphroot of the store (podman's --root).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Runroot of the store (podman's --runroot).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub runroot: Option<PathBuf>,
+    /// Storage driver; only overlay is supported.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub storage_driver: Option<String>,
+    /// Storage driver option (repeatable; replaces storage.conf's options).
+    #[arg(long, global = true, value_name = "K=V")]
+    pub storage_opt: Vec<String>,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
+    pub log_level: String,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the store's configuration, paths and record counts.
+    Info(commands::info::InfoArgs),
+    /// List layers.
+    Layers(commands::list::ListArgs),
+    /// List images.
+    Images(commands::list::ListArgs),
+    /// List containers.
+    Containers(commands::list::ListArgs),
+    /// Import an image: docker-archive:PATH, oci-archive:PATH, oci:DIR[:REF] or a rootfs tarball.
+    Import(commands::import::ImportArgs),
+    /// Remove images (and the layers only they use).
+    Rmi(commands::containers::RemoveArgs),
+    /// Create a container (record and read-write layer) from an image.
+    Create(commands::containers::CreateArgs),
+    /// Mount a container or layer and print the mount point.
+    Mount(commands::containers::MountArgs),
+    /// Unmount a container or layer.
+    Umount(commands::containers::UmountArgs),
+    /// Remove containers.
+    Rm(commands::containers::RemoveArgs),
+}
+
+/// Set up logging to stderr at `level`.
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+impl GlobalArgs {
+    /// Resolve the store options from storage.conf and these flags.
+    pub fn store_options(&self) -> anyhow::Result<StoreOptions> {
+        let overrides = Overrides {
+            root: self.root.clone(),
+            runroot: self.runroot.clone(),
+            storage_driver: self.storage_driver.clone(),
+            storage_opts: self.storage_opt.clone(),
+        };
+        Ok(StoreOptions::load(&overrides)?)
+    }
+
+    /// Open the store and its overlay driver.
+    pub fn open_store_and_driver(&self) -> anyhow::Result<(Store, OverlayDriver)> {
+        let store = self.open_store()?;
+        let driver = OverlayDriver::new(store.options()).with_context(|| {
+            format!(
+                "opening the overlay driver of {}",
+                store.options().graph_root.display()
+            )
+        })?;
+        Ok((store, driver))
+    }
+
+    /// Open the store these flags select.
+    pub fn open_store(&self) -> anyhow::Result<Store> {
+        let options = self.store_options()?;
+        let root = options.graph_root.clone();
+        Store::open(options).with_context(|| format!("opening the store at {}", root.display()))
+    }
+}
+
+/// Run a parsed command line.
+pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Info(args) => commands::info::run(&cli.global, args),
+        Command::Layers(args) => commands::list::layers(&cli.global, args),
+        Command::Images(args) => commands::list::images(&cli.global, args),
+        Command::Containers(args) => commands::list::containers(&cli.global, args),
+        Command::Import(args) => commands::import::run(&cli.global, args),
+        Command::Rmi(args) => commands::containers::rmi(&cli.global, args),
+        Command::Create(args) => commands::containers::create(&cli.global, args),
+        Command::Mount(args) => commands::containers::mount(&cli.global, args),
+        Command::Umount(args) => commands::containers::umount(&cli.global, args),
+        Command::Rm(args) => commands::containers::rm(&cli.global, args),
+    }?;
+    Ok(ExitCode::SUCCESS)
+}

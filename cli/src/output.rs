@@ -1,0 +1,76 @@
+//! Output helpers: aligned tables for people, Go-shaped JSON for scripts.
+
+use std::io::Write;
+
+use layerstore::records::{encode_file, Record};
+
+/// Print records as containers/storage encodes them (the keys of the
+/// store's JSON files), one JSON array followed by a newline.
+pub fn print_records<R: Record>(records: &[R]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(&encode_file(records))?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Print rows under a header, columns padded to their widest cell.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let line = |cells: &mut dyn Iterator<Item = &str>| -> String {
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(&mut header.iter().copied()))?;
+    for row in rows {
+        writeln!(out, "{}", line(&mut row.iter().map(String::as_str)))?;
+    }
+    Ok(())
+}
+
+/// An id shortened to 12 characters unless `full`.
+pub fn short_id(id: &str, full: bool) -> String {
+    if full {
+        id.to_owned()
+    } else {
+        id.chars().take(12).collect()
+    }
+}
+
+/// A byte count for people (`1.9 MB`), decimal units as podman prints them.
+pub fn human_size(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_ids() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1_996_800), "2.0 MB");
+        assert_eq!(short_id("0123456789abcdef", false), "0123456789ab");
+        assert_eq!(short_id("0123", true), "0123");
+    }
+}

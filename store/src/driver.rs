@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::idmap::IdMap;
+use crate::idmap::{IdMap, IdMappings};
 
 /// A driver's error, boxed so that each driver keeps its own typed errors.
 pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -46,4 +46,29 @@ pub trait Driver {
     fn unmount(&self, id: &str) -> Result<(), DriverError>;
     /// Whether `path` is a mount point right now.
     fn is_mounted(&self, path: &Path) -> bool;
+    /// Whether the driver can present layers to a container with these
+    /// maps without copying them (overlay: root, native overlay, and the
+    /// kernel mounts overlay on idmapped lower layers; any map, contiguous
+    /// or not). containers/storage >= v1.59 `SupportsShifting(uidmap, gidmap)`.
+    /// Empty maps (the host mapping) need no shifting: `true`.
+    fn supports_shifting(&self, uidmap: &[IdMap], gidmap: &[IdMap]) -> bool {
+        let _ = (uidmap, gidmap);
+        false
+    }
+    /// Re-own every entry of layer `id` (which was created as a child of its
+    /// template) from `to_container` maps into `to_host` maps, the
+    /// containers/storage way (`UpdateLayerIDMap`): mount it without
+    /// idmapping, chown-by-maps over the merged tree (copying everything up),
+    /// unmount, rotate `diff` to `diff1` and leave an empty `diff` and a
+    /// fresh `work` owned by the new root pair.
+    fn update_layer_id_map(
+        &self,
+        id: &str,
+        to_container: &IdMappings,
+        to_host: &IdMappings,
+        mount_label: &str,
+    ) -> Result<(), DriverError> {
+        let _ = (to_container, to_host, mount_label);
+        Err(format!("this driver cannot change the id mapping of layer {id}").into())
+    }
 }

@@ -35,6 +35,7 @@ mod error;
 pub mod gojson;
 pub mod idmap;
 pub mod lockfile;
+pub mod mapping;
 pub mod ops;
 pub mod records;
 pub mod snapshot;

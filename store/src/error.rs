@@ -160,9 +160,10 @@ pub enum StoreError {
         /// The layer.
         id: String,
     },
-    /// Mounting a container that runs with a uid/gid mapping needs
-    /// idmapped mounts, which this version does not make yet.
-    #[error("container {id} runs with a uid/gid mapping; mounting mapped containers is not supported yet (idmapped mounts)")]
+    /// The container runs with a uid/gid mapping on an unmapped layer, the
+    /// driver cannot idmap it here, and the caller did not accept on-disk
+    /// ownership.
+    #[error("container {id} runs with a uid/gid mapping, but its layers cannot be idmapped on this host; mount it accepting on-disk ownership (--nocache) instead")]
     MappedMount {
         /// The container.
         id: String,
@@ -170,6 +171,9 @@ pub enum StoreError {
     /// An ID map is invalid or does not map what is needed.
     #[error("invalid id mapping")]
     IdMap(#[from] crate::idmap::IdMapError),
+    /// No layer of the image can serve the requested mapping.
+    #[error(transparent)]
+    Mapping(#[from] crate::mapping::MappingError),
     /// An id given by the caller cannot be a file name.
     #[error("invalid {kind} id {id:?}: ids are non-empty file names without '/'")]
     InvalidId {

@@ -1,8 +1,10 @@
 //! `layerstore create | rm | rmi | mount | umount`: containers and their
 //! mounts, and image removal, with containers/storage's safety rules.
 
+use anyhow::Context;
 use clap::Args;
 use layerstore::driver::MountOptions;
+use layerstore::idmap::{parse_id_map, root_pair, validate, IdMap};
 use layerstore::ops::NewContainer;
 use layerstore::records::Image;
 use layerstore::{Snapshot, StoreError};
@@ -19,14 +21,60 @@ pub struct CreateArgs {
     /// A name for the container.
     #[arg(long)]
     pub name: Option<String>,
+    /// The container's user namespace mapping.
+    #[command(flatten)]
+    pub mapping: MappingArgs,
     /// Print the container record as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
+/// `--uidmap`, `--gidmap` and `--nocache`, as podman spells the maps.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MappingArgs {
+    /// A uid map extent CONTAINER:HOST:SIZE (several allowed, also joined
+    /// with ':'); without --gidmap it is used for gids too, as in podman.
+    #[arg(long, value_name = "C:H:S")]
+    pub uidmap: Vec<String>,
+    /// A gid map extent CONTAINER:HOST:SIZE; without --uidmap it is used for
+    /// uids too.
+    #[arg(long, value_name = "C:H:S")]
+    pub gidmap: Vec<String>,
+    /// Never copy the image for a mapping: use its top layer, idmapped where
+    /// the kernel allows, else with the files' on-disk owners.
+    #[arg(long)]
+    pub nocache: bool,
+}
+
+impl MappingArgs {
+    /// The parsed and validated (uid, gid) maps; empty for the host mapping.
+    pub fn maps(&self) -> anyhow::Result<(Vec<IdMap>, Vec<IdMap>)> {
+        let parse = |flag: &str, items: &[String]| -> anyhow::Result<Vec<IdMap>> {
+            let mut maps = Vec::new();
+            for item in items {
+                maps.extend(parse_id_map(item).with_context(|| format!("--{flag} {item}"))?);
+            }
+            validate(&maps).with_context(|| format!("--{flag} {}", items.join(" --{flag} ")))?;
+            Ok(maps)
+        };
+        let mut uids = parse("uidmap", &self.uidmap)?;
+        let mut gids = parse("gidmap", &self.gidmap)?;
+        if gids.is_empty() {
+            gids = uids.clone();
+        } else if uids.is_empty() {
+            uids = gids.clone();
+        }
+        if !uids.is_empty() {
+            root_pair(&uids, &gids).context("the maps must map container root (uid and gid 0)")?;
+        }
+        Ok((uids, gids))
+    }
+}
+
 /// `layerstore create`: a container (record and read-write layer) that
 /// podman lists with `podman ps --external`.
 pub fn create(global: &GlobalArgs, args: &CreateArgs) -> anyhow::Result<()> {
+    let (uidmap, gidmap) = args.mapping.maps()?;
     let (store, driver) = global.open_store_and_driver()?;
     let snap = store.snapshot()?;
     let image = find_image(&snap, &args.image)?;
@@ -46,6 +94,9 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> anyhow::Result<()> {
             names: name.into_iter().collect(),
             image: image.id.clone(),
             metadata: metadata.to_string(),
+            uidmap,
+            gidmap,
+            no_cache: args.mapping.nocache,
             ..NewContainer::default()
         },
     )?;
@@ -132,6 +183,10 @@ fn report(ids: &[String], json: bool, what: &str) -> anyhow::Result<()> {
 pub struct MountArgs {
     /// A container, or a layer (id, name or unique id prefix).
     pub target: String,
+    /// For a container with a mapping whose layers cannot be idmapped
+    /// here: mount anyway, files keeping their on-disk owners.
+    #[arg(long)]
+    pub nocache: bool,
     /// Print the mount as JSON.
     #[arg(long)]
     pub json: bool,
@@ -141,7 +196,7 @@ pub struct MountArgs {
 /// print where; counted in mountpoints.json as podman counts its mounts.
 pub fn mount(global: &GlobalArgs, args: &MountArgs) -> anyhow::Result<()> {
     let (store, driver) = global.open_store_and_driver()?;
-    let (layer, path) = match store.mount_container(&driver, &args.target) {
+    let (layer, path) = match store.mount_container(&driver, &args.target, args.nocache) {
         Ok((c, path)) => (c.layer, path),
         Err(StoreError::NotFound { .. }) => {
             let layer = store.snapshot()?.layer(&args.target)?.id.clone();

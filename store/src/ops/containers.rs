@@ -12,10 +12,14 @@ use super::{check_id, random_id};
 use crate::driver::Driver;
 use crate::error::StoreError;
 use crate::gojson::GoTime;
-use crate::idmap::IdMap;
+use crate::idmap::{containers_storage_order, root_pair, validate, IdMap};
 use crate::lockfile::{LockFile, LockMode};
-use crate::records::{Container, Image};
+use crate::mapping::{
+    top_layer_for_mapping, Capabilities, Decision, LayerSource, MappingRequest, Presentation,
+};
+use crate::records::{Container, Image, Layer};
 use crate::snapshot::{check_parents, lookup};
+use crate::store::Txn;
 use crate::Store;
 
 /// What a new container should be.
@@ -29,12 +33,15 @@ pub struct NewContainer {
     pub image: String,
     /// Opaque caller metadata (podman stores JSON here).
     pub metadata: String,
-    /// The uid mapping the container runs with, recorded as given (empty:
-    /// host). The read-write layer is created unmapped, as containers/storage
-    /// does when the driver shifts ownership at mount time.
+    /// The uid mapping the container runs with (empty: host). Recorded as
+    /// podman 4.3.1 (containers/storage v1.43) records it: sorted by host id
+    /// when the driver can shift it, as given otherwise.
     pub uidmap: Vec<IdMap>,
     /// The gid mapping the container runs with (empty: host).
     pub gidmap: Vec<IdMap>,
+    /// Never copy the image for the mapping: use its top layer, idmapped if
+    /// possible, else with its on-disk ownership. See [`crate::mapping`].
+    pub no_cache: bool,
     /// SELinux mount label (`flags.MountLabel`, always written).
     pub mount_label: String,
     /// SELinux process label (`flags.ProcessLabel`, always written).
@@ -54,34 +61,123 @@ impl Store {
         driver: &dyn Driver,
         new: NewContainer,
     ) -> Result<Container, StoreError> {
+        let mapped = !new.uidmap.is_empty() || !new.gidmap.is_empty();
+        if mapped {
+            validate(&new.uidmap)?;
+            validate(&new.gidmap)?;
+            root_pair(&new.uidmap, &new.gidmap)?;
+        }
         let userns = self.graph_lock("userns.lock")?;
-        let _userns = if new.uidmap.is_empty() && new.gidmap.is_empty() {
-            None
-        } else {
-            Some(userns.write()?)
-        };
+        let _userns = if mapped { Some(userns.write()?) } else { None };
         let mut layers = self.layers.begin(check_parents)?;
-        let images = self.images.read_shared()?;
+        let mut images = self.images.begin(|_, _| Ok(()))?;
         let mut containers = self.containers.begin(|_, _| Ok(()))?;
-        let (image_id, top) = match new.image.as_str() {
-            "" => (String::new(), None),
-            q => {
-                let image = lookup::<Image>(&images, q)?;
-                let top = (!image.top_layer.is_empty()).then(|| image.top_layer.clone());
-                (image.id.clone(), top)
+        let id = new_container_id(&containers.records, &new)?;
+        let shifting = mapped && driver.supports_shifting(&new.uidmap, &new.gidmap);
+        // v1.43 sorts the caller's maps in place when its driver can shift.
+        let (uidmap, gidmap) = if shifting {
+            containers_storage_order(&new.uidmap, &new.gidmap)
+        } else {
+            (new.uidmap.clone(), new.gidmap.clone())
+        };
+        let image_id = match new.image.as_str() {
+            "" => String::new(),
+            q => lookup::<Image>(&images.records, q)?.id.clone(),
+        };
+        let decision = match image_id.as_str() {
+            "" => None,
+            id => {
+                let image = images
+                    .records
+                    .iter()
+                    .find(|i| i.id == id)
+                    .expect("looked up");
+                let request = MappingRequest {
+                    uidmap: new.uidmap.clone(),
+                    gidmap: new.gidmap.clone(),
+                    no_cache: new.no_cache,
+                };
+                let sources = [LayerSource {
+                    layers: &layers.records,
+                    writable: true,
+                }];
+                let caps = Capabilities {
+                    shifting,
+                    image_writable: true,
+                };
+                Some(top_layer_for_mapping(image, &sources, &request, caps)?)
             }
         };
-        let id = new_container_id(&containers.records, &new)?;
-        let layer = self.create_layer_in(
-            &mut layers,
-            driver,
-            NewLayer {
-                parent: top,
-                mountlabel: new.mount_label.clone(),
-                ..NewLayer::default()
-            },
-            |_| Ok(None),
-        )?;
+        tracing::debug!(?decision, "mapping decision");
+        let mut made_template = None;
+        let layer = match decision {
+            // No image: a parentless read-write layer, unmapped when the
+            // driver shifts, else owned for the maps.
+            None => {
+                let (u, g) = if shifting || !mapped {
+                    (Vec::new(), Vec::new())
+                } else {
+                    (uidmap.clone(), gidmap.clone())
+                };
+                self.create_rw_layer(&mut layers, driver, None, &new.mount_label, u, g, None)?
+            }
+            Some(Decision::Use {
+                layer,
+                presentation,
+            }) => {
+                let (u, g, owner) = match presentation {
+                    Presentation::Host | Presentation::Idmapped => (Vec::new(), Vec::new(), None),
+                    // Files keep their owners; the container's root owns
+                    // its upper dir so it can write to `/`.
+                    Presentation::OnDisk => {
+                        (Vec::new(), Vec::new(), Some(root_pair(&uidmap, &gidmap)?))
+                    }
+                    // Same maps as the layer below, so nothing is chowned.
+                    Presentation::Owned => {
+                        let below = layers.records.iter().find(|l| l.id == layer);
+                        let below = below.expect("decided on a recorded layer");
+                        (below.uidmap.clone(), below.gidmap.clone(), None)
+                    }
+                };
+                let parent = Some(layer);
+                self.create_rw_layer(&mut layers, driver, parent, &new.mount_label, u, g, owner)?
+            }
+            Some(Decision::CreateTemplate { template, .. }) => {
+                let t = self.create_template_in(
+                    &mut layers,
+                    &mut images,
+                    driver,
+                    &image_id,
+                    &template,
+                    &uidmap,
+                    &gidmap,
+                )?;
+                made_template = Some(t.id.clone());
+                let made = self.create_rw_layer(
+                    &mut layers,
+                    driver,
+                    Some(t.id.clone()),
+                    &new.mount_label,
+                    uidmap.clone(),
+                    gidmap.clone(),
+                    None,
+                );
+                // The template stays, as with podman: it serves the next
+                // container with these maps.
+                made?
+            }
+            Some(Decision::CopyIntoContainerLayer { template }) => self.create_chowned_child_in(
+                &mut layers,
+                driver,
+                &template,
+                &uidmap,
+                &gidmap,
+                true,
+            )?,
+        };
+        if let Some(t) = &made_template {
+            tracing::debug!(template = %t, "container stacked on a new template");
+        }
         let mut flags = BTreeMap::new();
         flags.insert("MountLabel".to_owned(), Value::String(new.mount_label));
         flags.insert("ProcessLabel".to_owned(), Value::String(new.process_label));
@@ -98,8 +194,8 @@ impl Store {
             layer: layer.id.clone(),
             metadata: new.metadata,
             created: GoTime::now(),
-            uidmap: new.uidmap,
-            gidmap: new.gidmap,
+            uidmap,
+            gidmap,
             flags,
             ..Container::default()
         };
@@ -150,6 +246,34 @@ impl Store {
         remove_if_present(&o.graph_root.join("overlay-containers").join(&container.id))?;
         remove_if_present(&o.run_root.join("overlay-containers").join(&container.id))?;
         Ok(container.id)
+    }
+
+    /// The container's read-write layer on `parent`, with `uidmap`/`gidmap`
+    /// recorded and its root owned by `owner` (default: the maps' root).
+    #[allow(clippy::too_many_arguments)]
+    fn create_rw_layer(
+        &self,
+        layers: &mut Txn<'_, Layer>,
+        driver: &dyn Driver,
+        parent: Option<String>,
+        mount_label: &str,
+        uidmap: Vec<IdMap>,
+        gidmap: Vec<IdMap>,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Layer, StoreError> {
+        self.create_layer_owned_in(
+            layers,
+            driver,
+            NewLayer {
+                parent,
+                mountlabel: mount_label.to_owned(),
+                uidmap,
+                gidmap,
+                ..NewLayer::default()
+            },
+            owner,
+            |_| Ok(None),
+        )
     }
 
     /// A lock file directly under the graphroot (`storage.lock`,

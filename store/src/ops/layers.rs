@@ -104,11 +104,27 @@ impl Store {
     where
         F: FnOnce(&Layer) -> Result<Option<LayerDiff>, StoreError>,
     {
+        self.create_layer_owned_in(txn, driver, new, None, populate)
+    }
+
+    /// [`create_layer_in`](Self::create_layer_in) with the layer's root
+    /// owned by `owner` instead of the root of its maps.
+    pub(crate) fn create_layer_owned_in<F>(
+        &self,
+        txn: &mut Txn<'_, Layer>,
+        driver: &dyn Driver,
+        new: NewLayer,
+        owner: Option<(u32, u32)>,
+        populate: F,
+    ) -> Result<Layer, StoreError>
+    where
+        F: FnOnce(&Layer) -> Result<Option<LayerDiff>, StoreError>,
+    {
         let mut layer = new_record(&txn.records, driver, new)?;
-        let owner = if layer.uidmap.is_empty() && layer.gidmap.is_empty() {
-            (0, 0)
-        } else {
-            root_pair(&layer.uidmap, &layer.gidmap)?
+        let owner = match owner {
+            Some(owner) => owner,
+            None if layer.uidmap.is_empty() && layer.gidmap.is_empty() => (0, 0),
+            None => root_pair(&layer.uidmap, &layer.gidmap)?,
         };
         txn.records.push(layer.clone());
         if let Err(e) = txn.save() {

@@ -13,6 +13,7 @@
 mod containers;
 mod images;
 mod layers;
+mod mapped;
 mod mounts;
 
 pub use containers::NewContainer;

@@ -98,19 +98,35 @@ impl Store {
     }
 
     /// Mount a container's layer with the container's mount options and
-    /// label.
+    /// label. A container with a uid/gid mapping is mounted
+    /// * as it is when its layer is recorded with maps (a template's copy:
+    ///   files already owned for the container);
+    /// * with idmapped lower layers when the driver can shift its maps;
+    /// * as it is, files keeping their on-disk owners, only when
+    ///   `on_disk_ok` (the `no_cache` choice); otherwise
+    ///   [`StoreError::MappedMount`].
     ///
     /// # Locking
-    /// Shared `containers.lock` to find the container, then as
-    /// [`Store::mount_layer`].
+    /// Shared `containers.lock` and `layers.lock` to find the container and
+    /// its layer, then as [`Store::mount_layer`].
     pub fn mount_container(
         &self,
         driver: &dyn Driver,
         query: &str,
+        on_disk_ok: bool,
     ) -> Result<(Container, PathBuf), StoreError> {
         let container = lookup(&self.containers.read_shared()?, query)?.clone();
+        let mut idmap = (Vec::new(), Vec::new());
         if !container.uidmap.is_empty() || !container.gidmap.is_empty() {
-            return Err(StoreError::MappedMount { id: container.id });
+            let layers = self.layers.read_shared()?;
+            let layer = lookup(&layers, &container.layer)?;
+            if !layer.is_mapped() {
+                if driver.supports_shifting(&container.uidmap, &container.gidmap) {
+                    idmap = (container.uidmap.clone(), container.gidmap.clone());
+                } else if !on_disk_ok {
+                    return Err(StoreError::MappedMount { id: container.id });
+                }
+            }
         }
         let str_flag = |key: &str| {
             container
@@ -132,6 +148,8 @@ impl Store {
                         .collect()
                 })
                 .unwrap_or_default(),
+            uidmap: idmap.0,
+            gidmap: idmap.1,
             ..MountOptions::default()
         };
         let path = self.mount_layer(driver, &container.layer, &options)?;

@@ -74,6 +74,9 @@ pub enum Command {
     Umount(commands::containers::UmountArgs),
     /// Remove containers.
     Rm(commands::containers::RemoveArgs),
+    /// Run a command in a new container of an image (podman-run-like; exits
+    /// with the command's exit code, 125-127 for failures to run it).
+    Run(commands::run::RunArgs),
 }
 
 /// Set up logging to stderr at `level`.
@@ -121,6 +124,7 @@ impl GlobalArgs {
 /// Run a parsed command line.
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
+        Command::Run(args) => return Ok(commands::run::run(&cli.global, args)),
         Command::Info(args) => commands::info::run(&cli.global, args),
         Command::Layers(args) => commands::list::layers(&cli.global, args),
         Command::Images(args) => commands::list::images(&cli.global, args),

@@ -13,10 +13,12 @@
 //! - [`ocidiff`]: apply an OCI/Docker layer tar into a layer's `diff`.
 //! - [`layout`]: layer directories, lower chains and overlay mounts.
 //! - [`import`]: images from docker/OCI archives, OCI layouts and tarballs.
+//! - [`engine`]: image + mapping in, mounted container rootfs out (for engines).
 
 pub use layerstore;
 
 mod driver_impl;
+pub mod engine;
 pub mod import;
 pub mod layout;
 pub mod ocidiff;

@@ -4,3 +4,4 @@ pub mod containers;
 pub mod import;
 pub mod info;
 pub mod list;
+pub mod run;

@@ -87,20 +87,22 @@ fn host_mapping_uses_the_top_layer() {
     }
 }
 
+type Case = (
+    &'static str,
+    Vec<Layer>,
+    &'static [&'static str],
+    MappingRequest,
+    Capabilities,
+    Decision,
+);
+
 #[test]
 fn the_four_outcomes() {
     let (u, g) = noncontig();
     let mut with_template = base_and_top();
     with_template.push(layer("tmpl", "base", u.clone(), g.clone()));
     let other = (vec![m(0, 300000, 65536)], vec![m(0, 300000, 65536)]);
-    let cases: Vec<(
-        &str,
-        Vec<Layer>,
-        &[&str],
-        MappingRequest,
-        Capabilities,
-        Decision,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "no_cache without shifting: top layer as on disk, nothing made",
             base_and_top(),

@@ -12,7 +12,7 @@ use super::{check_id, random_id};
 use crate::driver::Driver;
 use crate::error::StoreError;
 use crate::gojson::GoTime;
-use crate::idmap::{containers_storage_order, root_pair, validate, IdMap};
+use crate::idmap::{containers_storage_order, root_pair, validate, IdMap, IdMappings};
 use crate::lockfile::{LockFile, LockMode};
 use crate::mapping::{
     top_layer_for_mapping, Capabilities, Decision, LayerSource, MappingRequest, Presentation,
@@ -140,7 +140,36 @@ impl Store {
                     }
                 };
                 let parent = Some(layer);
-                self.create_rw_layer(&mut layers, driver, parent, &new.mount_label, u, g, owner)?
+                let rw = self.create_rw_layer(
+                    &mut layers,
+                    driver,
+                    parent,
+                    &new.mount_label,
+                    u,
+                    g,
+                    owner,
+                )?;
+                if let Some(owner) = owner {
+                    // A driver gives a child's diff its parent's owner: the
+                    // container's root must own the top of its rootfs.
+                    let chowned = driver
+                        .diff_path(&rw.id)
+                        .map_err(crate::error::driver_error("finding the diff of", &rw.id))
+                        .and_then(|diff| {
+                            rustix::fs::chown(
+                                &diff,
+                                Some(rustix::fs::Uid::from_raw(owner.0)),
+                                Some(rustix::fs::Gid::from_raw(owner.1)),
+                            )
+                            .map_err(|e| StoreError::io("changing the owner of", &diff)(e.into()))
+                        });
+                    if let Err(e) = chowned {
+                        let _ =
+                            self.remove_layers(&mut layers, driver, std::slice::from_ref(&rw.id));
+                        return Err(e);
+                    }
+                }
+                rw
             }
             Some(Decision::CreateTemplate { template, .. }) => {
                 let t = self.create_template_in(
@@ -149,8 +178,10 @@ impl Store {
                     driver,
                     &image_id,
                     &template,
-                    &uidmap,
-                    &gidmap,
+                    &IdMappings {
+                        uids: uidmap.clone(),
+                        gids: gidmap.clone(),
+                    },
                 )?;
                 made_template = Some(t.id.clone());
                 let made = self.create_rw_layer(

@@ -28,7 +28,7 @@ use crate::store::Txn;
 use crate::Store;
 
 impl Store {
-    /// Make a mapped copy of layer `template` for `uidmap`/`gidmap` and
+    /// Make a mapped copy of layer `template` for `maps` and
     /// record it in image `image_id`'s `mapped-layers`. Called with
     /// `layers.lock` and `images.lock` held exclusively (and `userns.lock`).
     pub(crate) fn create_template_in(
@@ -38,11 +38,10 @@ impl Store {
         driver: &dyn Driver,
         image_id: &str,
         template_id: &str,
-        uidmap: &[IdMap],
-        gidmap: &[IdMap],
+        maps: &IdMappings,
     ) -> Result<Layer, StoreError> {
-        let layer =
-            self.create_chowned_child_in(layers, driver, template_id, uidmap, gidmap, false)?;
+        let (uids, gids) = (&maps.uids, &maps.gids);
+        let layer = self.create_chowned_child_in(layers, driver, template_id, uids, gids, false)?;
         let Some(image) = images.records.iter_mut().find(|i| i.id == image_id) else {
             self.discard(layers, driver, &layer.id);
             return Err(StoreError::NotFound {

@@ -1,0 +1,228 @@
+//! The API for container engines: an image and a uid/gid mapping in, a
+//! container with a mounted root filesystem out, and its release.
+//!
+//! [`Engine::prepare`] records the container in the store (so podman lists
+//! it with `podman ps --external`) on the layer the mapping decision picks
+//! ([`layerstore::mapping`]): the image's own top layer, idmapped, whenever
+//! the kernel allows, so a new mapping costs no copy; with
+//! [`RootfsOptions::no_cache`] also where it does not (files keep their
+//! on-disk owners); a containers/storage-compatible template only as the
+//! fallback. [`Engine::release`] unmounts and, if asked, deletes the
+//! container and its layer. Both take podman's locks in podman's order.
+//!
+//! ```no_run
+//! use layerstore::config::{Overrides, StoreOptions};
+//! use layerstore::idmap::parse_id_map;
+//! use layerstore_overlay::engine::{Engine, RootfsOptions};
+//!
+//! let engine = Engine::open(StoreOptions::load(&Overrides::default())?)?;
+//! let options = RootfsOptions {
+//!     name: Some("worker-17".into()),
+//!     // Non-contiguous: root and most ids at 200000, uid 1000 kept as is.
+//!     uidmap: parse_id_map("0:200000:1000:1000:1000:1:1001:201001:64535")?,
+//!     gidmap: parse_id_map("0:200000:65536")?,
+//!     ..RootfsOptions::default()
+//! };
+//! let rootfs = engine.prepare("localhost/debian:latest", &options)?;
+//! println!("rootfs of {} at {}", rootfs.container.id, rootfs.path.display());
+//! // ... write an OCI bundle whose root is `rootfs.path` and run it ...
+//! engine.release(&rootfs, true)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::PathBuf;
+
+use layerstore::config::StoreOptions;
+use layerstore::idmap::{root_pair, IdMap};
+use layerstore::ops::NewContainer;
+use layerstore::records::Container;
+use layerstore::{Store, StoreError};
+
+use crate::layout::{LayoutError, OverlayDriver};
+
+/// Let the container's root (`owner`, host ids) reach `rootfs`: every
+/// directory from `/` down to the rootfs' parent that it could not search
+/// gets `--x` for all (mode | 0o111), as podman's `makeAccessible` does for
+/// containers with a user namespace (their runtime resolves the rootfs path
+/// as the container's root). Podman leaves the graphroot, runroot, overlay
+/// home and layer directories 0711 this way; nothing becomes readable.
+pub fn make_accessible(rootfs: &std::path::Path, owner: (u32, u32)) -> Result<(), StoreError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut dir = rootfs.parent();
+    while let Some(d) = dir {
+        let meta = std::fs::metadata(d).map_err(StoreError::io("inspecting", d))?;
+        let mode = meta.mode();
+        let searchable = (meta.uid() == owner.0 && mode & 0o100 != 0)
+            || (meta.gid() == owner.1 && mode & 0o010 != 0)
+            || mode & 0o001 != 0;
+        if !searchable {
+            let new = (mode | 0o111) & 0o7777;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(new))
+                .map_err(StoreError::io("making searchable", d))?;
+            tracing::debug!(dir = %d.display(), mode = format!("{new:o}"), "made searchable for the container root");
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+/// Errors of the engine API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The overlay driver could not be opened.
+    #[error(transparent)]
+    Driver(#[from] LayoutError),
+    /// Preparing failed, and so did removing what was made.
+    #[error("{cause}; removing container {container} afterwards failed too")]
+    Cleanup {
+        /// The container left behind.
+        container: String,
+        /// Why preparing failed.
+        cause: Box<EngineError>,
+        /// Why it could not be removed.
+        #[source]
+        source: Box<EngineError>,
+    },
+}
+
+/// How the container's root filesystem should be made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RootfsOptions {
+    /// The container's name (unique in the store).
+    pub name: Option<String>,
+    /// The container's uid map (empty: the host mapping).
+    pub uidmap: Vec<IdMap>,
+    /// The container's gid map (empty: the host mapping).
+    pub gidmap: Vec<IdMap>,
+    /// Never copy the image for the mapping (see [`layerstore::mapping`]).
+    pub no_cache: bool,
+    /// Opaque metadata kept in the container record.
+    pub metadata: String,
+    /// SELinux mount label.
+    pub mount_label: String,
+}
+
+/// A prepared, mounted container root filesystem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rootfs {
+    /// The container record as saved.
+    pub container: Container,
+    /// Where its root filesystem is mounted.
+    pub path: PathBuf,
+}
+
+/// A store and its overlay driver, for engines.
+#[derive(Debug)]
+pub struct Engine {
+    store: Store,
+    driver: OverlayDriver,
+}
+
+impl Engine {
+    /// Open the store described by `options` and its overlay driver.
+    pub fn open(options: StoreOptions) -> Result<Engine, EngineError> {
+        let driver = OverlayDriver::new(&options)?;
+        Ok(Engine {
+            store: Store::open(options)?,
+            driver,
+        })
+    }
+
+    /// An engine over an already opened store and driver.
+    pub fn new(store: Store, driver: OverlayDriver) -> Engine {
+        Engine { store, driver }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The overlay driver.
+    pub fn driver(&self) -> &OverlayDriver {
+        &self.driver
+    }
+
+    /// Create a container of `image` (id, full name or unique id prefix)
+    /// with `options`' mapping and mount its root filesystem. If mounting
+    /// fails, the container is removed again.
+    ///
+    /// # Locking
+    /// As [`Store::create_container`], then as [`Store::mount_container`].
+    pub fn prepare(&self, image: &str, options: &RootfsOptions) -> Result<Rootfs, EngineError> {
+        let container = self.store.create_container(
+            &self.driver,
+            NewContainer {
+                names: options.name.iter().cloned().collect(),
+                image: image.to_owned(),
+                metadata: options.metadata.clone(),
+                uidmap: options.uidmap.clone(),
+                gidmap: options.gidmap.clone(),
+                no_cache: options.no_cache,
+                mount_label: options.mount_label.clone(),
+                ..NewContainer::default()
+            },
+        )?;
+        match self
+            .store
+            .mount_container(&self.driver, &container.id, options.no_cache)
+        {
+            Ok((container, path)) => {
+                let accessible = if container.uidmap.is_empty() && container.gidmap.is_empty() {
+                    Ok(())
+                } else {
+                    root_pair(&container.uidmap, &container.gidmap)
+                        .map_err(StoreError::from)
+                        .and_then(|owner| make_accessible(&path, owner))
+                };
+                match accessible {
+                    Ok(()) => Ok(Rootfs { container, path }),
+                    Err(e) => {
+                        let rootfs = Rootfs { container, path };
+                        match self.release(&rootfs, true) {
+                            Ok(()) => Err(e.into()),
+                            Err(source) => Err(EngineError::Cleanup {
+                                container: rootfs.container.id,
+                                cause: Box::new(e.into()),
+                                source: Box::new(source),
+                            }),
+                        }
+                    }
+                }
+            }
+            Err(e) => match self.store.delete_container(&self.driver, &container.id) {
+                Ok(_) => Err(e.into()),
+                Err(source) => Err(EngineError::Cleanup {
+                    container: container.id,
+                    cause: Box::new(e.into()),
+                    source: Box::new(source.into()),
+                }),
+            },
+        }
+    }
+
+    /// Unmount `rootfs` (dropping every user of the mount) and, with
+    /// `remove`, delete the container and its read-write layer. A rootfs
+    /// that is no longer mounted is fine.
+    ///
+    /// # Locking
+    /// As [`Store::unmount_layer`], then as [`Store::delete_container`].
+    pub fn release(&self, rootfs: &Rootfs, remove: bool) -> Result<(), EngineError> {
+        match self
+            .store
+            .unmount_layer(&self.driver, &rootfs.container.layer, true)
+        {
+            Ok(_) | Err(StoreError::NotMounted { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if remove {
+            self.store
+                .delete_container(&self.driver, &rootfs.container.id)?;
+        }
+        Ok(())
+    }
+}

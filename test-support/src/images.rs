@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! d etc 0755 0:0                 directory
-//! f etc/hostname 0644 0:0 box    regular file with content "box"
+//! f etc/hostname 0644 0:0 box    regular file with content "box" (`\n`: a newline)
 //! F bin/busybox 0755 0:0 /bin/busybox   regular file copied from the host
 //! l bin/sh busybox               symlink
 //! h etc/hardlink etc/hostname 0644   hard link (tar tools store the target's mode)
@@ -76,7 +76,7 @@ pub fn layer_tar(spec: &str) -> Vec<u8> {
                 data = if f[0] == "F" {
                     fs::read(f[4]).expect("host file")
                 } else {
-                    f[4..].join(" ").into_bytes()
+                    f[4..].join(" ").replace("\\n", "\n").into_bytes()
                 };
                 h.set_size(data.len() as u64);
                 b.append_data(&mut h, path, data.as_slice())

@@ -78,6 +78,8 @@ pub struct PodmanStore {
     pub graph: PathBuf,
     /// The runroot.
     pub run: PathBuf,
+    /// A tmpfs mounted for this store alone (see [`PodmanStore::on_tmpfs`]).
+    tmpfs: Option<PathBuf>,
 }
 
 impl PodmanStore {
@@ -106,7 +108,34 @@ impl PodmanStore {
             _dir: dir,
             graph,
             run,
+            tmpfs: None,
         }
+    }
+
+    /// An empty store location on a tmpfs of its own (`size`, e.g. "2g"),
+    /// so that [`used_inodes`](Self::used_inodes) counts this store alone.
+    pub fn on_tmpfs(size: &str) -> PodmanStore {
+        let mut store = PodmanStore::empty();
+        let fs = store._dir.path().join("fs");
+        std::fs::create_dir(&fs).expect("creating the tmpfs mount point");
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size},mode=0755"))
+                .arg("layerstore-test")
+                .arg(&fs),
+        );
+        store.graph = fs.join("graph");
+        store.run = fs.join("run");
+        store.tmpfs = Some(fs);
+        store
+    }
+
+    /// Used inodes of the filesystem holding the graphroot.
+    pub fn used_inodes(&self) -> u64 {
+        let at = self.tmpfs.as_deref().unwrap_or(&self.graph);
+        let st = rustix::fs::statvfs(at).expect("statvfs of the store");
+        st.f_files - st.f_ffree
     }
 
     /// `podman` with this store's flags and the test containers.conf.
@@ -163,6 +192,7 @@ impl PodmanStore {
 impl Drop for PodmanStore {
     fn drop(&mut self) {
         if !self.graph.exists() && !self.run.exists() {
+            self.unmount_tmpfs();
             return;
         }
         let status = Command::new("bash")
@@ -175,6 +205,15 @@ impl Drop for PodmanStore {
                 "warning: cleaning up {} failed: {status:?}",
                 self.graph.display()
             );
+        }
+        self.unmount_tmpfs();
+    }
+}
+
+impl PodmanStore {
+    fn unmount_tmpfs(&mut self) {
+        if let Some(fs) = self.tmpfs.take() {
+            let _ = Command::new("umount").arg("--lazy").arg(&fs).status();
         }
     }
 }

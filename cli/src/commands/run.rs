@@ -374,6 +374,7 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
         runtime,
         state_root: engine.store().options().run_root.join("layerstore-runtime"),
         created: false,
+        started: false,
         remove: args.rm,
     };
     let result = launch.run(args, &config, argv, user, &uidmap, &gidmap);
@@ -394,6 +395,9 @@ struct Launch<'a> {
     runtime: PathBuf,
     state_root: PathBuf,
     created: bool,
+    /// The runtime started the container (a container that never ran is
+    /// removed even without `--rm`: nothing of the failed run stays).
+    started: bool,
     remove: bool,
 }
 
@@ -537,6 +541,7 @@ impl Launch<'_> {
             }
             .into());
         }
+        self.started = true;
         let code = wait_exit_code(pid);
         forward.stop();
         code
@@ -585,7 +590,7 @@ impl Launch<'_> {
             }
         }
         self.engine
-            .release(&self.rootfs, self.remove)
+            .release(&self.rootfs, self.remove || !self.started)
             .with_context(|| format!("releasing container {}", self.id()))
     }
 }

@@ -20,4 +20,6 @@ mod driver_impl;
 pub mod import;
 pub mod layout;
 pub mod ocidiff;
+pub mod probe;
+pub mod sys;
 pub mod tarsplit;

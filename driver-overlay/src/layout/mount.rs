@@ -42,7 +42,10 @@ use rustix::mount::{
     MountPropagationFlags, MoveMountFlags, UnmountFlags,
 };
 
+use layerstore::idmap::IdMap;
+
 use super::create::{mkdir_owned, open_dir};
+use super::idmapped::Mapping;
 use super::mountinfo::is_mounted;
 use super::{LayoutError, OverlayDriver, MOUNT_PROGRAM_FLAG};
 
@@ -67,6 +70,14 @@ pub struct MountRequest {
     pub options: Vec<String>,
     /// SELinux context for the mount (`context="<label>"`).
     pub mount_label: Option<String>,
+    /// The container's uid map. With `gidmap`, non-empty: the lower layers
+    /// are seen through one idmapped mount (see [`idmapped`](super::idmapped))
+    /// and `diff`/`work`/`merged` are owned by the mapped root. Both empty:
+    /// the host mapping. Needs root and a kernel that mounts overlay on
+    /// idmapped lowers ([`OverlayDriver::supports_idmapped_lowers`]).
+    pub uidmap: Vec<IdMap>,
+    /// The container's gid map (see `uidmap`).
+    pub gidmap: Vec<IdMap>,
 }
 
 /// Which way the mount data reaches the kernel (see the module docs).
@@ -161,6 +172,8 @@ impl OverlayDriver {
                 path: target,
             });
         }
+        // Bad maps are refused here, before anything on disk changes.
+        let mapping = Mapping::new(id, &req.uidmap, &req.gidmap)?;
         self.ensure_home_private()?;
         prepare_layer_dirs(id, &dir, &lowers)?;
 
@@ -171,6 +184,14 @@ impl OverlayDriver {
         } else {
             Some((diff, dir.join("work")))
         };
+        // Kept open until the overlay is mounted, closed right after.
+        let mut tree = None;
+        if let Some(mapping) = &mapping {
+            if !read_only {
+                mapping.chown_upper(id, &dir)?;
+            }
+            tree = Some(mapping.idmap_lowers(id, &self.home, &mut lowers)?);
+        }
         let plan = Plan {
             id,
             target,
@@ -180,7 +201,8 @@ impl OverlayDriver {
             label: req.mount_label.as_deref(),
         };
         plan.mount(forced)?;
-        tracing::debug!(layer = id, target = ?plan.target, "mounted layer");
+        drop(tree);
+        tracing::debug!(layer = id, target = ?plan.target, idmapped = mapping.is_some(), "mounted layer");
         Ok(plan.target)
     }
 

@@ -13,6 +13,10 @@
 //! - [`ocidiff`]: apply an OCI/Docker layer tar into a layer's `diff`.
 //! - [`layout`]: layer directories, lower chains and overlay mounts.
 //! - [`import`]: images from docker/OCI archives, OCI layouts and tarballs.
+//! - [`probe`]: kernel feature probes (overlay on idmapped lower layers),
+//!   cached under the runroot as containers/storage caches them.
+//! - [`sys`]: the only `unsafe` code: user-namespace fds for id maps and
+//!   detached idmapped mounts.
 
 pub use layerstore;
 

@@ -236,3 +236,51 @@ fn random_suffix() -> String {
     let _ = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty());
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use layerstore::config::StoreOptions;
+
+    fn driver(root: &Path) -> OverlayDriver {
+        OverlayDriver::new(&StoreOptions {
+            graph_root: root.join("graph"),
+            run_root: root.join("run"),
+            driver: "overlay".into(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn cache_files_are_named_like_containers_storage() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = driver(tmp.path());
+        assert_eq!(d.cached_idmapped_lowers(), None);
+        fs::create_dir_all(tmp.path().join("run/overlay")).unwrap();
+        fs::write(tmp.path().join("run/overlay/idmapped-lower-dir-false"), "").unwrap();
+        assert_eq!(d.cached_idmapped_lowers(), Some(false));
+        // Both present: -true wins, as cachedFeatureCheck looks at it first.
+        fs::write(tmp.path().join("run/overlay/idmapped-lower-dir-true"), "").unwrap();
+        assert_eq!(d.cached_idmapped_lowers(), Some(true));
+    }
+
+    #[test]
+    fn record_creates_an_empty_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = driver(tmp.path());
+        d.record_idmapped_lowers(false).unwrap();
+        let file = tmp.path().join("run/overlay/idmapped-lower-dir-false");
+        assert_eq!(fs::read(file).unwrap(), b"");
+        assert_eq!(d.cached_idmapped_lowers(), Some(false));
+    }
+
+    #[test]
+    fn verdicts() {
+        assert!(IdmapVerdict::Cached(true).supported());
+        assert!(IdmapVerdict::Probed(true).supported());
+        assert!(!IdmapVerdict::Probed(false).supported());
+        assert!(!IdmapVerdict::NotRoot.supported());
+        assert!(!IdmapVerdict::DisabledByEnvironment.supported());
+    }
+}

@@ -96,7 +96,6 @@ impl Drop for Store {
             let _ = self.driver.unmount(id);
         }
         let _ = unmount(self.driver.home(), UnmountFlags::DETACH);
-        let _ = self.tmp.path();
     }
 }
 
@@ -192,9 +191,7 @@ fn idmapped_mount_non_contiguous_map() {
     assert_eq!(names, ["diff", "link", "lower", "lower-layers", "work"]);
     // Nothing of ours stays in the mount table at all.
     let all = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !all.contains(&s.tmp.path().display().to_string()) || all.lines().all(|l| !l.contains(CTR))
-    );
+    assert!(!all.contains(CTR), "{all}");
 }
 
 #[test]
@@ -278,17 +275,12 @@ fn idmapped_mount_bad_maps_mount_nothing() {
             ..Default::default()
         };
         let err = d.mount(CTR, &req).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                LayoutError::Idmap {
-                    source: IdmapError::InvalidMap { .. },
-                    ..
-                }
-            ),
-            "{what}: {err:?}"
-        );
-        let chain = format!("{:#}", anyhow_chain(&err));
+        let invalid_map = match &err {
+            LayoutError::Idmap { source, .. } => matches!(**source, IdmapError::InvalidMap { .. }),
+            _ => false,
+        };
+        assert!(invalid_map, "{what}: {err:?}");
+        let chain = anyhow_chain(&err);
         assert!(chain.contains(needle), "{what}: {chain}");
         assert!(chain.contains(CTR), "{what}: {chain}");
         assert!(!s.home().join(CTR).join("merged").exists() || mounts_under(s.home()).is_empty());

@@ -202,7 +202,7 @@ pub enum LayoutError {
         /// The layer.
         id: String,
         /// What failed.
-        source: crate::sys::IdmapError,
+        source: Box<crate::sys::IdmapError>,
     },
     /// Unmounting the layer failed.
     #[error("layer {id}: unmounting {} failed", target.display())]

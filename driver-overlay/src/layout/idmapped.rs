@@ -54,7 +54,7 @@ impl Mapping {
         }
         let idmap = |source| LayoutError::Idmap {
             id: id.to_owned(),
-            source,
+            source: Box::new(source),
         };
         let userns = sys::user_namespace(uids, gids).map_err(idmap)?;
         let root = root_pair(uids, gids).map_err(|source| {
@@ -82,20 +82,11 @@ impl Mapping {
         let tree = sys::idmapped_clone(CWD, home, self.userns.as_fd()).map_err(|source| {
             LayoutError::Idmap {
                 id: id.to_owned(),
-                source,
+                source: Box::new(source),
             }
         })?;
         let base = PathBuf::from(format!("/proc/self/fd/{}", tree.as_raw_fd()));
-        for lower in lowers.iter_mut() {
-            let relative = lower
-                .strip_prefix(home)
-                .map_err(|_| LayoutError::BadLowerEntry {
-                    id: id.to_owned(),
-                    path: home.to_owned(),
-                    entry: lower.display().to_string(),
-                })?;
-            *lower = base.join(relative);
-        }
+        through(id, home, &base, lowers)?;
         Ok(tree)
     }
 
@@ -115,5 +106,95 @@ impl Mapping {
             .map_err(|e| LayoutError::io(id, "chown", dir.join(name), e))?;
         }
         Ok(())
+    }
+}
+
+/// Rewrite `lowers` (absolute, under `home`) to the same paths under `base`
+/// (where a clone of `home` can be reached).
+fn through(id: &str, home: &Path, base: &Path, lowers: &mut [PathBuf]) -> Result<(), LayoutError> {
+    for lower in lowers.iter_mut() {
+        let relative = lower
+            .strip_prefix(home)
+            .map_err(|_| LayoutError::BadLowerEntry {
+                id: id.to_owned(),
+                path: home.to_owned(),
+                entry: lower.display().to_string(),
+            })?;
+        *lower = base.join(relative);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowers_go_through_the_clone() {
+        let home = Path::new("/g/overlay");
+        let mut lowers = vec![
+            home.join("c/diff1"),
+            home.join("b/diff"),
+            home.join("a/diff"),
+            home.join("a/empty"),
+        ];
+        through("c", home, Path::new("/proc/self/fd/7"), &mut lowers).unwrap();
+        assert_eq!(
+            lowers,
+            [
+                "/proc/self/fd/7/c/diff1",
+                "/proc/self/fd/7/b/diff",
+                "/proc/self/fd/7/a/diff",
+                "/proc/self/fd/7/a/empty"
+            ]
+            .map(PathBuf::from)
+        );
+    }
+
+    #[test]
+    fn a_lower_outside_the_home_is_refused() {
+        let mut lowers = vec![PathBuf::from("/elsewhere/x/diff")];
+        let err = through(
+            "c",
+            Path::new("/g/overlay"),
+            Path::new("/proc/self/fd/7"),
+            &mut lowers,
+        )
+        .unwrap_err();
+        assert!(matches!(err, LayoutError::BadLowerEntry { .. }), "{err}");
+    }
+
+    #[test]
+    fn bad_maps_are_refused_before_anything_is_made() {
+        let m = |c, h, s| IdMap {
+            container_id: c,
+            host_id: h,
+            size: s,
+        };
+        assert!(
+            Mapping::new("x", &[], &[]).unwrap().is_none(),
+            "host mapping"
+        );
+        for (uids, gids, needle) in [
+            (vec![], vec![m(0, 1000, 1)], "uid map \"\""),
+            (vec![m(0, 1000, 1)], vec![], "gid map \"\""),
+            (
+                vec![m(0, 1000, 10), m(5, 5000, 10)],
+                vec![m(0, 1000, 1)],
+                "0:1000:10:5:5000:10",
+            ),
+            (vec![m(0, 1000, 0)], vec![m(0, 1000, 1)], "size 0"),
+        ] {
+            let Err(err) = Mapping::new("x", &uids, &gids) else {
+                panic!("{uids:?} {gids:?} accepted");
+            };
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            assert!(text.contains(needle), "{text}");
+        }
     }
 }

@@ -1,5 +1,9 @@
 //! Mounting a layer on its `merged` directory, and unmounting it (c/storage's
-//! overlay `get` / `Put` without idmapped lowers or a mount program).
+//! overlay `get` / `Put`, without a mount program). With a uid/gid mapping in
+//! the [`MountRequest`] the lowers are first rewritten to go through one
+//! detached idmapped clone of the home (see [`idmapped`](super::idmapped));
+//! every method below then works unchanged on those `/proc/self/fd/<n>/...`
+//! paths.
 //!
 //! ```text
 //! <home>                 made a private bind mount of itself first (driver Init)
@@ -187,10 +191,10 @@ impl OverlayDriver {
         // Kept open until the overlay is mounted, closed right after.
         let mut tree = None;
         if let Some(mapping) = &mapping {
+            tree = Some(mapping.idmap_lowers(id, &self.home, &mut lowers)?);
             if !read_only {
                 mapping.chown_upper(id, &dir)?;
             }
-            tree = Some(mapping.idmap_lowers(id, &self.home, &mut lowers)?);
         }
         let plan = Plan {
             id,

@@ -38,7 +38,11 @@ fn parse(text: &str) -> Vec<ProcLock> {
             // "1: POSIX  ADVISORY  WRITE 1234 00:2d:5678 0 EOF", and blocked
             // waiters as "1: -> POSIX ...".
             let f: Vec<&str> = line.split_whitespace().collect();
-            let f = if f.get(1) == Some(&"->") { return None } else { f };
+            let f = if f.get(1) == Some(&"->") {
+                return None;
+            } else {
+                f
+            };
             if f.len() < 6 {
                 return None;
             }

@@ -6,7 +6,7 @@
 //!   idmapped-lower-dir-true               empty file: overlay on idmapped lowers works
 //!   idmapped-lower-dir-false              empty file (c/storage: or an error text): it does not
 //! <graphroot>/overlay/compat<random>/     the probe's scratch dir, removed when done
-//!   lower/probe  lower/ upper/ work/ merged/
+//!   lower/probe  lower/ upper/ work/ merged/ [lower-mapped/]
 //! ```
 //!
 //! Whichever cache file exists is authoritative: `-true` is looked at first,
@@ -19,9 +19,12 @@
 //! The probe itself ([`OverlayDriver::probe_idmapped_lowers`]) does what a
 //! real mapped mount does: a user namespace with the map `0:1000:1`, a
 //! detached idmapped clone of `lower` (which holds a root-owned file), an
-//! overlay mount on `merged` with that lower through `/proc/self/fd/<n>`, and
-//! a `stat` of the file through the overlay, which must show uid 1000. Every
-//! mount and directory it made is removed again, on failure too.
+//! overlay mount on `merged` with that lower through `/proc/self/fd/<n>`
+//! (if overlayfs refuses a detached lower with `EINVAL`, as before Linux
+//! 6.15, the clone is attached on `lower-mapped` and the mount retried, which
+//! is c/storage's own probe), and a `stat` of the file through the overlay,
+//! which must show uid 1000. Every mount and directory it made is removed
+//! again, on failure too. So `-true` means the same to podman and to us.
 
 use std::fs;
 use std::io;
@@ -31,7 +34,8 @@ use std::path::{Path, PathBuf};
 
 use layerstore::idmap::IdMap;
 use rustix::fs::CWD;
-use rustix::mount::{unmount, MountFlags, UnmountFlags};
+use rustix::io::Errno;
+use rustix::mount::{move_mount, unmount, MountFlags, MoveMountFlags, UnmountFlags};
 
 use crate::layout::{LayoutError, OverlayDriver};
 use crate::sys;
@@ -92,14 +96,12 @@ impl OverlayDriver {
     /// [`supports_idmapped_lowers`](Self::supports_idmapped_lowers), saying
     /// where the answer came from.
     pub fn idmapped_lowers_verdict(&self) -> Result<IdmapVerdict, LayoutError> {
-        if std::env::var_os(DISABLE_IDMAP_ENV).is_some_and(|v| v == "yes") {
-            return Ok(IdmapVerdict::DisabledByEnvironment);
-        }
-        if !rustix::process::geteuid().is_root() {
-            return Ok(IdmapVerdict::NotRoot);
-        }
-        if let Some(cached) = self.cached_idmapped_lowers() {
-            return Ok(IdmapVerdict::Cached(cached));
+        let disabled = std::env::var_os(DISABLE_IDMAP_ENV).is_some_and(|v| v == "yes");
+        let root = rustix::process::geteuid().is_root();
+        if let Some(verdict) =
+            verdict_without_probe(disabled, root, || self.cached_idmapped_lowers())
+        {
+            return Ok(verdict);
         }
         let outcome = self.probe_idmapped_lowers();
         if let Some(reason) = &outcome.reason {
@@ -150,12 +152,29 @@ impl OverlayDriver {
     }
 }
 
+/// The answer when no probe is needed, in c/storage's order: the
+/// environment switch, then root, then the cache; `None`: probe.
+fn verdict_without_probe(
+    disabled: bool,
+    root: bool,
+    cached: impl FnOnce() -> Option<bool>,
+) -> Option<IdmapVerdict> {
+    if disabled {
+        Some(IdmapVerdict::DisabledByEnvironment)
+    } else if !root {
+        Some(IdmapVerdict::NotRoot)
+    } else {
+        cached().map(IdmapVerdict::Cached)
+    }
+}
+
 /// Removes the scratch dir (after detaching `merged`) when dropped.
 struct Scratch(PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = unmount(self.0.join("merged"), UnmountFlags::DETACH);
+        let _ = unmount(self.0.join("lower-mapped"), UnmountFlags::DETACH);
         if let Err(e) = fs::remove_dir_all(&self.0) {
             tracing::warn!(path = ?self.0, error = %e, "could not remove the probe's scratch dir");
         }
@@ -201,22 +220,36 @@ fn probe(home: &Path) -> Result<(), String> {
     let userns = sys::user_namespace(&map, &map).map_err(|e| text("user namespace", &e))?;
     let lower = sys::idmapped_clone(CWD, &dir.join("lower"), userns.as_fd())
         .map_err(|e| text("idmapped mount", &e))?;
-    let data = format!(
-        "lowerdir=/proc/self/fd/{},upperdir={},workdir={}",
-        lower.as_raw_fd(),
-        dir.join("upper").display(),
-        dir.join("work").display()
-    );
-    let data = std::ffi::CString::new(data).map_err(|e| text("mount data", &e))?;
     let merged = dir.join("merged");
-    rustix::mount::mount(
-        "overlay",
-        &merged,
-        "overlay",
-        MountFlags::empty(),
-        data.as_c_str(),
-    )
-    .map_err(|e| text("overlay mount on an idmapped lower", &io::Error::from(e)))?;
+    let detached = PathBuf::from(format!("/proc/self/fd/{}", lower.as_raw_fd()));
+    match mount_overlay(dir, &detached) {
+        Err(Errno::INVAL) => {
+            // Overlayfs before Linux 6.15 takes lowers only from attached
+            // mounts: attach the clone as c/storage does, and try again.
+            let attached = dir.join("lower-mapped");
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&attached)
+                .map_err(|e| text("create lower-mapped", &e))?;
+            move_mount(
+                lower.as_fd(),
+                "",
+                CWD,
+                &attached,
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+            .map_err(|e| text("attach the idmapped mount", &io::Error::from(e)))?;
+            mount_overlay(dir, &attached).map_err(|e| {
+                text(
+                    "overlay mount on an (attached) idmapped lower",
+                    &io::Error::from(e),
+                )
+            })?;
+        }
+        other => {
+            other.map_err(|e| text("overlay mount on an idmapped lower", &io::Error::from(e)))?
+        }
+    }
     drop(lower);
     let owner = fs::symlink_metadata(merged.join("probe"))
         .map_err(|e| text("stat through the overlay", &e))?
@@ -228,6 +261,24 @@ fn probe(home: &Path) -> Result<(), String> {
     }
     drop(scratch);
     Ok(())
+}
+
+/// Mount `<dir>/merged`: overlay of `lower` with `<dir>/upper`, `<dir>/work`.
+fn mount_overlay(dir: &Path, lower: &Path) -> Result<(), Errno> {
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    let data = std::ffi::CString::new(data).map_err(|_| Errno::INVAL)?;
+    rustix::mount::mount(
+        "overlay",
+        dir.join("merged"),
+        "overlay",
+        MountFlags::empty(),
+        data.as_c_str(),
+    )
 }
 
 /// 16 hex digits from getrandom, for the scratch dir name.
@@ -273,6 +324,35 @@ mod tests {
         let file = tmp.path().join("run/overlay/idmapped-lower-dir-false");
         assert_eq!(fs::read(file).unwrap(), b"");
         assert_eq!(d.cached_idmapped_lowers(), Some(false));
+    }
+
+    #[test]
+    fn what_answers_before_the_probe() {
+        let never = || -> Option<bool> { panic!("the cache must not be read") };
+        let cases = [
+            (
+                true,
+                true,
+                Some(true),
+                Some(IdmapVerdict::DisabledByEnvironment),
+            ),
+            (true, false, None, Some(IdmapVerdict::DisabledByEnvironment)),
+            (false, false, Some(true), Some(IdmapVerdict::NotRoot)),
+            (false, true, Some(false), Some(IdmapVerdict::Cached(false))),
+            (false, true, Some(true), Some(IdmapVerdict::Cached(true))),
+            (false, true, None, None),
+        ];
+        for (disabled, root, cached, expected) in cases {
+            let got = if disabled || !root {
+                verdict_without_probe(disabled, root, never)
+            } else {
+                verdict_without_probe(disabled, root, || cached)
+            };
+            assert_eq!(
+                got, expected,
+                "disabled={disabled} root={root} cached={cached:?}"
+            );
+        }
     }
 
     #[test]

@@ -9,27 +9,36 @@
 //! ```
 //!
 //! Kernel facts this relies on (Linux >= 5.19 for overlayfs on idmapped
-//! lowers; detached lowers as used here need a kernel whose overlayfs
-//! accepts layers from a not-yet-attached mount, which [`crate::probe`]
-//! checks):
+//! lowers, checked by [`crate::probe`]):
 //! - an overlay mount cannot itself be idmapped, but its lower layers can
 //!   be; overlayfs takes a private clone of every lower mount when it is
 //!   mounted, so our detached clone's fd is closed right after mounting and
 //!   nothing of it stays behind (no `mapped/N` directories, as c/storage
 //!   v1.43 leaves, and nothing in `/proc/self/mountinfo`);
+//! - overlayfs accepts lowers on a detached (not yet attached) mount only
+//!   since Linux 6.15 (`clone_private_mount` used to require a mount in the
+//!   caller's namespace, failing with `EINVAL`); on older kernels the clone
+//!   is attached on `<id>/mapped/0` for the duration of the mount, as
+//!   c/storage does, then detached and the directories removed;
 //! - the upper layer is not idmapped: what the container writes lands in
 //!   `diff` with host ids, so `diff` (its root, and `work`/`merged`) is owned
 //!   by the host ids of the container's root, as upstream c/storage does;
 //! - any map the kernel accepts for a user namespace works, contiguous or
 //!   not; ids that the map does not cover show as the overflow id (65534).
 
+use std::fs;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use layerstore::idmap::{root_pair, IdMap};
 use rustix::fs::{chownat, AtFlags, Gid, Uid, CWD};
+use rustix::io::Errno;
+use rustix::mount::{move_mount, unmount, MoveMountFlags, UnmountFlags};
 
 use super::create::open_dir;
+use super::mount::{Method, Plan};
 use super::LayoutError;
 use crate::sys::{self, IdmapError};
 
@@ -71,23 +80,41 @@ impl Mapping {
         Ok(Some(Mapping { userns, root }))
     }
 
-    /// A detached idmapped clone of `home`, and `lowers` (absolute paths
-    /// under `home`) rewritten to go through it.
-    pub(super) fn idmap_lowers(
+    /// Mount `plan`, whose lowers are absolute paths under `home`, with
+    /// every lower seen through one idmapped clone of `home`: detached
+    /// (named `/proc/self/fd/<n>/...`), or, when overlayfs refuses that with
+    /// `EINVAL` (kernels before 6.15 only take lowers from attached mounts)
+    /// or `attach` is set, attached on `<dir>/mapped/0` as c/storage does.
+    /// Either way the clone is gone when this returns.
+    pub(super) fn mount(
         &self,
-        id: &str,
+        plan: &mut Plan<'_>,
         home: &Path,
-        lowers: &mut [PathBuf],
-    ) -> Result<OwnedFd, LayoutError> {
+        dir: &Path,
+        forced: Option<Method>,
+        attach: bool,
+    ) -> Result<(), LayoutError> {
+        let id = plan.id;
         let tree = sys::idmapped_clone(CWD, home, self.userns.as_fd()).map_err(|source| {
             LayoutError::Idmap {
                 id: id.to_owned(),
                 source: Box::new(source),
             }
         })?;
-        let base = PathBuf::from(format!("/proc/self/fd/{}", tree.as_raw_fd()));
-        through(id, home, &base, lowers)?;
-        Ok(tree)
+        let home_lowers = std::mem::take(&mut plan.lowers);
+        if !attach {
+            let base = PathBuf::from(format!("/proc/self/fd/{}", tree.as_raw_fd()));
+            plan.lowers = through(id, home, &base, &home_lowers)?;
+            match plan.mount(forced) {
+                Err(e) if is_einval(&e) => {
+                    tracing::debug!(layer = id, error = %e, "overlay refused detached idmapped lowers; attaching them");
+                }
+                other => return other,
+            }
+        }
+        let attached = Attached::new(id, dir, tree)?;
+        plan.lowers = through(id, home, &attached.path, &home_lowers)?;
+        plan.mount(forced)
     }
 
     /// Own `<dir>/{diff,work,merged}` (the directories themselves) by the
@@ -109,20 +136,72 @@ impl Mapping {
     }
 }
 
-/// Rewrite `lowers` (absolute, under `home`) to the same paths under `base`
+/// `lowers` (absolute, under `home`) as the same paths under `base`
 /// (where a clone of `home` can be reached).
-fn through(id: &str, home: &Path, base: &Path, lowers: &mut [PathBuf]) -> Result<(), LayoutError> {
-    for lower in lowers.iter_mut() {
-        let relative = lower
-            .strip_prefix(home)
-            .map_err(|_| LayoutError::BadLowerEntry {
-                id: id.to_owned(),
-                path: home.to_owned(),
-                entry: lower.display().to_string(),
-            })?;
-        *lower = base.join(relative);
+fn through(
+    id: &str,
+    home: &Path,
+    base: &Path,
+    lowers: &[PathBuf],
+) -> Result<Vec<PathBuf>, LayoutError> {
+    lowers
+        .iter()
+        .map(|lower| {
+            let relative = lower
+                .strip_prefix(home)
+                .map_err(|_| LayoutError::BadLowerEntry {
+                    id: id.to_owned(),
+                    path: home.to_owned(),
+                    entry: lower.display().to_string(),
+                })?;
+            Ok(base.join(relative))
+        })
+        .collect()
+}
+
+/// Whether a mount failed with `EINVAL`.
+fn is_einval(e: &LayoutError) -> bool {
+    matches!(e, LayoutError::Mount { source, .. } if source.raw_os_error() == Some(Errno::INVAL.raw_os_error()))
+}
+
+/// The idmapped clone attached on `<layer>/mapped/0` while the overlay is
+/// mounted; dropping it detaches it and removes both directories.
+struct Attached {
+    path: PathBuf,
+}
+
+impl Attached {
+    fn new(id: &str, dir: &Path, tree: OwnedFd) -> Result<Attached, LayoutError> {
+        let mapped = dir.join("mapped");
+        let path = mapped.join("0");
+        for d in [&mapped, &path] {
+            match fs::DirBuilder::new().mode(0o700).create(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(LayoutError::io(id, "create", d, e)),
+            }
+        }
+        let attached = Attached { path };
+        move_mount(
+            tree.as_fd(),
+            "",
+            CWD,
+            &attached.path,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(|e| LayoutError::io(id, "attach the idmapped clone on", &attached.path, e))?;
+        Ok(attached)
     }
-    Ok(())
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let _ = unmount(&self.path, UnmountFlags::DETACH);
+        let _ = fs::remove_dir(&self.path);
+        if let Some(mapped) = self.path.parent() {
+            let _ = fs::remove_dir(mapped);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -132,13 +211,13 @@ mod tests {
     #[test]
     fn lowers_go_through_the_clone() {
         let home = Path::new("/g/overlay");
-        let mut lowers = vec![
+        let lowers = vec![
             home.join("c/diff1"),
             home.join("b/diff"),
             home.join("a/diff"),
             home.join("a/empty"),
         ];
-        through("c", home, Path::new("/proc/self/fd/7"), &mut lowers).unwrap();
+        let lowers = through("c", home, Path::new("/proc/self/fd/7"), &lowers).unwrap();
         assert_eq!(
             lowers,
             [
@@ -153,12 +232,12 @@ mod tests {
 
     #[test]
     fn a_lower_outside_the_home_is_refused() {
-        let mut lowers = vec![PathBuf::from("/elsewhere/x/diff")];
+        let lowers = vec![PathBuf::from("/elsewhere/x/diff")];
         let err = through(
             "c",
             Path::new("/g/overlay"),
             Path::new("/proc/self/fd/7"),
-            &mut lowers,
+            &lowers,
         )
         .unwrap_err();
         assert!(matches!(err, LayoutError::BadLowerEntry { .. }), "{err}");

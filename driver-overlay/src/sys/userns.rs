@@ -134,7 +134,8 @@ impl Child {
         // stack, like fork(2). The child (ret == 0) only makes
         // async-signal-safe system calls on fds it inherited and never
         // returns from this block, so no lock or allocator state another
-        // thread held at clone time is touched.
+        // thread held at clone time is touched (errno is plain thread-local
+        // memory of the cloned thread).
         let ret = unsafe {
             let ret = libc::syscall(
                 libc::SYS_clone3,
@@ -144,7 +145,9 @@ impl Child {
             if ret == 0 {
                 libc::close(write_raw);
                 let mut byte = 0u8;
-                while libc::read(read_raw, std::ptr::addr_of_mut!(byte).cast(), 1) < 0 {}
+                while libc::read(read_raw, std::ptr::addr_of_mut!(byte).cast(), 1) < 0
+                    && *libc::__errno_location() == libc::EINTR
+                {}
                 libc::_exit(0);
             }
             ret

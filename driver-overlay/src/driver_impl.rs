@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use layerstore::driver::{Driver, DriverError, MountOptions};
+use layerstore::idmap::{validate, IdMap};
 
 use crate::layout::{MountRequest, OverlayDriver};
 
@@ -30,13 +31,12 @@ impl Driver for OverlayDriver {
     }
 
     fn mount(&self, id: &str, options: &MountOptions) -> Result<PathBuf, DriverError> {
-        if !options.uidmap.is_empty() || !options.gidmap.is_empty() {
-            return Err("idmapped overlay mounts are not supported yet".into());
-        }
         let request = MountRequest {
             read_only: options.read_only,
             options: options.options.clone(),
             mount_label: (!options.mount_label.is_empty()).then(|| options.mount_label.clone()),
+            uidmap: options.uidmap.clone(),
+            gidmap: options.gidmap.clone(),
         };
         Ok(OverlayDriver::mount(self, id, &request)?)
     }
@@ -47,5 +47,28 @@ impl Driver for OverlayDriver {
 
     fn is_mounted(&self, path: &Path) -> bool {
         OverlayDriver::is_mounted(self, path)
+    }
+
+    /// Upstream c/storage (>= v1.59) native overlay: the host mapping
+    /// always; any other valid map (contiguous or not) when running as root
+    /// on a store without AUFS whiteouts whose kernel mounts overlay on
+    /// idmapped lowers ([`OverlayDriver::supports_idmapped_lowers`]).
+    fn supports_shifting(&self, uidmap: &[IdMap], gidmap: &[IdMap]) -> bool {
+        if uidmap.is_empty() && gidmap.is_empty() {
+            return true;
+        }
+        if uidmap.is_empty() || gidmap.is_empty() || self.whiteout_is_aufs() {
+            return false;
+        }
+        if validate(uidmap).is_err() || validate(gidmap).is_err() {
+            return false;
+        }
+        match self.supports_idmapped_lowers() {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot tell whether idmapped lowers work; assuming not");
+                false
+            }
+        }
     }
 }

@@ -14,6 +14,10 @@
 //! - [`layout`]: layer directories, lower chains and overlay mounts.
 //! - [`import`]: images from docker/OCI archives, OCI layouts and tarballs.
 //! - [`engine`]: image + mapping in, mounted container rootfs out (for engines).
+//! - [`probe`]: kernel feature probes (overlay on idmapped lower layers),
+//!   cached under the runroot as containers/storage caches them.
+//! - [`sys`]: the only `unsafe` code: user-namespace fds for id maps and
+//!   detached idmapped mounts.
 
 pub use layerstore;
 
@@ -22,4 +26,6 @@ pub mod engine;
 pub mod import;
 pub mod layout;
 pub mod ocidiff;
+pub mod probe;
+pub mod sys;
 pub mod tarsplit;

@@ -195,6 +195,15 @@ pub enum LayoutError {
         /// The errno.
         source: io::Error,
     },
+    /// The user namespace or the idmapped mount for a mapped mount could
+    /// not be made (bad maps, no permission, unsupported filesystem).
+    #[error("layer {id}: cannot present the layers with the requested id mapping")]
+    Idmap {
+        /// The layer.
+        id: String,
+        /// What failed.
+        source: Box<crate::sys::IdmapError>,
+    },
     /// Unmounting the layer failed.
     #[error("layer {id}: unmounting {} failed", target.display())]
     Unmount {

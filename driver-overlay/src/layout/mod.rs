@@ -37,6 +37,7 @@
 
 mod create;
 mod error;
+mod idmapped;
 mod links;
 mod lowers;
 mod mount;

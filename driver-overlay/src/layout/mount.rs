@@ -1,5 +1,9 @@
 //! Mounting a layer on its `merged` directory, and unmounting it (c/storage's
-//! overlay `get` / `Put` without idmapped lowers or a mount program).
+//! overlay `get` / `Put`, without a mount program). With a uid/gid mapping in
+//! the [`MountRequest`] the lowers are first rewritten to go through one
+//! detached idmapped clone of the home (see [`idmapped`](super::idmapped));
+//! every method below then works unchanged on those `/proc/self/fd/<n>/...`
+//! paths.
 //!
 //! ```text
 //! <home>                 made a private bind mount of itself first (driver Init)
@@ -42,7 +46,10 @@ use rustix::mount::{
     MountPropagationFlags, MoveMountFlags, UnmountFlags,
 };
 
+use layerstore::idmap::IdMap;
+
 use super::create::{mkdir_owned, open_dir};
+use super::idmapped::Mapping;
 use super::mountinfo::is_mounted;
 use super::{LayoutError, OverlayDriver, MOUNT_PROGRAM_FLAG};
 
@@ -67,6 +74,14 @@ pub struct MountRequest {
     pub options: Vec<String>,
     /// SELinux context for the mount (`context="<label>"`).
     pub mount_label: Option<String>,
+    /// The container's uid map. With `gidmap`, non-empty: the lower layers
+    /// are seen through one idmapped mount of the home
+    /// and `diff`/`work`/`merged` are owned by the mapped root. Both empty:
+    /// the host mapping. Needs root and a kernel that mounts overlay on
+    /// idmapped lowers ([`OverlayDriver::supports_idmapped_lowers`]).
+    pub uidmap: Vec<IdMap>,
+    /// The container's gid map (see `uidmap`).
+    pub gidmap: Vec<IdMap>,
 }
 
 /// Which way the mount data reaches the kernel (see the module docs).
@@ -92,11 +107,11 @@ pub(crate) struct ParsedOptions {
 }
 
 /// Everything one mount needs, resolved.
-struct Plan<'a> {
-    id: &'a str,
+pub(super) struct Plan<'a> {
+    pub(super) id: &'a str,
     target: PathBuf,
     /// Lower dirs, uppermost first (read-only mounts: the layer's diff first).
-    lowers: Vec<PathBuf>,
+    pub(super) lowers: Vec<PathBuf>,
     /// `(upperdir, workdir)` for read-write mounts.
     upper: Option<(PathBuf, PathBuf)>,
     options: ParsedOptions,
@@ -117,19 +132,28 @@ impl OverlayDriver {
     /// `overlay.skip_mount_home` is set), as c/storage's driver does; creates
     /// `merged` (and a missing `diff`) when needed.
     ///
+    /// With `uidmap`/`gidmap` in `req`, the lowers are seen through one
+    /// idmapped clone of the home, closed again before this returns, and
+    /// `diff`, `work` and `merged` are owned by the mapped root (the
+    /// `layout::idmapped` module docs tell the kernel facts); bad maps are
+    /// [`LayoutError::Idmap`] and change nothing. Check
+    /// [`supports_idmapped_lowers`](Self::supports_idmapped_lowers) first.
+    ///
     /// No reference counting: mounting an already-mounted layer is
     /// [`LayoutError::AlreadyMounted`]. Stores that need a mount program
     /// (`.has-mount-program` = `true`) are refused.
     pub fn mount(&self, id: &str, req: &MountRequest) -> Result<PathBuf, LayoutError> {
-        self.mount_with(id, req, None)
+        self.mount_with(id, req, None, false)
     }
 
-    /// [`mount`](Self::mount), optionally forcing one [`Method`] (tests).
+    /// [`mount`](Self::mount), optionally forcing one [`Method`] and, for
+    /// mapped mounts, the attached idmapped clone (tests).
     pub(crate) fn mount_with(
         &self,
         id: &str,
         req: &MountRequest,
         forced: Option<Method>,
+        attach_idmap: bool,
     ) -> Result<PathBuf, LayoutError> {
         let dir = self.existing_layer_dir(id)?;
         if self.aufs_whiteouts {
@@ -161,6 +185,8 @@ impl OverlayDriver {
                 path: target,
             });
         }
+        // Bad maps are refused here, before anything on disk changes.
+        let mapping = Mapping::new(id, &req.uidmap, &req.gidmap)?;
         self.ensure_home_private()?;
         prepare_layer_dirs(id, &dir, &lowers)?;
 
@@ -171,7 +197,12 @@ impl OverlayDriver {
         } else {
             Some((diff, dir.join("work")))
         };
-        let plan = Plan {
+        if let Some(mapping) = &mapping {
+            if !read_only {
+                mapping.chown_upper(id, &dir)?;
+            }
+        }
+        let mut plan = Plan {
             id,
             target,
             lowers,
@@ -179,8 +210,11 @@ impl OverlayDriver {
             options,
             label: req.mount_label.as_deref(),
         };
-        plan.mount(forced)?;
-        tracing::debug!(layer = id, target = ?plan.target, "mounted layer");
+        match &mapping {
+            Some(mapping) => mapping.mount(&mut plan, &self.home, &dir, forced, attach_idmap)?,
+            None => plan.mount(forced)?,
+        }
+        tracing::debug!(layer = id, target = ?plan.target, idmapped = mapping.is_some(), "mounted layer");
         Ok(plan.target)
     }
 
@@ -249,7 +283,7 @@ impl OverlayDriver {
 
 impl Plan<'_> {
     /// Mount, choosing the [`Method`] unless one is forced.
-    fn mount(&self, forced: Option<Method>) -> Result<(), LayoutError> {
+    pub(super) fn mount(&self, forced: Option<Method>) -> Result<(), LayoutError> {
         let paths: Vec<&Path> = self.lowers.iter().map(PathBuf::as_path).collect();
         let data = self.data(&paths);
         let method = match forced {

@@ -49,7 +49,7 @@ fn mount_long_chain_with(method: Method, n: usize) {
     let ids = long_chain(&d, n);
     let top = ids.last().unwrap();
     let merged = d
-        .mount_with(top, &MountRequest::default(), Some(method))
+        .mount_with(top, &MountRequest::default(), Some(method), false)
         .unwrap();
     let _guard = Unmount(&d, top);
     assert!(is_mounted(&merged));
@@ -74,4 +74,75 @@ fn privileged_mount_with_fsconfig_lowerdir_plus() {
 #[ignore = "privileged: needs root"]
 fn privileged_mount_with_proc_fd_lowers() {
     mount_long_chain_with(Method::ProcFd, 60);
+}
+
+/// Each method with an idmapped mount: a container layer on a chain of `n`,
+/// lowers through the detached idmapped clone of the home.
+fn idmapped_chain_with(method: Method, n: usize, attach: bool) {
+    use std::os::unix::fs::MetadataExt;
+
+    use layerstore::idmap::IdMap;
+
+    layerstore_test_support::require_privileged(&[]);
+    let store = layerstore_test_support::PodmanStore::empty();
+    let opts = StoreOptions {
+        graph_root: store.graph.clone(),
+        run_root: store.run.clone(),
+        driver: "overlay".into(),
+        ..Default::default()
+    };
+    let d = OverlayDriver::new(&opts).unwrap();
+    let ids = long_chain(&d, n);
+    let ctr = format!("{:064x}", 0xc7c7_u64);
+    d.create_layer(&ctr, ids.last().map(String::as_str), (0, 0))
+        .unwrap();
+    let map = |host_id| {
+        vec![IdMap {
+            container_id: 0,
+            host_id,
+            size: 65536,
+        }]
+    };
+    let req = MountRequest {
+        uidmap: map(200_000),
+        gidmap: map(300_000),
+        ..Default::default()
+    };
+    let merged = d.mount_with(&ctr, &req, Some(method), attach).unwrap();
+    let _guard = Unmount(&d, &ctr);
+    for i in 0..n {
+        let meta = fs::metadata(merged.join(format!("only{i}"))).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (200_000, 300_000), "only{i}");
+    }
+    d.unmount(&ctr).unwrap();
+    assert!(!merged.exists());
+    let layer = store.graph.join("overlay").join(&ctr);
+    assert!(!layer.join("mapped").exists(), "no mapped/ dir left");
+}
+
+#[test]
+#[ignore = "privileged: needs root"]
+fn privileged_idmapped_mount_with_mount_data() {
+    idmapped_chain_with(Method::Data, 5, false);
+}
+
+#[test]
+#[ignore = "privileged: needs root"]
+fn privileged_idmapped_mount_with_fsconfig_lowerdir_plus() {
+    idmapped_chain_with(Method::FsConfig, 60, false);
+}
+
+#[test]
+#[ignore = "privileged: needs root"]
+fn privileged_idmapped_mount_with_proc_fd_lowers() {
+    idmapped_chain_with(Method::ProcFd, 60, false);
+}
+
+/// The fallback for kernels whose overlayfs refuses detached lowers
+/// (before 6.15): the clone attached on `<id>/mapped/0` while mounting.
+#[test]
+#[ignore = "privileged: needs root"]
+fn privileged_idmapped_mount_attached_fallback() {
+    idmapped_chain_with(Method::FsConfig, 60, true);
+    idmapped_chain_with(Method::Data, 5, true);
 }

@@ -11,13 +11,13 @@ scripts/install-deps.sh
 cargo build --release --quiet -p layerstore-cli
 ls=target/release/layerstore
 
-if [ "$($ls images --json)" = "[]" ]; then
-  echo "== the store has no images: layerstore import of a busybox rootfs" >&2
+if ! $ls images --json | grep -q '"localhost/layerstore-demo:latest"'; then
+  echo "== layerstore import of a small busybox image as localhost/layerstore-demo" >&2
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   mkdir -p "$work/rootfs/bin" "$work/rootfs/etc"
   cp /bin/busybox "$work/rootfs/bin/busybox"
-  for applet in sh ls id stat cat true; do ln -s busybox "$work/rootfs/bin/$applet"; done
+  for applet in sh ls id stat cat true echo; do ln -s busybox "$work/rootfs/bin/$applet"; done
   printf 'root:x:0:0:root:/root:/bin/sh\n' > "$work/rootfs/etc/passwd"
   printf 'root:x:0:\n' > "$work/rootfs/etc/group"
   tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
@@ -30,11 +30,23 @@ echo; echo "== layerstore layers";      $ls layers
 echo; echo "== layerstore containers";  $ls containers
 echo; echo "== podman images (the same store)"; podman images
 
-image=$($ls images --json | sed -n 's/.*"id":"\([0-9a-f]*\)".*/\1/p' | head -n 1)
-echo; echo "== a container on image ${image:0:12}: create, mount, look, unmount, remove"
+image=localhost/layerstore-demo
+echo; echo "== a container on image $image: create, mount, look, unmount, remove"
 ctr=$($ls create --name "layerstore-demo-$$" "$image")
 dir=$($ls mount "$ctr")
 echo "mounted at $dir:"; ls "$dir" | head -n 20
 $ls umount "$ctr"
 $ls rm "$ctr" >/dev/null
 echo "removed container ${ctr:0:12}"
+
+layers() { $ls layers --json | grep -o '"id":' | wc -l; }
+before=$(layers)
+echo; echo "== layerstore run with a new non-contiguous user-namespace mapping"
+echo "   (podman 4.3.1 would copy the image for it and keep the copy; layerstore idmaps"
+echo "   the image's own layer, or with --nocache uses it as it is on disk)"
+base=$(( (RANDOM % 1000 + 1000) * 65536 * 2 ))
+set -x
+$ls run --rm --uidmap 0:$base:65536 --uidmap 70000:$((base + 70000)):1 --gidmap 0:$base:65537 \
+  --user 70000:0 "$image" sh -c 'echo "inside: uid $(id -u), /etc/passwd owned by $(stat -c %u:%g /etc/passwd)"'
+set +x
+echo "layers before: $before, after: $(layers)"

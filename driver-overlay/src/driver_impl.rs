@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use layerstore::driver::{Driver, DriverError, MountOptions};
+use layerstore::idmap::IdMappings;
 
 use crate::layout::{MountRequest, OverlayDriver};
 
@@ -47,5 +48,16 @@ impl Driver for OverlayDriver {
 
     fn is_mounted(&self, path: &Path) -> bool {
         OverlayDriver::is_mounted(self, path)
+    }
+
+    fn update_layer_id_map(
+        &self,
+        id: &str,
+        to_container: &IdMappings,
+        to_host: &IdMappings,
+        mount_label: &str,
+    ) -> Result<(), DriverError> {
+        OverlayDriver::update_layer_id_map(self, id, to_container, to_host, Some(mount_label))?;
+        Ok(())
     }
 }

@@ -12,10 +12,12 @@
 //!   containers/storage reproduce a layer's original tar byte for byte.
 //! - [`ocidiff`]: apply an OCI/Docker layer tar into a layer's `diff`.
 //! - [`layout`]: layer directories, lower chains and overlay mounts.
+//! - [`chown`]: chown-by-maps, for ID-mapped template copies of layers.
 //! - [`import`]: images from docker/OCI archives, OCI layouts and tarballs.
 
 pub use layerstore;
 
+pub mod chown;
 mod driver_impl;
 pub mod import;
 pub mod layout;

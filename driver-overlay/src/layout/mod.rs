@@ -37,6 +37,7 @@
 
 mod create;
 mod error;
+mod idmap_update;
 mod links;
 mod lowers;
 mod mount;

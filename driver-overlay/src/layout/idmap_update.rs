@@ -1,0 +1,109 @@
+//! Changing the id mapping of a layer's content: c/storage v1.43 overlay's
+//! `UpdateLayerIDMap`, which makes an ID-mapped template copy (spec §4.3).
+//!
+//! ```text
+//! <home>/<id>/  (a driver-level child of the template: lower = l/<template>:...)
+//!   merged/     mounted read-write without idmapping, chowned by maps
+//!               (overlayfs copies every entry up into diff/), unmounted (removed)
+//!   diff  -> diff1, diff1 -> diff2, ...   older uppers shift up
+//!   diff/       recreated empty: old diff's mode (0555), owner = new root pair
+//!   work/       recreated: 0555, owner = new root pair
+//! ```
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+
+use layerstore::idmap::{root_pair, IdMappings};
+
+use super::create::{mkdir_owned, open_dir};
+use super::{LayoutError, MountRequest, OverlayDriver};
+use crate::chown::{chown_by_maps, ChownMaps, ChownReport};
+
+/// c/storage's `defaultPerms` (also the mode of the recreated `work`).
+const DEFAULT_PERMS: u32 = 0o555;
+
+impl OverlayDriver {
+    /// Re-own layer `id` from `to_container` (the template's maps) to
+    /// `to_host` (the new maps), as c/storage v1.43's overlay
+    /// `UpdateLayerIDMap`: mount it (read-write, the store's mount options,
+    /// no idmapping), chown-by-maps over `merged` (see [`crate::chown`]),
+    /// unmount, rotate `diff` to `diff1` (an existing `diffN` moves to
+    /// `diffN+1` first), and recreate an empty `diff` (old `diff`'s mode)
+    /// and `work` (0555) owned by the root pair of `to_host`.
+    ///
+    /// The caller created `id` as a child of the template
+    /// ([`create_layer`](Self::create_layer)) and holds the store's layer
+    /// lock exclusively. On a failed mount or chown nothing stays mounted;
+    /// entries already copied up stay in `diff`.
+    pub fn update_layer_id_map(
+        &self,
+        id: &str,
+        to_container: &IdMappings,
+        to_host: &IdMappings,
+        mount_label: Option<&str>,
+    ) -> Result<ChownReport, LayoutError> {
+        let dir = self.existing_layer_dir(id)?;
+        let root = root_pair(&to_host.uids, &to_host.gids).map_err(|source| {
+            LayoutError::RootPair {
+                id: id.to_owned(),
+                source,
+            }
+        })?;
+        let request = MountRequest {
+            read_only: false,
+            options: Vec::new(),
+            mount_label: mount_label.filter(|l| !l.is_empty()).map(str::to_owned),
+        };
+        let merged = self.mount(id, &request)?;
+        let maps = ChownMaps::new(to_container.clone(), to_host.clone());
+        let chowned = chown_by_maps(&merged, &maps);
+        let unmounted = self.unmount(id);
+        let report = match (chowned, unmounted) {
+            (Ok(report), Ok(())) => report,
+            (Err(source), unmounted) => {
+                if let Err(e) = unmounted {
+                    tracing::error!(layer = id, error = %e, "unmounting after a failed chown");
+                }
+                return Err(LayoutError::Chown {
+                    id: id.to_owned(),
+                    source,
+                });
+            }
+            (Ok(_), Err(e)) => return Err(e),
+        };
+        tracing::debug!(layer = id, entries = report.entries, changed = report.changed, "chowned layer by maps");
+
+        let diff = dir.join("diff");
+        let perms = match fs::metadata(&diff) {
+            Ok(m) => m.mode() & 0o7777,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => DEFAULT_PERMS,
+            Err(e) => return Err(LayoutError::io(id, "examine", diff, e)),
+        };
+        let numbered = |n: usize| {
+            if n == 0 {
+                diff.clone()
+            } else {
+                dir.join(format!("diff{n}"))
+            }
+        };
+        let mut free = 0;
+        while fs::symlink_metadata(numbered(free)).is_ok() {
+            free += 1;
+        }
+        for n in (1..=free).rev() {
+            fs::rename(numbered(n - 1), numbered(n))
+                .map_err(|e| LayoutError::io(id, "rotate", numbered(n - 1), e))?;
+        }
+        let dir_fd = open_dir(rustix::fs::CWD, &dir).map_err(|e| LayoutError::io(id, "open", &dir, e))?;
+        let work = dir.join("work");
+        match fs::remove_dir_all(&work) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LayoutError::io(id, "remove", work, e)),
+        }
+        mkdir_owned(id, &dir_fd, &dir, "work", DEFAULT_PERMS, root)?;
+        mkdir_owned(id, &dir_fd, &dir, "diff", perms, root)?;
+        Ok(report)
+    }
+}

@@ -46,13 +46,23 @@ fn our_template_copy_matches_podmans() {
     let containers = records(&g.join("overlay-containers/containers.json"));
     let ctr = containers
         .iter()
-        .find(|c| c["names"].as_array().unwrap().iter().any(|n| n == "noncontig"))
+        .find(|c| {
+            c["names"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n == "noncontig")
+        })
         .expect("container noncontig");
     let ctr_layer = by_id(&layers, ctr["layer"].as_str().unwrap());
     let theirs = ctr_layer["parent"].as_str().unwrap();
     let image = by_id(&images, ctr["image"].as_str().unwrap());
     assert!(
-        image["mapped-layers"].as_array().unwrap().iter().any(|l| l == theirs),
+        image["mapped-layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == theirs),
         "{theirs} is a mapped layer of the image"
     );
     let template = image["layer"].as_str().unwrap();
@@ -78,7 +88,11 @@ fn our_template_copy_matches_podmans() {
     .unwrap();
     let ours = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     driver
-        .create_layer(ours, Some(template), root_pair(&maps.uids, &maps.gids).unwrap())
+        .create_layer(
+            ours,
+            Some(template),
+            root_pair(&maps.uids, &maps.gids).unwrap(),
+        )
         .unwrap();
     let report = driver
         .update_layer_id_map(ours, &to_container, &maps, None)
@@ -112,6 +126,8 @@ fn our_template_copy_matches_podmans() {
         fs::read_to_string(their_dir.join("lower")).unwrap(),
         "a driver-level child of the template, like c/storage's"
     );
-    assert!(!layerstore_overlay::layout::is_mounted(&our_dir.join("merged")));
+    assert!(!layerstore_overlay::layout::is_mounted(
+        &our_dir.join("merged")
+    ));
     driver.remove_layer(ours).unwrap();
 }

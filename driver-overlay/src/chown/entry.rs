@@ -21,6 +21,9 @@ const ACLS: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
 /// Temporary name a hard link is created under before it replaces the entry.
 const RELINK_TMP: &CStr = c".layerstore-chown-relink";
 
+/// Where an inode was first seen: parent relative to the root, and name.
+pub(crate) type FirstPath = (PathBuf, Vec<u8>);
+
 /// State shared by the workers of one run.
 pub(crate) struct Ctx<'a> {
     pub maps: &'a ChownMaps,
@@ -28,7 +31,7 @@ pub(crate) struct Ctx<'a> {
     pub root: BorrowedFd<'a>,
     /// `(st_dev, st_ino)` of multiply-linked files -> (parent relative to
     /// the root, name) of the first path seen.
-    pub links: Mutex<HashMap<(u64, u64), (PathBuf, Vec<u8>)>>,
+    pub links: Mutex<HashMap<(u64, u64), FirstPath>>,
     pub entries: AtomicU64,
     pub changed: AtomicU64,
 }
@@ -123,14 +126,14 @@ impl Ctx<'_> {
         file_type: FileType,
         path: &dyn Fn() -> PathBuf,
     ) -> Result<(), ChownError> {
-        let (uid, gid) = self
-            .maps
-            .owner(st.st_uid, st.st_gid)
-            .map_err(|u| ChownError::UnmappedOwner {
-                path: path(),
-                uid: u.uid,
-                gid: u.gid,
-            })?;
+        let (uid, gid) =
+            self.maps
+                .owner(st.st_uid, st.st_gid)
+                .map_err(|u| ChownError::UnmappedOwner {
+                    path: path(),
+                    uid: u.uid,
+                    gid: u.gid,
+                })?;
         let owner_changed = (uid, gid) != (st.st_uid, st.st_gid);
         let is_symlink = file_type == FileType::Symlink;
         // Symlinks carry neither capabilities nor ACLs.
@@ -174,11 +177,7 @@ impl Ctx<'_> {
         let names = target
             .list_xattrs()
             .map_err(|e| ChownError::io("list xattrs of", path(), e))?;
-        let has = |wanted: &str| {
-            names
-                .split(|b| *b == 0)
-                .any(|n| n == wanted.as_bytes())
-        };
+        let has = |wanted: &str| names.split(|b| *b == 0).any(|n| n == wanted.as_bytes());
         let problem = |xattr: &'static str, p: XattrProblem| match p {
             XattrProblem::Malformed => ChownError::MalformedXattr {
                 path: path(),

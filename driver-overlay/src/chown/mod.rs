@@ -24,14 +24,14 @@
 
 mod entry;
 mod error;
-mod translate;
 #[cfg(test)]
 mod tests;
+mod translate;
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -195,18 +195,15 @@ impl Pool<'_> {
     /// Process every entry of one directory; queue its subdirectories, or
     /// descend into them here when the queue is long.
     fn directory(&self, job: Job) -> Result<(), ChownError> {
-        let names = read_names(&job.dir).map_err(|e| {
-            ChownError::io("read directory", self.display.join(&job.rel), e)
-        })?;
+        let names = read_names(&job.dir)
+            .map_err(|e| ChownError::io("read directory", self.display.join(&job.rel), e))?;
         for name in names {
             if self.lock().error.is_some() {
                 return Ok(());
             }
             let sub = self.ctx.entry(job.dir.as_fd(), &job.rel, &name)?;
             let Some(dir) = sub else { continue };
-            let rel = job
-                .rel
-                .join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+            let rel = job.rel.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
             let sub_job = Job { dir, rel };
             let mut state = self.lock();
             if state.jobs.len() < MAX_QUEUED_DIRS {

@@ -58,7 +58,10 @@ fn set_xattr(p: &Path, name: &str, value: &[u8]) {
 }
 
 fn tree() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("chown-test-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("chown-test-")
+        .tempdir()
+        .unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
@@ -151,14 +154,21 @@ fn capabilities_restored_and_v3_rootid_mapped() {
     let v3 = file(dir.path(), "v3", (100000, 100000), 0o755);
     set_xattr(&v3, "security.capability", &cap(0x0300_0000, Some(100000)));
     let setuid_cap = file(dir.path(), "both", (100000, 100000), 0o4755);
-    set_xattr(&setuid_cap, "security.capability", &cap(0x0300_0000, Some(100000)));
+    set_xattr(
+        &setuid_cap,
+        "security.capability",
+        &cap(0x0300_0000, Some(100000)),
+    );
 
     // template mapped 0:100000 -> new map 0:200000
     let m = maps("0:100000:65536", "0:200000:65536");
     // v2 file owned 0:0 is tolerated (0:0 rule), becomes 200000.
     chown_by_maps(dir.path(), &m).unwrap();
     assert_eq!(owner(&v2), (200000, 200000));
-    assert_eq!(xattr(&v2, "security.capability"), Some(cap(0x0200_0000, None)));
+    assert_eq!(
+        xattr(&v2, "security.capability"),
+        Some(cap(0x0200_0000, None))
+    );
     assert_eq!(owner(&v3), (200000, 200000));
     assert_eq!(
         xattr(&v3, "security.capability"),
@@ -195,7 +205,14 @@ fn posix_acls_mapped() {
     set_xattr(
         &f,
         "system.posix_acl_access",
-        &acl(&[(1, 6, u), (2, 6, 1001), (4, 4, u), (8, 4, 42), (16, 6, u), (32, 0, u)]),
+        &acl(&[
+            (1, 6, u),
+            (2, 6, 1001),
+            (4, 4, u),
+            (8, 4, 42),
+            (16, 6, u),
+            (32, 0, u),
+        ]),
     );
     let d = dir.path().join("d");
     set_xattr(
@@ -208,11 +225,24 @@ fn posix_acls_mapped() {
     assert_eq!(owner(&f), (200000, 200000));
     assert_eq!(
         xattr(&f, "system.posix_acl_access"),
-        Some(acl(&[(1, 6, u), (2, 6, 201001), (4, 4, u), (8, 4, 200042), (16, 6, u), (32, 0, u)]))
+        Some(acl(&[
+            (1, 6, u),
+            (2, 6, 201001),
+            (4, 4, u),
+            (8, 4, 200042),
+            (16, 6, u),
+            (32, 0, u)
+        ]))
     );
     assert_eq!(
         xattr(&d, "system.posix_acl_default"),
-        Some(acl(&[(1, 7, u), (2, 7, 1000), (4, 5, u), (16, 7, u), (32, 5, u)]))
+        Some(acl(&[
+            (1, 7, u),
+            (2, 7, 1000),
+            (4, 5, u),
+            (16, 7, u),
+            (32, 5, u)
+        ]))
     );
     // The mask entry (rw) set the group bits when the ACL was written.
     assert_eq!(fs::metadata(&f).unwrap().mode(), mode_before);

@@ -137,8 +137,12 @@ pub(crate) fn remap_acl(value: &[u8], maps: &ChownMaps) -> Result<Option<Vec<u8>
         let tag = u16::from_le_bytes([entry[0], entry[1]]);
         let id = u32::from_le_bytes(entry[4..8].try_into().expect("4 bytes"));
         let mapped = match tag {
-            ACL_USER => maps.uid(id).ok_or(XattrProblem::Unmapped { kind: "uid", id })?,
-            ACL_GROUP => maps.gid(id).ok_or(XattrProblem::Unmapped { kind: "gid", id })?,
+            ACL_USER => maps
+                .uid(id)
+                .ok_or(XattrProblem::Unmapped { kind: "uid", id })?,
+            ACL_GROUP => maps
+                .gid(id)
+                .ok_or(XattrProblem::Unmapped { kind: "gid", id })?,
             _ => continue,
         };
         if mapped != id {
@@ -176,7 +180,13 @@ mod tests {
     #[test]
     fn owners_follow_go_rules() {
         let noncontig = "0:200000:1000:1000:1000:1:1001:201001:64535";
-        let table: &[(&str, &str, (u32, u32), Result<(u32, u32), Unmapped>)] = &[
+        type Case = (
+            &'static str,
+            &'static str,
+            (u32, u32),
+            Result<(u32, u32), Unmapped>,
+        );
+        let table: &[Case] = &[
             // plain template -> non-contiguous map
             ("", noncontig, (0, 0), Ok((200000, 200000))),
             ("", noncontig, (1000, 1000), Ok((1000, 1000))),
@@ -184,20 +194,42 @@ mod tests {
             // unmappable container ids become the overflow ids
             ("", "0:100000:1000", (5000, 0), Ok((65534, 100000))),
             // mapped template -> other map
-            ("0:100000:65536", "0:300000:65536", (100007, 100000), Ok((300007, 300000))),
+            (
+                "0:100000:65536",
+                "0:300000:65536",
+                (100007, 100000),
+                Ok((300007, 300000)),
+            ),
             // 0:0 tolerated, anything else unmappable is an error
-            ("0:100000:65536", "0:300000:65536", (0, 0), Ok((300000, 300000))),
+            (
+                "0:100000:65536",
+                "0:300000:65536",
+                (0, 0),
+                Ok((300000, 300000)),
+            ),
             (
                 "0:100000:65536",
                 "0:300000:65536",
                 (0, 100000),
-                Err(Unmapped { uid: 0, gid: 100000 }),
+                Err(Unmapped {
+                    uid: 0,
+                    gid: 100000,
+                }),
             ),
             // Go's quirk: an id equal to the new root id stays
-            ("", "0:100000:65536:100000:5:1", (100000, 1), Ok((100000, 100001))),
+            (
+                "",
+                "0:100000:65536:100000:5:1",
+                (100000, 1),
+                Ok((100000, 100001)),
+            ),
         ];
         for (tc, th, input, want) in table {
-            assert_eq!(maps(tc, th).owner(input.0, input.1), *want, "{tc} -> {th}: {input:?}");
+            assert_eq!(
+                maps(tc, th).owner(input.0, input.1),
+                *want,
+                "{tc} -> {th}: {input:?}"
+            );
         }
     }
 
@@ -220,7 +252,10 @@ mod tests {
         let v2 = [&0x0200_0001u32.to_le_bytes()[..], &[0u8; 16]].concat();
         assert_eq!(remap_capability(&v2, &m), Ok(v2.clone()));
         assert_eq!(remap_capability(&[1, 2], &m), Err(XattrProblem::Malformed));
-        assert_eq!(remap_capability(&cap_v3(0)[..20], &m), Err(XattrProblem::Malformed));
+        assert_eq!(
+            remap_capability(&cap_v3(0)[..20], &m),
+            Err(XattrProblem::Malformed)
+        );
     }
 
     fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
@@ -237,8 +272,24 @@ mod tests {
     fn acl_user_and_group_entries_are_mapped() {
         let m = maps("", "0:200000:1000:1000:1000:1:1001:201001:64535");
         let u = u32::MAX;
-        let before = acl(&[(1, 7, u), (2, 6, 1001), (2, 4, 1000), (4, 5, u), (8, 4, 42), (16, 7, u), (32, 5, u)]);
-        let after = acl(&[(1, 7, u), (2, 6, 201001), (2, 4, 1000), (4, 5, u), (8, 4, 200042), (16, 7, u), (32, 5, u)]);
+        let before = acl(&[
+            (1, 7, u),
+            (2, 6, 1001),
+            (2, 4, 1000),
+            (4, 5, u),
+            (8, 4, 42),
+            (16, 7, u),
+            (32, 5, u),
+        ]);
+        let after = acl(&[
+            (1, 7, u),
+            (2, 6, 201001),
+            (2, 4, 1000),
+            (4, 5, u),
+            (8, 4, 200042),
+            (16, 7, u),
+            (32, 5, u),
+        ]);
         assert_eq!(remap_acl(&before, &m), Ok(Some(after)));
         let plain = acl(&[(1, 7, u), (4, 5, u), (32, 5, u)]);
         assert_eq!(remap_acl(&plain, &m), Ok(None));

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! <home>/<id>/  (a driver-level child of the template: lower = l/<template>:...)
-//!   merged/     mounted read-write without idmapping, chowned by maps
-//!               (overlayfs copies every entry up into diff/), unmounted (removed)
+//!   merged/     mounted read-write without idmapping (+ overlayfs `volatile`,
+//!               then one syncfs), chowned by maps (overlayfs copies every
+//!               entry up into diff/), unmounted (removed)
 //!   diff  -> diff1, diff1 -> diff2, ...   older uppers shift up
 //!   diff/       recreated empty: old diff's mode (0555), owner = new root pair
 //!   work/       recreated: 0555, owner = new root pair
@@ -44,18 +45,12 @@ impl OverlayDriver {
         mount_label: Option<&str>,
     ) -> Result<ChownReport, LayoutError> {
         let dir = self.existing_layer_dir(id)?;
-        let root = root_pair(&to_host.uids, &to_host.gids).map_err(|source| {
-            LayoutError::RootPair {
+        let root =
+            root_pair(&to_host.uids, &to_host.gids).map_err(|source| LayoutError::RootPair {
                 id: id.to_owned(),
                 source,
-            }
-        })?;
-        let request = MountRequest {
-            read_only: false,
-            options: Vec::new(),
-            mount_label: mount_label.filter(|l| !l.is_empty()).map(str::to_owned),
-        };
-        let merged = self.mount(id, &request)?;
+            })?;
+        let merged = self.mount_for_chown(id, mount_label)?;
         let maps = ChownMaps::new(to_container.clone(), to_host.clone());
         let chowned = chown_by_maps(&merged, &maps);
         let unmounted = self.unmount(id);
@@ -72,7 +67,19 @@ impl OverlayDriver {
             }
             (Ok(_), Err(e)) => return Err(e),
         };
-        tracing::debug!(layer = id, entries = report.entries, changed = report.changed, "chowned layer by maps");
+        // The volatile mount skipped overlayfs' fsync of every copied-up
+        // file; one syncfs makes the whole copy durable before it is used.
+        let diff_fd = open_dir(rustix::fs::CWD, dir.join("diff"))
+            .map_err(|e| LayoutError::io(id, "open", dir.join("diff"), e))?;
+        rustix::fs::syncfs(&diff_fd)
+            .map_err(|e| LayoutError::io(id, "sync", dir.join("diff"), e))?;
+        drop(diff_fd);
+        tracing::debug!(
+            layer = id,
+            entries = report.entries,
+            changed = report.changed,
+            "chowned layer by maps"
+        );
 
         let diff = dir.join("diff");
         let perms = match fs::metadata(&diff) {
@@ -95,7 +102,8 @@ impl OverlayDriver {
             fs::rename(numbered(n - 1), numbered(n))
                 .map_err(|e| LayoutError::io(id, "rotate", numbered(n - 1), e))?;
         }
-        let dir_fd = open_dir(rustix::fs::CWD, &dir).map_err(|e| LayoutError::io(id, "open", &dir, e))?;
+        let dir_fd =
+            open_dir(rustix::fs::CWD, &dir).map_err(|e| LayoutError::io(id, "open", &dir, e))?;
         let work = dir.join("work");
         match fs::remove_dir_all(&work) {
             Ok(()) => {}
@@ -105,5 +113,38 @@ impl OverlayDriver {
         mkdir_owned(id, &dir_fd, &dir, "work", DEFAULT_PERMS, root)?;
         mkdir_owned(id, &dir_fd, &dir, "diff", perms, root)?;
         Ok(report)
+    }
+
+    /// Mount `id` read-write for the chown with the store's options plus
+    /// overlayfs' `volatile` (Linux >= 5.10): copy-up then skips its
+    /// `fsync` of every copied-up file, which is most of c/storage's time;
+    /// the caller syncs the filesystem once instead. The `work/incompat/volatile`
+    /// marker that `volatile` leaves goes with `work`, which is recreated.
+    /// Without `volatile` support, a plain mount.
+    fn mount_for_chown(
+        &self,
+        id: &str,
+        mount_label: Option<&str>,
+    ) -> Result<std::path::PathBuf, LayoutError> {
+        let mut options = self.default_mount_options().to_vec();
+        options.push("volatile".to_owned());
+        let mut request = MountRequest {
+            read_only: false,
+            options,
+            mount_label: mount_label.filter(|l| !l.is_empty()).map(str::to_owned),
+        };
+        match self.mount(id, &request) {
+            Err(LayoutError::Mount { source, .. })
+                if source.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                tracing::debug!(
+                    layer = id,
+                    "overlayfs refused volatile; mounting without it"
+                );
+                request.options.pop();
+                self.mount(id, &request)
+            }
+            other => other,
+        }
     }
 }

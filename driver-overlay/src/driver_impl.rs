@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use layerstore::driver::{Driver, DriverError, MountOptions};
-use layerstore::idmap::{validate, IdMap};
+use layerstore::idmap::{validate, IdMap, IdMappings};
 
 use crate::layout::{MountRequest, OverlayDriver};
 
@@ -70,5 +70,16 @@ impl Driver for OverlayDriver {
                 false
             }
         }
+    }
+
+    fn update_layer_id_map(
+        &self,
+        id: &str,
+        to_container: &IdMappings,
+        to_host: &IdMappings,
+        mount_label: &str,
+    ) -> Result<(), DriverError> {
+        OverlayDriver::update_layer_id_map(self, id, to_container, to_host, Some(mount_label))?;
+        Ok(())
     }
 }

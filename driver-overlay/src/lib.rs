@@ -12,6 +12,7 @@
 //!   containers/storage reproduce a layer's original tar byte for byte.
 //! - [`ocidiff`]: apply an OCI/Docker layer tar into a layer's `diff`.
 //! - [`layout`]: layer directories, lower chains and overlay mounts.
+//! - [`chown`]: chown-by-maps, for ID-mapped template copies of layers.
 //! - [`import`]: images from docker/OCI archives, OCI layouts and tarballs.
 //! - [`engine`]: image + mapping in, mounted container rootfs out (for engines).
 //! - [`probe`]: kernel feature probes (overlay on idmapped lower layers),
@@ -21,6 +22,7 @@
 
 pub use layerstore;
 
+pub mod chown;
 mod driver_impl;
 pub mod engine;
 pub mod import;

@@ -228,6 +228,22 @@ pub enum LayoutError {
         /// The errno.
         source: io::Error,
     },
+    /// The new mapping has no host id for container root.
+    #[error("layer {id}: the new id mapping has no root pair")]
+    RootPair {
+        /// The layer.
+        id: String,
+        /// Why.
+        source: layerstore::idmap::IdMapError,
+    },
+    /// Chown-by-maps over the mounted layer failed.
+    #[error("layer {id}: changing the id mapping of its content failed")]
+    Chown {
+        /// The layer.
+        id: String,
+        /// Why.
+        source: crate::chown::ChownError,
+    },
     /// Any other file-system operation failed.
     #[error("{}cannot {action} {}", layer_prefix(id), path.display())]
     Io {

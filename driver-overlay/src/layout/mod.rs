@@ -38,6 +38,7 @@
 mod create;
 mod error;
 mod idmapped;
+mod idmap_update;
 mod links;
 mod lowers;
 mod mount;

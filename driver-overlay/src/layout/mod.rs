@@ -37,8 +37,8 @@
 
 mod create;
 mod error;
-mod idmapped;
 mod idmap_update;
+mod idmapped;
 mod links;
 mod lowers;
 mod mount;

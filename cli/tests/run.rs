@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use layerstore_test_support::images::layer_tar;
+use layerstore_test_support::images::{docker_archive, layer_tar};
 use layerstore_test_support::{require_privileged, run_ok, PodmanStore};
 use serde_json::Value;
 
@@ -349,6 +349,59 @@ fn runs_like_podman_run() {
     assert_eq!(creates.len(), 2, "{argv}");
     assert!(creates[0].contains("--no-new-keyring"), "{}", creates[0]);
     assert!(!creates[1].contains("--no-new-keyring"), "{}", creates[1]);
+
+    // The network: none has only loopback; host (with a user namespace too)
+    // sees the host's devices.
+    let host_nics = fs::read_dir("/sys/class/net").unwrap().count();
+    let out = run(&store, &["--rm", "bb", "ls", "/sys/class/net"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "lo");
+    let out = run(
+        &store,
+        &[
+            "--rm",
+            "--network",
+            "host",
+            "--uidmap",
+            "0:800000:65536",
+            "bb",
+            "ls",
+            "/sys/class/net",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), host_nics);
+
+    // An archive is imported on first use and reused after.
+    let archive = dir.path().join("bb-archive.tar");
+    docker_archive(
+        &archive,
+        &[layer_tar(BUSYBOX)],
+        "localhost/from-archive:latest",
+    );
+    let source = format!("docker-archive:{}", archive.display());
+    let mut after_first = Vec::new();
+    for round in 0..2 {
+        let out = run(&store, &["--rm", &source, "cat", "/etc/group"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains("staff:x:50:"), "{}", stdout(&out));
+        if round == 0 {
+            after_first = layer_ids(&store);
+            assert_eq!(after_first.len(), layers.len() + 1, "one imported layer");
+        }
+    }
+    assert_eq!(
+        layer_ids(&store),
+        after_first,
+        "the second run imported again"
+    );
+    let images = stdout(&run_ok(store.podman().args([
+        "images",
+        "--format",
+        "{{.Repository}}",
+    ])));
+    assert!(images.contains("localhost/from-archive"), "{images}");
+    let layers = after_first;
 
     // Without --rm the container stays, stopped, in podman's view too.
     let out = run(&store, &["--name", "kept", "bb", "true"]);

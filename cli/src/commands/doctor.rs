@@ -104,7 +104,7 @@ fn print_report(report: &Report) -> anyhow::Result<()> {
         counts(Status::Warn),
         counts(Status::Fail),
         exit_code(report.worst())
-    );
+    )?;
     Ok(())
 }
 

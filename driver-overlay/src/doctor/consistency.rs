@@ -44,7 +44,11 @@ pub struct Findings {
 pub fn find(store: &Store, driver: &OverlayDriver, snap: &Snapshot) -> Findings {
     let home = driver.home();
     let records: BTreeSet<&str> = snap.layers.iter().map(|l| l.id.as_str()).collect();
-    let dirs: BTreeSet<String> = driver.list_layers().unwrap_or_default().into_iter().collect();
+    let dirs: BTreeSet<String> = driver
+        .list_layers()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let mut f = Findings::default();
     for layer in &snap.layers {
         if !dirs.contains(&layer.id) {

@@ -165,7 +165,10 @@ pub fn checks(store: &Store, driver: &OverlayDriver, options: &DoctorOptions) ->
 
 fn overlay_check() -> Check {
     let registered = fs::read_to_string("/proc/filesystems")
-        .map(|t| t.lines().any(|l| l.split_whitespace().last() == Some("overlay")))
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"))
+        })
         .unwrap_or(false);
     let module = std::path::Path::new("/sys/module/overlay").exists();
     if registered || module {
@@ -230,8 +233,9 @@ fn probe_check(
         );
     };
     let seen = match (&probe.reason, probe.supported) {
-        (_, true) => "overlay on an idmapped lower works (a root-owned file shows the mapped uid)"
-            .to_owned(),
+        (_, true) => {
+            "overlay on an idmapped lower works (a root-owned file shows the mapped uid)".to_owned()
+        }
         (Some(reason), false) => format!("overlay on an idmapped lower fails: {reason}"),
         (None, false) => "overlay on an idmapped lower fails".to_owned(),
     };

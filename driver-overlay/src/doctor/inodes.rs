@@ -130,7 +130,11 @@ pub fn checks(
     for image in &snap.images {
         for id in &image.mapped_layers {
             if snap.layers.iter().any(|l| &l.id == id) {
-                let name = image.names.first().cloned().unwrap_or_else(|| short(&image.id));
+                let name = image
+                    .names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| short(&image.id));
                 templates.entry(id.clone()).or_default().1.push(name);
             }
         }
@@ -145,11 +149,16 @@ pub fn checks(
         }
         let n = count(&image.top_layer);
         if largest.as_ref().is_none_or(|(_, m)| n > *m) {
-            let name = image.names.first().cloned().unwrap_or_else(|| short(&image.id));
+            let name = image
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| short(&image.id));
             largest = Some((name, n));
         }
     }
-    let usage = InodeUsage::of(root);
+    // A store not created yet: the filesystem it will be created on.
+    let usage = InodeUsage::of(&super::existing_ancestor(root));
     vec![
         free_check(root, &usage, largest.as_ref().map_or(0, |l| l.1)),
         templates_check(&templates, &errors),
@@ -181,7 +190,10 @@ fn free_check(root: &Path, usage: &io::Result<InodeUsage>, largest: u64) -> Chec
             "inodes.free",
             Area::Inodes,
             Status::Ok,
-            format!("{}: the filesystem allocates inodes dynamically", root.display()),
+            format!(
+                "{}: the filesystem allocates inodes dynamically",
+                root.display()
+            ),
             "no fixed inode limit to run out of",
         )
         .facts(facts);
@@ -334,6 +346,9 @@ mod tests {
         let mut seen = HashSet::new();
         // diff, etc, etc/sub, etc/a (= etc/sub/b), etc/l
         assert_eq!(count_entries(&d, &mut seen).unwrap(), 5);
-        assert_eq!(count_entries(&tmp.path().join("none"), &mut seen).unwrap(), 0);
+        assert_eq!(
+            count_entries(&tmp.path().join("none"), &mut seen).unwrap(),
+            0
+        );
     }
 }

@@ -216,13 +216,20 @@ impl StoreFilesystems {
 
 /// Whether a mountinfo filesystem type is FUSE or virtiofs.
 pub fn is_fuse(fs_type: &str) -> bool {
-    fs_type == "virtiofs" || fs_type == "fuse" || fs_type == "fuseblk" || fs_type.starts_with("fuse.")
+    fs_type == "virtiofs"
+        || fs_type == "fuse"
+        || fs_type == "fuseblk"
+        || fs_type.starts_with("fuse.")
 }
 
 /// The filesystems of `graph_root` and `run_root` (the mount holding each:
 /// the longest mount point that is a prefix of its canonical path) and of
 /// every mount below them, from a mountinfo table. Pure.
-pub fn store_filesystems(mounts: &[MountEntry], graph_root: &Path, run_root: &Path) -> StoreFilesystems {
+pub fn store_filesystems(
+    mounts: &[MountEntry],
+    graph_root: &Path,
+    run_root: &Path,
+) -> StoreFilesystems {
     let holding = |path: &Path| {
         mounts
             .iter()
@@ -230,7 +237,10 @@ pub fn store_filesystems(mounts: &[MountEntry], graph_root: &Path, run_root: &Pa
             .max_by_key(|m| m.mount_point.as_os_str().len())
             .map(|m| (path.to_path_buf(), m.fs_type.clone()))
     };
-    let mut out: Vec<(PathBuf, String)> = [graph_root, run_root].into_iter().filter_map(holding).collect();
+    let mut out: Vec<(PathBuf, String)> = [graph_root, run_root]
+        .into_iter()
+        .filter_map(holding)
+        .collect();
     for m in mounts {
         let below = |root: &Path| m.mount_point.starts_with(root) && m.mount_point != root;
         if below(graph_root) || below(run_root) {

@@ -157,7 +157,9 @@ pub fn checks(containers: &[Container], options: &DoctorOptions) -> Vec<Check> {
             "key quota usage cannot be checked (a kernel without CONFIG_KEYS has no keyrings to exhaust)",
         )],
     };
-    checks.push(podman_check(&read_containers_conf(&ConfEnv::from_process())));
+    checks.push(podman_check(
+        &read_containers_conf(&ConfEnv::from_process()),
+    ));
     checks.push(runtimes_check(&find_runtimes()));
     if let Some(check) = launcher_check(options) {
         checks.push(check);
@@ -187,11 +189,7 @@ pub fn container_roots(containers: &[Container]) -> BTreeMap<u32, Vec<String>> {
 
 /// `keyring.uid.<uid>` checks: root, the containers' mapped roots, and every
 /// uid at or above the warning threshold. Pure.
-pub fn quota_checks(
-    users: &[KeyUser],
-    quotas: &KeyQuotas,
-    containers: &[Container],
-) -> Vec<Check> {
+pub fn quota_checks(users: &[KeyUser], quotas: &KeyQuotas, containers: &[Container]) -> Vec<Check> {
     let roots = container_roots(containers);
     let mut uids: Vec<u32> = vec![0];
     uids.extend(roots.keys());
@@ -240,15 +238,21 @@ fn uid_check(u: &KeyUser, containers: &[String]) -> Check {
             percent(u)
         ),
     };
-    let mut check = Check::new(format!("keyring.uid.{}", u.uid), Area::Keyring, status, seen, why)
-        .facts(json!({
-            "uid": u.uid,
-            "keys": u.qnkeys,
-            "max_keys": u.maxkeys,
-            "bytes": u.qnbytes,
-            "max_bytes": u.maxbytes,
-            "containers": containers,
-        }));
+    let mut check = Check::new(
+        format!("keyring.uid.{}", u.uid),
+        Area::Keyring,
+        status,
+        seen,
+        why,
+    )
+    .facts(json!({
+        "uid": u.uid,
+        "keys": u.qnkeys,
+        "max_keys": u.maxkeys,
+        "bytes": u.qnbytes,
+        "max_bytes": u.maxbytes,
+        "containers": containers,
+    }));
     if status != Status::Ok {
         check = check.fix(format!(
             "run containers with --no-new-keyring (podman: [containers] keyring = false in containers.conf; layerstore run does it by default); raise {sysctls} (sysctl -w); leftover keyrings of uid {uid} are listed by `keyctl show` / `cat /proc/keys` as root and go away with `keyctl unlink` or when their last reference is dropped",

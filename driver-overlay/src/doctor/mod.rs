@@ -214,6 +214,14 @@ fn unreadable(area: Area, id: &str, e: &dyn std::error::Error) -> Check {
     .fix("look at the file the message names; restore it from podman's view or a backup")
 }
 
+/// `path`, or its nearest ancestor that exists.
+pub(crate) fn existing_ancestor(path: &std::path::Path) -> std::path::PathBuf {
+    path.ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(path)
+        .to_path_buf()
+}
+
 /// `e: source: source...` in one line.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -266,7 +274,8 @@ mod tests {
         assert_eq!(r.worst(), Status::Ok);
         r.checks
             .push(Check::new("a", Area::Store, Status::Warn, "", ""));
-        r.checks.push(Check::new("b", Area::Store, Status::Ok, "", ""));
+        r.checks
+            .push(Check::new("b", Area::Store, Status::Ok, "", ""));
         assert_eq!(r.worst(), Status::Warn);
         r.checks
             .push(Check::new("c", Area::Store, Status::Fail, "", ""));

@@ -31,7 +31,10 @@ fn debian_names_its_real_version_in_proc_version() {
         Some(V(6, 1, 76))
     );
     let other = "Linux version 6.18.44-fc-v669 (builder@sandboxing) (gcc (GCC) 15.3.0) #1 SMP";
-    assert_eq!(effective_version("6.18.44-fc-v669", other), Some(V(6, 18, 44)));
+    assert_eq!(
+        effective_version("6.18.44-fc-v669", other),
+        Some(V(6, 18, 44))
+    );
 }
 
 #[test]
@@ -102,7 +105,11 @@ fn store_filesystems_from_the_holding_mounts() {
         ]
     );
     assert!(!fs.on_fuse() && !fs.graphroot_on_tmpfs());
-    let kata = store_filesystems(&mounts, Path::new("/run/kata shared/g"), Path::new("/tmp/t/r"));
+    let kata = store_filesystems(
+        &mounts,
+        Path::new("/run/kata shared/g"),
+        Path::new("/tmp/t/r"),
+    );
     assert!(kata.on_fuse());
     let tmp = store_filesystems(&mounts, Path::new("/tmp/t/g"), Path::new("/tmp/t/r"));
     assert!(tmp.graphroot_on_tmpfs() && !tmp.on_fuse());
@@ -130,7 +137,10 @@ fn version_table_as_warnings() {
     assert_eq!(status_of(&checks, "kernel.idmapped-fuse"), Status::Warn);
     // An older 6.1 on virtiofs: the Kata EBADF bug, naming the fixed versions.
     let checks = version_checks("6.1.62", "", &virtiofs);
-    let fuse = checks.iter().find(|c| c.id == "kernel.fuse-submount").unwrap();
+    let fuse = checks
+        .iter()
+        .find(|c| c.id == "kernel.fuse-submount")
+        .unwrap();
     assert_eq!(fuse.status, Status::Warn);
     assert!(fuse.fix.as_deref().unwrap().contains("6.1.70"));
     assert!(fuse.seen.contains("fixed in 6.7.0"), "{}", fuse.seen);
@@ -139,9 +149,15 @@ fn version_table_as_warnings() {
     assert_eq!(status_of(&checks, "kernel.fuse-submount"), Status::Ok);
     // RHEL 9: 5.14 predates overlay on idmapped lowers.
     let checks = version_checks("5.14.0-362.8.1.el9_3.x86_64", "", &ext4);
-    assert_eq!(status_of(&checks, "kernel.overlay-idmapped-lowers"), Status::Warn);
+    assert_eq!(
+        status_of(&checks, "kernel.overlay-idmapped-lowers"),
+        Status::Warn
+    );
     assert_eq!(status_of(&checks, "kernel.idmapped-mounts"), Status::Ok);
-    assert_eq!(status_of(&checks, "kernel.overlay-copyup-uid"), Status::Warn);
+    assert_eq!(
+        status_of(&checks, "kernel.overlay-copyup-uid"),
+        Status::Warn
+    );
     // 6.16: the open_tree_attr window.
     let checks = version_checks("6.16.2-arch1", "", &ext4);
     assert_eq!(status_of(&checks, "kernel.open-tree-attr"), Status::Warn);

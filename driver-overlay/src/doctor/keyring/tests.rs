@@ -59,11 +59,22 @@ fn quota_checks_cover_root_container_roots_and_full_uids() {
     let checks = quota_checks(&users, &quotas, &containers);
     let ids: Vec<&str> = checks.iter().map(|c| c.id.as_str()).collect();
     // 1001 is below the threshold and no container's root: not listed.
-    assert_eq!(ids, ["keyring.uid.0", "keyring.uid.100000", "keyring.uid.300000"]);
+    assert_eq!(
+        ids,
+        ["keyring.uid.0", "keyring.uid.100000", "keyring.uid.300000"]
+    );
     assert_eq!(checks[0].status, Status::Ok);
     assert_eq!(checks[1].status, Status::Fail);
-    assert!(checks[1].why.contains("Disk quota exceeded"), "{}", checks[1].why);
-    assert!(checks[1].fix.as_deref().unwrap().contains("--no-new-keyring"));
+    assert!(
+        checks[1].why.contains("Disk quota exceeded"),
+        "{}",
+        checks[1].why
+    );
+    assert!(checks[1]
+        .fix
+        .as_deref()
+        .unwrap()
+        .contains("--no-new-keyring"));
     // A container root without keys: 0 of the non-root quota.
     assert_eq!(checks[2].status, Status::Ok);
     assert_eq!(checks[2].facts["max_keys"], 200);
@@ -78,7 +89,10 @@ fn keyring_setting_variants() {
         ("[containers]\nkeyring = false\n", Some(false)),
         ("[containers]\nkeyring=true", Some(true)),
         ("# comment\n[engine]\nkeyring = false\n", None),
-        ("[containers]\nnetns = \"none\"\n[engine]\nruntime = \"runc\"\n", None),
+        (
+            "[containers]\nnetns = \"none\"\n[engine]\nruntime = \"runc\"\n",
+            None,
+        ),
         (
             "[containers]\ndefault_ulimits = [\"nofile=1024:1024\"]\nkeyring = false # no leaks\n",
             Some(false),
@@ -125,7 +139,10 @@ fn containers_conf_files_in_podman_order() {
         ..Default::default()
     };
     let files = xdg.files(list);
-    assert_eq!(files[files.len() - 3], Path::new("/x/containers/containers.conf"));
+    assert_eq!(
+        files[files.len() - 3],
+        Path::new("/x/containers/containers.conf")
+    );
     assert_eq!(
         files.last().unwrap(),
         Path::new("/x/containers/containers.conf.d/20-b.conf")
@@ -156,7 +173,10 @@ fn later_files_win_and_bad_files_are_reported() {
 
     fs::write(&conf, "[containers]\nnetns = \"none\"\n").unwrap();
     let got = read_containers_conf(&env);
-    assert!(got.keyring, "podman's default is a new keyring per container");
+    assert!(
+        got.keyring,
+        "podman's default is a new keyring per container"
+    );
     let check = podman_check(&got);
     assert_eq!(check.status, Status::Warn);
     assert!(check.fix.unwrap().contains("keyring = false"));

@@ -3,6 +3,8 @@
 //!
 //! Exit codes: 0 success, 1 failure (the store, a file or an argument was
 //! bad; the message names it), 2 usage error (from argument parsing).
+//! `run` exits with the command's code (125-127 for its own failures);
+//! `doctor` exits 0 (all ok), 1 (warnings) or 2 (failures).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +79,9 @@ pub enum Command {
     /// Run a command in a new container of an image (podman-run-like; exits
     /// with the command's exit code, 125-127 for failures to run it).
     Run(commands::run::RunArgs),
+    /// Check the host and the store: key quotas, inodes, idmapped mounts,
+    /// kernel bugs, records vs directories (exit 0 ok, 1 warnings, 2 failures).
+    Doctor(commands::doctor::DoctorArgs),
 }
 
 /// Set up logging to stderr at `level`.
@@ -125,6 +130,7 @@ impl GlobalArgs {
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Run(args) => return Ok(commands::run::run(&cli.global, args)),
+        Command::Doctor(args) => return commands::doctor::run(&cli.global, args),
         Command::Info(args) => commands::info::run(&cli.global, args),
         Command::Layers(args) => commands::list::layers(&cli.global, args),
         Command::Images(args) => commands::list::images(&cli.global, args),

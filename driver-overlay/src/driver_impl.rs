@@ -54,22 +54,13 @@ impl Driver for OverlayDriver {
     /// on a store without AUFS whiteouts whose kernel mounts overlay on
     /// idmapped lowers ([`OverlayDriver::supports_idmapped_lowers`]).
     fn supports_shifting(&self, uidmap: &[IdMap], gidmap: &[IdMap]) -> bool {
-        if uidmap.is_empty() && gidmap.is_empty() {
-            return true;
-        }
-        if uidmap.is_empty() || gidmap.is_empty() || self.whiteout_is_aufs() {
-            return false;
-        }
-        if validate(uidmap).is_err() || validate(gidmap).is_err() {
-            return false;
-        }
-        match self.supports_idmapped_lowers() {
+        self.supports_shifting_with(uidmap, gidmap, || match self.supports_idmapped_lowers() {
             Ok(answer) => answer,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot tell whether idmapped lowers work; assuming not");
                 false
             }
-        }
+        })
     }
 
     fn update_layer_id_map(
@@ -81,5 +72,30 @@ impl Driver for OverlayDriver {
     ) -> Result<(), DriverError> {
         OverlayDriver::update_layer_id_map(self, id, to_container, to_host, Some(mount_label))?;
         Ok(())
+    }
+}
+
+impl OverlayDriver {
+    /// [`Driver::supports_shifting`] with the answer to "does overlay on
+    /// idmapped lowers work here?" supplied by the caller (called only when
+    /// the maps themselves allow shifting). `supports_shifting` passes the
+    /// cached probe; `doctor` passes a prediction that writes nothing, so the
+    /// two cannot disagree about the rest of the rule.
+    pub fn supports_shifting_with(
+        &self,
+        uidmap: &[IdMap],
+        gidmap: &[IdMap],
+        idmapped_lowers: impl FnOnce() -> bool,
+    ) -> bool {
+        if uidmap.is_empty() && gidmap.is_empty() {
+            return true;
+        }
+        if uidmap.is_empty() || gidmap.is_empty() || self.whiteout_is_aufs() {
+            return false;
+        }
+        if validate(uidmap).is_err() || validate(gidmap).is_err() {
+            return false;
+        }
+        idmapped_lowers()
     }
 }

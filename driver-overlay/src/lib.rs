@@ -17,12 +17,15 @@
 //! - [`engine`]: image + mapping in, mounted container rootfs out (for engines).
 //! - [`probe`]: kernel feature probes (overlay on idmapped lower layers),
 //!   cached under the runroot as containers/storage caches them.
+//! - [`doctor`]: host checks (key quotas, inodes, idmapped mounts, kernel
+//!   versions, store consistency) for `layerstore doctor` and engines.
 //! - [`sys`]: the only `unsafe` code: user-namespace fds for id maps and
 //!   detached idmapped mounts.
 
 pub use layerstore;
 
 pub mod chown;
+pub mod doctor;
 mod driver_impl;
 pub mod engine;
 pub mod import;

@@ -96,19 +96,29 @@ impl OverlayDriver {
     /// [`supports_idmapped_lowers`](Self::supports_idmapped_lowers), saying
     /// where the answer came from.
     pub fn idmapped_lowers_verdict(&self) -> Result<IdmapVerdict, LayoutError> {
+        let verdict = self.idmapped_lowers_verdict_with(|| {
+            let outcome = self.probe_idmapped_lowers();
+            if let Some(reason) = &outcome.reason {
+                tracing::debug!(%reason, "overlay on idmapped lower layers is not supported");
+            }
+            outcome.supported
+        });
+        if let IdmapVerdict::Probed(answer) = verdict {
+            self.record_idmapped_lowers(answer)?;
+        }
+        Ok(verdict)
+    }
+
+    /// [`idmapped_lowers_verdict`](Self::idmapped_lowers_verdict) with the
+    /// probe supplied by the caller and nothing recorded: the environment
+    /// switch, root and the cache answer first, exactly as there; `probe` is
+    /// called only when none of them does. `doctor` uses it to predict the
+    /// answer without writing the cache.
+    pub fn idmapped_lowers_verdict_with(&self, probe: impl FnOnce() -> bool) -> IdmapVerdict {
         let disabled = std::env::var_os(DISABLE_IDMAP_ENV).is_some_and(|v| v == "yes");
         let root = rustix::process::geteuid().is_root();
-        if let Some(verdict) =
-            verdict_without_probe(disabled, root, || self.cached_idmapped_lowers())
-        {
-            return Ok(verdict);
-        }
-        let outcome = self.probe_idmapped_lowers();
-        if let Some(reason) = &outcome.reason {
-            tracing::debug!(%reason, "overlay on idmapped lower layers is not supported");
-        }
-        self.record_idmapped_lowers(outcome.supported)?;
-        Ok(IdmapVerdict::Probed(outcome.supported))
+        verdict_without_probe(disabled, root, || self.cached_idmapped_lowers())
+            .unwrap_or_else(|| IdmapVerdict::Probed(probe()))
     }
 
     /// The cached answer, if a cache file exists (`-true` first).
@@ -122,16 +132,7 @@ impl OverlayDriver {
     /// doctor command). Needs root; creates and removes a scratch directory
     /// under the driver home (creating the home if it is missing).
     pub fn probe_idmapped_lowers(&self) -> ProbeOutcome {
-        match probe(self.home()) {
-            Ok(()) => ProbeOutcome {
-                supported: true,
-                reason: None,
-            },
-            Err(reason) => ProbeOutcome {
-                supported: false,
-                reason: Some(reason),
-            },
-        }
+        probe_idmapped_lowers_in(self.home())
     }
 
     fn cache_file(&self, answer: bool) -> PathBuf {
@@ -149,6 +150,22 @@ impl OverlayDriver {
         let path = self.cache_file(answer);
         fs::File::create(&path).map_err(|e| LayoutError::home_io("create", &path, e))?;
         Ok(())
+    }
+}
+
+/// The probe of [`OverlayDriver::probe_idmapped_lowers`] with its scratch
+/// directory under `dir` (created if missing) instead of the driver home,
+/// for callers that must not create the home. Needs root.
+pub fn probe_idmapped_lowers_in(dir: &Path) -> ProbeOutcome {
+    match probe(dir) {
+        Ok(()) => ProbeOutcome {
+            supported: true,
+            reason: None,
+        },
+        Err(reason) => ProbeOutcome {
+            supported: false,
+            reason: Some(reason),
+        },
     }
 }
 

@@ -52,6 +52,18 @@ pub const EXIT_CANNOT_INVOKE: u8 = 126;
 /// Exit code when the command is not found (as podman's 127).
 pub const EXIT_NOT_FOUND: u8 = 127;
 
+/// The flags `layerstore run` passes to `<runtime> create` about session
+/// keyrings: `--no-new-keyring` unless `--keyring` was given. `doctor`
+/// reports from this function, so its claim cannot drift from what `run`
+/// does.
+pub fn runtime_keyring_args(keyring: bool) -> &'static [&'static str] {
+    if keyring {
+        &[]
+    } else {
+        &["--no-new-keyring"]
+    }
+}
+
 /// The container's network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Network {
@@ -496,9 +508,7 @@ impl Launch<'_> {
             .arg(&bundle)
             .arg("--pid-file")
             .arg(&pid_file);
-        if !args.keyring {
-            create.arg("--no-new-keyring");
-        }
+        create.args(runtime_keyring_args(args.keyring));
         create.arg(self.id());
         tracing::debug!(?create, "creating the container");
         let status = create

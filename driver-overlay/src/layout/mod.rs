@@ -42,7 +42,7 @@ mod idmapped;
 mod links;
 mod lowers;
 mod mount;
-mod mountinfo;
+pub(crate) mod mountinfo;
 #[cfg(test)]
 mod tests;
 
@@ -54,7 +54,7 @@ use layerstore::config::StoreOptions;
 
 pub use error::LayoutError;
 pub use mount::MountRequest;
-pub use mountinfo::is_mounted;
+pub use mountinfo::{is_mounted, parse_mounts, MountEntry};
 
 /// The most lower layers a layer may have (upstream c/storage's `maxDepth`;
 /// v1.43 allowed 128). Also overlayfs' own stack limit.

@@ -61,6 +61,41 @@ pub(crate) fn parse_mount_points(table: &[u8]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// One line of a mountinfo table: where, what filesystem, from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// Field 5, decoded.
+    pub mount_point: PathBuf,
+    /// The first field after the ` - ` separator (`ext4`, `fuse.sshfs`, `virtiofs`).
+    pub fs_type: String,
+    /// The field after the type (the device or the virtiofs tag), decoded.
+    pub source: String,
+}
+
+/// The mounts of a mountinfo table, in table order; malformed lines skipped.
+pub fn parse_mounts(table: &[u8]) -> Vec<MountEntry> {
+    table
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+            let point = fields.get(4)?;
+            let dash = fields.iter().position(|f| *f == b"-")?;
+            let fs_type = fields.get(dash + 1)?;
+            let source = fields.get(dash + 2).copied().unwrap_or_default();
+            Some(MountEntry {
+                mount_point: PathBuf::from(OsString::from_vec(decode_octal_escapes(point))),
+                fs_type: String::from_utf8_lossy(&decode_octal_escapes(fs_type)).into_owned(),
+                source: String::from_utf8_lossy(&decode_octal_escapes(source)).into_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The mounts in `/proc/self/mountinfo`.
+pub(crate) fn mounts() -> io::Result<Vec<MountEntry>> {
+    Ok(parse_mounts(&fs::read(MOUNTINFO)?))
+}
+
 /// Undo the kernel's `\ooo` escapes (`mangle` in fs/proc_namespace.c).
 pub(crate) fn decode_octal_escapes(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());

@@ -20,6 +20,7 @@ pub use containers::NewContainer;
 pub use images::{BigData, NewImage};
 pub use layers::{LayerDiff, NewLayer};
 
+pub(crate) use layers::remove_if_present;
 use crate::error::StoreError;
 
 /// A new random id as containers/storage makes them: 32 random bytes in

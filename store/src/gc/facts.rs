@@ -1,0 +1,218 @@
+//! What gc needs to know beyond the records: which directories and files
+//! exist, which mounts are live, which `layerstore run` processes are gone,
+//! and how much a path holds.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::RunOwner;
+use crate::driver::Driver;
+use crate::error::{driver_error, StoreError};
+use crate::snapshot::Snapshot;
+use crate::Store;
+
+/// A directory entry gc may remove, with its modification time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskEntry {
+    /// The name (a layer or image id, or an `l/` link name).
+    pub name: String,
+    /// Its mtime (not following symlinks).
+    pub mtime: SystemTime,
+}
+
+/// The facts [`super::plan`] decides on, gathered at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// The time the facts were gathered.
+    pub now: SystemTime,
+    /// Layer directories in the driver's home.
+    pub layer_dirs: Vec<DiskEntry>,
+    /// `overlay-layers/<id>.tar-split.gz` files, by id.
+    pub tar_splits: Vec<DiskEntry>,
+    /// `overlay-layers/<id>/` directories.
+    pub layer_data_dirs: Vec<DiskEntry>,
+    /// `overlay-images/<id>/` directories.
+    pub image_dirs: Vec<DiskEntry>,
+    /// `l/` links and the layer each points to (`../<id>/diff`).
+    pub links: Vec<(DiskEntry, Option<String>)>,
+    /// Recorded layers whose short link needs repair.
+    pub broken_links: Vec<String>,
+    /// Recorded mount paths that are mounted right now.
+    pub mounted: HashSet<String>,
+    /// Containers with a `layerstore run` marker whose process is gone.
+    pub dead_run_containers: HashSet<String>,
+}
+
+impl Default for Facts {
+    fn default() -> Self {
+        Facts {
+            now: SystemTime::UNIX_EPOCH,
+            layer_dirs: Vec::new(),
+            tar_splits: Vec::new(),
+            layer_data_dirs: Vec::new(),
+            image_dirs: Vec::new(),
+            links: Vec::new(),
+            broken_links: Vec::new(),
+            mounted: HashSet::new(),
+            dead_run_containers: HashSet::new(),
+        }
+    }
+}
+
+impl Facts {
+    /// Look at the store's directories, mounts and processes. The caller
+    /// holds the locks that make `snap` current.
+    pub fn gather(store: &Store, driver: &dyn Driver, snap: &Snapshot) -> Result<Facts, StoreError> {
+        let now = SystemTime::now();
+        let g = &store.options().graph_root;
+        let mut layer_dirs = Vec::new();
+        for id in driver
+            .list_layers()
+            .map_err(driver_error("listing", "(all)"))?
+        {
+            if let Some(dir) = driver.layer_dir(&id) {
+                if let Some(mtime) = mtime(&dir) {
+                    layer_dirs.push(DiskEntry { name: id, mtime });
+                }
+            }
+        }
+        let mut tar_splits = Vec::new();
+        let mut layer_data_dirs = Vec::new();
+        for (name, is_dir, mtime) in list(&g.join("overlay-layers"))? {
+            if is_dir && is_hex_id(&name) {
+                layer_data_dirs.push(DiskEntry { name, mtime });
+            } else if let Some(id) = name.strip_suffix(".tar-split.gz") {
+                if !is_dir && is_hex_id(id) {
+                    tar_splits.push(DiskEntry {
+                        name: id.to_owned(),
+                        mtime,
+                    });
+                }
+            }
+        }
+        let image_dirs = list(&g.join("overlay-images"))?
+            .into_iter()
+            .filter(|(name, is_dir, _)| *is_dir && is_hex_id(name))
+            .map(|(name, _, mtime)| DiskEntry { name, mtime })
+            .collect();
+        let mut links = Vec::new();
+        if let Some(link_dir) = driver.link_dir() {
+            for (name, _, mtime) in list(&link_dir)? {
+                let Ok(target) = fs::read_link(link_dir.join(&name)) else {
+                    continue;
+                };
+                let target = target.to_string_lossy();
+                let Some(id) = target
+                    .strip_prefix("../")
+                    .and_then(|t| t.strip_suffix("/diff"))
+                else {
+                    continue;
+                };
+                links.push((DiskEntry { name, mtime }, Some(id.to_owned())));
+            }
+        }
+        let dirs: HashSet<&str> = layer_dirs.iter().map(|e| e.name.as_str()).collect();
+        let broken_links = snap
+            .layers
+            .iter()
+            .filter(|l| !l.is_incomplete() && dirs.contains(l.id.as_str()))
+            .filter(|l| driver.link_needs_repair(&l.id))
+            .map(|l| l.id.clone())
+            .collect();
+        let mounted = snap
+            .mounts
+            .iter()
+            .filter(|m| !m.path.is_empty() && driver.is_mounted(Path::new(&m.path)))
+            .map(|m| m.path.clone())
+            .collect();
+        let dead_run_containers = snap
+            .containers
+            .iter()
+            .filter(|c| RunOwner::from_metadata(&c.metadata).is_some_and(|o| !o.is_alive()))
+            .map(|c| c.id.clone())
+            .collect();
+        Ok(Facts {
+            now,
+            layer_dirs,
+            tar_splits,
+            layer_data_dirs,
+            image_dirs,
+            links,
+            broken_links,
+            mounted,
+            dead_run_containers,
+        })
+    }
+}
+
+/// 64 lowercase hex digits: the ids containers/storage generates (and the
+/// only names gc treats as debris outside the driver's home).
+fn is_hex_id(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    fs::symlink_metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// `(name, is_dir, mtime)` of every UTF-8-named entry of `dir` (none when
+/// it does not exist).
+fn list(dir: &Path) -> Result<Vec<(String, bool, SystemTime)>, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io("listing", dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(StoreError::io("listing", dir))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        out.push((
+            name,
+            meta.is_dir(),
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        ));
+    }
+    Ok(out)
+}
+
+/// Disk space and inodes held by some paths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Allocated bytes (`st_blocks * 512`) of the distinct inodes.
+    pub bytes: u64,
+    /// Distinct inodes (hard links counted once).
+    pub inodes: u64,
+}
+
+/// What the trees at `paths` hold, not following symlinks. Missing or
+/// unreadable parts count as nothing.
+pub fn usage(paths: &[PathBuf]) -> Usage {
+    let mut seen = HashSet::new();
+    let mut total = Usage::default();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if seen.insert((meta.dev(), meta.ino())) {
+            total.inodes += 1;
+            total.bytes += meta.blocks() * 512;
+        }
+        if meta.is_dir() {
+            if let Ok(entries) = fs::read_dir(&path) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    total
+}

@@ -2,7 +2,8 @@
 //! module per command, each a short adapter over the `layerstore` library.
 //!
 //! Exit codes: 0 success, 1 failure (the store, a file or an argument was
-//! bad; the message names it), 2 usage error (from argument parsing).
+//! bad; the message names it), 2 usage error (from argument parsing), 3
+//! (`gc` only) another gc is running on the store, nothing was done.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +75,8 @@ pub enum Command {
     Umount(commands::containers::UmountArgs),
     /// Remove containers.
     Rm(commands::containers::RemoveArgs),
+    /// Reclaim orphaned mapped templates and store debris (see docs/gc.md).
+    Gc(commands::gc::GcArgs),
 }
 
 /// Set up logging to stderr at `level`.
@@ -120,6 +123,9 @@ impl GlobalArgs {
 
 /// Run a parsed command line.
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Gc(args) = &cli.command {
+        return commands::gc::run(&cli.global, args);
+    }
     match &cli.command {
         Command::Info(args) => commands::info::run(&cli.global, args),
         Command::Layers(args) => commands::list::layers(&cli.global, args),
@@ -131,6 +137,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Mount(args) => commands::containers::mount(&cli.global, args),
         Command::Umount(args) => commands::containers::umount(&cli.global, args),
         Command::Rm(args) => commands::containers::rm(&cli.global, args),
+        Command::Gc(_) => unreachable!("handled above"),
     }?;
     Ok(ExitCode::SUCCESS)
 }

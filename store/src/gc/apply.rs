@@ -102,6 +102,9 @@ impl Store {
     /// See the module documentation: gc's own lock for the whole run (not
     /// in a dry run), podman's locks per batch.
     pub fn gc(&self, driver: &dyn Driver, options: &GcOptions) -> Result<GcReport, StoreError> {
+        // Plan first: a store we cannot read fails here, before anything
+        // (even our lock file) is created.
+        let planned = self.gc_plan(driver, options)?;
         let _lock = if options.dry_run {
             None
         } else {
@@ -110,7 +113,6 @@ impl Store {
                 path: self.options().graph_root.join(GC_LOCK_FILE),
             })?)
         };
-        let planned = self.gc_plan(driver, options)?;
         let mut report = GcReport {
             dry_run: options.dry_run,
             skipped: planned.skipped.clone(),

@@ -45,6 +45,13 @@ pub fn require_privileged(tools: &[&str]) {
     }
 }
 
+/// The cached Debian bookworm minbase rootfs tarball (about 6,800
+/// entries), built by `scripts/bench/debian-rootfs.sh` on first use.
+pub fn debian_rootfs() -> PathBuf {
+    let out = run_ok(Command::new("bash").arg(workspace_root().join("scripts/bench/debian-rootfs.sh")));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// Find a program on PATH.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -78,6 +85,11 @@ pub struct PodmanStore {
     pub graph: PathBuf,
     /// The runroot.
     pub run: PathBuf,
+    /// `--storage-opt` values given to podman, containers-storage and
+    /// layerstore alike (empty: the configured defaults).
+    pub storage_opts: Vec<String>,
+    /// A dedicated filesystem mounted here, unmounted on drop.
+    small_fs: Option<PathBuf>,
 }
 
 impl PodmanStore {
@@ -106,7 +118,45 @@ impl PodmanStore {
             _dir: dir,
             graph,
             run,
+            storage_opts: Vec::new(),
+            small_fs: None,
         }
+    }
+
+    /// An empty store whose graphroot is on its own loop-mounted ext4
+    /// filesystem of `size_mib` MiB (sparse), so that the filesystem's used
+    /// inodes ([`PodmanStore::used_inodes`]) count exactly what the store
+    /// holds. The runroot stays outside it. Needs root.
+    pub fn on_small_fs(size_mib: u64) -> PodmanStore {
+        let mut store = PodmanStore::empty();
+        let base = store.graph.parent().unwrap().to_path_buf();
+        let image = base.join("fs.img");
+        let mnt = base.join("fs");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(size_mib << 20).unwrap();
+        run_ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+        run_ok(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mnt));
+        store.small_fs = Some(mnt.clone());
+        store.graph = mnt.join("graph");
+        store
+    }
+
+    /// Make containers/storage v1.43 believe the kernel cannot idmap
+    /// overlay lower layers, so that every container with a non-host
+    /// mapping gets a mapped *template copy* of its image's top layer (as
+    /// on old kernels and for rootless users). Call before the first use.
+    pub fn force_templates(&self) {
+        let dir = self.run.join("overlay");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("idmapped-lower-dir-false"), "").unwrap();
+    }
+
+    /// Used inodes of the filesystem holding the graphroot.
+    pub fn used_inodes(&self) -> u64 {
+        let path = self.small_fs.as_deref().unwrap_or(&self.graph);
+        let st = rustix::fs::statvfs(path).expect("statvfs");
+        st.f_files - st.f_ffree
     }
 
     /// `podman` with this store's flags and the test containers.conf.
@@ -121,6 +171,9 @@ impl PodmanStore {
             // Keep podman's runtime state (and its file locks) per store.
             .arg("--tmpdir")
             .arg(self.run.join("libpod-tmp"));
+        for opt in &self.storage_opts {
+            cmd.arg("--storage-opt").arg(opt);
+        }
         cmd
     }
 
@@ -132,6 +185,9 @@ impl PodmanStore {
             .arg("-R")
             .arg(&self.run)
             .args(["-s", "overlay"]);
+        for opt in &self.storage_opts {
+            cmd.arg(format!("--storage-opt={opt}"));
+        }
         cmd
     }
 
@@ -156,13 +212,16 @@ impl PodmanStore {
             .arg("--runroot")
             .arg(&self.run)
             .args(["--storage-driver", "overlay"]);
+        for opt in &self.storage_opts {
+            cmd.arg("--storage-opt").arg(opt);
+        }
         cmd
     }
 }
 
 impl Drop for PodmanStore {
     fn drop(&mut self) {
-        if !self.graph.exists() && !self.run.exists() {
+        if !self.graph.exists() && !self.run.exists() && self.small_fs.is_none() {
             return;
         }
         let status = Command::new("bash")
@@ -175,6 +234,12 @@ impl Drop for PodmanStore {
                 "warning: cleaning up {} failed: {status:?}",
                 self.graph.display()
             );
+        }
+        if let Some(mnt) = &self.small_fs {
+            let ok = Command::new("umount").arg(mnt).status();
+            if !matches!(ok, Ok(s) if s.success()) {
+                let _ = Command::new("umount").arg("-l").arg(mnt).status();
+            }
         }
     }
 }

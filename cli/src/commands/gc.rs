@@ -63,6 +63,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Run `layerstore gc`.
 pub fn run(global: &GlobalArgs, args: &GcArgs) -> anyhow::Result<ExitCode> {
+    if let Some(code) = rerun_in_user_namespace(global)? {
+        return Ok(code);
+    }
     let started = Instant::now();
     let result = collect(global, args);
     if let Some(path) = &args.metrics_file {
@@ -84,6 +87,55 @@ pub fn run(global: &GlobalArgs, args: &GcArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_BUSY))
         }
     }
+}
+
+/// An ordinary user's store holds files owned by the user's subordinate
+/// ids, which only podman's user namespace may remove: outside it, run
+/// this very command again under `podman unshare` (as podman's own tools
+/// do) and pass its exit code on. `None`: we are root, or already inside.
+fn rerun_in_user_namespace(global: &GlobalArgs) -> anyhow::Result<Option<ExitCode>> {
+    if rustix::process::geteuid().is_root()
+        || std::env::var_os("_CONTAINERS_USERNS_CONFIGURED").is_some()
+    {
+        return Ok(None);
+    }
+    let Some(podman) = find_on_path("podman") else {
+        tracing::warn!(
+            "podman is not on PATH: collecting outside podman's user namespace, \
+             files owned by subordinate ids cannot be removed"
+        );
+        return Ok(None);
+    };
+    let exe = std::env::current_exe().context("finding the layerstore executable")?;
+    // podman gets the same store flags, so that it opens this store (and
+    // does not create the user's default one) while setting up.
+    let mut cmd = std::process::Command::new(&podman);
+    if let Some(root) = &global.root {
+        cmd.arg("--root").arg(root);
+    }
+    if let Some(runroot) = &global.runroot {
+        cmd.arg("--runroot").arg(runroot);
+    }
+    if let Some(driver) = &global.storage_driver {
+        cmd.arg("--storage-driver").arg(driver);
+    }
+    for opt in &global.storage_opt {
+        cmd.arg("--storage-opt").arg(opt);
+    }
+    let status = cmd
+        .arg("unshare")
+        .arg(&exe)
+        .args(std::env::args_os().skip(1))
+        .status()
+        .with_context(|| format!("running {} unshare", podman.display()))?;
+    let code = status.code().unwrap_or(crate::EXIT_FAILURE.into());
+    Ok(Some(ExitCode::from(u8::try_from(code).unwrap_or(crate::EXIT_FAILURE))))
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 /// The report, or `None` when another gc is running.

@@ -4,9 +4,8 @@
 //! `<graphroot>/layerstore-gc.lock` (our own `flock`, never one of
 //! podman's files) for the whole run, so overlapping runs do not collide.
 //! Then, per batch: exclusive `layers.lock`, nested exclusive
-//! `mountpoints.lock`, exclusive `images.lock`, and `containers.lock`
-//! (exclusive only when `layerstore run` containers are removed) —
-//! containers/storage's order. Every batch re-reads the files, re-gathers
+//! `mountpoints.lock`, exclusive `images.lock`, exclusive `containers.lock`
+//! — containers/storage's order. Every batch re-reads the files, re-gathers
 //! the facts and re-plans; only actions both plans agree on are applied.
 //! The locks are released between batches so podman is never kept waiting
 //! for long.
@@ -126,11 +125,8 @@ impl Store {
             return Ok(report);
         }
         let mut remaining = planned.actions;
-        let with_containers = remaining
-            .iter()
-            .any(|a| matches!(a, Action::RunContainer { .. }));
         while !remaining.is_empty() {
-            remaining = self.gc_batch(driver, options, remaining, with_containers, &mut report)?;
+            remaining = self.gc_batch(driver, options, remaining, &mut report)?;
         }
         Ok(report)
     }
@@ -142,24 +138,16 @@ impl Store {
         driver: &dyn Driver,
         options: &GcOptions,
         remaining: Vec<Action>,
-        with_containers: bool,
         report: &mut GcReport,
     ) -> Result<Vec<Action>, StoreError> {
         let mut layers = self.layers.begin(check_parents)?;
         let mut mounts = self.mounts.begin(|_, _| Ok(()))?;
         let mut images = self.images.begin(|_, _| Ok(()))?;
-        let mut containers = if with_containers {
-            Some(self.containers.begin(|_, _| Ok(()))?)
-        } else {
-            None
-        };
+        let mut containers = self.containers.begin(|_, _| Ok(()))?;
         let snap = Snapshot {
             layers: layers.records.clone(),
             images: images.records.clone(),
-            containers: match &containers {
-                Some(txn) => txn.records.clone(),
-                None => self.containers.read_shared()?,
-            },
+            containers: containers.records.clone(),
             mounts: mounts.records.clone(),
         };
         let facts = Facts::gather(self, driver, &snap)?;
@@ -225,29 +213,23 @@ impl Store {
             layers.save()?;
         }
         // 3. Dead `layerstore run` containers' records.
-        let dead: Vec<Container> = match containers.as_mut() {
-            Some(txn) => {
-                let ids: HashSet<&str> = batch
-                    .iter()
-                    .filter_map(|a| match a {
-                        Action::RunContainer { id, .. } => Some(id.as_str()),
-                        _ => None,
-                    })
-                    .collect();
-                let dead: Vec<Container> = txn
-                    .records
-                    .iter()
-                    .filter(|c| ids.contains(c.id.as_str()))
-                    .cloned()
-                    .collect();
-                if !dead.is_empty() {
-                    txn.records.retain(|c| !ids.contains(c.id.as_str()));
-                    txn.save()?;
-                }
-                dead
-            }
-            None => Vec::new(),
-        };
+        let dead_ids: HashSet<&str> = batch
+            .iter()
+            .filter_map(|a| match a {
+                Action::RunContainer { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let dead: Vec<Container> = containers
+            .records
+            .iter()
+            .filter(|c| dead_ids.contains(c.id.as_str()))
+            .cloned()
+            .collect();
+        if !dead.is_empty() {
+            containers.records.retain(|c| !dead_ids.contains(c.id.as_str()));
+            containers.save()?;
+        }
         // 4. Layer content, then 5. the records.
         let mut freed: Vec<(Action, Usage)> = Vec::new();
         for action in &batch {
@@ -320,6 +302,7 @@ impl Store {
             Action::TarSplit { id } => remove_if_present(&self.layer_tar_split_path(id)),
             Action::LayerData { id } => remove_if_present(&self.layer_data_dir(id)),
             Action::ImageDir { id } => remove_if_present(&self.image_dir(id)),
+            Action::TempFile { path } => remove_if_present(Path::new(path)),
             Action::DanglingLink { name } => match driver.link_dir() {
                 Some(dir) => {
                     let path = dir.join(name);
@@ -361,6 +344,7 @@ impl Store {
             Action::TarSplit { id } => vec![self.layer_tar_split_path(id)],
             Action::LayerData { id } => vec![self.layer_data_dir(id)],
             Action::ImageDir { id } => vec![self.image_dir(id)],
+            Action::TempFile { path } => vec![PathBuf::from(path)],
             Action::DanglingLink { name } => driver
                 .link_dir()
                 .map(|d| d.join(name))

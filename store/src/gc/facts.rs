@@ -37,6 +37,9 @@ pub struct Facts {
     pub layer_data_dirs: Vec<DiskEntry>,
     /// `overlay-images/<id>/` directories.
     pub image_dirs: Vec<DiskEntry>,
+    /// `.tmp-*` files of atomic writes in the metadata directories (name:
+    /// the full path).
+    pub temp_files: Vec<DiskEntry>,
     /// `l/` links and the layer each points to (`../<id>/diff`).
     pub links: Vec<(DiskEntry, Option<String>)>,
     /// Recorded layers whose short link needs repair.
@@ -55,6 +58,7 @@ impl Default for Facts {
             tar_splits: Vec::new(),
             layer_data_dirs: Vec::new(),
             image_dirs: Vec::new(),
+            temp_files: Vec::new(),
             links: Vec::new(),
             broken_links: Vec::new(),
             mounted: HashSet::new(),
@@ -99,6 +103,24 @@ impl Facts {
             .filter(|(name, is_dir, _)| *is_dir && is_hex_id(name))
             .map(|(name, _, mtime)| DiskEntry { name, mtime })
             .collect();
+        let r = &store.options().run_root;
+        let mut temp_files = Vec::new();
+        for dir in [
+            g.join("overlay-layers"),
+            g.join("overlay-images"),
+            g.join("overlay-containers"),
+            r.join("overlay-layers"),
+            r.join("overlay-containers"),
+        ] {
+            for (name, is_dir, mtime) in list(&dir)? {
+                if !is_dir && name.starts_with(".tmp-") {
+                    temp_files.push(DiskEntry {
+                        name: dir.join(name).to_string_lossy().into_owned(),
+                        mtime,
+                    });
+                }
+            }
+        }
         let mut links = Vec::new();
         if let Some(link_dir) = driver.link_dir() {
             for (name, _, mtime) in list(&link_dir)? {
@@ -141,6 +163,7 @@ impl Facts {
             tar_splits,
             layer_data_dirs,
             image_dirs,
+            temp_files,
             links,
             broken_links,
             mounted,

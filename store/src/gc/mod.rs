@@ -26,7 +26,8 @@
 //! copy of an image's top layer that a crash left unlisted) that no layer
 //! has as parent and that are not mounted; layers flagged `incomplete`;
 //! layer directories, tar-split files, layer big-data dirs and image
-//! big-data dirs no record names; `l/` links to nothing; `mountpoints.json`
+//! big-data dirs no record names; `.tmp-*` files of interrupted atomic
+//! writes; `l/` links to nothing; `mountpoints.json`
 //! entries whose path is not mounted; `mapped-layers` entries naming no
 //! layer; containers `layerstore run` made whose process is gone, with their
 //! layers. Repaired: a recorded layer's missing `l/` link.
@@ -123,6 +124,13 @@ pub enum Action {
         /// The directory's name.
         id: String,
     },
+    /// A `.tmp-*` file an atomic write left behind when its writer died
+    /// (in `overlay-layers`, `overlay-images`, `overlay-containers` or the
+    /// runroot's `overlay-layers`, under whose locks it is removed).
+    TempFile {
+        /// Its path.
+        path: String,
+    },
     /// `overlay/l/<name>` pointing to a layer that does not exist.
     DanglingLink {
         /// The link's name.
@@ -163,6 +171,7 @@ impl Action {
             Action::TarSplit { .. } => "tar-split",
             Action::LayerData { .. } => "layer-data",
             Action::ImageDir { .. } => "image-dir",
+            Action::TempFile { .. } => "temp-file",
             Action::DanglingLink { .. } => "dangling-link",
             Action::StaleMount { .. } => "stale-mount",
             Action::DanglingMappedEntry { .. } => "dangling-mapped-entry",
@@ -183,6 +192,7 @@ impl Action {
             | Action::StaleMount { id, .. }
             | Action::RepairLink { id } => id,
             Action::DanglingLink { name } => name,
+            Action::TempFile { path } => path,
             Action::DanglingMappedEntry { layer, .. } => layer,
         }
     }

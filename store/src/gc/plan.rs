@@ -134,6 +134,7 @@ fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
     consider(&facts.tar_splits, &layer_known, |id| Action::TarSplit { id });
     consider(&facts.layer_data_dirs, &layer_known, |id| Action::LayerData { id });
     consider(&facts.image_dirs, &image_known, |id| Action::ImageDir { id });
+    consider(&facts.temp_files, &|_| false, |path| Action::TempFile { path });
     let dirs: HashSet<&str> = facts.layer_dirs.iter().map(|e| e.name.as_str()).collect();
     for (entry, target) in &facts.links {
         let alive = target

@@ -225,6 +225,7 @@ fn debris_links_mounts_and_dangling_entries() {
         (entry("CCCC", 1), Some("nothing".into())),
     ];
     facts.broken_links = vec!["base".into(), "m1".into()];
+    facts.temp_files = vec![entry("/g/overlay-layers/.tmp-layers.json123", 1)];
     let p = plan(&snap, &facts, Duration::ZERO);
     let got = kinds(&p);
     let want = pairs(&[
@@ -236,6 +237,7 @@ fn debris_links_mounts_and_dangling_entries() {
         ("tar-split", &hex),
         ("layer-data", &hex),
         ("image-dir", &hex),
+        ("temp-file", "/g/overlay-layers/.tmp-layers.json123"),
         ("dangling-link", "CCCC"),
         ("repair-link", "base"),
     ]);

@@ -315,3 +315,99 @@ fn gc_killed_at_random_points_leaves_a_store_podman_accepts() {
     run_mapped(&store, 3);
     run_plain(&store);
 }
+
+/// The ordinary user the rootless test runs podman and layerstore as.
+const USER: &str = "lsgc";
+
+/// `cmd` run as [`USER`] with a clean environment for rootless podman.
+fn as_user(cmd: &std::process::Command, xdg: &std::path::Path) -> std::process::Command {
+    let mut user = std::process::Command::new("runuser");
+    user.args(["-u", USER, "--", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        .arg(format!("HOME=/home/{USER}"))
+        .arg(format!("XDG_RUNTIME_DIR={}", xdg.display()));
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            user.arg(format!("{}={}", k.to_string_lossy(), v.to_string_lossy()));
+        }
+    }
+    user.arg(cmd.get_program()).args(cmd.get_args());
+    user
+}
+
+#[test]
+#[ignore = "privileged: needs root (to create a user and a loop mount), uidmap, rootless podman 4.3.1"]
+fn gc_rootless_collects_a_users_templates() {
+    require_privileged(&["podman", "runuser", "useradd", "newuidmap", "mkfs.ext4"]);
+    if std::process::Command::new("id").arg(USER).output().unwrap().status.code() != Some(0) {
+        run_ok(std::process::Command::new("useradd").args(["-m", USER]));
+    }
+    let store = PodmanStore::on_small_fs(4 * 1024);
+    let base = store.run.parent().unwrap().to_path_buf();
+    let xdg = base.join("xdg");
+    for (dir, mode) in [(&base, "755"), (&store.run, "700"), (&xdg, "700")] {
+        fs::create_dir_all(dir).unwrap();
+        run_ok(std::process::Command::new("chmod").arg(mode).arg(dir));
+    }
+    run_ok(std::process::Command::new("chown").arg("-R").arg(format!("{USER}:")).args([
+        &store.run,
+        &xdg,
+        &store.graph.parent().unwrap().to_path_buf(),
+    ]));
+    let user = |cmd: std::process::Command| as_user(&cmd, &xdg);
+    run_ok(&mut user({
+        let mut c = std::process::Command::new("mkdir");
+        c.arg("-p").arg(store.run.join("overlay"));
+        c
+    }));
+    run_ok(&mut user({
+        let mut c = std::process::Command::new("touch");
+        c.arg(store.run.join("overlay/idmapped-lower-dir-false"));
+        c
+    }));
+    let podman = |args: &[&str]| {
+        let mut c = store.podman();
+        c.args(args);
+        run_ok(&mut user(c))
+    };
+    let run_mapped = |k: u32| {
+        let map = format!("0:{k}:1000");
+        podman(&["run", "--rm", "--uidmap", &map, "--gidmap", &map, IMAGE, "/bin/true"]);
+    };
+    let gc = |args: &[&str]| -> Value {
+        let mut c = store.layerstore(LAYERSTORE);
+        c.args(["gc", "--json", "--min-age", "0"]).args(args);
+        serde_json::from_slice(&run_ok(&mut user(c)).stdout).unwrap()
+    };
+    // The image, fed on stdin (root's cache is not readable by the user).
+    let mut import = store.podman();
+    import.args(["import", "-q", "-", IMAGE]);
+    let tar = fs::File::open(debian_rootfs()).unwrap();
+    run_ok(user(import).stdin(tar));
+    podman(&["run", "--rm", IMAGE, "/bin/true"]);
+    run_mapped(1);
+    podman(&["secret", "ls"]);
+    gc(&[]);
+    let baseline = store.used_inodes();
+    for k in 2..=4 {
+        run_mapped(k);
+    }
+    assert!(store.used_inodes() - baseline >= 3 * IMAGE_INODES);
+    let dry = gc(&["--dry-run"]);
+    let real = gc(&[]);
+    assert_eq!(actions(&dry), actions(&real));
+    assert_eq!(count(&real, "mapped-layer"), 3, "{real:#}");
+    assert_eq!(store.used_inodes(), baseline);
+    // Everything gc left or made belongs to the user.
+    let lock = store.graph.join(layerstore::gc::GC_LOCK_FILE);
+    let uid = std::os::unix::fs::MetadataExt::uid(&fs::metadata(&lock).unwrap());
+    let user_uid = String::from_utf8(run_ok(std::process::Command::new("id").args(["-u", USER])).stdout).unwrap();
+    assert_eq!(uid.to_string(), user_uid.trim());
+    podman(&["run", "--rm", IMAGE, "/bin/true"]);
+    run_mapped(2);
+    let out = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(IMAGE));
+    // Stop the user's podman pause process (started by this test).
+    if let Ok(pid) = fs::read_to_string(xdg.join("libpod/tmp/pause.pid")) {
+        let _ = std::process::Command::new("kill").args(["-KILL", pid.trim()]).status();
+    }
+}

@@ -96,12 +96,25 @@ fn facts(snap: &Snapshot) -> Facts {
 /// `link` file and `l/` link per layer (what a dry run looks at).
 fn write_store(root: &Path, snap: &Snapshot) -> Store {
     let g = root.join("graph");
-    for d in ["overlay-layers", "overlay-images", "overlay-containers", "overlay/l"] {
+    for d in [
+        "overlay-layers",
+        "overlay-images",
+        "overlay-containers",
+        "overlay/l",
+    ] {
         fs::create_dir_all(g.join(d)).unwrap();
     }
     fs::create_dir_all(root.join("run/overlay-layers")).unwrap();
-    fs::write(g.join("overlay-layers/layers.json"), encode_file(&snap.layers)).unwrap();
-    fs::write(g.join("overlay-images/images.json"), encode_file(&snap.images)).unwrap();
+    fs::write(
+        g.join("overlay-layers/layers.json"),
+        encode_file(&snap.layers),
+    )
+    .unwrap();
+    fs::write(
+        g.join("overlay-images/images.json"),
+        encode_file(&snap.images),
+    )
+    .unwrap();
     for (n, l) in snap.layers.iter().enumerate() {
         let dir = g.join("overlay").join(&l.id);
         fs::create_dir_all(dir.join("diff")).unwrap();
@@ -133,7 +146,11 @@ fn store_with_templates(root: &Path, templates: usize, files: usize) -> (Store, 
         for f in 0..files {
             let dir = diff.join(format!("d{}", f % 16));
             fs::create_dir_all(&dir).unwrap();
-            fs::write(dir.join(format!("f{f}")), b"content of a file in the image\n").unwrap();
+            fs::write(
+                dir.join(format!("f{f}")),
+                b"content of a file in the image\n",
+            )
+            .unwrap();
         }
     };
     let top = store
@@ -182,7 +199,11 @@ fn bench(c: &mut Criterion) {
     assert_eq!(snap.layers.len(), 10_000);
     let f = facts(&snap);
     c.bench_function("gc plan (10k layer records, pure)", |b| {
-        b.iter(|| plan(black_box(&snap), black_box(&f), Duration::ZERO).actions.len())
+        b.iter(|| {
+            plan(black_box(&snap), black_box(&f), Duration::ZERO)
+                .actions
+                .len()
+        })
     });
     if !rustix::process::geteuid().is_root() {
         eprintln!("not root: skipping the on-disk gc benches");
@@ -195,6 +216,9 @@ fn bench(c: &mut Criterion) {
         dry_run: true,
         ..GcOptions::default()
     };
+    c.bench_function("snapshot from disk (10k layer records)", |b| {
+        b.iter(|| store.snapshot().unwrap().layers.len())
+    });
     c.bench_function("gc dry-run plan from disk (10k layer records)", |b| {
         b.iter(|| store.gc_plan(&driver, &options).unwrap().actions.len())
     });

@@ -106,7 +106,10 @@ fn gc_refuses_broken_json_and_names_the_file() {
         ("graph/overlay-layers/layers.json", &b"[{\"id\":\"a\""[..]),
         ("graph/overlay-images/images.json", b"{not json"),
         ("graph/overlay-containers/containers.json", b"[{\"id\":7}]"),
-        ("run/overlay-layers/mountpoints.json", b"[{\"id\":\"x\",\"count\":\"two\"}]"),
+        (
+            "run/overlay-layers/mountpoints.json",
+            b"[{\"id\":\"x\",\"count\":\"two\"}]",
+        ),
     ] {
         let fx = Fixture::new();
         fx.write(file, content);
@@ -159,7 +162,11 @@ fn gc_collects_debris_of_a_sound_store() {
     // The control: the same fixture without damage loses its debris.
     let fx = Fixture::new();
     let out = fx.gc(&["--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let kinds: Vec<&str> = report["done"]
         .as_array()

@@ -87,7 +87,10 @@ fn actions(report: &Value) -> BTreeSet<(String, String)> {
             let id = ["id", "name", "path", "layer"]
                 .iter()
                 .find_map(|k| d[*k].as_str());
-            (d["kind"].as_str().unwrap().to_owned(), id.unwrap().to_owned())
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                id.unwrap().to_owned(),
+            )
         })
         .collect()
 }
@@ -98,8 +101,9 @@ fn count(report: &Value, kind: &str) -> usize {
 
 fn read_json(path: std::path::PathBuf) -> Vec<Value> {
     match fs::read(&path) {
-        Ok(bytes) if !bytes.is_empty() => serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        Ok(bytes) if !bytes.is_empty() => {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        }
         _ => Vec::new(),
     }
 }
@@ -131,7 +135,10 @@ fn assert_consistent(store: &PodmanStore) {
         .map(|l| l["id"].as_str().unwrap().to_owned())
         .collect();
     let (layers, mapped) = layers_and_mapped(store);
-    assert_eq!(cs, layers, "containers-storage layers disagrees with layers.json");
+    assert_eq!(
+        cs, layers,
+        "containers-storage layers disagrees with layers.json"
+    );
     for m in mapped {
         assert!(layers.contains(&m), "mapped-layers names missing layer {m}");
     }
@@ -149,22 +156,42 @@ fn gc_reclaims_thirty_podman_templates_and_podman_keeps_working() {
     }
     eprintln!("30 mapped podman runs: {:?}", started.elapsed());
     let grown = store.used_inodes() - baseline;
-    assert!(grown >= 30 * IMAGE_INODES, "30 templates added only {grown} inodes");
+    assert!(
+        grown >= 30 * IMAGE_INODES,
+        "30 templates added only {grown} inodes"
+    );
 
     let dry = gc(&store, &["--dry-run"]);
     assert_eq!(dry["dry_run"], true);
     assert_eq!(count(&dry, "mapped-layer"), 30, "{dry:#}");
-    assert_eq!(store.used_inodes() - baseline, grown, "--dry-run changed the store");
+    assert_eq!(
+        store.used_inodes() - baseline,
+        grown,
+        "--dry-run changed the store"
+    );
 
-    let metrics = store.graph.parent().unwrap().parent().unwrap().join("gc.prom");
+    let metrics = store
+        .graph
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("gc.prom");
     let started = Instant::now();
     let real = gc(&store, &["--metrics-file", metrics.to_str().unwrap()]);
     eprintln!("gc of 30 templates: {:?}", started.elapsed());
-    assert_eq!(actions(&dry), actions(&real), "--dry-run reported something else");
+    assert_eq!(
+        actions(&dry),
+        actions(&real),
+        "--dry-run reported something else"
+    );
     assert_eq!(real["layers_removed"], 30);
     assert_eq!(store.used_inodes(), baseline, "used inodes did not return");
     let freed = real["inodes_freed"].as_u64().unwrap();
-    assert!(freed >= 30 * IMAGE_INODES && freed <= grown, "freed {freed} of {grown}");
+    assert!(
+        freed >= 30 * IMAGE_INODES && freed <= grown,
+        "freed {freed} of {grown}"
+    );
     let text = fs::read_to_string(&metrics).unwrap();
     assert!(text.contains("layerstore_gc_layers_removed 30\n"), "{text}");
     assert!(text.contains(&format!("layerstore_gc_inodes_freed {freed}\n")));
@@ -201,7 +228,10 @@ fn gc_reclaims_thirty_podman_templates_and_podman_keeps_working() {
     assert_eq!(store.used_inodes(), baseline);
     podman(&store, &["rmi", IMAGE]);
     let out = run_ok(store.containers_storage().args(["layers", "--json"]));
-    assert_eq!(serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap(), Vec::<Value>::new());
+    assert_eq!(
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap(),
+        Vec::<Value>::new()
+    );
 }
 
 #[test]
@@ -233,7 +263,7 @@ fn gc_in_a_loop_beside_podman_in_a_loop() {
         while Instant::now() < deadline {
             match i % 4 {
                 0 => run_plain(&store),
-                1 => run_mapped(&store, 100 + i), // new mapping
+                1 => run_mapped(&store, 100 + i),   // new mapping
                 _ => run_mapped(&store, 1 + i % 2), // repeated mappings
             }
             i += 1;
@@ -310,7 +340,11 @@ fn gc_killed_at_random_points_leaves_a_store_podman_accepts() {
     let report = gc(&store, &[]);
     eprintln!("final gc: {} layers", report["layers_removed"]);
     assert!(layers_and_mapped(&store).1.is_empty());
-    assert_eq!(store.used_inodes(), baseline, "the next gc did not finish the job");
+    assert_eq!(
+        store.used_inodes(),
+        baseline,
+        "the next gc did not finish the job"
+    );
     assert_consistent(&store);
     run_mapped(&store, 3);
     run_plain(&store);
@@ -322,9 +356,16 @@ const USER: &str = "lsgc";
 /// `cmd` run as [`USER`] with a clean environment for rootless podman.
 fn as_user(cmd: &std::process::Command, xdg: &std::path::Path) -> std::process::Command {
     let mut user = std::process::Command::new("runuser");
-    user.args(["-u", USER, "--", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
-        .arg(format!("HOME=/home/{USER}"))
-        .arg(format!("XDG_RUNTIME_DIR={}", xdg.display()));
+    user.args([
+        "-u",
+        USER,
+        "--",
+        "env",
+        "-i",
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+    ])
+    .arg(format!("HOME=/home/{USER}"))
+    .arg(format!("XDG_RUNTIME_DIR={}", xdg.display()));
     for (k, v) in cmd.get_envs() {
         if let Some(v) = v {
             user.arg(format!("{}={}", k.to_string_lossy(), v.to_string_lossy()));
@@ -338,7 +379,14 @@ fn as_user(cmd: &std::process::Command, xdg: &std::path::Path) -> std::process::
 #[ignore = "privileged: needs root (to create a user and a loop mount), uidmap, rootless podman 4.3.1"]
 fn gc_rootless_collects_a_users_templates() {
     require_privileged(&["podman", "runuser", "useradd", "newuidmap", "mkfs.ext4"]);
-    if std::process::Command::new("id").arg(USER).output().unwrap().status.code() != Some(0) {
+    if std::process::Command::new("id")
+        .arg(USER)
+        .output()
+        .unwrap()
+        .status
+        .code()
+        != Some(0)
+    {
         run_ok(std::process::Command::new("useradd").args(["-m", USER]));
     }
     let store = PodmanStore::on_small_fs(4 * 1024);
@@ -348,11 +396,16 @@ fn gc_rootless_collects_a_users_templates() {
         fs::create_dir_all(dir).unwrap();
         run_ok(std::process::Command::new("chmod").arg(mode).arg(dir));
     }
-    run_ok(std::process::Command::new("chown").arg("-R").arg(format!("{USER}:")).args([
-        &store.run,
-        &xdg,
-        &store.graph.parent().unwrap().to_path_buf(),
-    ]));
+    run_ok(
+        std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{USER}:"))
+            .args([
+                &store.run,
+                &xdg,
+                &store.graph.parent().unwrap().to_path_buf(),
+            ]),
+    );
     let user = |cmd: std::process::Command| as_user(&cmd, &xdg);
     run_ok(&mut user({
         let mut c = std::process::Command::new("mkdir");
@@ -371,7 +424,16 @@ fn gc_rootless_collects_a_users_templates() {
     };
     let run_mapped = |k: u32| {
         let map = format!("0:{k}:1000");
-        podman(&["run", "--rm", "--uidmap", &map, "--gidmap", &map, IMAGE, "/bin/true"]);
+        podman(&[
+            "run",
+            "--rm",
+            "--uidmap",
+            &map,
+            "--gidmap",
+            &map,
+            IMAGE,
+            "/bin/true",
+        ]);
     };
     let gc = |args: &[&str]| -> Value {
         let mut c = store.layerstore(LAYERSTORE);
@@ -400,7 +462,9 @@ fn gc_rootless_collects_a_users_templates() {
     // Everything gc left or made belongs to the user.
     let lock = store.graph.join(layerstore::gc::GC_LOCK_FILE);
     let uid = std::os::unix::fs::MetadataExt::uid(&fs::metadata(&lock).unwrap());
-    let user_uid = String::from_utf8(run_ok(std::process::Command::new("id").args(["-u", USER])).stdout).unwrap();
+    let user_uid =
+        String::from_utf8(run_ok(std::process::Command::new("id").args(["-u", USER])).stdout)
+            .unwrap();
     assert_eq!(uid.to_string(), user_uid.trim());
     podman(&["run", "--rm", IMAGE, "/bin/true"]);
     run_mapped(2);
@@ -408,6 +472,8 @@ fn gc_rootless_collects_a_users_templates() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(IMAGE));
     // Stop the user's podman pause process (started by this test).
     if let Ok(pid) = fs::read_to_string(xdg.join("libpod/tmp/pause.pid")) {
-        let _ = std::process::Command::new("kill").args(["-KILL", pid.trim()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status();
     }
 }

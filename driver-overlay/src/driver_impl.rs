@@ -66,6 +66,10 @@ impl Driver for OverlayDriver {
         OverlayDriver::link_needs_repair(self, id)
     }
 
+    fn has_link_file(&self, id: &str) -> bool {
+        OverlayDriver::has_link_file(self, id)
+    }
+
     fn repair_link(&self, id: &str) -> Result<bool, DriverError> {
         Ok(OverlayDriver::repair_link(self, id)?)
     }

@@ -94,6 +94,12 @@ pub trait Driver {
         let _ = id;
         false
     }
+    /// Whether layer `id` has the file naming its short link (overlay:
+    /// `<id>/link`); drivers without short links say `true`.
+    fn has_link_file(&self, id: &str) -> bool {
+        let _ = id;
+        true
+    }
     /// Recreate layer `id`'s short link as containers/storage would;
     /// returns whether anything was repaired.
     fn repair_link(&self, id: &str) -> Result<bool, DriverError> {

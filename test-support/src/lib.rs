@@ -48,7 +48,8 @@ pub fn require_privileged(tools: &[&str]) {
 /// The cached Debian bookworm minbase rootfs tarball (about 6,800
 /// entries), built by `scripts/bench/debian-rootfs.sh` on first use.
 pub fn debian_rootfs() -> PathBuf {
-    let out = run_ok(Command::new("bash").arg(workspace_root().join("scripts/bench/debian-rootfs.sh")));
+    let out =
+        run_ok(Command::new("bash").arg(workspace_root().join("scripts/bench/debian-rootfs.sh")));
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
@@ -136,7 +137,12 @@ impl PodmanStore {
         let file = std::fs::File::create(&image).unwrap();
         file.set_len(size_mib << 20).unwrap();
         run_ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
-        run_ok(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mnt));
+        run_ok(
+            Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&mnt),
+        );
         store.small_fs = Some(mnt.clone());
         store.graph = mnt.join("graph");
         store

@@ -54,7 +54,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}: use s, m, h or d"
+            ))
+        }
     };
     n.checked_mul(scale)
         .map(Duration::from_secs)
@@ -129,7 +133,9 @@ fn rerun_in_user_namespace(global: &GlobalArgs) -> anyhow::Result<Option<ExitCod
         .status()
         .with_context(|| format!("running {} unshare", podman.display()))?;
     let code = status.code().unwrap_or(crate::EXIT_FAILURE.into());
-    Ok(Some(ExitCode::from(u8::try_from(code).unwrap_or(crate::EXIT_FAILURE))))
+    Ok(Some(ExitCode::from(
+        u8::try_from(code).unwrap_or(crate::EXIT_FAILURE),
+    )))
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
@@ -187,7 +193,11 @@ fn print_report(report: &GcReport, full: bool) -> anyhow::Result<()> {
     writeln!(
         out,
         "{} {} layers, {}, {} inodes{}",
-        if report.dry_run { "would remove" } else { "removed" },
+        if report.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        },
         report.layers_removed,
         human_size(report.bytes_freed as i64),
         report.inodes_freed,
@@ -219,32 +229,73 @@ fn write_metrics(
         let _ = writeln!(text, "layerstore_gc_{name}{value}");
     };
     let success = u8::from(report.is_some());
-    metric("success", "Whether the last gc run succeeded (1) or failed or found another gc running (0).", format!(" {success}"));
-    metric("dry_run", "Whether the last gc run was a dry run.", format!(" {}", u8::from(dry_run)));
-    metric("last_run_timestamp_seconds", "When the last gc run ended (Unix time).", format!(" {now:.3}"));
-    metric("duration_seconds", "How long the last gc run took.", format!(" {:.3}", elapsed.as_secs_f64()));
+    metric(
+        "success",
+        "Whether the last gc run succeeded (1) or failed or found another gc running (0).",
+        format!(" {success}"),
+    );
+    metric(
+        "dry_run",
+        "Whether the last gc run was a dry run.",
+        format!(" {}", u8::from(dry_run)),
+    );
+    metric(
+        "last_run_timestamp_seconds",
+        "When the last gc run ended (Unix time).",
+        format!(" {now:.3}"),
+    );
+    metric(
+        "duration_seconds",
+        "How long the last gc run took.",
+        format!(" {:.3}", elapsed.as_secs_f64()),
+    );
     if let Some(r) = report {
-        metric("layers_removed", "Layers the last gc run removed (or would remove).", format!(" {}", r.layers_removed));
-        metric("bytes_freed", "Bytes the last gc run freed (or would free).", format!(" {}", r.bytes_freed));
-        metric("inodes_freed", "Inodes the last gc run freed (or would free).", format!(" {}", r.inodes_freed));
-        metric("skipped", "Candidates the last gc run left alone.", format!(" {}", r.skipped.len()));
+        metric(
+            "layers_removed",
+            "Layers the last gc run removed (or would remove).",
+            format!(" {}", r.layers_removed),
+        );
+        metric(
+            "bytes_freed",
+            "Bytes the last gc run freed (or would free).",
+            format!(" {}", r.bytes_freed),
+        );
+        metric(
+            "inodes_freed",
+            "Inodes the last gc run freed (or would free).",
+            format!(" {}", r.inodes_freed),
+        );
+        metric(
+            "skipped",
+            "Candidates the last gc run left alone.",
+            format!(" {}", r.skipped.len()),
+        );
         let mut kinds: Vec<&str> = r.done.iter().map(|d| d.action.kind()).collect();
         kinds.sort_unstable();
         kinds.dedup();
-        let _ = writeln!(text, "# HELP layerstore_gc_actions Actions of the last gc run, by kind.");
+        let _ = writeln!(
+            text,
+            "# HELP layerstore_gc_actions Actions of the last gc run, by kind."
+        );
         let _ = writeln!(text, "# TYPE layerstore_gc_actions gauge");
         for kind in kinds {
             let n = r.done.iter().filter(|d| d.action.kind() == kind).count();
             let _ = writeln!(text, "layerstore_gc_actions{{kind=\"{kind}\"}} {n}");
         }
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".layerstore-gc-metrics")
         .tempfile_in(dir)?;
     tmp.write_all(text.as_bytes())?;
     tmp.as_file().sync_all()?;
-    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
     tmp.persist(path)?;
     Ok(())
 }

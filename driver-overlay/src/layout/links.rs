@@ -113,6 +113,13 @@ impl OverlayDriver {
         }
     }
 
+    /// Whether `<id>/link` exists (one `statat` relative to a home fd
+    /// opened once per driver would be cheaper still; a plain lstat of
+    /// `<home>/<id>/link` is what this does).
+    pub fn has_link_file(&self, id: &str) -> bool {
+        validate_id(id).is_ok() && fs::symlink_metadata(self.layer_dir(id).join(LINK_FILE)).is_ok()
+    }
+
     /// Whether [`OverlayDriver::repair_link`] would change anything for
     /// layer `id`: its `link` file or its `l/<link>` symlink is missing.
     /// Unreadable or conflicting state is not "missing" (repair would

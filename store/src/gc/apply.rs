@@ -125,21 +125,33 @@ impl Store {
             return Ok(report);
         }
         let mut remaining = planned.actions;
+        let mut limit = 4;
         while !remaining.is_empty() {
-            remaining = self.gc_batch(driver, options, remaining, &mut report)?;
+            let started = std::time::Instant::now();
+            let (rest, heavy) = self.gc_batch(driver, options, limit, remaining, &mut report)?;
+            remaining = rest;
+            if heavy > 0 {
+                let per_item = started.elapsed() / heavy as u32;
+                let fits = options.hold.as_nanos() / per_item.as_nanos().max(1);
+                limit = usize::try_from(fits)
+                    .unwrap_or(usize::MAX)
+                    .clamp(1, options.batch.max(1));
+            }
         }
         Ok(report)
     }
 
-    /// Take the locks, re-plan, apply up to `options.batch` heavy actions
-    /// of `remaining` that the new plan agrees on; return the rest.
+    /// Take the locks, re-plan, apply up to `limit` heavy actions of
+    /// `remaining` that the new plan agrees on; return the rest and how
+    /// many heavy actions were applied.
     fn gc_batch(
         &self,
         driver: &dyn Driver,
         options: &GcOptions,
+        limit: usize,
         remaining: Vec<Action>,
         report: &mut GcReport,
-    ) -> Result<Vec<Action>, StoreError> {
+    ) -> Result<(Vec<Action>, usize), StoreError> {
         let mut layers = self.layers.begin(check_parents)?;
         let mut mounts = self.mounts.begin(|_, _| Ok(()))?;
         let mut images = self.images.begin(|_, _| Ok(()))?;
@@ -160,7 +172,7 @@ impl Store {
         let mut heavy = 0;
         let mut rest = Vec::new();
         for action in remaining {
-            if heavy >= options.batch.max(1) {
+            if heavy >= limit.max(1) {
                 rest.push(action);
             } else if fresh.contains(&action) {
                 heavy += usize::from(is_heavy(&action));
@@ -183,7 +195,9 @@ impl Store {
         let dangling: HashSet<(&str, &str)> = batch
             .iter()
             .filter_map(|a| match a {
-                Action::DanglingMappedEntry { image, layer } => Some((image.as_str(), layer.as_str())),
+                Action::DanglingMappedEntry { image, layer } => {
+                    Some((image.as_str(), layer.as_str()))
+                }
                 _ => None,
             })
             .collect();
@@ -227,7 +241,9 @@ impl Store {
             .cloned()
             .collect();
         if !dead.is_empty() {
-            containers.records.retain(|c| !dead_ids.contains(c.id.as_str()));
+            containers
+                .records
+                .retain(|c| !dead_ids.contains(c.id.as_str()));
             containers.save()?;
         }
         // 4. Layer content, then 5. the records.
@@ -292,7 +308,7 @@ impl Store {
         for (action, used) in freed {
             report.push(action, used);
         }
-        Ok(rest)
+        Ok((rest, heavy))
     }
 
     /// Remove one piece of debris (or repair a link).

@@ -64,9 +64,13 @@ pub struct GcOptions {
     pub min_age: Duration,
     /// Only report what would be done.
     pub dry_run: bool,
-    /// At most this many layers are removed under one hold of the locks;
-    /// podman waits for the locks meanwhile.
+    /// At most this many layers (or debris trees) are removed under one
+    /// hold of the locks; podman waits for the locks meanwhile.
     pub batch: usize,
+    /// How long one hold of the locks should last: the number of removals
+    /// per hold adapts to how long the previous ones took (at least one,
+    /// at most `batch`).
+    pub hold: Duration,
 }
 
 impl Default for GcOptions {
@@ -74,7 +78,8 @@ impl Default for GcOptions {
         GcOptions {
             min_age: Duration::ZERO,
             dry_run: false,
-            batch: 8,
+            batch: 64,
+            hold: Duration::from_millis(250),
         }
     }
 }

@@ -97,7 +97,13 @@ mod tests {
         assert_eq!(meta, r#"{"layerstore-run":{"pid":42,"start-time":7}}"#);
         assert_eq!(RunOwner::from_metadata(&meta), Some(owner));
         let podman = r#"{"image-name":"x","image-id":"y","name":"c","created-at":1}"#;
-        for other in ["", "not json", podman, r#"{"layerstore-run":{"pid":"x"}}"#, "[1]"] {
+        for other in [
+            "",
+            "not json",
+            podman,
+            r#"{"layerstore-run":{"pid":"x"}}"#,
+            "[1]",
+        ] {
             assert_eq!(RunOwner::from_metadata(other), None, "{other}");
         }
         let mixed = r#"{"name":"c","layerstore-run":{"pid":1,"start-time":2}}"#;
@@ -120,7 +126,11 @@ mod tests {
             ..me
         };
         assert!(!recycled.is_alive());
-        assert!(!RunOwner { pid: 0, start_time: 0 }.is_alive());
+        assert!(!RunOwner {
+            pid: 0,
+            start_time: 0
+        }
+        .is_alive());
         assert!(!RunOwner {
             pid: u32::MAX - 1,
             start_time: 1

@@ -26,7 +26,10 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
         if !ours || !facts.dead_run_containers.contains(&c.id) {
             continue;
         }
-        let layer = ix.ids.contains(c.layer.as_str()).then_some(c.layer.as_str());
+        let layer = ix
+            .ids
+            .contains(c.layer.as_str())
+            .then_some(c.layer.as_str());
         let reason = if young(c.created.0.into()) {
             Some("younger than --min-age".to_owned())
         } else if let Some(l) = layer {
@@ -54,10 +57,14 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
         if !incomplete && listed.is_none() && !ix.is_unlisted_copy(l) {
             continue;
         }
-        let kind = if incomplete { "incomplete-layer" } else { "mapped-layer" };
-        let reason = ix.layer_in_use(&l.id, true).or_else(|| {
-            young(l.created.0.into()).then(|| "younger than --min-age".to_owned())
-        });
+        let kind = if incomplete {
+            "incomplete-layer"
+        } else {
+            "mapped-layer"
+        };
+        let reason = ix
+            .layer_in_use(&l.id, true)
+            .or_else(|| young(l.created.0.into()).then(|| "younger than --min-age".to_owned()));
         if let Some(reason) = reason {
             out.skipped.push(skip(kind, &l.id, reason));
             continue;
@@ -112,29 +119,41 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
 
 /// Files and directories no record names.
 fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
-    let mut consider = |entries: &[super::DiskEntry],
-                        known: &dyn Fn(&str) -> bool,
-                        make: fn(String) -> Action| {
-        for e in entries {
-            if known(&e.name) {
-                continue;
+    let mut consider =
+        |entries: &[super::DiskEntry], known: &dyn Fn(&str) -> bool, make: fn(String) -> Action| {
+            for e in entries {
+                if known(&e.name) {
+                    continue;
+                }
+                let action = make(e.name.clone());
+                if is_young(e.mtime, facts.now, min_age) {
+                    out.skipped.push(skip(
+                        action.kind(),
+                        &e.name,
+                        "younger than --min-age".into(),
+                    ));
+                } else {
+                    out.actions.push(action);
+                }
             }
-            let action = make(e.name.clone());
-            if is_young(e.mtime, facts.now, min_age) {
-                out.skipped
-                    .push(skip(action.kind(), &e.name, "younger than --min-age".into()));
-            } else {
-                out.actions.push(action);
-            }
-        }
-    };
+        };
     let layer_known = |id: &str| ix.ids.contains(id);
     let image_known = |id: &str| ix.image_ids.contains(id);
-    consider(&facts.layer_dirs, &layer_known, |id| Action::LayerDir { id });
-    consider(&facts.tar_splits, &layer_known, |id| Action::TarSplit { id });
-    consider(&facts.layer_data_dirs, &layer_known, |id| Action::LayerData { id });
-    consider(&facts.image_dirs, &image_known, |id| Action::ImageDir { id });
-    consider(&facts.temp_files, &|_| false, |path| Action::TempFile { path });
+    consider(&facts.layer_dirs, &layer_known, |id| Action::LayerDir {
+        id,
+    });
+    consider(&facts.tar_splits, &layer_known, |id| Action::TarSplit {
+        id,
+    });
+    consider(&facts.layer_data_dirs, &layer_known, |id| {
+        Action::LayerData { id }
+    });
+    consider(&facts.image_dirs, &image_known, |id| Action::ImageDir {
+        id,
+    });
+    consider(&facts.temp_files, &|_| false, |path| Action::TempFile {
+        path,
+    });
     let dirs: HashSet<&str> = facts.layer_dirs.iter().map(|e| e.name.as_str()).collect();
     for (entry, target) in &facts.links {
         let alive = target
@@ -147,8 +166,11 @@ fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
             name: entry.name.clone(),
         };
         if is_young(entry.mtime, facts.now, min_age) {
-            out.skipped
-                .push(skip(action.kind(), &entry.name, "younger than --min-age".into()));
+            out.skipped.push(skip(
+                action.kind(),
+                &entry.name,
+                "younger than --min-age".into(),
+            ));
         } else {
             out.actions.push(action);
         }
@@ -182,12 +204,14 @@ struct Index<'a> {
 
 impl<'a> Index<'a> {
     fn new(snap: &'a Snapshot, facts: &Facts) -> Self {
-        let by_id: HashMap<&str, &Layer> =
-            snap.layers.iter().map(|l| (l.id.as_str(), l)).collect();
+        let by_id: HashMap<&str, &Layer> = snap.layers.iter().map(|l| (l.id.as_str(), l)).collect();
         let mut mapped_of: HashMap<&str, Vec<String>> = HashMap::new();
         for image in &snap.images {
             for m in &image.mapped_layers {
-                mapped_of.entry(m.as_str()).or_default().push(image.id.clone());
+                mapped_of
+                    .entry(m.as_str())
+                    .or_default()
+                    .push(image.id.clone());
             }
         }
         Index {
@@ -251,8 +275,9 @@ impl<'a> Index<'a> {
         l.is_mapped()
             && l.names.is_empty()
             && !l.diff_digest.is_empty()
-            && self.tops.iter().any(|t| {
-                t.id != l.id && t.parent == l.parent && t.diff_digest == l.diff_digest
-            })
+            && self
+                .tops
+                .iter()
+                .any(|t| t.id != l.id && t.parent == l.parent && t.diff_digest == l.diff_digest)
     }
 }

@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::gojson::GoTime;
-use crate::records::{Container, Image, Layer, MountPoint, FLAG_INCOMPLETE};
 use crate::idmap::IdMap;
+use crate::records::{Container, Image, Layer, MountPoint, FLAG_INCOMPLETE};
 
 const MAP: IdMap = IdMap {
     container_id: 0,
@@ -189,7 +189,8 @@ fn min_age_protects_young_records_and_debris() {
 fn incomplete_layers_go_unless_something_stands_on_them() {
     let (mut snap, facts) = store();
     let mut inc = layer("inc", "base");
-    inc.flags.insert(FLAG_INCOMPLETE.into(), serde_json::Value::Bool(true));
+    inc.flags
+        .insert(FLAG_INCOMPLETE.into(), serde_json::Value::Bool(true));
     snap.layers.push(inc.clone());
     let mut inc_parent = inc.clone();
     inc_parent.id = "inc2".into();

@@ -93,6 +93,7 @@ fn the_four_outcomes() {
     let mut with_template = base_and_top();
     with_template.push(layer("tmpl", "base", u.clone(), g.clone()));
     let other = (vec![m(0, 300000, 65536)], vec![m(0, 300000, 65536)]);
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(
         &str,
         Vec<Layer>,

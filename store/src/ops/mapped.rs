@@ -31,6 +31,7 @@ impl Store {
     /// Make a mapped copy of layer `template` for `uidmap`/`gidmap` and
     /// record it in image `image_id`'s `mapped-layers`. Called with
     /// `layers.lock` and `images.lock` held exclusively (and `userns.lock`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn create_template_in(
         &self,
         layers: &mut Txn<'_, Layer>,

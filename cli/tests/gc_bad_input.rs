@@ -186,3 +186,131 @@ fn gc_collects_debris_of_a_sound_store() {
     assert_eq!(report["done"].as_array().unwrap().len(), 0);
     assert_eq!(report["skipped"].as_array().unwrap().len(), 2);
 }
+
+const LAYER: &str = "1a7e000000000000000000000000000000000000000000000000000000000001";
+const RUN_LAYER: &str = "2a7e000000000000000000000000000000000000000000000000000000000002";
+const PODMAN_LAYER: &str = "3a7e000000000000000000000000000000000000000000000000000000000003";
+
+/// A layer directory as the overlay driver lays it out, with its `link`
+/// file, and (if `with_link`) its `l/` symlink.
+fn layer_dir(fx: &Fixture, id: &str, link: &str, with_link: bool) {
+    let home = fx.dir.path().join("graph/overlay");
+    fs::create_dir_all(home.join(id).join("diff")).unwrap();
+    fs::create_dir_all(home.join("l")).unwrap();
+    fs::write(home.join(id).join("link"), link).unwrap();
+    if with_link {
+        std::os::unix::fs::symlink(format!("../{id}/diff"), home.join("l").join(link)).unwrap();
+    }
+}
+
+#[test]
+fn gc_repairs_a_missing_link_instead_of_deleting() {
+    let fx = Fixture::new();
+    fx.write(
+        "graph/overlay-layers/layers.json",
+        format!(r#"[{{"id":"{LAYER}"}}]"#).as_bytes(),
+    );
+    layer_dir(&fx, LAYER, "ABCDEFGHIJKLMNOPQRSTUVWXYZ", false);
+    let out = fx.gc(&["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["kind"] == "repair-link" && d["id"] == LAYER),
+        "{report:#}"
+    );
+    let link = fx
+        .dir
+        .path()
+        .join("graph/overlay/l/ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+    assert_eq!(
+        fs::read_link(link).unwrap(),
+        PathBuf::from(format!("../{LAYER}/diff"))
+    );
+    assert!(fx.dir.path().join("graph/overlay").join(LAYER).is_dir());
+}
+
+#[test]
+fn gc_removes_dead_layerstore_run_containers_but_never_podmans() {
+    let fx = Fixture::new();
+    // A process that existed and is gone: its pid, with a start time it
+    // never had.
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let ours = "c0ffee0000000000000000000000000000000000000000000000000000000001";
+    let podmans = "c0ffee0000000000000000000000000000000000000000000000000000000002";
+    let marker = format!(r#"{{\"layerstore-run\":{{\"pid\":{pid},\"start-time\":1}}}}"#);
+    fx.write(
+        "graph/overlay-layers/layers.json",
+        format!(r#"[{{"id":"{RUN_LAYER}"}},{{"id":"{PODMAN_LAYER}"}}]"#).as_bytes(),
+    );
+    fx.write(
+        "graph/overlay-containers/containers.json",
+        format!(
+            r#"[{{"id":"{ours}","image":"","layer":"{RUN_LAYER}","metadata":"{marker}"}},{{"id":"{podmans}","image":"","layer":"{PODMAN_LAYER}","metadata":"{{\"name\":\"web\"}}"}}]"#
+        )
+        .as_bytes(),
+    );
+    layer_dir(&fx, RUN_LAYER, "RUNLAYERRUNLAYERRUNLAYER22", true);
+    layer_dir(&fx, PODMAN_LAYER, "PODMANPODMANPODMANPODMAN33", true);
+    fs::create_dir_all(
+        fx.dir
+            .path()
+            .join("graph/overlay-containers")
+            .join(ours)
+            .join("userdata"),
+    )
+    .unwrap();
+    let out = fx.gc(&["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["layers_removed"], 1, "{report:#}");
+    assert_eq!(report["done"][0]["kind"], "run-container");
+    assert_eq!(report["done"][0]["id"], ours);
+    let containers = fs::read_to_string(
+        fx.dir
+            .path()
+            .join("graph/overlay-containers/containers.json"),
+    )
+    .unwrap();
+    assert!(
+        !containers.contains(ours) && containers.contains(podmans),
+        "{containers}"
+    );
+    let layers =
+        fs::read_to_string(fx.dir.path().join("graph/overlay-layers/layers.json")).unwrap();
+    assert!(
+        !layers.contains(RUN_LAYER) && layers.contains(PODMAN_LAYER),
+        "{layers}"
+    );
+    assert!(!fx.dir.path().join("graph/overlay").join(RUN_LAYER).exists());
+    assert!(!fx
+        .dir
+        .path()
+        .join("graph/overlay/l/RUNLAYERRUNLAYERRUNLAYER22")
+        .exists());
+    assert!(!fx
+        .dir
+        .path()
+        .join("graph/overlay-containers")
+        .join(ours)
+        .exists());
+    assert!(fx
+        .dir
+        .path()
+        .join("graph/overlay")
+        .join(PODMAN_LAYER)
+        .is_dir());
+}

@@ -314,3 +314,26 @@ fn gc_removes_dead_layerstore_run_containers_but_never_podmans() {
         .join(PODMAN_LAYER)
         .is_dir());
 }
+
+#[test]
+fn gc_while_another_gc_runs_exits_3_and_does_nothing() {
+    let fx = Fixture::new();
+    let graph = fx.dir.path().join("graph");
+    let held = layerstore::gc::GcLock::try_acquire(&graph)
+        .unwrap()
+        .expect("the lock is free");
+    let metrics = fx.dir.path().join("gc.prom");
+    let before = tree(fx.dir.path());
+    let out = fx.gc(&["--metrics-file", metrics.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("another gc is running"), "{stderr}");
+    assert_eq!(tree(fx.dir.path()), before, "a busy gc changed something");
+    // A second lock in this process is refused too; released, gc runs.
+    assert!(layerstore::gc::GcLock::try_acquire(&graph)
+        .unwrap()
+        .is_none());
+    drop(held);
+    assert!(fx.gc(&[]).status.success());
+    assert!(!graph.join("overlay").join(STRAY).exists());
+}

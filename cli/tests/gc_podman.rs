@@ -123,8 +123,9 @@ fn layers_and_mapped(store: &PodmanStore) -> (BTreeSet<String>, Vec<String>) {
 }
 
 /// What podman and containers-storage must agree on after any gc: every
-/// `mapped-layers` entry names a layer (podman 4.3.1's `rmi` fails
-/// otherwise), and `containers-storage layers` lists what layers.json has.
+/// `mapped-layers` entry names a layer (podman 4.3.1's `rmi` leaks the
+/// image's layers otherwise), and `containers-storage layers` lists what
+/// layers.json has.
 fn assert_consistent(store: &PodmanStore) {
     let out = podman(store, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(IMAGE));

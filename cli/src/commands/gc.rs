@@ -72,7 +72,9 @@ pub fn run(global: &GlobalArgs, args: &GcArgs) -> anyhow::Result<ExitCode> {
     }
     let started = Instant::now();
     let result = collect(global, args);
-    if let Some(path) = &args.metrics_file {
+    // When another gc is running, its metrics are the ones to keep.
+    let busy = matches!(result, Ok(None));
+    if let (Some(path), false) = (&args.metrics_file, busy) {
         let report = result.as_ref().ok().and_then(|r| r.as_ref());
         write_metrics(path, report, started.elapsed(), args.dry_run)
             .with_context(|| format!("writing metrics to {}", path.display()))?;
@@ -231,7 +233,7 @@ fn write_metrics(
     let success = u8::from(report.is_some());
     metric(
         "success",
-        "Whether the last gc run succeeded (1) or failed or found another gc running (0).",
+        "Whether the last gc run succeeded (1) or failed (0).",
         format!(" {success}"),
     );
     metric(

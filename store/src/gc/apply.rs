@@ -14,9 +14,11 @@
 //! Within a batch the writes happen in this order, so that a `kill -9` at
 //! any instant leaves a store podman 4.3.1 accepts and the next gc finishes:
 //! 1. `images.json` without the doomed layers in `mapped-layers`. (A
-//!    dangling entry would make podman's `rmi` fail: v1.43 `DeleteImage`
-//!    deletes every listed layer and stops at an unknown one. An unlisted
-//!    mapped copy is harmless, and the next gc finds it again.)
+//!    dangling entry makes podman's `rmi` leak the image's layers: v1.43
+//!    `DeleteImage` removes the image record, then deletes the listed
+//!    layers and stops at the unknown one; podman 4.3.1 still reports
+//!    success (observed). An unlisted mapped copy is harmless, and the
+//!    next gc finds it again.)
 //! 2. `layers.json` with the doomed layers flagged `incomplete` (podman
 //!    deletes such layers itself when it next loads the store for writing).
 //! 3. `containers.json` without the dead `layerstore run` containers.

@@ -148,9 +148,9 @@ pub enum Action {
         /// The recorded mount point.
         path: String,
     },
-    /// A `mapped-layers` entry naming no layer (podman 4.3.1's `rmi`
-    /// fails on those: it deletes every listed layer and stops at the
-    /// unknown one).
+    /// A `mapped-layers` entry naming no layer. podman 4.3.1's `rmi` of
+    /// such an image removes the record, stops deleting layers at the
+    /// unknown entry and still reports success: the image's layers leak.
     DanglingMappedEntry {
         /// The image.
         image: String,

@@ -2,7 +2,8 @@
 //! module per command, each a short adapter over the `layerstore` library.
 //!
 //! Exit codes: 0 success, 1 failure (the store, a file or an argument was
-//! bad; the message names it), 2 usage error (from argument parsing).
+//! bad; the message names it), 2 usage error (from argument parsing), 3
+//! (`gc` only) another gc is running on the store, nothing was done.
 //! `run` exits with the command's code (125-127 for its own failures);
 //! `doctor` exits 0 (all ok), 1 (warnings) or 2 (failures).
 
@@ -82,6 +83,8 @@ pub enum Command {
     /// Check the host and the store: key quotas, inodes, idmapped mounts,
     /// kernel bugs, records vs directories (exit 0 ok, 1 warnings, 2 failures).
     Doctor(commands::doctor::DoctorArgs),
+    /// Reclaim orphaned mapped templates and store debris (see docs/gc.md).
+    Gc(commands::gc::GcArgs),
 }
 
 /// Set up logging to stderr at `level`.
@@ -128,6 +131,9 @@ impl GlobalArgs {
 
 /// Run a parsed command line.
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Gc(args) = &cli.command {
+        return commands::gc::run(&cli.global, args);
+    }
     match &cli.command {
         Command::Run(args) => return Ok(commands::run::run(&cli.global, args)),
         Command::Doctor(args) => return commands::doctor::run(&cli.global, args),
@@ -141,6 +147,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Mount(args) => commands::containers::mount(&cli.global, args),
         Command::Umount(args) => commands::containers::umount(&cli.global, args),
         Command::Rm(args) => commands::containers::rm(&cli.global, args),
+        Command::Gc(_) => unreachable!("handled above"),
     }?;
     Ok(ExitCode::SUCCESS)
 }

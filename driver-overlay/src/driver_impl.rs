@@ -73,6 +73,31 @@ impl Driver for OverlayDriver {
         OverlayDriver::update_layer_id_map(self, id, to_container, to_host, Some(mount_label))?;
         Ok(())
     }
+
+    fn list_layers(&self) -> Result<Vec<String>, DriverError> {
+        Ok(OverlayDriver::list_layers(self)?)
+    }
+
+    fn layer_dir(&self, id: &str) -> Option<PathBuf> {
+        crate::layout::validate_id(id).ok()?;
+        Some(self.home().join(id))
+    }
+
+    fn link_dir(&self) -> Option<PathBuf> {
+        Some(self.home().join("l"))
+    }
+
+    fn link_needs_repair(&self, id: &str) -> bool {
+        OverlayDriver::link_needs_repair(self, id)
+    }
+
+    fn has_link_file(&self, id: &str) -> bool {
+        OverlayDriver::has_link_file(self, id)
+    }
+
+    fn repair_link(&self, id: &str) -> Result<bool, DriverError> {
+        Ok(OverlayDriver::repair_link(self, id)?)
+    }
 }
 
 impl OverlayDriver {

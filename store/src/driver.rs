@@ -71,4 +71,39 @@ pub trait Driver {
         let _ = (to_container, to_host, mount_label);
         Err(format!("this driver cannot change the id mapping of layer {id}").into())
     }
+    /// The layer directories that exist (overlay: every directory in the
+    /// home except `l`, `staging`, `tempdirs`, dotfiles), recorded or not.
+    fn list_layers(&self) -> Result<Vec<String>, DriverError> {
+        Ok(Vec::new())
+    }
+    /// The directory holding everything of layer `id` (overlay:
+    /// `<home>/<id>`), for measuring it; `None` if the driver has no such
+    /// single directory.
+    fn layer_dir(&self, id: &str) -> Option<PathBuf> {
+        let _ = id;
+        None
+    }
+    /// The directory of short links to layers (overlay: `<home>/l`), if
+    /// the driver keeps one.
+    fn link_dir(&self) -> Option<PathBuf> {
+        None
+    }
+    /// Whether layer `id`'s short link (or the file naming it) is missing,
+    /// so that [`Driver::repair_link`] would recreate it.
+    fn link_needs_repair(&self, id: &str) -> bool {
+        let _ = id;
+        false
+    }
+    /// Whether layer `id` has the file naming its short link (overlay:
+    /// `<id>/link`); drivers without short links say `true`.
+    fn has_link_file(&self, id: &str) -> bool {
+        let _ = id;
+        true
+    }
+    /// Recreate layer `id`'s short link as containers/storage would;
+    /// returns whether anything was repaired.
+    fn repair_link(&self, id: &str) -> Result<bool, DriverError> {
+        let _ = id;
+        Ok(false)
+    }
 }

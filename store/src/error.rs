@@ -182,6 +182,12 @@ pub enum StoreError {
         /// The id.
         id: String,
     },
+    /// Another `layerstore gc` holds gc's lock on this store.
+    #[error("another layerstore gc is running on this store (it holds {})", path.display())]
+    GcBusy {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// An id prefix matches more than one record.
     #[error("{kind} {query:?} is ambiguous: it matches {}", matches.join(", "))]
     Ambiguous {

@@ -32,6 +32,7 @@ pub mod atomic;
 pub mod config;
 pub mod driver;
 mod error;
+pub mod gc;
 pub mod gojson;
 pub mod idmap;
 pub mod lockfile;

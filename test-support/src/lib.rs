@@ -45,6 +45,14 @@ pub fn require_privileged(tools: &[&str]) {
     }
 }
 
+/// The cached Debian bookworm minbase rootfs tarball (about 6,800
+/// entries), built by `scripts/bench/debian-rootfs.sh` on first use.
+pub fn debian_rootfs() -> PathBuf {
+    let out =
+        run_ok(Command::new("bash").arg(workspace_root().join("scripts/bench/debian-rootfs.sh")));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// Find a program on PATH.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -78,8 +86,12 @@ pub struct PodmanStore {
     pub graph: PathBuf,
     /// The runroot.
     pub run: PathBuf,
-    /// A tmpfs mounted for this store alone (see [`PodmanStore::on_tmpfs`]).
-    tmpfs: Option<PathBuf>,
+    /// `--storage-opt` values given to podman, containers-storage and
+    /// layerstore alike (empty: the configured defaults).
+    pub storage_opts: Vec<String>,
+    /// A filesystem mounted for this store alone ([`PodmanStore::on_tmpfs`],
+    /// [`PodmanStore::on_small_fs`]), unmounted on drop.
+    dedicated_fs: Option<PathBuf>,
 }
 
 impl PodmanStore {
@@ -108,15 +120,41 @@ impl PodmanStore {
             _dir: dir,
             graph,
             run,
-            tmpfs: None,
+            storage_opts: Vec::new(),
+            dedicated_fs: None,
         }
     }
 
-    /// An empty store location on a tmpfs of its own (`size`, e.g. "2g"),
-    /// so that [`used_inodes`](Self::used_inodes) counts this store alone.
+    /// An empty store whose graphroot is on its own loop-mounted ext4
+    /// filesystem of `size_mib` MiB (sparse), so that the filesystem's used
+    /// inodes ([`PodmanStore::used_inodes`]) count exactly what the store
+    /// holds. The runroot stays outside it. Needs root.
+    pub fn on_small_fs(size_mib: u64) -> PodmanStore {
+        let mut store = PodmanStore::empty();
+        let base = store.graph.parent().unwrap().to_path_buf();
+        let image = base.join("fs.img");
+        let mnt = base.join("fs");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(size_mib << 20).unwrap();
+        run_ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+        run_ok(
+            Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&mnt),
+        );
+        store.dedicated_fs = Some(mnt.clone());
+        store.graph = mnt.join("graph");
+        store
+    }
+
+    /// An empty store location (graphroot and runroot) on a tmpfs of its own
+    /// (`size`, e.g. "2g"), so that [`used_inodes`](Self::used_inodes)
+    /// counts this store alone. Needs root.
     pub fn on_tmpfs(size: &str) -> PodmanStore {
         let mut store = PodmanStore::empty();
-        let fs = store._dir.path().join("fs");
+        let fs = store.graph.parent().unwrap().join("fs");
         std::fs::create_dir(&fs).expect("creating the tmpfs mount point");
         run_ok(
             Command::new("mount")
@@ -127,14 +165,24 @@ impl PodmanStore {
         );
         store.graph = fs.join("graph");
         store.run = fs.join("run");
-        store.tmpfs = Some(fs);
+        store.dedicated_fs = Some(fs);
         store
+    }
+
+    /// Make containers/storage v1.43 believe the kernel cannot idmap
+    /// overlay lower layers, so that every container with a non-host
+    /// mapping gets a mapped *template copy* of its image's top layer (as
+    /// on old kernels and for rootless users). Call before the first use.
+    pub fn force_templates(&self) {
+        let dir = self.run.join("overlay");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("idmapped-lower-dir-false"), "").unwrap();
     }
 
     /// Used inodes of the filesystem holding the graphroot.
     pub fn used_inodes(&self) -> u64 {
-        let at = self.tmpfs.as_deref().unwrap_or(&self.graph);
-        let st = rustix::fs::statvfs(at).expect("statvfs of the store");
+        let path = self.dedicated_fs.as_deref().unwrap_or(&self.graph);
+        let st = rustix::fs::statvfs(path).expect("statvfs");
         st.f_files - st.f_ffree
     }
 
@@ -150,6 +198,9 @@ impl PodmanStore {
             // Keep podman's runtime state (and its file locks) per store.
             .arg("--tmpdir")
             .arg(self.run.join("libpod-tmp"));
+        for opt in &self.storage_opts {
+            cmd.arg("--storage-opt").arg(opt);
+        }
         cmd
     }
 
@@ -161,6 +212,9 @@ impl PodmanStore {
             .arg("-R")
             .arg(&self.run)
             .args(["-s", "overlay"]);
+        for opt in &self.storage_opts {
+            cmd.arg(format!("--storage-opt={opt}"));
+        }
         cmd
     }
 
@@ -185,14 +239,16 @@ impl PodmanStore {
             .arg("--runroot")
             .arg(&self.run)
             .args(["--storage-driver", "overlay"]);
+        for opt in &self.storage_opts {
+            cmd.arg("--storage-opt").arg(opt);
+        }
         cmd
     }
 }
 
 impl Drop for PodmanStore {
     fn drop(&mut self) {
-        if !self.graph.exists() && !self.run.exists() {
-            self.unmount_tmpfs();
+        if !self.graph.exists() && !self.run.exists() && self.dedicated_fs.is_none() {
             return;
         }
         let status = Command::new("bash")
@@ -206,14 +262,11 @@ impl Drop for PodmanStore {
                 self.graph.display()
             );
         }
-        self.unmount_tmpfs();
-    }
-}
-
-impl PodmanStore {
-    fn unmount_tmpfs(&mut self) {
-        if let Some(fs) = self.tmpfs.take() {
-            let _ = Command::new("umount").arg("--lazy").arg(&fs).status();
+        if let Some(mnt) = &self.dedicated_fs {
+            let ok = Command::new("umount").arg(mnt).status();
+            if !matches!(ok, Ok(s) if s.success()) {
+                let _ = Command::new("umount").arg("-l").arg(mnt).status();
+            }
         }
     }
 }

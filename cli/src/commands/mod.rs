@@ -2,6 +2,7 @@
 
 pub mod containers;
 pub mod doctor;
+pub mod gc;
 pub mod import;
 pub mod info;
 pub mod list;

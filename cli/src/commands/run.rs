@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
+use layerstore::gc::RunOwner;
 use layerstore::idmap::{format_id_map, IdMap};
 use layerstore::ops::big_data_file_name;
 use layerstore::records::Image;
@@ -270,19 +271,6 @@ fn image_run_config(store: &Store, image: &Image) -> anyhow::Result<ImageRunConf
     })
 }
 
-/// The marker `layerstore gc` uses to tell our containers whose launcher is
-/// gone: `{"pid": N, "start-time": T}` (T: field 22 of /proc/N/stat).
-fn run_owner() -> Value {
-    let start_time = fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1.to_owned();
-            rest.split_whitespace().nth(19)?.parse::<u64>().ok()
-        })
-        .unwrap_or(0);
-    json!({"pid": std::process::id(), "start-time": start_time})
-}
-
 fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
     // Everything that can be checked before touching the store.
     let (uidmap, gidmap) = args.mapping.maps()?;
@@ -366,7 +354,7 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
         "image-name": image.names.first().cloned().unwrap_or_default(),
         "image-id": image.id,
         "name": args.name.clone().unwrap_or_default(),
-        "layerstore-run": run_owner(),
+        RunOwner::METADATA_KEY: RunOwner::current().to_metadata_value(),
     });
     let engine = Engine::new(store, driver);
     let rootfs = engine.prepare(

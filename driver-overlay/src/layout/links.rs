@@ -113,6 +113,31 @@ impl OverlayDriver {
         }
     }
 
+    /// Whether `<id>/link` exists (one `statat` relative to a home fd
+    /// opened once per driver would be cheaper still; a plain lstat of
+    /// `<home>/<id>/link` is what this does).
+    pub fn has_link_file(&self, id: &str) -> bool {
+        validate_id(id).is_ok() && fs::symlink_metadata(self.layer_dir(id).join(LINK_FILE)).is_ok()
+    }
+
+    /// Whether [`OverlayDriver::repair_link`] would change anything for
+    /// layer `id`: its `link` file or its `l/<link>` symlink is missing.
+    /// Unreadable or conflicting state is not "missing" (repair would
+    /// refuse it).
+    pub fn link_needs_repair(&self, id: &str) -> bool {
+        if !self.layer_exists(id) {
+            return false;
+        }
+        match self.read_link_file(id) {
+            Ok(Some(name)) => matches!(
+                fs::symlink_metadata(self.home.join(LINK_DIR).join(name)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound
+            ),
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
     /// The name in `<id>/link` (trailing newlines trimmed, as c/storage's
     /// repair does), or `None` when the file is missing.
     pub(crate) fn read_link_file(&self, id: &str) -> Result<Option<String>, LayoutError> {

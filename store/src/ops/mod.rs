@@ -21,6 +21,7 @@ pub use images::{BigData, NewImage};
 pub use layers::{LayerDiff, NewLayer};
 
 use crate::error::StoreError;
+pub(crate) use layers::remove_if_present;
 
 /// A new random id as containers/storage makes them: 32 random bytes in
 /// lowercase hex, drawn again while the first 12 characters read as a

@@ -1,0 +1,339 @@
+//! `layerstore gc` on broken stores and with bad arguments: a clear error
+//! naming the file or argument, exit 1 (2 for usage), and nothing on disk
+//! changed — not even debris that would otherwise be collected.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const LAYERSTORE: &str = env!("CARGO_BIN_EXE_layerstore");
+const STRAY: &str = "5eed000000000000000000000000000000000000000000000000000000000001";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// An empty overlay store with one piece of debris: a layer directory
+    /// and tar-split no record names, old enough for any --min-age.
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        for d in [
+            "graph/overlay-layers",
+            "graph/overlay-images",
+            "graph/overlay-containers",
+            "run/overlay-layers",
+        ] {
+            fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        fs::create_dir_all(dir.path().join(format!("graph/overlay/{STRAY}/diff"))).unwrap();
+        fs::write(
+            dir.path()
+                .join(format!("graph/overlay-layers/{STRAY}.tar-split.gz")),
+            b"x",
+        )
+        .unwrap();
+        fs::write(dir.path().join("no-storage.conf"), "").unwrap();
+        Fixture { dir }
+    }
+
+    fn write(&self, rel: &str, content: &[u8]) {
+        fs::write(self.dir.path().join(rel), content).unwrap();
+    }
+
+    fn gc(&self, args: &[&str]) -> std::process::Output {
+        Command::new(LAYERSTORE)
+            .arg("--root")
+            .arg(self.dir.path().join("graph"))
+            .arg("--runroot")
+            .arg(self.dir.path().join("run"))
+            .arg("gc")
+            .args(args)
+            .args(if args.iter().any(|a| a.starts_with("--min-age")) {
+                &[][..]
+            } else {
+                &["--min-age", "0"][..]
+            })
+            .env(
+                "CONTAINERS_STORAGE_CONF",
+                self.dir.path().join("no-storage.conf"),
+            )
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap()
+    }
+
+    /// Run gc, expect exit 1 and an unchanged store; return stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let before = tree(self.dir.path());
+        let out = self.gc(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(tree(self.dir.path()), before, "the store changed on disk");
+        stderr
+    }
+}
+
+/// Every path below `dir` with its mode and (for files) content.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                stack.push(p.clone());
+            }
+            let content = if meta.is_file() {
+                fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            };
+            out.insert(p, (meta.mode(), content));
+        }
+    }
+    out
+}
+
+#[test]
+fn gc_refuses_broken_json_and_names_the_file() {
+    for (file, content) in [
+        ("graph/overlay-layers/layers.json", &b"[{\"id\":\"a\""[..]),
+        ("graph/overlay-images/images.json", b"{not json"),
+        ("graph/overlay-containers/containers.json", b"[{\"id\":7}]"),
+        (
+            "run/overlay-layers/mountpoints.json",
+            b"[{\"id\":\"x\",\"count\":\"two\"}]",
+        ),
+    ] {
+        let fx = Fixture::new();
+        fx.write(file, content);
+        for args in [&[][..], &["--dry-run"], &["--json"]] {
+            let err = fx.fails(args);
+            let name = file.rsplit('/').next().unwrap();
+            assert!(err.contains(name), "{file} {args:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn gc_refuses_a_layer_with_a_missing_parent() {
+    let fx = Fixture::new();
+    fx.write(
+        "graph/overlay-layers/layers.json",
+        br#"[{"id":"child","parent":"gone"}]"#,
+    );
+    let err = fx.fails(&[]);
+    assert!(err.contains("child") && err.contains("gone"), "{err}");
+}
+
+#[test]
+fn gc_bad_arguments_are_usage_errors() {
+    let fx = Fixture::new();
+    for bad in ["5x", "soon", "-3m"] {
+        let before = tree(fx.dir.path());
+        let out = fx.gc(&[&format!("--min-age={bad}")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("--min-age"), "{stderr}");
+        assert_eq!(tree(fx.dir.path()), before);
+    }
+}
+
+#[test]
+fn gc_on_a_broken_store_still_writes_failure_metrics() {
+    let fx = Fixture::new();
+    fx.write("graph/overlay-images/images.json", b"][");
+    let metrics = tempfile::tempdir().unwrap();
+    let path = metrics.path().join("layerstore-gc.prom");
+    let err = fx.fails(&["--metrics-file", path.to_str().unwrap()]);
+    assert!(err.contains("images.json"), "{err}");
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("layerstore_gc_success 0\n"), "{text}");
+}
+
+#[test]
+fn gc_collects_debris_of_a_sound_store() {
+    // The control: the same fixture without damage loses its debris.
+    let fx = Fixture::new();
+    let out = fx.gc(&["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = report["done"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["layer-dir", "tar-split"]);
+    assert!(!fx.dir.path().join("graph/overlay").join(STRAY).exists());
+    // A second gc finds nothing; with --min-age 1h young debris stays.
+    let out = fx.gc(&["--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["done"].as_array().unwrap().len(), 0);
+    let fx = Fixture::new();
+    let out = fx.gc(&["--json", "--min-age", "1h"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["done"].as_array().unwrap().len(), 0);
+    assert_eq!(report["skipped"].as_array().unwrap().len(), 2);
+}
+
+const LAYER: &str = "1a7e000000000000000000000000000000000000000000000000000000000001";
+const RUN_LAYER: &str = "2a7e000000000000000000000000000000000000000000000000000000000002";
+const PODMAN_LAYER: &str = "3a7e000000000000000000000000000000000000000000000000000000000003";
+
+/// A layer directory as the overlay driver lays it out, with its `link`
+/// file, and (if `with_link`) its `l/` symlink.
+fn layer_dir(fx: &Fixture, id: &str, link: &str, with_link: bool) {
+    let home = fx.dir.path().join("graph/overlay");
+    fs::create_dir_all(home.join(id).join("diff")).unwrap();
+    fs::create_dir_all(home.join("l")).unwrap();
+    fs::write(home.join(id).join("link"), link).unwrap();
+    if with_link {
+        std::os::unix::fs::symlink(format!("../{id}/diff"), home.join("l").join(link)).unwrap();
+    }
+}
+
+#[test]
+fn gc_repairs_a_missing_link_instead_of_deleting() {
+    let fx = Fixture::new();
+    fx.write(
+        "graph/overlay-layers/layers.json",
+        format!(r#"[{{"id":"{LAYER}"}}]"#).as_bytes(),
+    );
+    layer_dir(&fx, LAYER, "ABCDEFGHIJKLMNOPQRSTUVWXYZ", false);
+    let out = fx.gc(&["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["kind"] == "repair-link" && d["id"] == LAYER),
+        "{report:#}"
+    );
+    let link = fx
+        .dir
+        .path()
+        .join("graph/overlay/l/ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+    assert_eq!(
+        fs::read_link(link).unwrap(),
+        PathBuf::from(format!("../{LAYER}/diff"))
+    );
+    assert!(fx.dir.path().join("graph/overlay").join(LAYER).is_dir());
+}
+
+#[test]
+fn gc_removes_dead_layerstore_run_containers_but_never_podmans() {
+    let fx = Fixture::new();
+    // A process that existed and is gone: its pid, with a start time it
+    // never had.
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let ours = "c0ffee0000000000000000000000000000000000000000000000000000000001";
+    let podmans = "c0ffee0000000000000000000000000000000000000000000000000000000002";
+    let marker = format!(r#"{{\"layerstore-run\":{{\"pid\":{pid},\"start-time\":1}}}}"#);
+    fx.write(
+        "graph/overlay-layers/layers.json",
+        format!(r#"[{{"id":"{RUN_LAYER}"}},{{"id":"{PODMAN_LAYER}"}}]"#).as_bytes(),
+    );
+    fx.write(
+        "graph/overlay-containers/containers.json",
+        format!(
+            r#"[{{"id":"{ours}","image":"","layer":"{RUN_LAYER}","metadata":"{marker}"}},{{"id":"{podmans}","image":"","layer":"{PODMAN_LAYER}","metadata":"{{\"name\":\"web\"}}"}}]"#
+        )
+        .as_bytes(),
+    );
+    layer_dir(&fx, RUN_LAYER, "RUNLAYERRUNLAYERRUNLAYER22", true);
+    layer_dir(&fx, PODMAN_LAYER, "PODMANPODMANPODMANPODMAN33", true);
+    fs::create_dir_all(
+        fx.dir
+            .path()
+            .join("graph/overlay-containers")
+            .join(ours)
+            .join("userdata"),
+    )
+    .unwrap();
+    let out = fx.gc(&["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["layers_removed"], 1, "{report:#}");
+    assert_eq!(report["done"][0]["kind"], "run-container");
+    assert_eq!(report["done"][0]["id"], ours);
+    let containers = fs::read_to_string(
+        fx.dir
+            .path()
+            .join("graph/overlay-containers/containers.json"),
+    )
+    .unwrap();
+    assert!(
+        !containers.contains(ours) && containers.contains(podmans),
+        "{containers}"
+    );
+    let layers =
+        fs::read_to_string(fx.dir.path().join("graph/overlay-layers/layers.json")).unwrap();
+    assert!(
+        !layers.contains(RUN_LAYER) && layers.contains(PODMAN_LAYER),
+        "{layers}"
+    );
+    assert!(!fx.dir.path().join("graph/overlay").join(RUN_LAYER).exists());
+    assert!(!fx
+        .dir
+        .path()
+        .join("graph/overlay/l/RUNLAYERRUNLAYERRUNLAYER22")
+        .exists());
+    assert!(!fx
+        .dir
+        .path()
+        .join("graph/overlay-containers")
+        .join(ours)
+        .exists());
+    assert!(fx
+        .dir
+        .path()
+        .join("graph/overlay")
+        .join(PODMAN_LAYER)
+        .is_dir());
+}
+
+#[test]
+fn gc_while_another_gc_runs_exits_3_and_does_nothing() {
+    let fx = Fixture::new();
+    let graph = fx.dir.path().join("graph");
+    let held = layerstore::gc::GcLock::try_acquire(&graph)
+        .unwrap()
+        .expect("the lock is free");
+    let metrics = fx.dir.path().join("gc.prom");
+    let before = tree(fx.dir.path());
+    let out = fx.gc(&["--metrics-file", metrics.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("another gc is running"), "{stderr}");
+    assert_eq!(tree(fx.dir.path()), before, "a busy gc changed something");
+    // A second lock in this process is refused too; released, gc runs.
+    assert!(layerstore::gc::GcLock::try_acquire(&graph)
+        .unwrap()
+        .is_none());
+    drop(held);
+    assert!(fx.gc(&[]).status.success());
+    assert!(!graph.join("overlay").join(STRAY).exists());
+}

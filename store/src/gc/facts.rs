@@ -50,6 +50,9 @@ pub struct Facts {
     pub broken_links: Vec<String>,
     /// Recorded mount paths that are mounted right now.
     pub mounted: HashSet<String>,
+    /// Layers with something mounted inside their directory (from the
+    /// mount table, whatever `mountpoints.json` says).
+    pub busy_layers: HashSet<String>,
     /// Containers with a `layerstore run` marker whose process is gone.
     pub dead_run_containers: HashSet<String>,
 }
@@ -66,6 +69,7 @@ impl Default for Facts {
             links: Vec::new(),
             broken_links: Vec::new(),
             mounted: HashSet::new(),
+            busy_layers: HashSet::new(),
             dead_run_containers: HashSet::new(),
         }
     }
@@ -207,6 +211,11 @@ impl Facts {
             .filter(|m| !m.path.is_empty() && driver.is_mounted(Path::new(&m.path)))
             .map(|m| m.path.clone())
             .collect();
+        let busy_layers = driver
+            .layers_with_mounts()
+            .map_err(driver_error("reading the mount table for", "(all)"))?
+            .into_iter()
+            .collect();
         let dead_run_containers = snap
             .containers
             .iter()
@@ -223,6 +232,7 @@ impl Facts {
             links,
             broken_links,
             mounted,
+            busy_layers,
             dead_run_containers,
         })
     }

@@ -186,6 +186,20 @@ fn min_age_protects_young_records_and_debris() {
 }
 
 #[test]
+fn a_layer_with_a_mount_inside_stays_whatever_mountpoints_json_says() {
+    let (snap, mut facts) = store();
+    facts.busy_layers = ["m1".to_owned(), "stray".to_owned()].into();
+    facts.layer_dirs.push(entry("stray", 1));
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert!(!p.removed_layers().contains("m1"));
+    assert!(p
+        .skipped
+        .iter()
+        .any(|s| s.id == "m1" && s.reason.contains("mounted inside")));
+    assert!(!p.actions.contains(&Action::LayerDir { id: "stray".into() }));
+}
+
+#[test]
 fn incomplete_layers_go_unless_something_stands_on_them() {
     let (mut snap, facts) = store();
     let mut inc = layer("inc", "base");

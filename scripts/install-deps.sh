@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages layerstore's tests and demo use, when missing:
 # the real peers (podman 4.3.1, the containers-storage CLI, runc), uidmap for
-# rootless stores and busybox-static to build test images without a registry.
+# rootless stores, busybox-static to build test images without a registry and
+# debootstrap for the Debian image of the gc tests and benchmarks.
 set -euo pipefail
 
-packages=(podman containers-storage runc uidmap busybox-static)
+packages=(podman containers-storage runc uidmap busybox-static debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

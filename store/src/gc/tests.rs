@@ -6,6 +6,7 @@ use super::*;
 use crate::gojson::GoTime;
 use crate::idmap::IdMap;
 use crate::records::{Container, Image, Layer, MountPoint, FLAG_INCOMPLETE};
+use crate::Snapshot;
 
 const MAP: IdMap = IdMap {
     container_id: 0,

@@ -2,10 +2,11 @@
 # Install the Debian packages layerstore's tests and demo use, when missing:
 # the real peers (podman 4.3.1, the containers-storage CLI, runc), uidmap for
 # rootless stores, busybox-static to build test images without a registry and
-# keyutils (keyctl) for the doctor's key-quota test.
+# keyutils (keyctl) for the doctor's key-quota test; debootstrap for the
+# Debian image of the run and gc tests and the benchmarks.
 set -euo pipefail
 
-packages=(podman containers-storage runc uidmap busybox-static keyutils)
+packages=(podman containers-storage runc uidmap busybox-static keyutils debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -131,9 +131,6 @@ impl GlobalArgs {
 
 /// Run a parsed command line.
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Gc(args) = &cli.command {
-        return commands::gc::run(&cli.global, args);
-    }
     match &cli.command {
         Command::Run(args) => return Ok(commands::run::run(&cli.global, args)),
         Command::Doctor(args) => return commands::doctor::run(&cli.global, args),
@@ -147,7 +144,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Mount(args) => commands::containers::mount(&cli.global, args),
         Command::Umount(args) => commands::containers::umount(&cli.global, args),
         Command::Rm(args) => commands::containers::rm(&cli.global, args),
-        Command::Gc(_) => unreachable!("handled above"),
+        // gc has its own exit codes (3: another gc runs).
+        Command::Gc(args) => return commands::gc::run(&cli.global, args),
     }?;
     Ok(ExitCode::SUCCESS)
 }

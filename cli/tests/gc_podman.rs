@@ -374,6 +374,27 @@ fn gc_killed_at_random_points_leaves_a_store_podman_accepts() {
 /// The ordinary user the rootless test runs podman and layerstore as.
 const USER: &str = "lsgc";
 
+/// On drop (also when the test fails): stop the processes this test
+/// started as the dedicated test user — rootless podman leaves a pause
+/// process per user namespace — each by its pid.
+struct ReapUserProcesses;
+
+impl Drop for ReapUserProcesses {
+    fn drop(&mut self) {
+        let Ok(out) = std::process::Command::new("ps")
+            .args(["-u", USER, "-o", "pid="])
+            .output()
+        else {
+            return;
+        };
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .status();
+        }
+    }
+}
+
 /// `cmd` run as [`USER`] with a clean environment for rootless podman.
 fn as_user(cmd: &std::process::Command, xdg: &std::path::Path) -> std::process::Command {
     let mut user = std::process::Command::new("runuser");
@@ -410,6 +431,7 @@ fn gc_rootless_collects_a_users_templates() {
     {
         run_ok(std::process::Command::new("useradd").args(["-m", USER]));
     }
+    let _reaper = ReapUserProcesses;
     let store = PodmanStore::on_small_fs(4 * 1024);
     let base = store.run.parent().unwrap().to_path_buf();
     let xdg = base.join("xdg");
@@ -491,10 +513,4 @@ fn gc_rootless_collects_a_users_templates() {
     run_mapped(2);
     let out = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(IMAGE));
-    // Stop the user's podman pause process (started by this test).
-    if let Ok(pid) = fs::read_to_string(xdg.join("libpod/tmp/pause.pid")) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", pid.trim()])
-            .status();
-    }
 }

@@ -91,6 +91,10 @@ impl Driver for OverlayDriver {
         OverlayDriver::link_needs_repair(self, id)
     }
 
+    fn layers_with_mounts(&self) -> Result<Vec<String>, DriverError> {
+        Ok(OverlayDriver::layers_with_mounts(self)?)
+    }
+
     fn has_link_file(&self, id: &str) -> bool {
         OverlayDriver::has_link_file(self, id)
     }

@@ -94,6 +94,12 @@ pub trait Driver {
         let _ = id;
         false
     }
+    /// Layers with anything mounted inside their directory right now
+    /// (whatever `mountpoints.json` says), from one look at the mount
+    /// table. gc never removes them.
+    fn layers_with_mounts(&self) -> Result<Vec<String>, DriverError> {
+        Ok(Vec::new())
+    }
     /// Whether layer `id` has the file naming its short link (overlay:
     /// `<id>/link`); drivers without short links say `true`.
     fn has_link_file(&self, id: &str) -> bool {

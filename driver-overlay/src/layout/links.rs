@@ -113,6 +113,25 @@ impl OverlayDriver {
         }
     }
 
+    /// Layers (directories of the home) with a mount point inside them,
+    /// from one read of the mount table.
+    pub fn layers_with_mounts(&self) -> Result<Vec<String>, LayoutError> {
+        let home = fs::canonicalize(&self.home).unwrap_or_else(|_| self.home.clone());
+        let points = super::mountinfo::mount_points()
+            .map_err(|e| LayoutError::home_io("read the mount table for", &self.home, e))?;
+        let mut ids: Vec<String> = points
+            .iter()
+            .filter_map(|p| p.strip_prefix(&home).ok())
+            .filter_map(|rel| rel.components().next())
+            .filter_map(|c| c.as_os_str().to_str())
+            .filter(|id| *id != LINK_DIR && validate_id(id).is_ok())
+            .map(str::to_owned)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// Whether `<id>/link` exists (one `statat` relative to a home fd
     /// opened once per driver would be cheaper still; a plain lstat of
     /// `<home>/<id>/link` is what this does).

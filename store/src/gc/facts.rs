@@ -50,6 +50,9 @@ pub struct Facts {
     pub broken_links: Vec<String>,
     /// Recorded mount paths that are mounted right now.
     pub mounted: HashSet<String>,
+    /// Layers with something mounted inside their directory (from the
+    /// mount table, whatever `mountpoints.json` says).
+    pub busy_layers: HashSet<String>,
     /// Containers with a `layerstore run` marker whose process is gone.
     pub dead_run_containers: HashSet<String>,
 }
@@ -66,6 +69,7 @@ impl Default for Facts {
             links: Vec::new(),
             broken_links: Vec::new(),
             mounted: HashSet::new(),
+            busy_layers: HashSet::new(),
             dead_run_containers: HashSet::new(),
         }
     }
@@ -141,6 +145,7 @@ impl Facts {
                 }
             }
         }
+        let dirs: HashSet<&str> = all_dirs.iter().map(String::as_str).collect();
         let mut links = Vec::new();
         if let Some(link_dir) = driver.link_dir() {
             // One directory fd, names resolved relative to it: 10,000
@@ -159,21 +164,13 @@ impl Facts {
             } else {
                 Vec::new()
             };
-            for (name, _) in names {
-                let Some(fd) = dir_fd.as_ref() else { break };
-                let Ok(target) = rustix::fs::readlinkat(fd, name.as_str(), Vec::new()) else {
-                    continue;
-                };
-                let target = target.to_string_lossy();
-                let Some(id) = target
-                    .strip_prefix("../")
-                    .and_then(|t| t.strip_suffix("/diff"))
-                else {
-                    continue;
-                };
-                let id = id.to_owned();
+            let targets = match dir_fd.as_ref() {
+                Some(fd) => read_links(fd, names),
+                None => Vec::new(),
+            };
+            for (name, id) in targets {
                 // Links to live layers are kept whatever their age: no stat.
-                let mtime = if layer_ids.contains(id.as_str()) || all_dirs.contains(&id) {
+                let mtime = if layer_ids.contains(id.as_str()) || dirs.contains(id.as_str()) {
                     SystemTime::UNIX_EPOCH
                 } else {
                     match mtime(&link_dir.join(&name)) {
@@ -187,7 +184,6 @@ impl Facts {
         let linked: HashSet<&str> = links.iter().filter_map(|(_, t)| t.as_deref()).collect();
         // A layer some l/ link points to needs at most its `link` file
         // (one stat); only layers without any link get the full check.
-        let dirs: HashSet<&str> = all_dirs.iter().map(String::as_str).collect();
         let broken_links = snap
             .layers
             .iter()
@@ -207,6 +203,11 @@ impl Facts {
             .filter(|m| !m.path.is_empty() && driver.is_mounted(Path::new(&m.path)))
             .map(|m| m.path.clone())
             .collect();
+        let busy_layers = driver
+            .layers_with_mounts()
+            .map_err(driver_error("reading the mount table for", "(all)"))?
+            .into_iter()
+            .collect();
         let dead_run_containers = snap
             .containers
             .iter()
@@ -223,9 +224,30 @@ impl Facts {
             links,
             broken_links,
             mounted,
+            busy_layers,
             dead_run_containers,
         })
     }
+}
+
+/// `(name, layer id)` of every link in the directory `dir` that points to
+/// `../<id>/diff`, resolved relative to the directory's fd. (The targets
+/// of podman's links are too long for ext4's inline symlinks, so each
+/// readlink reads a block: this is most of a dry run's time on a large
+/// store. Spreading it over threads did not help on a busy 2-core host.)
+fn read_links(dir: &rustix::fd::OwnedFd, names: Vec<(String, bool)>) -> Vec<(String, String)> {
+    names
+        .into_iter()
+        .filter_map(|(name, _)| {
+            let target = rustix::fs::readlinkat(dir, name.as_str(), Vec::new()).ok()?;
+            let target = target.to_string_lossy();
+            let id = target
+                .strip_prefix("../")?
+                .strip_suffix("/diff")?
+                .to_owned();
+            Some((name, id))
+        })
+        .collect()
 }
 
 /// 64 lowercase hex digits: the ids containers/storage generates (and the

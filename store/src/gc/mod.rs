@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Split as everything else here: [`plan`] is a pure function of a
-//! [`Snapshot`] and the [`Facts`] gathered from disk; [`crate::Store::gc`]
+//! [`Snapshot`](crate::Snapshot) and the [`Facts`] gathered from disk; [`crate::Store::gc`]
 //! gathers them, plans, and (unless it is a dry run) applies the plan under
 //! podman's locks in podman's order, re-planning under the locks and acting
 //! only on what both plans agree on.
@@ -52,9 +52,6 @@ pub use apply::{GcLock, GC_LOCK_FILE};
 pub use facts::{usage, DiskEntry, Facts, Usage};
 pub use owner::{start_time_of, RunOwner};
 pub use plan::plan;
-
-#[allow(unused_imports)]
-use crate::snapshot::Snapshot;
 
 /// How gc decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -139,7 +139,8 @@ fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
         };
     let layer_known = |id: &str| ix.ids.contains(id);
     let image_known = |id: &str| ix.image_ids.contains(id);
-    consider(&facts.layer_dirs, &layer_known, |id| Action::LayerDir {
+    let layer_dir_known = |id: &str| ix.ids.contains(id) || ix.busy.contains(id);
+    consider(&facts.layer_dirs, &layer_dir_known, |id| Action::LayerDir {
         id,
     });
     consider(&facts.tar_splits, &layer_known, |id| Action::TarSplit {
@@ -199,6 +200,8 @@ struct Index<'a> {
     mapped_of: HashMap<&'a str, Vec<String>>,
     /// Layer -> where it is mounted right now.
     mounted: HashMap<&'a str, &'a str>,
+    /// Layers with a mount inside their directory.
+    busy: HashSet<String>,
     tops: Vec<&'a Layer>,
 }
 
@@ -240,6 +243,7 @@ impl<'a> Index<'a> {
                 .filter(|m| m.count > 0 && facts.mounted.contains(&m.path))
                 .map(|m| (m.id.as_str(), m.path.as_str()))
                 .collect(),
+            busy: facts.busy_layers.clone(),
             tops: snap
                 .images
                 .iter()
@@ -264,6 +268,9 @@ impl<'a> Index<'a> {
         }
         if let Some(path) = self.mounted.get(id) {
             return Some(format!("it is mounted at {path}"));
+        }
+        if self.busy.contains(id) {
+            return Some("something is mounted inside its directory".to_owned());
         }
         None
     }

@@ -6,6 +6,7 @@ use super::*;
 use crate::gojson::GoTime;
 use crate::idmap::IdMap;
 use crate::records::{Container, Image, Layer, MountPoint, FLAG_INCOMPLETE};
+use crate::Snapshot;
 
 const MAP: IdMap = IdMap {
     container_id: 0,
@@ -183,6 +184,20 @@ fn min_age_protects_young_records_and_debris() {
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(p.removed_layers().contains("m1"));
     assert!(p.actions.contains(&Action::LayerDir { id: "stray".into() }));
+}
+
+#[test]
+fn a_layer_with_a_mount_inside_stays_whatever_mountpoints_json_says() {
+    let (snap, mut facts) = store();
+    facts.busy_layers = ["m1".to_owned(), "stray".to_owned()].into();
+    facts.layer_dirs.push(entry("stray", 1));
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert!(!p.removed_layers().contains("m1"));
+    assert!(p
+        .skipped
+        .iter()
+        .any(|s| s.id == "m1" && s.reason.contains("mounted inside")));
+    assert!(!p.actions.contains(&Action::LayerDir { id: "stray".into() }));
 }
 
 #[test]

@@ -418,7 +418,44 @@ fn runs_like_podman_run() {
         "podman ps --external: {ps}"
     );
     assert_eq!(mounts_under(&store), Vec::<String>::new());
-    run_ok(store.layerstore(LAYERSTORE).args(["rm", "kept"]));
+    // Its `run` process is gone: `layerstore gc` collects it and its layer,
+    // and leaves podman's own containers alone.
+    run_ok(
+        store
+            .podman()
+            .args(["create", "--name", "podmans", "localhost/bb", "true"]),
+    );
+    let layers_with_podmans = {
+        let mut l = layers.clone();
+        l.extend(
+            layer_ids(&store)
+                .into_iter()
+                .filter(|id| !layers.contains(id)),
+        );
+        l
+    };
+    let gc = run_ok(
+        store
+            .layerstore(LAYERSTORE)
+            .args(["gc", "--min-age", "0s", "--json"]),
+    );
+    let report: Value = serde_json::from_slice(&gc.stdout).unwrap();
+    let kinds: Vec<&str> = report["done"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"run-container"), "{report:#}");
+    let ps = stdout(&run_ok(store.podman().args([
+        "ps",
+        "--external",
+        "-a",
+        "--format",
+        "{{.Names}}",
+    ])));
+    assert_eq!(ps, "podmans", "gc removed the wrong containers");
+    run_ok(store.podman().args(["rm", "podmans"]));
     assert_eq!(layer_ids(&store), layers);
 
     // While it runs podman lists it; SIGTERM reaches the container, the

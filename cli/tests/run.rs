@@ -425,15 +425,6 @@ fn runs_like_podman_run() {
             .podman()
             .args(["create", "--name", "podmans", "localhost/bb", "true"]),
     );
-    let layers_with_podmans = {
-        let mut l = layers.clone();
-        l.extend(
-            layer_ids(&store)
-                .into_iter()
-                .filter(|id| !layers.contains(id)),
-        );
-        l
-    };
     let gc = run_ok(
         store
             .layerstore(LAYERSTORE)

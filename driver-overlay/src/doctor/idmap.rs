@@ -13,7 +13,7 @@
 //! cache, then the probe that just ran, as `run` would probe), fed to
 //! [`OverlayDriver::supports_shifting_with`] (the body of
 //! `Driver::supports_shifting`) and then to
-//! [`top_layer_for_mapping`](layerstore::mapping::top_layer_for_mapping) for
+//! [`top_layer_for_mapping`] for
 //! a sample non-contiguous mapping no template matches.
 
 use std::fs;

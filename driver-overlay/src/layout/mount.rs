@@ -257,7 +257,7 @@ impl OverlayDriver {
         Ok(())
     }
 
-    /// Whether `path` is a mount point (see [`is_mounted`](super::is_mounted)).
+    /// Whether `path` is a mount point (see [`is_mounted`]).
     pub fn is_mounted(&self, path: &Path) -> bool {
         is_mounted(path)
     }

@@ -50,3 +50,10 @@ $ls run --rm --uidmap 0:$base:65536 --uidmap 70000:$((base + 70000)):1 --gidmap 
   --user 70000:0 "$image" sh -c 'echo "inside: uid $(id -u), /etc/passwd owned by $(stat -c %u:%g /etc/passwd)"'
 set +x
 echo "layers before: $before, after: $(layers)"
+
+echo; echo "== layerstore gc --dry-run (what the cron job would reclaim; nothing is changed)"
+$ls gc --dry-run
+
+echo; echo "== layerstore doctor (exit 0 all ok, 1 warnings, 2 failures)"
+status=0; $ls doctor || status=$?
+echo "doctor exited $status"

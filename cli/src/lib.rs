@@ -65,7 +65,11 @@ pub enum Command {
     Images(commands::list::ListArgs),
     /// List containers.
     Containers(commands::list::ListArgs),
-    /// Import an image: docker-archive:PATH, oci-archive:PATH, oci:DIR[:REF] or a rootfs tarball.
+    /// Import an image from a docker or OCI archive, an OCI layout or a
+    /// rootfs tarball.
+    #[command(
+        about = "Import an image: docker-archive:PATH, oci-archive:PATH, oci:DIR[:REF] or a rootfs tarball."
+    )]
     Import(commands::import::ImportArgs),
     /// Remove images (and the layers only they use).
     Rmi(commands::containers::RemoveArgs),

@@ -1,0 +1,368 @@
+//! The runtime side of `layerstore run`: finding the runtime, the bundle,
+//! `create` / `start` / `delete`, waiting as the init's subreaper, signal
+//! forwarding and cleanup.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use layerstore::idmap::IdMap;
+use layerstore_overlay::engine::{Engine, Rootfs};
+use rustix::process::{Pid, Signal, WaitOptions};
+use serde_json::Value;
+
+use super::spec::{build_spec, merged_env, SpecInput};
+use super::user::{check_user_mapped, resolve_names, UserSpec};
+use super::{runtime_keyring_args, ImageRunConfig, RunArgs};
+use super::{EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_RUN_FAILURE};
+
+/// The runtime could not create or start the container.
+#[derive(Debug)]
+pub(super) struct RuntimeFailure {
+    pub(super) runtime: String,
+    pub(super) step: &'static str,
+    pub(super) container: String,
+    pub(super) message: String,
+}
+
+impl std::fmt::Display for RuntimeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "OCI runtime {} failed to {} container {}: {}",
+            self.runtime, self.step, self.container, self.message
+        )
+    }
+}
+
+impl std::error::Error for RuntimeFailure {}
+
+impl RuntimeFailure {
+    pub(super) fn exit_code(&self) -> u8 {
+        let m = self.message.to_ascii_lowercase();
+        if m.contains("executable file not found") || m.contains("no such file or directory") {
+            EXIT_NOT_FOUND
+        } else if m.contains("permission denied") {
+            EXIT_CANNOT_INVOKE
+        } else {
+            EXIT_RUN_FAILURE
+        }
+    }
+}
+
+/// Find the OCI runtime: a path, a name on PATH, or runc then crun.
+pub(super) fn resolve_runtime(requested: Option<&str>) -> anyhow::Result<PathBuf> {
+    let executable = |p: &Path| {
+        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|dir| dir.join(name))
+            .find(|p| executable(p))
+    };
+    match requested {
+        Some(r) if r.contains('/') => {
+            let p = PathBuf::from(r);
+            if executable(&p) {
+                Ok(p)
+            } else {
+                bail!("--runtime {r}: no executable file there")
+            }
+        }
+        Some(name) => on_path(name).ok_or_else(|| anyhow!("--runtime {name}: not found in PATH")),
+        None => on_path("runc")
+            .or_else(|| on_path("crun"))
+            .ok_or_else(|| anyhow!("no OCI runtime found: neither runc nor crun is in PATH")),
+    }
+}
+
+/// A created container on its way through the runtime; cleaned up by
+/// [`Launch::cleanup`] on every path.
+pub(super) struct Launch<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) rootfs: Rootfs,
+    pub(super) runtime: PathBuf,
+    pub(super) state_root: PathBuf,
+    pub(super) created: bool,
+    /// The runtime started the container (a container that never ran is
+    /// removed even without `--rm`: nothing of the failed run stays).
+    pub(super) started: bool,
+    pub(super) remove: bool,
+}
+
+impl Launch<'_> {
+    fn id(&self) -> &str {
+        &self.rootfs.container.id
+    }
+
+    fn runtime_name(&self) -> String {
+        self.runtime.file_name().map_or_else(
+            || self.runtime.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.engine
+            .store()
+            .options()
+            .run_root
+            .join("overlay-containers")
+            .join(self.id())
+            .join("userdata")
+    }
+
+    fn runtime_cmd(&self) -> Command {
+        let mut cmd = Command::new(&self.runtime);
+        cmd.arg("--root").arg(&self.state_root);
+        cmd
+    }
+
+    /// Bundle, `create`, `start`, wait: the container's exit code.
+    pub(super) fn run(
+        &mut self,
+        args: &RunArgs,
+        config: &ImageRunConfig,
+        argv: Vec<String>,
+        user: Option<UserSpec>,
+        uidmap: &[IdMap],
+        gidmap: &[IdMap],
+    ) -> anyhow::Result<u8> {
+        let (uid, gid) = match user {
+            None => (0, 0),
+            Some(UserSpec::Ids(uid, gid)) => (uid, gid.unwrap_or(uid)),
+            Some(UserSpec::Names(name, group)) => {
+                let ids = resolve_names(&self.rootfs.path, &name, group.as_deref())?;
+                check_user_mapped(ids.0, ids.1, uidmap, gidmap)?;
+                ids
+            }
+        };
+        let spec = build_spec(&SpecInput {
+            rootfs: &self.rootfs.path,
+            hostname: &self.id()[..12],
+            argv,
+            env: merged_env(&config.env, &args.env),
+            cwd: args
+                .workdir
+                .clone()
+                .or_else(|| (!config.workdir.is_empty()).then(|| config.workdir.clone()))
+                .unwrap_or_else(|| "/".to_owned()),
+            uid,
+            gid,
+            uidmap,
+            gidmap,
+            network: args.network,
+            cgroups_path: format!("/layerstore/{}", self.id()),
+        })?;
+        let bundle = self.write_bundle(&spec)?;
+        let pid = self.create(&bundle, args.keyring)?;
+        let forward = forward_signals(pid)?;
+        if let Err(e) = self.start(pid) {
+            forward.stop();
+            return Err(e);
+        }
+        self.started = true;
+        let code = wait_exit_code(pid);
+        forward.stop();
+        code
+    }
+
+    /// `<bundle>/config.json`, and the runtime's state directory.
+    fn write_bundle(&self, spec: &oci_spec::runtime::Spec) -> anyhow::Result<PathBuf> {
+        let bundle = self.bundle();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&bundle)
+            .with_context(|| format!("creating the bundle directory {}", bundle.display()))?;
+        let config_path = bundle.join("config.json");
+        let data = serde_json::to_vec_pretty(spec)?;
+        layerstore::atomic::write_atomic(&config_path, &data, false)
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        fs::create_dir_all(&self.state_root)
+            .with_context(|| format!("creating {}", self.state_root.display()))?;
+        Ok(bundle)
+    }
+
+    /// `<runtime> create`, as the subreaper of the init it leaves behind;
+    /// the init's pid.
+    fn create(&mut self, bundle: &Path, keyring: bool) -> anyhow::Result<Pid> {
+        // The container's init is orphaned when `create` returns: become
+        // its subreaper so that we can wait for it.
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+            .context("becoming a child subreaper")?;
+        let pid_file = bundle.join("pidfile");
+        let log_file = bundle.join("runtime.log");
+        let _ = fs::remove_file(&pid_file);
+        let mut create = self.runtime_cmd();
+        create
+            .arg("--log")
+            .arg(&log_file)
+            .arg("--log-format")
+            .arg("json")
+            .arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .args(runtime_keyring_args(keyring))
+            .arg(self.id());
+        tracing::debug!(?create, "creating the container");
+        let status = create
+            .status()
+            .with_context(|| format!("running {}", self.runtime.display()))?;
+        // Whatever happened, the runtime may hold state for this id now.
+        self.created = true;
+        if !status.success() {
+            return Err(self.failure("create", &log_file, status.to_string()).into());
+        }
+        let pid_text = fs::read_to_string(&pid_file)
+            .with_context(|| format!("reading the runtime's pid file {}", pid_file.display()))?;
+        pid_text
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| {
+                anyhow!(
+                    "the runtime's pid file {} holds {pid_text:?}",
+                    pid_file.display()
+                )
+            })
+    }
+
+    /// `<runtime> start`; on failure the created init is killed and reaped.
+    fn start(&self, pid: Pid) -> anyhow::Result<()> {
+        let output = self
+            .runtime_cmd()
+            .arg("start")
+            .arg(self.id())
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", self.runtime.display()))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let _ = rustix::process::kill_process(pid, Signal::KILL);
+        let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
+        Err(RuntimeFailure {
+            runtime: self.runtime_name(),
+            step: "start",
+            container: self.id().to_owned(),
+            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        }
+        .into())
+    }
+
+    /// A [`RuntimeFailure`] with the runtime's last error from its log.
+    fn failure(&self, step: &'static str, log: &Path, status: String) -> RuntimeFailure {
+        let message = fs::read_to_string(log)
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter(|v| v["level"] == "error")
+                    .filter_map(|v| v["msg"].as_str().map(str::to_owned))
+                    .next_back()
+            })
+            .unwrap_or(status);
+        RuntimeFailure {
+            runtime: self.runtime_name(),
+            step,
+            container: self.id().to_owned(),
+            message,
+        }
+    }
+
+    /// Runtime state, mount, and with `--rm` the container: removed on
+    /// every path.
+    pub(super) fn cleanup(&mut self) -> anyhow::Result<()> {
+        if self.created {
+            let out = self
+                .runtime_cmd()
+                .arg("delete")
+                .arg("--force")
+                .arg(self.id())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output();
+            match out {
+                Ok(o) if !o.status.success() => tracing::debug!(
+                    stderr = %String::from_utf8_lossy(&o.stderr),
+                    "runtime delete failed (the container may never have been created)"
+                ),
+                Err(e) => tracing::warn!("running the runtime's delete: {e}"),
+                Ok(_) => {}
+            }
+        }
+        self.engine
+            .release(&self.rootfs, self.remove || !self.started)
+            .with_context(|| format!("releasing container {}", self.id()))
+    }
+}
+
+/// Forwards SIGINT, SIGTERM and SIGHUP to `pid` until stopped.
+pub(super) struct Forwarder {
+    pub(super) handle: signal_hook::iterator::Handle,
+    pub(super) thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forwarder {
+    fn stop(mut self) {
+        self.handle.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub(super) fn forward_signals(pid: Pid) -> anyhow::Result<Forwarder> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing signal handlers")?;
+    let handle = signals.handle();
+    let target = Arc::new(AtomicI32::new(pid.as_raw_nonzero().get()));
+    let thread = std::thread::spawn(move || {
+        for sig in signals.forever() {
+            let Some(signal) = Signal::from_named_raw(sig) else {
+                continue;
+            };
+            if let Some(pid) = Pid::from_raw(target.load(Ordering::Relaxed)) {
+                tracing::debug!(sig, "forwarding signal to the container");
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+        }
+    });
+    Ok(Forwarder {
+        handle,
+        thread: Some(thread),
+    })
+}
+
+/// Wait for the container's init; its exit code, or 128 + the signal.
+pub(super) fn wait_exit_code(pid: Pid) -> anyhow::Result<u8> {
+    loop {
+        match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+            Ok(Some((_, status))) => {
+                if let Some(code) = status.exit_status() {
+                    return Ok(code as u8);
+                }
+                if let Some(sig) = status.terminating_signal() {
+                    return Ok(128u8.wrapping_add(sig as u8));
+                }
+            }
+            Ok(None) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(io::Error::from(e)).context("waiting for the container"),
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The OCI runtime config (`config.json`) of a `layerstore run` container.
+
+use std::path::{Path, PathBuf};
+
+use layerstore::idmap::IdMap;
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMappingBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use super::Network;
+
+/// The image's environment with `--env` values replacing same-named ones,
+/// and a default PATH if none is set.
+pub(super) fn merged_env(image: &[String], given: &[String]) -> Vec<String> {
+    let key = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k).to_owned();
+    let mut env: Vec<String> = Vec::new();
+    for kv in image.iter().chain(given) {
+        let k = key(kv);
+        env.retain(|e| key(e) != k);
+        env.push(kv.clone());
+    }
+    if !env.iter().any(|e| key(e) == "PATH") {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        );
+    }
+    if !env.iter().any(|e| key(e) == "container") {
+        env.push("container=layerstore".to_owned());
+    }
+    env
+}
+
+/// What goes into the OCI config.
+pub(super) struct SpecInput<'a> {
+    pub(super) rootfs: &'a Path,
+    pub(super) hostname: &'a str,
+    pub(super) argv: Vec<String>,
+    pub(super) env: Vec<String>,
+    pub(super) cwd: String,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) uidmap: &'a [IdMap],
+    pub(super) gidmap: &'a [IdMap],
+    pub(super) network: Network,
+    pub(super) cgroups_path: String,
+}
+
+/// podman's default capabilities.
+pub(super) const CAPABILITIES: [Capability; 11] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::NetBindService,
+    Capability::Setfcap,
+    Capability::Setgid,
+    Capability::Setpcap,
+    Capability::Setuid,
+    Capability::SysChroot,
+];
+
+pub(super) fn build_spec(input: &SpecInput<'_>) -> anyhow::Result<Spec> {
+    let caps: std::collections::HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    let root_caps = if input.uid == 0 {
+        caps.clone()
+    } else {
+        Default::default()
+    };
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(root_caps.clone())
+        .permitted(root_caps)
+        .inheritable(std::collections::HashSet::new())
+        .ambient(std::collections::HashSet::new())
+        .build()?;
+    // Never more than the caller has: runc would fail to raise a hard limit
+    // without CAP_SYS_RESOURCE, and a lower one is all we may ask for.
+    let mut rlimits = Vec::new();
+    for (resource, typ) in [
+        (
+            rustix::process::Resource::Nofile,
+            PosixRlimitType::RlimitNofile,
+        ),
+        (
+            rustix::process::Resource::Nproc,
+            PosixRlimitType::RlimitNproc,
+        ),
+    ] {
+        let current = rustix::process::getrlimit(resource);
+        let hard = current.maximum.unwrap_or(u64::MAX);
+        let soft = current.current.unwrap_or(hard);
+        rlimits.push(
+            PosixRlimitBuilder::default()
+                .typ(typ)
+                .hard(hard)
+                .soft(soft)
+                .build()?,
+        );
+    }
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(input.argv.clone())
+        .env(input.env.clone())
+        .cwd(input.cwd.clone())
+        .user(
+            UserBuilder::default()
+                .uid(input.uid)
+                .gid(input.gid)
+                .build()?,
+        )
+        .capabilities(capabilities)
+        .rlimits(rlimits)
+        .no_new_privileges(false)
+        .build()?;
+    let mapped = !input.uidmap.is_empty();
+    let mut namespaces: Vec<LinuxNamespace> = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+    ]
+    .into_iter()
+    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+    .collect::<Result<_, _>>()?;
+    if input.network == Network::None {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .build()?,
+        );
+    }
+    let to_oci = |maps: &[IdMap]| -> anyhow::Result<Vec<_>> {
+        maps.iter()
+            .map(|m| {
+                Ok(LinuxIdMappingBuilder::default()
+                    .container_id(m.container_id)
+                    .host_id(m.host_id)
+                    .size(m.size)
+                    .build()?)
+            })
+            .collect()
+    };
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces.clone())
+        .cgroups_path(PathBuf::from(&input.cgroups_path))
+        .masked_paths(default_masked_paths())
+        .readonly_paths(default_readonly_paths());
+    if mapped {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::User)
+                .build()?,
+        );
+        linux = linux
+            .namespaces(namespaces)
+            .uid_mappings(to_oci(input.uidmap)?)
+            .gid_mappings(to_oci(input.gidmap)?);
+    }
+    let spec = SpecBuilder::default()
+        .version("1.0.2-dev")
+        .root(
+            RootBuilder::default()
+                .path(input.rootfs)
+                .readonly(false)
+                .build()?,
+        )
+        .hostname(input.hostname)
+        .process(process)
+        .mounts(mounts(input)?)
+        .linux(linux.build()?)
+        .build()?;
+    Ok(spec)
+}
+
+pub(super) fn default_masked_paths() -> Vec<String> {
+    [
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+pub(super) fn default_readonly_paths() -> Vec<String> {
+    [
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+pub(super) fn mounts(input: &SpecInput<'_>) -> anyhow::Result<Vec<Mount>> {
+    let mount = |dest: &str, typ: &str, source: &str, options: &[&str]| -> anyhow::Result<Mount> {
+        Ok(MountBuilder::default()
+            .destination(dest)
+            .typ(typ)
+            .source(source)
+            .options(options.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+            .build()?)
+    };
+    let mapped = !input.uidmap.is_empty();
+    // gid=5 (tty) only when the container can see gid 5.
+    let tty_mapped = !mapped || layerstore::idmap::to_host(5, input.gidmap).is_some();
+    let mut pts = vec![
+        "nosuid",
+        "noexec",
+        "newinstance",
+        "ptmxmode=0666",
+        "mode=0620",
+    ];
+    if tty_mapped {
+        pts.push("gid=5");
+    }
+    let mut list = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount("/dev/pts", "devpts", "devpts", &pts)?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+    ];
+    if mapped && input.network == Network::Host {
+        // sysfs cannot be mounted in a user namespace that does not own the
+        // network namespace: bind the host's, read-only.
+        list.push(mount(
+            "/sys",
+            "bind",
+            "/sys",
+            &["rbind", "nosuid", "noexec", "nodev", "ro"],
+        )?);
+    } else {
+        list.push(mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?);
+        list.push(mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?);
+    }
+    Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_merges_like_podman() {
+        let env = merged_env(
+            &["PATH=/bin".into(), "A=1".into()],
+            &["A=2".into(), "B=3".into()],
+        );
+        assert_eq!(env, ["PATH=/bin", "A=2", "B=3", "container=layerstore"]);
+        assert!(merged_env(&[], &[])[0].starts_with("PATH=/usr/local/sbin"));
+    }
+
+    #[test]
+    fn spec_has_the_maps_and_no_higher_limits() {
+        let maps =
+            layerstore::idmap::parse_id_map("0:200000:1000:1000:1000:1:1001:201001:64535").unwrap();
+        let gids = layerstore::idmap::parse_id_map("0:200000:65536").unwrap();
+        let spec = build_spec(&SpecInput {
+            rootfs: Path::new("/r"),
+            hostname: "abc",
+            argv: vec!["/bin/true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            uidmap: &maps,
+            gidmap: &gids,
+            network: Network::None,
+            cgroups_path: "/layerstore/x".into(),
+        })
+        .unwrap();
+        let v = serde_json::to_value(&spec).unwrap();
+        assert_eq!(v["linux"]["uidMappings"].as_array().unwrap().len(), 3);
+        assert_eq!(v["linux"]["uidMappings"][1]["hostID"], 1000);
+        let nss: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert!(nss.contains(&"user") && nss.contains(&"network"), "{nss:?}");
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        let limits = v["process"]["rlimits"].as_array().unwrap();
+        let n = limits
+            .iter()
+            .find(|l| l["type"] == "RLIMIT_NOFILE")
+            .unwrap();
+        assert_eq!(n["hard"].as_u64(), Some(nofile.maximum.unwrap_or(u64::MAX)));
+    }
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::layers::{remove_if_present, NewLayer};
 use super::{check_id, random_id};
 use crate::driver::Driver;
-use crate::error::StoreError;
+use crate::error::{driver_error, StoreError};
 use crate::gojson::GoTime;
 use crate::idmap::{containers_storage_order, root_pair, validate, IdMap, IdMappings};
 use crate::lockfile::{LockFile, LockMode};
@@ -84,14 +84,22 @@ impl Store {
             "" => String::new(),
             q => lookup::<Image>(&images.records, q)?.id.clone(),
         };
-        let decision = match image_id.as_str() {
-            "" => None,
-            id => {
-                let image = images
-                    .records
-                    .iter()
-                    .find(|i| i.id == id)
-                    .expect("looked up");
+        let maps = IdMappings {
+            uids: uidmap.clone(),
+            gids: gidmap.clone(),
+        };
+        let layer = match images.records.iter().find(|i| i.id == image_id) {
+            // No image: a parentless read-write layer, unmapped when the
+            // driver shifts, else owned for the maps.
+            None => {
+                let recorded = if shifting {
+                    IdMappings::default()
+                } else {
+                    maps
+                };
+                self.create_rw_layer(&mut layers, driver, None, &new.mount_label, recorded, None)?
+            }
+            Some(image) => {
                 let request = MappingRequest {
                     uidmap: new.uidmap.clone(),
                     gidmap: new.gidmap.clone(),
@@ -105,110 +113,19 @@ impl Store {
                     shifting,
                     image_writable: true,
                 };
-                Some(top_layer_for_mapping(image, &sources, &request, caps)?)
-            }
-        };
-        tracing::debug!(?decision, "mapping decision");
-        let mut made_template = None;
-        let layer = match decision {
-            // No image: a parentless read-write layer, unmapped when the
-            // driver shifts, else owned for the maps.
-            None => {
-                let (u, g) = if shifting || !mapped {
-                    (Vec::new(), Vec::new())
-                } else {
-                    (uidmap.clone(), gidmap.clone())
-                };
-                self.create_rw_layer(&mut layers, driver, None, &new.mount_label, u, g, None)?
-            }
-            Some(Decision::Use {
-                layer,
-                presentation,
-            }) => {
-                let (u, g, owner) = match presentation {
-                    Presentation::Host | Presentation::Idmapped => (Vec::new(), Vec::new(), None),
-                    // Files keep their owners; the container's root owns
-                    // its upper dir so it can write to `/`.
-                    Presentation::OnDisk => {
-                        (Vec::new(), Vec::new(), Some(root_pair(&uidmap, &gidmap)?))
-                    }
-                    // Same maps as the layer below, so nothing is chowned.
-                    Presentation::Owned => {
-                        let below = layers.records.iter().find(|l| l.id == layer);
-                        let below = below.expect("decided on a recorded layer");
-                        (below.uidmap.clone(), below.gidmap.clone(), None)
-                    }
-                };
-                let parent = Some(layer);
-                let rw = self.create_rw_layer(
-                    &mut layers,
-                    driver,
-                    parent,
-                    &new.mount_label,
-                    u,
-                    g,
-                    owner,
-                )?;
-                if let Some(owner) = owner {
-                    // A driver gives a child's diff its parent's owner: the
-                    // container's root must own the top of its rootfs.
-                    let chowned = driver
-                        .diff_path(&rw.id)
-                        .map_err(crate::error::driver_error("finding the diff of", &rw.id))
-                        .and_then(|diff| {
-                            rustix::fs::chown(
-                                &diff,
-                                Some(rustix::fs::Uid::from_raw(owner.0)),
-                                Some(rustix::fs::Gid::from_raw(owner.1)),
-                            )
-                            .map_err(|e| StoreError::io("changing the owner of", &diff)(e.into()))
-                        });
-                    if let Err(e) = chowned {
-                        let _ =
-                            self.remove_layers(&mut layers, driver, std::slice::from_ref(&rw.id));
-                        return Err(e);
-                    }
-                }
-                rw
-            }
-            Some(Decision::CreateTemplate { template, .. }) => {
-                let t = self.create_template_in(
+                let decision = top_layer_for_mapping(image, &sources, &request, caps)?;
+                tracing::debug!(?decision, "mapping decision");
+                self.stack_container_layer(
                     &mut layers,
                     &mut images,
                     driver,
                     &image_id,
-                    &template,
-                    &IdMappings {
-                        uids: uidmap.clone(),
-                        gids: gidmap.clone(),
-                    },
-                )?;
-                made_template = Some(t.id.clone());
-                let made = self.create_rw_layer(
-                    &mut layers,
-                    driver,
-                    Some(t.id.clone()),
+                    decision,
+                    &maps,
                     &new.mount_label,
-                    uidmap.clone(),
-                    gidmap.clone(),
-                    None,
-                );
-                // The template stays, as with podman: it serves the next
-                // container with these maps.
-                made?
+                )?
             }
-            Some(Decision::CopyIntoContainerLayer { template }) => self.create_chowned_child_in(
-                &mut layers,
-                driver,
-                &template,
-                &uidmap,
-                &gidmap,
-                true,
-            )?,
         };
-        if let Some(t) = &made_template {
-            tracing::debug!(template = %t, "container stacked on a new template");
-        }
         let mut flags = BTreeMap::new();
         flags.insert("MountLabel".to_owned(), Value::String(new.mount_label));
         flags.insert("ProcessLabel".to_owned(), Value::String(new.process_label));
@@ -279,32 +196,97 @@ impl Store {
         Ok(container.id)
     }
 
-    /// The container's read-write layer on `parent`, with `uidmap`/`gidmap`
-    /// recorded and its root owned by `owner` (default: the maps' root).
+    /// The container's read-write layer where `decision` puts it (making
+    /// the template first for [`Decision::CreateTemplate`]); `maps` are the
+    /// container's, in the order they are recorded.
     #[allow(clippy::too_many_arguments)]
+    fn stack_container_layer(
+        &self,
+        layers: &mut Txn<'_, Layer>,
+        images: &mut Txn<'_, Image>,
+        driver: &dyn Driver,
+        image_id: &str,
+        decision: Decision,
+        maps: &IdMappings,
+        mount_label: &str,
+    ) -> Result<Layer, StoreError> {
+        let host = IdMappings::default;
+        match decision {
+            Decision::Use {
+                layer,
+                presentation,
+            } => {
+                let (recorded, top_owner) = match presentation {
+                    Presentation::Host | Presentation::Idmapped => (host(), None),
+                    // Files keep their owners; the container's root owns
+                    // the top of its rootfs so it can write to `/`.
+                    Presentation::OnDisk => (host(), Some(root_pair(&maps.uids, &maps.gids)?)),
+                    // Same maps as the layer below, so nothing is chowned.
+                    Presentation::Owned => {
+                        let below = layers.records.iter().find(|l| l.id == layer);
+                        let below = below.expect("decided on a recorded layer");
+                        let recorded = IdMappings {
+                            uids: below.uidmap.clone(),
+                            gids: below.gidmap.clone(),
+                        };
+                        (recorded, None)
+                    }
+                };
+                self.create_rw_layer(
+                    layers,
+                    driver,
+                    Some(layer),
+                    mount_label,
+                    recorded,
+                    top_owner,
+                )
+            }
+            // The template stays, as with podman: it serves the next
+            // container with these maps.
+            Decision::CreateTemplate { template, .. } => {
+                let t =
+                    self.create_template_in(layers, images, driver, image_id, &template, maps)?;
+                self.create_rw_layer(layers, driver, Some(t.id), mount_label, maps.clone(), None)
+            }
+            Decision::CopyIntoContainerLayer { template } => self
+                .create_chowned_child_in(layers, driver, &template, &maps.uids, &maps.gids, true),
+        }
+    }
+
+    /// The container's read-write layer on `parent`, recorded with `maps`.
+    /// Its root is owned by the maps' root; with `top_owner`, its `diff`
+    /// (the top of the rootfs, which a driver gives its parent's owner) is
+    /// owned by `top_owner` instead.
     fn create_rw_layer(
         &self,
         layers: &mut Txn<'_, Layer>,
         driver: &dyn Driver,
         parent: Option<String>,
         mount_label: &str,
-        uidmap: Vec<IdMap>,
-        gidmap: Vec<IdMap>,
-        owner: Option<(u32, u32)>,
+        maps: IdMappings,
+        top_owner: Option<(u32, u32)>,
     ) -> Result<Layer, StoreError> {
-        self.create_layer_owned_in(
-            layers,
-            driver,
-            NewLayer {
-                parent,
-                mountlabel: mount_label.to_owned(),
-                uidmap,
-                gidmap,
-                ..NewLayer::default()
-            },
-            owner,
-            |_| Ok(None),
-        )
+        let new = NewLayer {
+            parent,
+            mountlabel: mount_label.to_owned(),
+            uidmap: maps.uids,
+            gidmap: maps.gids,
+            ..NewLayer::default()
+        };
+        self.create_layer_owned_in(layers, driver, new, top_owner, |layer| {
+            if let Some((uid, gid)) = top_owner {
+                let diff = driver
+                    .diff_path(&layer.id)
+                    .map_err(driver_error("finding the diff of", &layer.id))?;
+                rustix::fs::chown(
+                    &diff,
+                    Some(rustix::fs::Uid::from_raw(uid)),
+                    Some(rustix::fs::Gid::from_raw(gid)),
+                )
+                .map_err(|e| StoreError::io("changing the owner of", &diff)(e.into()))?;
+            }
+            Ok(None)
+        })
     }
 
     /// A lock file directly under the graphroot (`storage.lock`,

@@ -120,26 +120,44 @@ impl Store {
     where
         F: FnOnce(&Layer) -> Result<Option<LayerDiff>, StoreError>,
     {
-        let mut layer = new_record(&txn.records, driver, new)?;
+        let layer = new_record(&txn.records, driver, new)?;
         let owner = match owner {
             Some(owner) => owner,
             None if layer.uidmap.is_empty() && layer.gidmap.is_empty() => (0, 0),
             None => root_pair(&layer.uidmap, &layer.gidmap)?,
         };
+        self.create_incomplete(txn, driver, layer, |layer| {
+            let parent = (!layer.parent.is_empty()).then_some(layer.parent.as_str());
+            driver
+                .create(&layer.id, parent, owner)
+                .map_err(driver_error("creating", &layer.id))?;
+            if let Some(d) = populate(layer)? {
+                apply_diff(layer, d);
+            }
+            Ok(())
+        })
+    }
+
+    /// containers/storage's `incomplete` protocol for a new `layer` (its
+    /// record already flagged): save the record, `fill` the layer (driver
+    /// directory, content; it may update the record), clear the flag and
+    /// save again. If anything fails, whatever was made is removed.
+    pub(crate) fn create_incomplete<F>(
+        &self,
+        txn: &mut Txn<'_, Layer>,
+        driver: &dyn Driver,
+        mut layer: Layer,
+        fill: F,
+    ) -> Result<Layer, StoreError>
+    where
+        F: FnOnce(&mut Layer) -> Result<(), StoreError>,
+    {
         txn.records.push(layer.clone());
         if let Err(e) = txn.save() {
             txn.records.retain(|l| l.id != layer.id);
             return Err(e);
         }
-        let parent = (!layer.parent.is_empty()).then_some(layer.parent.as_str());
-        let made = driver
-            .create(&layer.id, parent, owner)
-            .map_err(driver_error("creating", &layer.id))
-            .and_then(|()| populate(&layer));
-        let finished = made.and_then(|diff| {
-            if let Some(d) = diff {
-                apply_diff(&mut layer, d);
-            }
+        let finished = fill(&mut layer).and_then(|()| {
             layer.flags.remove(FLAG_INCOMPLETE);
             if let Some(slot) = txn.records.iter_mut().find(|l| l.id == layer.id) {
                 *slot = layer.clone();
@@ -229,7 +247,12 @@ impl Store {
 
     /// Best-effort cleanup after a failed create: errors are logged, the
     /// caller reports the original failure.
-    fn discard_layers(&self, txn: &mut Txn<'_, Layer>, driver: &dyn Driver, ids: &[String]) {
+    pub(crate) fn discard_layers(
+        &self,
+        txn: &mut Txn<'_, Layer>,
+        driver: &dyn Driver,
+        ids: &[String],
+    ) {
         if let Err(e) = self.remove_layers(txn, driver, ids) {
             tracing::warn!("cleaning up layer(s) {ids:?} after a failed create: {e:#}");
         }

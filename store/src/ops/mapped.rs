@@ -43,7 +43,7 @@ impl Store {
         let (uids, gids) = (&maps.uids, &maps.gids);
         let layer = self.create_chowned_child_in(layers, driver, template_id, uids, gids, false)?;
         let Some(image) = images.records.iter_mut().find(|i| i.id == image_id) else {
-            self.discard(layers, driver, &layer.id);
+            self.discard_layers(layers, driver, std::slice::from_ref(&layer.id));
             return Err(StoreError::NotFound {
                 kind: "image",
                 query: image_id.to_owned(),
@@ -54,7 +54,7 @@ impl Store {
             if let Some(image) = images.records.iter_mut().find(|i| i.id == image_id) {
                 image.mapped_layers.retain(|l| l != &layer.id);
             }
-            self.discard(layers, driver, &layer.id);
+            self.discard_layers(layers, driver, std::slice::from_ref(&layer.id));
             return Err(e);
         }
         tracing::info!(
@@ -125,26 +125,9 @@ impl Store {
         layer.uidmap = uidmap.to_vec();
         layer.gidmap = gidmap.to_vec();
         layer.flags = flags;
-        txn.records.push(layer.clone());
-        if let Err(e) = txn.save() {
-            txn.records.retain(|l| l.id != layer.id);
-            return Err(e);
-        }
-        let made = self.fill_chowned_child(driver, &template, &layer, owner, writable);
-        let finished = made.and_then(|()| {
-            layer.flags.remove(FLAG_INCOMPLETE);
-            if let Some(slot) = txn.records.iter_mut().find(|l| l.id == layer.id) {
-                *slot = layer.clone();
-            }
-            txn.save()
-        });
-        match finished {
-            Ok(()) => Ok(layer),
-            Err(e) => {
-                self.discard(txn, driver, &layer.id);
-                Err(e)
-            }
-        }
+        self.create_incomplete(txn, driver, layer, |layer| {
+            self.fill_chowned_child(driver, &template, layer, owner, writable)
+        })
     }
 
     /// Steps 2-4: the driver directory as the template's child, the chown,
@@ -187,12 +170,6 @@ impl Store {
                 let _ = fs::remove_file(&target);
                 Err(StoreError::io("copying tar-split to", &target)(e))
             }
-        }
-    }
-
-    fn discard(&self, txn: &mut Txn<'_, Layer>, driver: &dyn Driver, id: &str) {
-        if let Err(e) = self.remove_layers(txn, driver, &[id.to_owned()]) {
-            tracing::warn!("cleaning up layer {id} after a failed create: {e:#}");
         }
     }
 }

@@ -13,20 +13,8 @@ use std::os::unix::fs::{lchown, symlink};
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use layerstore::idmap::{parse_id_map, IdMappings};
+use layerstore::idmap::IdMappings;
 use layerstore_overlay::chown::{chown_by_maps, ChownMaps};
-
-fn mappings(s: &str) -> IdMappings {
-    let v = if s.is_empty() {
-        Vec::new()
-    } else {
-        parse_id_map(s).unwrap()
-    };
-    IdMappings {
-        uids: v.clone(),
-        gids: v,
-    }
-}
 
 /// `n` entries below `root`: directories of 100 entries each.
 fn build_tree(root: &Path, n: usize) {
@@ -59,12 +47,12 @@ fn bench(c: &mut Criterion) {
         return;
     }
     let forward = ChownMaps::new(
-        mappings(""),
-        mappings("0:100000:1000:1000:1000:1:1001:101001:64535"),
+        IdMappings::parse_same("").unwrap(),
+        IdMappings::parse_same("0:100000:1000:1000:1000:1:1001:101001:64535").unwrap(),
     );
     let back = ChownMaps::new(
-        mappings("0:100000:1000:1000:1000:1:1001:101001:64535"),
-        mappings(""),
+        IdMappings::parse_same("0:100000:1000:1000:1000:1:1001:101001:64535").unwrap(),
+        IdMappings::parse_same("").unwrap(),
     );
     let mut group = c.benchmark_group("chown_by_maps");
     group.sample_size(10);

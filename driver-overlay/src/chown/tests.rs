@@ -5,29 +5,17 @@ use std::fs;
 use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use layerstore::idmap::{parse_id_map, IdMappings};
+use layerstore::idmap::IdMappings;
 use layerstore_test_support::require_privileged;
 
 use super::*;
 
 const NONCONTIG: &str = "0:200000:1000:1000:1000:1:1001:201001:64535";
 
-fn mappings(s: &str) -> IdMappings {
-    let v = if s.is_empty() {
-        Vec::new()
-    } else {
-        parse_id_map(s).unwrap()
-    };
-    IdMappings {
-        uids: v.clone(),
-        gids: v,
-    }
-}
-
 fn maps(to_container: &str, to_host: &str) -> ChownMaps {
     ChownMaps {
-        to_container: mappings(to_container),
-        to_host: mappings(to_host),
+        to_container: IdMappings::parse_same(to_container).unwrap(),
+        to_host: IdMappings::parse_same(to_host).unwrap(),
         overflow: (65534, 65534),
     }
 }

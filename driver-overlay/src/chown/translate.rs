@@ -156,20 +156,10 @@ pub(crate) fn remap_acl(value: &[u8], maps: &ChownMaps) -> Result<Option<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use layerstore::idmap::{parse_id_map, IdMappings};
+    use layerstore::idmap::IdMappings;
 
     fn maps(tc: &str, th: &str) -> ChownMaps {
-        let m = |s: &str| {
-            let v = if s.is_empty() {
-                Vec::new()
-            } else {
-                parse_id_map(s).unwrap()
-            };
-            IdMappings {
-                uids: v.clone(),
-                gids: v,
-            }
-        };
+        let m = |s: &str| IdMappings::parse_same(s).unwrap();
         ChownMaps {
             to_container: m(tc),
             to_host: m(th),

@@ -47,6 +47,22 @@ pub struct IdMappings {
     pub gids: Vec<IdMap>,
 }
 
+impl IdMappings {
+    /// The same map for uids and gids, from podman's `c:h:s[:c:h:s...]`
+    /// text; empty text is the host mapping.
+    pub fn parse_same(text: &str) -> Result<IdMappings, IdMapError> {
+        let maps = if text.is_empty() {
+            Vec::new()
+        } else {
+            parse_id_map(text)?
+        };
+        Ok(IdMappings {
+            uids: maps.clone(),
+            gids: maps,
+        })
+    }
+}
+
 /// Errors from parsing, validating and resolving uid/gid maps.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -2,92 +2,33 @@
 //! file and record, exits 1, never panics, and leaves the store's files
 //! exactly as they were.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
+
+use layerstore_test_support::bare::{file_tree, BareStore};
 
 const LAYERSTORE: &str = env!("CARGO_BIN_EXE_layerstore");
 const LAYER_A: &str = "aaaa000000000000000000000000000000000000000000000000000000000001";
 const LAYER_B: &str = "bbbb000000000000000000000000000000000000000000000000000000000002";
 
-struct Fixture {
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        for d in [
-            "graph/overlay-layers",
-            "graph/overlay-images",
-            "graph/overlay-containers",
-            "run/overlay-layers",
-        ] {
-            fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        // No host storage.conf: an empty configuration, flags decide.
-        fs::write(dir.path().join("no-storage.conf"), "").unwrap();
-        Fixture { dir }
-    }
-    fn graph(&self) -> PathBuf {
-        self.dir.path().join("graph")
-    }
-    fn write(&self, rel: &str, content: &[u8]) -> PathBuf {
-        let p = self.dir.path().join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, content).unwrap();
-        p
-    }
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(LAYERSTORE);
-        cmd.arg("--root")
-            .arg(self.graph())
-            .arg("--runroot")
-            .arg(self.dir.path().join("run"))
-            .args(args)
-            .env(
-                "CONTAINERS_STORAGE_CONF",
-                self.dir.path().join("no-storage.conf"),
-            )
-            .env_remove("RUST_BACKTRACE");
-        cmd
-    }
-}
-
-/// Every file and directory below `dir` with its mode and content.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            let meta = fs::symlink_metadata(&p).unwrap();
-            let content = if meta.is_file() {
-                fs::read(&p).unwrap()
-            } else {
-                Vec::new()
-            };
-            if meta.is_dir() {
-                stack.push(p.clone());
-            }
-            out.insert(p, (meta.mode(), content));
-        }
-    }
-    out
-}
+/// The bad-input fixture: a bare store.
+type Fixture = BareStore;
 
 /// Run `layerstore` on the fixture, expect failure, return stderr; check
 /// that nothing below the fixture changed.
 fn fails(fx: &Fixture, args: &[&str]) -> String {
-    let before = tree(fx.dir.path());
+    let before = file_tree(fx.dir.path());
     let out: Output = fx.command(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "exit status; stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
-    assert_eq!(tree(fx.dir.path()), before, "the store changed on disk");
+    assert_eq!(
+        file_tree(fx.dir.path()),
+        before,
+        "the store changed on disk"
+    );
     stderr
 }
 
@@ -101,7 +42,7 @@ fn layer_json(id: &str, parent: &str, names: &[&str]) -> String {
 
 #[test]
 fn truncated_json_names_the_file() {
-    let fx = Fixture::new();
+    let fx = Fixture::new(LAYERSTORE);
     fx.write(
         "graph/overlay-layers/layers.json",
         br#"[{"id":"aaaa","created":"2026-"#,
@@ -113,7 +54,7 @@ fn truncated_json_names_the_file() {
 
 #[test]
 fn wrong_field_type_names_the_record() {
-    let fx = Fixture::new();
+    let fx = Fixture::new(LAYERSTORE);
     let json = format!(
         r#"[{},{{"id":"{LAYER_B}","names":5}}]"#,
         layer_json(LAYER_A, "", &[])
@@ -131,7 +72,7 @@ fn invalid_json_in_images_and_containers() {
         ("graph/overlay-containers/containers.json", "containers"),
         ("run/overlay-layers/mountpoints.json", "info"),
     ] {
-        let fx = Fixture::new();
+        let fx = Fixture::new(LAYERSTORE);
         fx.write(file, b"{not json");
         let err = fails(&fx, &[cmd]);
         assert!(err.contains(file.rsplit('/').next().unwrap()), "{err}");
@@ -140,7 +81,7 @@ fn invalid_json_in_images_and_containers() {
 
 #[test]
 fn lock_file_of_odd_size() {
-    let fx = Fixture::new();
+    let fx = Fixture::new(LAYERSTORE);
     fx.write("graph/overlay-layers/layers.json", b"[]");
     fx.write("graph/overlay-layers/layers.lock", b"0123456789");
     let err = fails(&fx, &["layers"]);
@@ -150,7 +91,7 @@ fn lock_file_of_odd_size() {
 
 #[test]
 fn missing_parent_names_layer_and_parent() {
-    let fx = Fixture::new();
+    let fx = Fixture::new(LAYERSTORE);
     let json = format!("[{}]", layer_json(LAYER_B, LAYER_A, &[]));
     fx.write("graph/overlay-layers/layers.json", json.as_bytes());
     let err = fails(&fx, &["layers"]);
@@ -160,7 +101,7 @@ fn missing_parent_names_layer_and_parent() {
 
 #[test]
 fn duplicate_names_name_both_records() {
-    let fx = Fixture::new();
+    let fx = Fixture::new(LAYERSTORE);
     let json = format!(
         "[{},{}]",
         layer_json(LAYER_A, "", &["shared"]),
@@ -176,7 +117,7 @@ fn duplicate_names_name_both_records() {
 
 #[test]
 fn duplicate_ids_are_refused() {
-    let fx = Fixture::new();
+    let fx = Fixture::new(LAYERSTORE);
     let json = r#"[{"id":"img1","created":"2026-11-22T14:07:39Z"},{"id":"img1","created":"2026-11-22T14:07:39Z"}]"#;
     fx.write("graph/overlay-images/images.json", json.as_bytes());
     let err = fails(&fx, &["images"]);
@@ -185,7 +126,7 @@ fn duplicate_ids_are_refused() {
 
 #[test]
 fn store_of_another_driver() {
-    let fx = Fixture::new();
+    let fx = Fixture::new(LAYERSTORE);
     fs::remove_dir(fx.graph().join("overlay-layers")).unwrap();
     fx.write("graph/vfs-layers/layers.json", b"[]");
     let err = fails(&fx, &["layers"]);
@@ -197,7 +138,7 @@ fn store_of_another_driver() {
 
 #[test]
 fn unsupported_driver_and_bad_storage_opt() {
-    let fx = Fixture::new();
+    let fx = Fixture::new(LAYERSTORE);
     let err = fails(&fx, &["--storage-driver", "vfs", "layers"]);
     assert!(err.contains("\"vfs\"") && err.contains("overlay"), "{err}");
     let err = fails(&fx, &["--storage-opt", "nonsense", "layers"]);
@@ -206,20 +147,20 @@ fn unsupported_driver_and_bad_storage_opt() {
 
 #[test]
 fn unreadable_directory_is_named() {
-    let fx = Fixture::new();
+    let fx = Fixture::new(LAYERSTORE);
     fx.write("graph/overlay-layers/layers.json", b"[]");
     let graph = fx.graph();
     fs::set_permissions(&graph, fs::Permissions::from_mode(0o000)).unwrap();
     let err = if rustix::process::geteuid().is_root() {
         // Root reads everything: drop to nobody for this run.
-        let before = tree(fx.dir.path());
+        let before = file_tree(fx.dir.path());
         let out = fx
             .command(&["layers"])
             .env("HOME", "/nonexistent")
             .uid_gid_nobody()
             .output()
             .unwrap();
-        assert_eq!(tree(fx.dir.path()), before);
+        assert_eq!(file_tree(fx.dir.path()), before);
         assert_eq!(out.status.code(), Some(1));
         String::from_utf8_lossy(&out.stderr).into_owned()
     } else {

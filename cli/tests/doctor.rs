@@ -7,7 +7,7 @@
 use std::fs;
 use std::process::{Command, Output};
 
-use layerstore_test_support::images::{layer_tar, tree_listing};
+use layerstore_test_support::images::tree_listing;
 use layerstore_test_support::{require_privileged, run_ok, PodmanStore};
 use serde_json::Value;
 
@@ -180,16 +180,7 @@ fn doctor_on_a_store_with_templates_and_idmapped_lower_dir_false() {
 fn doctor_says_idmapped_on_a_normal_store_and_create_agrees() {
     require_privileged(&["busybox"]);
     let store = PodmanStore::empty();
-    let dir = tempfile::tempdir().unwrap();
-    let tar = dir.path().join("bb.tar");
-    fs::write(&tar, layer_tar(BUSYBOX)).unwrap();
-    run_ok(
-        store
-            .layerstore(LAYERSTORE)
-            .args(["import", "--quiet"])
-            .arg(&tar)
-            .arg("bb"),
-    );
+    store.import_layer_spec(LAYERSTORE, BUSYBOX, "bb");
     let before = store_tree(&store);
     let (code, report) = doctor(&store);
     assert_eq!(store_tree(&store), before, "doctor changed the store");

@@ -2,103 +2,65 @@
 //! naming the file or argument, exit 1 (2 for usage), and nothing on disk
 //! changed — not even debris that would otherwise be collected.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+
+use layerstore_test_support::bare::{file_tree, BareStore};
 
 const LAYERSTORE: &str = env!("CARGO_BIN_EXE_layerstore");
 const STRAY: &str = "5eed000000000000000000000000000000000000000000000000000000000001";
 
-struct Fixture {
-    dir: tempfile::TempDir,
+/// A bare store with one piece of debris: a layer directory and
+/// tar-split no record names, old enough for any --min-age.
+struct Fixture(BareStore);
+
+impl std::ops::Deref for Fixture {
+    type Target = BareStore;
+    fn deref(&self) -> &BareStore {
+        &self.0
+    }
 }
 
 impl Fixture {
-    /// An empty overlay store with one piece of debris: a layer directory
-    /// and tar-split no record names, old enough for any --min-age.
     fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        for d in [
-            "graph/overlay-layers",
-            "graph/overlay-images",
-            "graph/overlay-containers",
-            "run/overlay-layers",
-        ] {
-            fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        fs::create_dir_all(dir.path().join(format!("graph/overlay/{STRAY}/diff"))).unwrap();
-        fs::write(
-            dir.path()
-                .join(format!("graph/overlay-layers/{STRAY}.tar-split.gz")),
-            b"x",
-        )
-        .unwrap();
-        fs::write(dir.path().join("no-storage.conf"), "").unwrap();
-        Fixture { dir }
-    }
-
-    fn write(&self, rel: &str, content: &[u8]) {
-        fs::write(self.dir.path().join(rel), content).unwrap();
+        let bare = BareStore::new(LAYERSTORE);
+        fs::create_dir_all(bare.graph().join(format!("overlay/{STRAY}/diff"))).unwrap();
+        bare.write(&format!("graph/overlay-layers/{STRAY}.tar-split.gz"), b"x");
+        Fixture(bare)
     }
 
     fn gc(&self, args: &[&str]) -> std::process::Output {
-        Command::new(LAYERSTORE)
-            .arg("--root")
-            .arg(self.dir.path().join("graph"))
-            .arg("--runroot")
-            .arg(self.dir.path().join("run"))
-            .arg("gc")
+        let min_age: &[&str] = if args.iter().any(|a| a.starts_with("--min-age")) {
+            &[]
+        } else {
+            &["--min-age", "0"]
+        };
+        self.command(&["gc"])
             .args(args)
-            .args(if args.iter().any(|a| a.starts_with("--min-age")) {
-                &[][..]
-            } else {
-                &["--min-age", "0"][..]
-            })
-            .env(
-                "CONTAINERS_STORAGE_CONF",
-                self.dir.path().join("no-storage.conf"),
-            )
-            .env_remove("RUST_BACKTRACE")
+            .args(min_age)
             .output()
             .unwrap()
     }
 
     /// Run gc, expect exit 1 and an unchanged store; return stderr.
     fn fails(&self, args: &[&str]) -> String {
-        let before = tree(self.dir.path());
+        let before = file_tree(self.dir.path());
         let out = self.gc(args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
         assert!(stderr.starts_with("error: "), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
-        assert_eq!(tree(self.dir.path()), before, "the store changed on disk");
+        assert_eq!(
+            file_tree(self.dir.path()),
+            before,
+            "the store changed on disk"
+        );
         stderr
     }
 }
 
 /// Every path below `dir` with its mode and (for files) content.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            let meta = fs::symlink_metadata(&p).unwrap();
-            if meta.is_dir() {
-                stack.push(p.clone());
-            }
-            let content = if meta.is_file() {
-                fs::read(&p).unwrap()
-            } else {
-                Vec::new()
-            };
-            out.insert(p, (meta.mode(), content));
-        }
-    }
-    out
-}
 
 #[test]
 fn gc_refuses_broken_json_and_names_the_file() {
@@ -136,12 +98,12 @@ fn gc_refuses_a_layer_with_a_missing_parent() {
 fn gc_bad_arguments_are_usage_errors() {
     let fx = Fixture::new();
     for bad in ["5x", "soon", "-3m"] {
-        let before = tree(fx.dir.path());
+        let before = file_tree(fx.dir.path());
         let out = fx.gc(&[&format!("--min-age={bad}")]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains("--min-age"), "{stderr}");
-        assert_eq!(tree(fx.dir.path()), before);
+        assert_eq!(file_tree(fx.dir.path()), before);
     }
 }
 
@@ -323,12 +285,16 @@ fn gc_while_another_gc_runs_exits_3_and_does_nothing() {
         .unwrap()
         .expect("the lock is free");
     let metrics = fx.dir.path().join("gc.prom");
-    let before = tree(fx.dir.path());
+    let before = file_tree(fx.dir.path());
     let out = fx.gc(&["--metrics-file", metrics.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("another gc is running"), "{stderr}");
-    assert_eq!(tree(fx.dir.path()), before, "a busy gc changed something");
+    assert_eq!(
+        file_tree(fx.dir.path()),
+        before,
+        "a busy gc changed something"
+    );
     // A second lock in this process is refused too; released, gc runs.
     assert!(layerstore::gc::GcLock::try_acquire(&graph)
         .unwrap()

@@ -58,16 +58,7 @@ fn run(store: &PodmanStore, args: &[&str]) -> Output {
 
 /// A store with the busybox image imported by layerstore as `localhost/bb`.
 fn busybox_store(store: PodmanStore) -> PodmanStore {
-    let dir = tempfile::tempdir().unwrap();
-    let tar = dir.path().join("bb.tar");
-    fs::write(&tar, layer_tar(BUSYBOX)).unwrap();
-    run_ok(
-        store
-            .layerstore(LAYERSTORE)
-            .args(["import", "--quiet"])
-            .arg(&tar)
-            .arg("bb"),
-    );
+    store.import_layer_spec(LAYERSTORE, BUSYBOX, "bb");
     store
 }
 

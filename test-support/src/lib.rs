@@ -11,6 +11,7 @@
 //! (`testdata/make-podman-store.sh`) under a temp dir and tears it down,
 //! mounts included, when dropped, also when the test panics.
 
+pub mod bare;
 pub mod images;
 pub mod proclocks;
 
@@ -202,6 +203,20 @@ impl PodmanStore {
             cmd.arg("--storage-opt").arg(opt);
         }
         cmd
+    }
+
+    /// `layerstore import` (binary `bin`) of a one-layer image built from
+    /// the text form of [`images::layer_tar`], named `name`.
+    pub fn import_layer_spec(&self, bin: &str, spec: &str, name: &str) {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let tar = dir.path().join("layer.tar");
+        std::fs::write(&tar, images::layer_tar(spec)).expect("writing the layer tar");
+        run_ok(
+            self.layerstore(bin)
+                .args(["import", "--quiet"])
+                .arg(&tar)
+                .arg(name),
+        );
     }
 
     /// `containers-storage` with this store's flags.

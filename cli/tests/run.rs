@@ -62,6 +62,16 @@ fn busybox_store(store: PodmanStore) -> PodmanStore {
     store
 }
 
+/// The names of the containers podman sees, its own and external ones.
+fn podman_names(store: &PodmanStore) -> String {
+    let out = run_ok(
+        store
+            .podman()
+            .args(["ps", "--external", "-a", "--format", "{{.Names}}"]),
+    );
+    stdout(&out)
+}
+
 /// The ids of the store's layers, sorted.
 fn layer_ids(store: &PodmanStore) -> Vec<String> {
     let out = run_ok(store.layerstore(LAYERSTORE).args(["layers", "--json"]));
@@ -397,13 +407,7 @@ fn runs_like_podman_run() {
     // Without --rm the container stays, stopped, in podman's view too.
     let out = run(&store, &["--name", "kept", "bb", "true"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let ps = stdout(&run_ok(store.podman().args([
-        "ps",
-        "--external",
-        "-a",
-        "--format",
-        "{{.Names}}",
-    ])));
+    let ps = podman_names(&store);
     assert!(
         ps.lines().any(|n| n == "kept"),
         "podman ps --external: {ps}"
@@ -429,13 +433,7 @@ fn runs_like_podman_run() {
         .filter_map(|d| d["kind"].as_str())
         .collect();
     assert!(kinds.contains(&"run-container"), "{report:#}");
-    let ps = stdout(&run_ok(store.podman().args([
-        "ps",
-        "--external",
-        "-a",
-        "--format",
-        "{{.Names}}",
-    ])));
+    let ps = podman_names(&store);
     assert_eq!(ps, "podmans", "gc removed the wrong containers");
     run_ok(store.podman().args(["rm", "podmans"]));
     assert_eq!(layer_ids(&store), layers);
@@ -454,13 +452,7 @@ fn runs_like_podman_run() {
     let mut ready = std::io::BufReader::new(child.stdout.take().unwrap());
     let start = Instant::now();
     loop {
-        let ps = stdout(&run_ok(store.podman().args([
-            "ps",
-            "--external",
-            "-a",
-            "--format",
-            "{{.Names}}",
-        ])));
+        let ps = podman_names(&store);
         let running = fs::read_dir(store.run.join("layerstore-runtime"))
             .map(|d| d.count() > 0)
             .unwrap_or(false);

@@ -29,6 +29,11 @@
 //! engine.release(&rootfs, true)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The same as a program to run (as root) on a store of yours:
+//! `cargo run -p layerstore-overlay --example prepare_rootfs -- GRAPHROOT
+//! RUNROOT IMAGE UIDMAP GIDMAP [--nocache]`
+//! (`driver-overlay/examples/prepare_rootfs.rs`; the tests run it).
 
 use std::path::PathBuf;
 

@@ -170,3 +170,36 @@ fn bad_requests_make_nothing() {
         assert_eq!(counts(&engine), before, "{image}: {err}");
     }
 }
+
+#[test]
+#[ignore = "privileged: needs root, overlay and idmapped mounts; runs cargo"]
+fn the_example_program_runs() {
+    require_privileged(&[]);
+    let store = PodmanStore::empty();
+    let before = counts(&small_image(&store));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = std::process::Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "--quiet", "--example", "prepare_rootfs", "--"])
+        .arg(&store.graph)
+        .arg(&store.run)
+        .args([
+            "localhost/small:latest",
+            "0:200000:65536:70000:270000:1",
+            "0:200000:65537",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("/etc/passwd: 200000:200000 on the host"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("released"), "{text}");
+    assert_eq!(counts(&engine(&store)), before);
+}

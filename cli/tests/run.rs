@@ -438,13 +438,33 @@ fn runs_like_podman_run() {
     run_ok(store.podman().args(["rm", "podmans"]));
     assert_eq!(layer_ids(&store), layers);
 
-    // While it runs podman lists it; SIGTERM reaches the container, the
-    // exit code says so, and everything is cleaned up.
+    // While it runs podman lists it; SIGTERM and SIGINT reach the
+    // container, the exit code says so, and everything is cleaned up.
+    for (signal, code) in [
+        (rustix::process::Signal::TERM, 42),
+        (rustix::process::Signal::INT, 43),
+    ] {
+        signal_reaches_the_container(&store, signal, code);
+        assert_eq!(layer_ids(&store), layers);
+        assert_eq!(mounts_under(&store), Vec::<String>::new());
+        let ps = stdout(&run_ok(store.podman().args([
+            "ps",
+            "--external",
+            "-a",
+            "-q",
+        ])));
+        assert!(ps.is_empty(), "{ps}");
+    }
+}
+
+/// `layerstore run --rm` of a command that exits `code` on `signal`: listed
+/// by podman while it runs; `signal` sent to layerstore reaches it.
+fn signal_reaches_the_container(store: &PodmanStore, signal: rustix::process::Signal, code: i32) {
     let mut child = store
         .layerstore(LAYERSTORE)
         .args(["run", "--rm", "--name", "sleeper", "bb", "sh", "-c"])
         // As PID 1 it only reacts to signals it handles (as under podman).
-        .arg("trap 'exit 42' TERM; echo ready; while true; do sleep 0.1; done")
+        .arg("trap 'exit 42' TERM; trap 'exit 43' INT; echo ready; while true; do sleep 0.1; done")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -452,7 +472,7 @@ fn runs_like_podman_run() {
     let mut ready = std::io::BufReader::new(child.stdout.take().unwrap());
     let start = Instant::now();
     loop {
-        let ps = podman_names(&store);
+        let ps = podman_names(store);
         let running = fs::read_dir(store.run.join("layerstore-runtime"))
             .map(|d| d.count() > 0)
             .unwrap_or(false);
@@ -468,20 +488,14 @@ fn runs_like_podman_run() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut ready, &mut line).unwrap();
     assert_eq!(line.trim(), "ready");
-    let pid = rustix::process::Pid::from_child(&child);
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), signal).unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(42), "SIGTERM reached the container");
+    assert_eq!(
+        status.code(),
+        Some(code),
+        "{signal:?} reached the container"
+    );
     assert!(start.elapsed() < Duration::from_secs(30));
-    assert_eq!(layer_ids(&store), layers);
-    assert_eq!(mounts_under(&store), Vec::<String>::new());
-    let ps = stdout(&run_ok(store.podman().args([
-        "ps",
-        "--external",
-        "-a",
-        "-q",
-    ])));
-    assert!(ps.is_empty(), "{ps}");
 }
 
 /// `--uidmap 0:B:65536 --uidmap 70000:B+70000:1 --gidmap 0:B:65537`.

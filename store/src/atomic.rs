@@ -12,9 +12,10 @@
 //! half-written one. Unlike containers/storage we also fsync the directory
 //! when syncing, so the rename itself survives a crash.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -43,20 +44,38 @@ pub fn write_atomic(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
+    write_atomic_at(dir.as_fd(), name, data, sync)
+}
+
+/// [`write_atomic`] of file `name` in the open directory `dir` (inside a
+/// store: reached through [`crate::confined::Dir`], never through a
+/// symlink). A symlink at `name` is replaced, not followed.
+pub fn write_atomic_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    data: &[u8],
+    sync: bool,
+) -> io::Result<()> {
+    if name.is_empty() || name.as_encoded_bytes().contains(&b'/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a file name"),
+        ));
+    }
     let mut prefix = b".tmp-".to_vec();
     prefix.extend_from_slice(name.as_encoded_bytes());
-    let (tmp_name, file) = create_temp(&dir, &prefix)?;
-    let res = fill_and_rename(&dir, file, &tmp_name, name.as_encoded_bytes(), data, sync);
+    let (tmp_name, file) = create_temp(dir, &prefix)?;
+    let res = fill_and_rename(dir, file, &tmp_name, name.as_encoded_bytes(), data, sync);
     if res.is_err() {
         // Gone already if the rename happened and only the directory fsync failed.
-        let _ = rustix::fs::unlinkat(&dir, tmp_name.as_slice(), AtFlags::empty());
+        let _ = rustix::fs::unlinkat(dir, tmp_name.as_slice(), AtFlags::empty());
     }
     res
 }
 
 /// Creates `<prefix><random digits>` in `dir` with `O_EXCL`, mode 0600.
-fn create_temp(dir: &OwnedFd, prefix: &[u8]) -> io::Result<(Vec<u8>, File)> {
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+fn create_temp(dir: BorrowedFd<'_>, prefix: &[u8]) -> io::Result<(Vec<u8>, File)> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     for _ in 0..TEMP_ATTEMPTS {
         let mut tmp_name = prefix.to_vec();
         tmp_name.extend_from_slice(random_u32()?.to_string().as_bytes());
@@ -71,7 +90,7 @@ fn create_temp(dir: &OwnedFd, prefix: &[u8]) -> io::Result<(Vec<u8>, File)> {
 
 /// Writes `data`, syncs, chmods 0600 and renames the temp file over `name`.
 fn fill_and_rename(
-    dir: &OwnedFd,
+    dir: BorrowedFd<'_>,
     mut file: File,
     tmp_name: &[u8],
     name: &[u8],
@@ -165,7 +184,7 @@ mod tests {
             Mode::empty(),
         )
         .unwrap();
-        let (name, _file) = create_temp(&fd, b".tmp-layers.json").unwrap();
+        let (name, _file) = create_temp(fd.as_fd(), b".tmp-layers.json").unwrap();
         let name = String::from_utf8(name).unwrap();
         let digits = name.strip_prefix(".tmp-layers.json").unwrap();
         assert!(

@@ -30,10 +30,12 @@
 
 pub mod atomic;
 pub mod config;
+pub mod confined;
 pub mod driver;
 mod error;
 pub mod gc;
 pub mod gojson;
+pub mod id;
 pub mod idmap;
 pub mod lockfile;
 pub mod mapping;
@@ -43,5 +45,6 @@ pub mod snapshot;
 mod store;
 
 pub use error::StoreError;
+pub use id::{ContainerId, ImageId, InvalidId, LayerId};
 pub use snapshot::{LayerUsers, Snapshot};
 pub use store::Store;

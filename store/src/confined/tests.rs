@@ -1,0 +1,148 @@
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::process::Command;
+
+use super::*;
+
+fn tree() -> (tempfile::TempDir, Dir) {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("store/a/b")).unwrap();
+    fs::write(tmp.path().join("store/a/b/f"), b"x").unwrap();
+    fs::create_dir_all(tmp.path().join("victim")).unwrap();
+    fs::write(tmp.path().join("victim/precious"), b"keep").unwrap();
+    let dir = Dir::open(&tmp.path().join("store")).unwrap();
+    (tmp, dir)
+}
+
+#[test]
+fn paths_must_be_plain_and_relative() {
+    let (_tmp, dir) = tree();
+    for bad in ["", "/etc", "../victim", "a/../../victim", "./a"] {
+        let err = dir.open_dir(bad).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad}: {err}");
+        assert!(dir.remove_tree(bad).is_err(), "{bad}");
+    }
+    assert!(dir.open_dir("a/b").is_ok());
+    // An inner "." is dropped by Path itself: the same directory.
+    assert!(dir.open_dir("a/./b").is_ok());
+}
+
+#[test]
+fn symlinks_are_never_followed() {
+    let (tmp, dir) = tree();
+    let victim = tmp.path().join("victim");
+    symlink(&victim, tmp.path().join("store/link")).unwrap();
+    symlink("../../victim", tmp.path().join("store/a/rel")).unwrap();
+    for rel in ["link", "link/precious", "a/rel", "a/rel/precious"] {
+        assert!(dir.open_dir(rel).is_err(), "{rel}");
+        assert!(dir.read(rel).is_err(), "{rel}");
+    }
+    assert!(dir.read("link/precious").is_err());
+    // Removing a symlink removes the link, not its target's content.
+    assert!(dir.remove_tree("link").unwrap());
+    assert!(dir.remove_tree("a").unwrap());
+    assert_eq!(fs::read(victim.join("precious")).unwrap(), b"keep");
+    assert!(!tmp.path().join("store/a").exists());
+    // A write through a symlinked directory is refused.
+    symlink(&victim, tmp.path().join("store/meta")).unwrap();
+    assert!(dir.write_atomic("meta/layers.json", b"[]", true).is_err());
+    assert!(!victim.join("layers.json").exists());
+    // A symlinked file is replaced, not written through.
+    symlink(
+        victim.join("precious"),
+        tmp.path().join("store/images.json"),
+    )
+    .unwrap();
+    dir.write_atomic("images.json", b"[]", true).unwrap();
+    assert_eq!(fs::read(victim.join("precious")).unwrap(), b"keep");
+    assert_eq!(
+        fs::read(tmp.path().join("store/images.json")).unwrap(),
+        b"[]"
+    );
+}
+
+#[test]
+fn remove_tree_handles_read_only_dirs_and_missing_paths() {
+    let (tmp, dir) = tree();
+    fs::set_permissions(
+        tmp.path().join("store/a/b"),
+        fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
+    assert!(dir.remove_tree("a").unwrap());
+    assert!(!dir.remove_tree("a").unwrap());
+    assert!(!dir.remove_tree("nope/deeper").unwrap());
+    assert!(!dir.remove_file("nope").unwrap());
+    assert!(dir.stat("nope").unwrap().is_none());
+}
+
+#[test]
+fn stat_read_link_entries_and_rename() {
+    let (tmp, dir) = tree();
+    symlink("../x/diff", tmp.path().join("store/l")).unwrap();
+    assert_eq!(
+        dir.read_link("l").unwrap().unwrap(),
+        PathBuf::from("../x/diff")
+    );
+    assert!(dir.stat("l").unwrap().unwrap().is_symlink());
+    assert!(dir.stat("a").unwrap().unwrap().is_dir());
+    let mut names: Vec<String> = dir
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "l"]);
+    dir.rename("a/b/f", "a/g").unwrap();
+    assert_eq!(dir.read("a/g").unwrap(), b"x");
+    assert!(dir.create_dir("a/new", 0o700).unwrap());
+    assert!(!dir.create_dir("a/new", 0o700).unwrap());
+    assert!(dir.create_dir("a/g", 0o700).is_err());
+    let deep = dir.create_dir_all("p/q/r", 0o700).unwrap();
+    assert!(deep.path().ends_with("p/q/r"));
+}
+
+#[test]
+#[ignore = "privileged: mounts a tmpfs inside the tree"]
+fn privileged_remove_tree_never_crosses_a_mount() {
+    layerstore_test_support::require_privileged(&["mount", "umount"]);
+    let (tmp, dir) = tree();
+    let mnt = tmp.path().join("store/a/b/mnt");
+    fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    fs::write(mnt.join("on-the-mount"), b"keep").unwrap();
+    // A bind mount of a directory of the same filesystem too.
+    let bind = tmp.path().join("store/a/bind");
+    fs::create_dir(&bind).unwrap();
+    let ok = Command::new("mount")
+        .arg("--bind")
+        .arg(tmp.path().join("victim"))
+        .arg(&bind)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _guard2 = Unmount(bind.clone());
+    let err = dir.remove_tree("a").unwrap_err();
+    assert!(err.to_string().contains("mount point"), "{err}");
+    assert_eq!(fs::read(mnt.join("on-the-mount")).unwrap(), b"keep");
+    assert_eq!(
+        fs::read(tmp.path().join("victim/precious")).unwrap(),
+        b"keep"
+    );
+    // The mount point itself is refused too.
+    assert!(dir.remove_tree("a/bind").is_err());
+    assert!(dir.remove_tree("a/b/mnt").is_err());
+}

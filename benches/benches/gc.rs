@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use layerstore::config::StoreOptions;
-use layerstore::gc::{plan, DiskEntry, Facts, GcOptions};
+use layerstore::gc::{plan, Facts, GcOptions};
 use layerstore::idmap::IdMap;
 use layerstore::ops::NewLayer;
 use layerstore::records::{encode_file, Image, Layer};
@@ -80,14 +80,7 @@ fn facts(snap: &Snapshot) -> Facts {
     let now = std::time::SystemTime::now();
     Facts {
         now,
-        layer_dirs: snap
-            .layers
-            .iter()
-            .map(|l| DiskEntry {
-                name: l.id.clone(),
-                mtime: now - Duration::from_secs(3600),
-            })
-            .collect(),
+        all_layer_dirs: snap.layers.iter().map(|l| l.id.clone()).collect(),
         ..Facts::default()
     }
 }
@@ -154,8 +147,8 @@ fn store_with_templates(root: &Path, templates: usize, files: usize) -> (Store, 
         }
     };
     let top = store
-        .create_layer(&driver, NewLayer::default(), |l| {
-            fill(&driver.diff_path(&l.id).unwrap());
+        .create_layer(&driver, NewLayer::default(), |_, id| {
+            fill(&driver.diff_path(id));
             Ok(None)
         })
         .unwrap();
@@ -174,8 +167,8 @@ fn store_with_templates(root: &Path, templates: usize, files: usize) -> (Store, 
             ..NewLayer::default()
         };
         let l = store
-            .create_layer(&driver, new, |l| {
-                fill(&driver.diff_path(&l.id).unwrap());
+            .create_layer(&driver, new, |_, id| {
+                fill(&driver.diff_path(id));
                 Ok(None)
             })
             .unwrap();

@@ -70,8 +70,8 @@ fn store(root: &Path, input: Input) -> OverlayDriver {
     })
     .unwrap();
     fs::create_dir_all(driver.home()).unwrap();
-    driver.create_layer(IMAGE, None, (0, 0)).unwrap();
-    let diff = driver.diff_path(IMAGE).unwrap();
+    driver.create_layer(&lid(IMAGE), None, (0, 0)).unwrap();
+    let diff = driver.diff_path(&lid(IMAGE));
     match input {
         Input::Synthetic(entries) => {
             let dirs = entries.div_ceil(101);
@@ -101,7 +101,7 @@ fn store(root: &Path, input: Input) -> OverlayDriver {
             assert!(status.success(), "unpacking {}", tar.display());
         }
     }
-    driver.create_layer(CTR, Some(IMAGE), (0, 0)).unwrap();
+    driver.create_layer(&lid(CTR), Some(&lid(IMAGE)), (0, 0)).unwrap();
     driver
 }
 
@@ -157,9 +157,9 @@ fn bench(c: &mut Criterion) {
                         gidmap: m.gids,
                         ..Default::default()
                     };
-                    let merged = driver.mount(CTR, &request).unwrap();
+                    let merged = driver.mount(&lid(CTR), &request).unwrap();
                     std::hint::black_box(&merged);
-                    driver.unmount(CTR).unwrap();
+                    driver.unmount(&lid(CTR)).unwrap();
                 })
             },
         );
@@ -171,12 +171,12 @@ fn bench(c: &mut Criterion) {
                     k = k.wrapping_add(1);
                     let to_host = maps(k);
                     let root = (to_host.uids[0].host_id, to_host.gids[0].host_id);
-                    driver.create_layer(TEMPLATE, Some(IMAGE), root).unwrap();
+                    driver.create_layer(&lid(TEMPLATE), Some(&lid(IMAGE)), root).unwrap();
                     let report = driver
-                        .update_layer_id_map(TEMPLATE, &IdMappings::default(), &to_host, None)
+                        .update_layer_id_map(&lid(TEMPLATE), &IdMappings::default(), &to_host, None)
                         .unwrap();
                     std::hint::black_box(report);
-                    driver.remove_layer(TEMPLATE).unwrap();
+                    driver.remove_layer(&lid(TEMPLATE)).unwrap();
                 })
             },
         );
@@ -210,3 +210,8 @@ impl Drop for Tmpfs {
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
+
+/// A layer id for a benchmark.
+fn lid(id: &str) -> layerstore::LayerId {
+    layerstore::LayerId::parse(id).unwrap()
+}

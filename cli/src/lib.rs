@@ -80,7 +80,7 @@ pub enum Command {
     /// Unmount a container or layer.
     Umount(commands::containers::UmountArgs),
     /// Remove containers.
-    Rm(commands::containers::RemoveArgs),
+    Rm(commands::containers::RmArgs),
     /// Run a command in a new container of an image (podman-run-like; exits
     /// with the command's exit code, 125-127 for failures to run it).
     Run(commands::run::RunArgs),

@@ -3,6 +3,25 @@
 use std::io::Write;
 
 use layerstore::records::{encode_file, Record};
+use layerstore::Snapshot;
+
+/// After a listing: the store's defects on stderr, one `warning:` line
+/// each, and an error (exit 1) when there are any. The listing itself
+/// shows the records that could be read.
+pub fn finish_listing(snap: &Snapshot) -> anyhow::Result<()> {
+    if snap.defects.is_empty() {
+        return Ok(());
+    }
+    let mut err = std::io::stderr().lock();
+    for d in &snap.defects {
+        writeln!(err, "warning: {d}")?;
+    }
+    anyhow::bail!(
+        "the store has {} defect(s), listed above: the listing shows only the records that could be read, \
+         and layerstore refuses to change the store until they are fixed",
+        snap.defects.len()
+    )
+}
 
 /// Print records as containers/storage encodes them (the keys of the
 /// store's JSON files), one JSON array followed by a newline.

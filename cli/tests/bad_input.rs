@@ -23,7 +23,15 @@ fn fails(fx: &Fixture, args: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "exit status; stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
+    // Listings name each defect on its own `warning:` line, then fail.
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .all(|l| l.starts_with("warning: ") || l.starts_with("error: ") || l.starts_with("  - ")),
+        "{stderr}"
+    );
     assert_eq!(
         file_tree(fx.dir.path()),
         before,

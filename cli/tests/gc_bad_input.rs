@@ -11,9 +11,13 @@ use layerstore_test_support::bare::{file_tree, BareStore};
 const LAYERSTORE: &str = env!("CARGO_BIN_EXE_layerstore");
 const STRAY: &str = "5eed000000000000000000000000000000000000000000000000000000000001";
 
-/// A bare store with one piece of debris: a layer directory and
-/// tar-split no record names, old enough for any --min-age.
+/// A bare store with one sound layer (record, directory, link) and one
+/// piece of debris: a layer directory and tar-split no record names, old
+/// enough for any --min-age.
 struct Fixture(BareStore);
+
+/// The sound layer's id.
+const KEPT: &str = "aaaa000000000000000000000000000000000000000000000000000000000001";
 
 impl std::ops::Deref for Fixture {
     type Target = BareStore;
@@ -25,6 +29,18 @@ impl std::ops::Deref for Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let bare = BareStore::new(LAYERSTORE);
+        bare.write(
+            "graph/overlay-layers/layers.json",
+            format!(r#"[{{"id":"{KEPT}","created":"2026-11-22T14:07:39.8Z"}}]"#).as_bytes(),
+        );
+        fs::create_dir_all(bare.graph().join(format!("overlay/{KEPT}/diff"))).unwrap();
+        fs::create_dir_all(bare.graph().join("overlay/l")).unwrap();
+        bare.write(&format!("graph/overlay/{KEPT}/link"), b"KEPTLINKKEPTLINKKEPTLINKKE");
+        std::os::unix::fs::symlink(
+            format!("../{KEPT}/diff"),
+            bare.graph().join("overlay/l/KEPTLINKKEPTLINKKEPTLINKKE"),
+        )
+        .unwrap();
         fs::create_dir_all(bare.graph().join(format!("overlay/{STRAY}/diff"))).unwrap();
         bare.write(&format!("graph/overlay-layers/{STRAY}.tar-split.gz"), b"x");
         Fixture(bare)

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use layerstore::config::StoreOptions;
+use layerstore::LayerId;
 use layerstore::idmap::{parse_id_map, root_pair, IdMappings};
 use layerstore_overlay::layout::OverlayDriver;
 
@@ -57,8 +58,9 @@ fn run_template(
         uids: parse_id_map(uidmap)?,
         gids: parse_id_map(gidmap)?,
     };
-    driver.create_layer(id, Some(template), root_pair(&maps.uids, &maps.gids)?)?;
-    let report = driver.update_layer_id_map(id, &IdMappings::default(), &maps, None)?;
+    let (id, template) = (LayerId::parse(id)?, LayerId::parse(template)?);
+    driver.create_layer(&id, Some(&template), root_pair(&maps.uids, &maps.gids)?)?;
+    let report = driver.update_layer_id_map(&id, &IdMappings::default(), &maps, None)?;
     println!(
         "entries {} changed {} seconds {:.3}",
         report.entries,

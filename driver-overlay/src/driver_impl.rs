@@ -2,35 +2,38 @@
 //! create/delete/mount protocols run on real overlay layer directories.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use layerstore::driver::{Driver, DriverError, MountOptions};
+use layerstore::driver::{Driver, DriverError, LinkEntry, MountOptions};
+use layerstore::gc::{usage_in, Usage};
 use layerstore::idmap::{validate, IdMap, IdMappings};
+use layerstore::LayerId;
 
 use crate::layout::{MountRequest, OverlayDriver};
 
 impl Driver for OverlayDriver {
     fn create(
         &self,
-        id: &str,
-        parent: Option<&str>,
+        id: &LayerId,
+        parent: Option<&LayerId>,
         root_owner: (u32, u32),
     ) -> Result<(), DriverError> {
         Ok(self.create_layer(id, parent, root_owner)?)
     }
 
-    fn remove(&self, id: &str) -> Result<(), DriverError> {
+    fn remove(&self, id: &LayerId) -> Result<(), DriverError> {
         Ok(self.remove_layer(id)?)
     }
 
-    fn exists(&self, id: &str) -> bool {
+    fn exists(&self, id: &LayerId) -> bool {
         self.layer_exists(id)
     }
 
-    fn diff_path(&self, id: &str) -> Result<PathBuf, DriverError> {
-        Ok(OverlayDriver::diff_path(self, id)?)
+    fn set_top_owner(&self, id: &LayerId, owner: (u32, u32)) -> Result<(), DriverError> {
+        Ok(OverlayDriver::set_top_owner(self, id, owner)?)
     }
 
-    fn mount(&self, id: &str, options: &MountOptions) -> Result<PathBuf, DriverError> {
+    fn mount(&self, id: &LayerId, options: &MountOptions) -> Result<PathBuf, DriverError> {
         let request = MountRequest {
             read_only: options.read_only,
             options: options.options.clone(),
@@ -41,12 +44,16 @@ impl Driver for OverlayDriver {
         Ok(OverlayDriver::mount(self, id, &request)?)
     }
 
-    fn unmount(&self, id: &str) -> Result<(), DriverError> {
+    fn unmount(&self, id: &LayerId) -> Result<(), DriverError> {
         Ok(OverlayDriver::unmount(self, id)?)
     }
 
-    fn is_mounted(&self, path: &Path) -> bool {
-        OverlayDriver::is_mounted(self, path)
+    fn mount_point(&self, id: &LayerId) -> PathBuf {
+        OverlayDriver::mount_point(self, id)
+    }
+
+    fn is_mounted(&self, id: &LayerId) -> bool {
+        self.is_layer_mounted(id)
     }
 
     /// Upstream c/storage (>= v1.59) native overlay: the host mapping
@@ -65,7 +72,7 @@ impl Driver for OverlayDriver {
 
     fn update_layer_id_map(
         &self,
-        id: &str,
+        id: &LayerId,
         to_container: &IdMappings,
         to_host: &IdMappings,
         mount_label: &str,
@@ -78,16 +85,44 @@ impl Driver for OverlayDriver {
         Ok(OverlayDriver::list_layers(self)?)
     }
 
-    fn layer_dir(&self, id: &str) -> Option<PathBuf> {
-        crate::layout::validate_id(id).ok()?;
-        Some(self.home().join(id))
+    fn layer_mtime(&self, id: &LayerId) -> Option<SystemTime> {
+        let home = self.home_dir().ok().flatten()?;
+        home.stat(id.as_str()).ok().flatten().map(|m| m.mtime)
     }
 
-    fn link_dir(&self) -> Option<PathBuf> {
-        Some(self.home().join("l"))
+    fn layer_dir(&self, id: &LayerId) -> Option<PathBuf> {
+        Some(self.home().join(id.as_str()))
     }
 
-    fn link_needs_repair(&self, id: &str) -> bool {
+    fn layer_usage(&self, id: &LayerId) -> Usage {
+        match self.home_dir() {
+            Ok(Some(home)) => usage_in(&home, &[Path::new(id.as_str())]),
+            _ => Usage::default(),
+        }
+    }
+
+    fn links(&self) -> Result<Vec<LinkEntry>, DriverError> {
+        Ok(OverlayDriver::links(self)?)
+    }
+
+    fn link_mtime(&self, name: &str) -> Option<SystemTime> {
+        OverlayDriver::link_mtime(self, name)
+    }
+
+    fn remove_link(&self, name: &str) -> Result<(), DriverError> {
+        Ok(OverlayDriver::remove_link(self, name)?)
+    }
+
+    fn link_usage(&self, name: &str) -> Usage {
+        match self.home_dir() {
+            Ok(Some(home)) if crate::layout::is_link_name(name) => {
+                usage_in(&home, &[&Path::new("l").join(name)])
+            }
+            _ => Usage::default(),
+        }
+    }
+
+    fn link_needs_repair(&self, id: &LayerId) -> bool {
         OverlayDriver::link_needs_repair(self, id)
     }
 
@@ -95,11 +130,15 @@ impl Driver for OverlayDriver {
         Ok(OverlayDriver::layers_with_mounts(self)?)
     }
 
-    fn has_link_file(&self, id: &str) -> bool {
+    fn lower_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, DriverError> {
+        Ok(OverlayDriver::lower_layer_ids(self, id)?)
+    }
+
+    fn has_link_file(&self, id: &LayerId) -> bool {
         OverlayDriver::has_link_file(self, id)
     }
 
-    fn repair_link(&self, id: &str) -> Result<bool, DriverError> {
+    fn repair_link(&self, id: &LayerId) -> Result<bool, DriverError> {
         Ok(OverlayDriver::repair_link(self, id)?)
     }
 }

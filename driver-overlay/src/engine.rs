@@ -199,7 +199,7 @@ impl Engine {
                     }
                 }
             }
-            Err(e) => match self.store.delete_container(&self.driver, &container.id) {
+            Err(e) => match self.store.delete_container(&self.driver, &container.id, false) {
                 Ok(_) => Err(e.into()),
                 Err(source) => Err(EngineError::Cleanup {
                     container: container.id,
@@ -226,7 +226,7 @@ impl Engine {
         }
         if remove {
             self.store
-                .delete_container(&self.driver, &rootfs.container.id)?;
+                .delete_container(&self.driver, &rootfs.container.id, false)?;
         }
         Ok(())
     }

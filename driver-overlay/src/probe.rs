@@ -33,7 +33,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use layerstore::idmap::IdMap;
-use rustix::fs::CWD;
+use layerstore::confined::Dir;
+use rustix::fs::{OFlags, CWD};
 use rustix::io::Errno;
 use rustix::mount::{move_mount, unmount, MountFlags, MoveMountFlags, UnmountFlags};
 
@@ -123,41 +124,45 @@ impl OverlayDriver {
 
     /// The cached answer, if a cache file exists (`-true` first).
     pub fn cached_idmapped_lowers(&self) -> Option<bool> {
-        [true, false]
-            .into_iter()
-            .find(|&answer| self.cache_file(answer).exists())
+        let runhome = self.runhome_dir().ok().flatten()?;
+        [true, false].into_iter().find(|&answer| {
+            runhome
+                .stat(cache_name(answer))
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.is_file())
+        })
     }
 
     /// Run the probe now, without reading or writing the cache (for a
     /// doctor command). Needs root; creates and removes a scratch directory
     /// under the driver home (creating the home if it is missing).
     pub fn probe_idmapped_lowers(&self) -> ProbeOutcome {
-        probe_idmapped_lowers_in(self.home())
+        match self.ensure_home() {
+            Ok(home) => outcome(probe(&home)),
+            Err(e) => outcome(Err(format!("opening the overlay home: {e}"))),
+        }
     }
 
-    fn cache_file(&self, answer: bool) -> PathBuf {
-        self.runhome()
-            .join(format!("{IDMAPPED_LOWERS_FEATURE}-{answer}"))
-    }
-
-    /// Create the empty cache file (and the runhome, 0700).
+    /// Create the empty cache file (and the runhome, 0700), never through
+    /// a symlink.
     fn record_idmapped_lowers(&self, answer: bool) -> Result<(), LayoutError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(self.runhome())
-            .map_err(|e| LayoutError::home_io("create", self.runhome(), e))?;
-        let path = self.cache_file(answer);
-        fs::File::create(&path).map_err(|e| LayoutError::home_io("create", &path, e))?;
+        let runhome = self.runhome_created()?;
+        let name = cache_name(answer);
+        runhome
+            .open_file(&name, OFlags::WRONLY | OFlags::CREATE, 0o644)
+            .map_err(|e| LayoutError::home_io("create", runhome.display(&name), e))?;
         Ok(())
     }
 }
 
-/// The probe of [`OverlayDriver::probe_idmapped_lowers`] with its scratch
-/// directory under `dir` (created if missing) instead of the driver home,
-/// for callers that must not create the home. Needs root.
-pub fn probe_idmapped_lowers_in(dir: &Path) -> ProbeOutcome {
-    match probe(dir) {
+/// `idmapped-lower-dir-true` / `-false`.
+fn cache_name(answer: bool) -> String {
+    format!("{IDMAPPED_LOWERS_FEATURE}-{answer}")
+}
+
+fn outcome(result: Result<(), String>) -> ProbeOutcome {
+    match result {
         Ok(()) => ProbeOutcome {
             supported: true,
             reason: None,
@@ -166,6 +171,21 @@ pub fn probe_idmapped_lowers_in(dir: &Path) -> ProbeOutcome {
             supported: false,
             reason: Some(reason),
         },
+    }
+}
+
+/// The probe of [`OverlayDriver::probe_idmapped_lowers`] with its scratch
+/// directory under `dir` (created if missing) instead of the driver home,
+/// for callers that must not create the home. Needs root.
+pub fn probe_idmapped_lowers_in(dir: &Path) -> ProbeOutcome {
+    let opened = fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| Dir::open(dir));
+    match opened {
+        Ok(dir) => outcome(probe(&dir)),
+        Err(e) => outcome(Err(format!("create {}: {e}", dir.display()))),
     }
 }
 
@@ -186,20 +206,27 @@ fn verdict_without_probe(
 }
 
 /// Removes the scratch dir (after detaching `merged`) when dropped.
-struct Scratch(PathBuf);
+struct Scratch<'a> {
+    parent: &'a Dir,
+    name: String,
+    /// `/proc/self/fd/<n>` of the scratch dir: it is reached by descriptor.
+    path: PathBuf,
+    _dir: Dir,
+}
 
-impl Drop for Scratch {
+impl Drop for Scratch<'_> {
     fn drop(&mut self) {
-        let _ = unmount(self.0.join("merged"), UnmountFlags::DETACH);
-        let _ = unmount(self.0.join("lower-mapped"), UnmountFlags::DETACH);
-        if let Err(e) = fs::remove_dir_all(&self.0) {
-            tracing::warn!(path = ?self.0, error = %e, "could not remove the probe's scratch dir");
+        let _ = unmount(self.path.join("merged"), UnmountFlags::DETACH);
+        let _ = unmount(self.path.join("lower-mapped"), UnmountFlags::DETACH);
+        if let Err(e) = self.parent.remove_tree(&self.name) {
+            tracing::warn!(path = ?self.parent.display(&self.name), error = %e, "could not remove the probe's scratch dir");
         }
     }
 }
 
-/// The probe; the error is the reason, with its chain.
-fn probe(home: &Path) -> Result<(), String> {
+/// The probe, with its scratch dir in `parent`; the error is the reason,
+/// with its chain.
+fn probe(parent: &Dir) -> Result<(), String> {
     let text = |what: &str, e: &dyn std::error::Error| {
         let mut reason = format!("{what}: {e}");
         let mut source = e.source();
@@ -209,25 +236,31 @@ fn probe(home: &Path) -> Result<(), String> {
         }
         reason
     };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(home)
-        .map_err(|e| text(&format!("create {}", home.display()), &e))?;
-    let scratch = Scratch(home.join(format!("compat{}", random_suffix())));
-    let dir = &scratch.0;
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| text(&format!("create {}", dir.display()), &e))?;
+    let name = format!("compat{}", random_suffix());
+    let shown = parent.display(&name);
+    match parent.create_dir(&name, 0o700) {
+        Ok(true) => {}
+        Ok(false) => return Err(format!("{} exists already", shown.display())),
+        Err(e) => return Err(text(&format!("create {}", shown.display()), &e)),
+    }
+    let dir = parent
+        .open_dir(&name)
+        .map_err(|e| text(&format!("open {}", shown.display()), &e))?;
+    let scratch = Scratch {
+        parent,
+        name,
+        path: dir.proc_path(),
+        _dir: dir,
+    };
+    let dir = &scratch.path;
     for name in ["lower", "upper", "work", "merged"] {
         fs::DirBuilder::new()
             .mode(0o700)
             .create(dir.join(name))
-            .map_err(|e| text(&format!("create {}/{name}", dir.display()), &e))?;
+            .map_err(|e| text(&format!("create {}/{name}", shown.display()), &e))?;
     }
     fs::write(dir.join("lower/probe"), b"")
-        .map_err(|e| text(&format!("create {}/lower/probe", dir.display()), &e))?;
+        .map_err(|e| text(&format!("create {}/lower/probe", shown.display()), &e))?;
 
     let map = [IdMap {
         container_id: 0,

@@ -87,7 +87,7 @@ fn a_new_mapping_is_idmapped_not_copied() {
     assert_eq!(rootfs.container.uidmap.len(), 2);
     engine.release(&rootfs, true).unwrap();
     assert_eq!(counts(&engine), before);
-    assert!(!engine.driver().is_mounted(&rootfs.path));
+    assert!(!layerstore_overlay::layout::is_mounted(&rootfs.path));
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn no_cache_without_idmapped_lowers_uses_the_layer_as_it_is() {
     assert!(matches!(err, StoreError::MappedMount { .. }), "{err}");
     engine
         .store()
-        .delete_container(engine.driver(), &c.id)
+        .delete_container(engine.driver(), &c.id, false)
         .unwrap();
     assert_eq!(counts(&engine), before);
 }

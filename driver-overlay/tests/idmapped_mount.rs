@@ -65,8 +65,8 @@ impl Store {
     fn with_chain() -> Store {
         let s = Store::new();
         let d = &s.driver;
-        d.create_layer(BASE, None, (0, 0)).unwrap();
-        let diff = d.diff_path(BASE).unwrap();
+        d.create_layer(&lid(BASE), None, (0, 0)).unwrap();
+        let diff = d.diff_path(&lid(BASE));
         fs::create_dir(diff.join("home")).unwrap();
         for (name, owner, mode) in [
             ("root-file", (0, 0), 0o644),
@@ -79,9 +79,9 @@ impl Store {
             chown(&p, Some(owner.0), Some(owner.1)).unwrap();
             fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
         }
-        d.create_layer(TOP, Some(BASE), (0, 0)).unwrap();
-        fs::write(d.diff_path(TOP).unwrap().join("top-file"), "top").unwrap();
-        d.create_layer(CTR, Some(TOP), (0, 0)).unwrap();
+        d.create_layer(&lid(TOP), Some(&lid(BASE)), (0, 0)).unwrap();
+        fs::write(d.diff_path(&lid(TOP)).join("top-file"), "top").unwrap();
+        d.create_layer(&lid(CTR), Some(&lid(TOP)), (0, 0)).unwrap();
         s
     }
 
@@ -93,7 +93,7 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         for id in [CTR, TOP, BASE] {
-            let _ = self.driver.unmount(id);
+            let _ = self.driver.unmount(&lid(id));
         }
         let _ = unmount(self.driver.home(), UnmountFlags::DETACH);
     }
@@ -148,12 +148,12 @@ fn idmapped_mount_non_contiguous_map() {
     require_privileged(&[]);
     let s = Store::with_chain();
     let d = &s.driver;
-    let merged = d.mount(CTR, &request(false)).unwrap();
+    let merged = d.mount(&lid(CTR), &request(false)).unwrap();
     let merged = fs::canonicalize(merged).unwrap();
 
     assert_mapped_view(&merged);
     // The layers themselves are untouched.
-    let base_diff = d.diff_path(BASE).unwrap();
+    let base_diff = d.diff_path(&lid(BASE));
     assert_eq!(owner(&base_diff.join("root-file")), (0, 0));
     assert_eq!(owner(&base_diff.join("home/user-file")), (1000, 1000));
     // Upper and work belong to the mapped root; writes land with host ids.
@@ -179,7 +179,7 @@ fn idmapped_mount_non_contiguous_map() {
         "only merged is mounted"
     );
 
-    d.unmount(CTR).unwrap();
+    d.unmount(&lid(CTR)).unwrap();
     assert!(mounts_under(&fs::canonicalize(s.home()).unwrap()).is_empty());
     assert!(!merged.exists());
     assert!(!top_dir.join("mapped").exists(), "no mapped/N dirs");
@@ -200,7 +200,7 @@ fn idmapped_mount_read_only_and_through_the_trait() {
     require_privileged(&[]);
     let s = Store::with_chain();
     let d = &s.driver;
-    let merged = d.mount(CTR, &request(true)).unwrap();
+    let merged = d.mount(&lid(CTR), &request(true)).unwrap();
     assert_mapped_view(&merged);
     let err = fs::write(merged.join("nope"), "x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(30), "EROFS: {err}");
@@ -209,7 +209,7 @@ fn idmapped_mount_read_only_and_through_the_trait() {
         (0, 0),
         "ro: diff not re-owned"
     );
-    d.unmount(CTR).unwrap();
+    d.unmount(&lid(CTR)).unwrap();
 
     let (uidmap, gidmap) = maps();
     assert!(Driver::supports_shifting(d, &uidmap, &gidmap));
@@ -220,9 +220,9 @@ fn idmapped_mount_read_only_and_through_the_trait() {
         gidmap,
         ..Default::default()
     };
-    let merged = Driver::mount(d, CTR, &options).unwrap();
+    let merged = Driver::mount(d, &lid(CTR), &options).unwrap();
     assert_mapped_view(&merged);
-    Driver::unmount(d, CTR).unwrap();
+    Driver::unmount(d, &lid(CTR)).unwrap();
     assert!(mounts_under(&fs::canonicalize(s.home()).unwrap()).is_empty());
 }
 
@@ -235,19 +235,19 @@ fn idmapped_mount_long_chain() {
     let mut parent: Option<String> = None;
     for i in 0..80u64 {
         let id = format!("{:064x}", 0xabc0_0000_u64 + i);
-        d.create_layer(&id, parent.as_deref(), (0, 0)).unwrap();
-        let f = d.diff_path(&id).unwrap().join(format!("f{i}"));
+        d.create_layer(&lid(&id), parent.as_deref().map(lid).as_ref(), (0, 0)).unwrap();
+        let f = d.diff_path(&lid(&id)).join(format!("f{i}"));
         fs::write(&f, "x").unwrap();
         chown(&f, Some(i as u32), Some(0)).unwrap();
         parent = Some(id);
     }
     let ctr = format!("{:064x}", 0xc7c7_u64);
-    d.create_layer(&ctr, parent.as_deref(), (0, 0)).unwrap();
-    let merged = d.mount(&ctr, &request(false)).unwrap();
+    d.create_layer(&lid(&ctr), parent.as_deref().map(lid).as_ref(), (0, 0)).unwrap();
+    let merged = d.mount(&lid(&ctr), &request(false)).unwrap();
     for i in 0..80u32 {
         assert_eq!(owner(&merged.join(format!("f{i}"))), (100000 + i, 100000));
     }
-    d.unmount(&ctr).unwrap();
+    d.unmount(&lid(&ctr)).unwrap();
     assert!(mounts_under(&fs::canonicalize(s.home()).unwrap()).is_empty());
 }
 
@@ -274,7 +274,7 @@ fn idmapped_mount_bad_maps_mount_nothing() {
             gidmap,
             ..Default::default()
         };
-        let err = d.mount(CTR, &req).unwrap_err();
+        let err = d.mount(&lid(CTR), &req).unwrap_err();
         let invalid_map = match &err {
             LayoutError::Idmap { source, .. } => matches!(**source, IdmapError::InvalidMap { .. }),
             _ => false,
@@ -368,7 +368,7 @@ fn container_in_user_namespace_sees_root() {
     require_privileged(&["nsenter", "stat"]);
     let s = Store::with_chain();
     let d = &s.driver;
-    let merged = d.mount(CTR, &request(false)).unwrap();
+    let merged = d.mount(&lid(CTR), &request(false)).unwrap();
     // A runtime opens the rootfs before entering the user namespace; nsenter
     // resolves the path after, so let the mapped root search the 0700
     // directories above `merged`.
@@ -405,5 +405,10 @@ fn container_in_user_namespace_sees_root() {
         owner(&s.home().join(CTR).join("diff/from-container")),
         (100000, 100000)
     );
-    d.unmount(CTR).unwrap();
+    d.unmount(&lid(CTR)).unwrap();
+}
+
+/// A layer id for a test.
+fn lid(id: &str) -> layerstore::LayerId {
+    layerstore::LayerId::parse(id).unwrap()
 }

@@ -85,7 +85,7 @@ struct OurMount<'a>(&'a OverlayDriver, &'a str);
 
 impl Drop for OurMount<'_> {
     fn drop(&mut self) {
-        let _ = self.0.unmount(self.1);
+        let _ = self.0.unmount(&lid(self.1));
     }
 }
 
@@ -115,13 +115,13 @@ fn layout_our_grandchild_matches_c_storage_and_it_mounts_it() {
     let d = driver(&store);
     let home = d.home().to_owned();
     let links_before = fs::read_dir(home.join("l")).unwrap().count();
-    d.remove_layer(&ours).unwrap();
+    d.remove_layer(&lid(&ours)).unwrap();
     assert!(!home.join(&ours).exists());
     assert_eq!(
         fs::read_dir(home.join("l")).unwrap().count(),
         links_before - 1
     );
-    d.create_layer(&ours, Some(&child), (0, 0)).unwrap();
+    d.create_layer(&lid(&ours), Some(&lid(&child)), (0, 0)).unwrap();
 
     // Same entries, owners and modes as c/storage's sibling, plus lower-layers.
     let mut our_entries = entries(&home.join(&ours));
@@ -192,7 +192,7 @@ fn layout_we_mount_c_storage_layers_with_diffn_in_order() {
         "v1.43 writes only lower"
     );
     assert_eq!(
-        d.lower_layer_ids(&top).unwrap(),
+        d.lower_layer_ids(&lid(&top)).unwrap(),
         [mid.clone(), base.clone()]
     );
 
@@ -208,11 +208,11 @@ fn layout_we_mount_c_storage_layers_with_diffn_in_order() {
     write(dir(&mid, "diff/h"), "mid");
     write(dir(&top, "diff/top"), "top");
     assert_eq!(
-        d.lower_dirs(&top).unwrap(),
+        d.lower_dirs(&lid(&top)).unwrap(),
         [dir(&mid, "diff"), dir(&mid, "diff1"), dir(&base, "diff")]
     );
 
-    let merged = d.mount(&top, &MountRequest::default()).unwrap();
+    let merged = d.mount(&lid(&top), &MountRequest::default()).unwrap();
     let guard = OurMount(&d, &top);
     assert!(is_mounted(&home), "home is a (private) mount point");
     assert!(is_mounted(&merged));
@@ -225,12 +225,12 @@ fn layout_we_mount_c_storage_layers_with_diffn_in_order() {
     write(merged.join("written"), "through the mount");
     assert_eq!(read(dir(&top, "diff/written")), "through the mount");
 
-    let err = d.mount(&top, &MountRequest::default()).unwrap_err();
+    let err = d.mount(&lid(&top), &MountRequest::default()).unwrap_err();
     assert!(matches!(err, LayoutError::AlreadyMounted { .. }), "{err}");
-    let err = d.remove_layer(&top).unwrap_err();
+    let err = d.remove_layer(&lid(&top)).unwrap_err();
     assert!(matches!(err, LayoutError::LayerMounted { .. }), "{err}");
 
-    d.unmount(&top).unwrap();
+    d.unmount(&lid(&top)).unwrap();
     drop(guard);
     assert!(
         mounts_under(&home.join(&top)).is_empty(),
@@ -239,11 +239,11 @@ fn layout_we_mount_c_storage_layers_with_diffn_in_order() {
     assert!(!merged.exists(), "merged removed, as v1.43 does");
 
     // A layer's own diff1 is its lower.
-    let mid_merged = d.mount(&mid, &MountRequest::default()).unwrap();
+    let mid_merged = d.mount(&lid(&mid), &MountRequest::default()).unwrap();
     let guard = OurMount(&d, &mid);
     assert_eq!(read(mid_merged.join("f")), "mid1");
     assert_eq!(read(mid_merged.join("h")), "mid");
-    d.unmount(&mid).unwrap();
+    d.unmount(&lid(&mid)).unwrap();
     drop(guard);
 
     // Read-only: the layer's diff is the top lower; nothing can be written.
@@ -251,13 +251,13 @@ fn layout_we_mount_c_storage_layers_with_diffn_in_order() {
         read_only: true,
         ..Default::default()
     };
-    let merged = d.mount(&top, &req).unwrap();
+    let merged = d.mount(&lid(&top), &req).unwrap();
     let guard = OurMount(&d, &top);
     assert_eq!(read(merged.join("written")), "through the mount");
     assert_eq!(read(merged.join("f")), "mid1");
     let err = fs::write(merged.join("nope"), "x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(30), "EROFS: {err}");
-    d.unmount(&top).unwrap();
+    d.unmount(&lid(&top)).unwrap();
     drop(guard);
     assert!(mounts_under(&home.join(&top)).is_empty());
 
@@ -281,15 +281,15 @@ fn layout_chain_longer_than_a_page_mounts() {
     let mut ids: Vec<String> = Vec::new();
     for i in 0..60u64 {
         let id = format!("{:064x}", 0x5eed_0000_u64 + i * 7919);
-        d.create_layer(&id, ids.last().map(String::as_str), (0, 0))
+        d.create_layer(&lid(&id), ids.last().map(|p| lid(p)).as_ref(), (0, 0))
             .unwrap();
-        let diff = d.diff_path(&id).unwrap();
+        let diff = d.diff_path(&lid(&id));
         write(diff.join(format!("layer{i}")), &id);
         write(diff.join("f"), &id);
         ids.push(id);
     }
     let top = ids.last().unwrap();
-    let lowers = d.lower_dirs(top).unwrap();
+    let lowers = d.lower_dirs(&lid(top)).unwrap();
     assert_eq!(lowers.len(), 59);
     let lowerdir_len: usize = lowers.iter().map(|p| p.as_os_str().len() + 1).sum();
     assert!(
@@ -301,7 +301,7 @@ fn layout_chain_longer_than_a_page_mounts() {
         !is_mounted(d.home()),
         "nobody has bind-mounted the home yet"
     );
-    let merged = d.mount(top, &MountRequest::default()).unwrap();
+    let merged = d.mount(&lid(top), &MountRequest::default()).unwrap();
     let guard = OurMount(&d, top);
     assert!(
         is_mounted(d.home()),
@@ -311,7 +311,7 @@ fn layout_chain_longer_than_a_page_mounts() {
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(read(merged.join(format!("layer{i}"))), *id);
     }
-    d.unmount(top).unwrap();
+    d.unmount(&lid(top)).unwrap();
     drop(guard);
     assert!(mounts_under(&d.home().join(top)).is_empty());
     assert!(!merged.exists());
@@ -332,14 +332,14 @@ fn layout_repair_link_lets_c_storage_mount_again() {
     let symlink = home.join("l").join(&link);
     fs::remove_file(&symlink).unwrap();
     // Still resolvable through the link files...
-    assert_eq!(d.lower_layer_ids(&child).unwrap(), vec![base.clone()]);
+    assert_eq!(d.lower_layer_ids(&lid(&child)).unwrap(), vec![base.clone()]);
     // ...and repaired exactly as c/storage would.
-    assert!(d.repair_link(&base).unwrap());
+    assert!(d.repair_link(&lid(&base)).unwrap());
     assert_eq!(
         fs::read_link(&symlink).unwrap(),
         PathBuf::from(format!("../{base}/diff"))
     );
-    assert!(!d.repair_link(&base).unwrap(), "nothing left to repair");
+    assert!(!d.repair_link(&lid(&base)).unwrap(), "nothing left to repair");
 
     let merged = PathBuf::from(stdout_line(
         store.containers_storage().args(["mount", &child]),
@@ -348,4 +348,9 @@ fn layout_repair_link_lets_c_storage_mount_again() {
     assert_eq!(read(merged.join("from-base")), "base");
     run_ok(store.containers_storage().args(["unmount", &child]));
     assert!(mounts_under(&home.join(&child)).is_empty());
+}
+
+/// A layer id for a test.
+fn lid(id: &str) -> layerstore::LayerId {
+    layerstore::LayerId::parse(id).unwrap()
 }

@@ -89,13 +89,13 @@ fn our_template_copy_matches_podmans() {
     let ours = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     driver
         .create_layer(
-            ours,
-            Some(template),
+            &lid(ours),
+            Some(&lid(template)),
             root_pair(&maps.uids, &maps.gids).unwrap(),
         )
         .unwrap();
     let report = driver
-        .update_layer_id_map(ours, &to_container, &maps, None)
+        .update_layer_id_map(&lid(ours), &to_container, &maps, None)
         .unwrap();
 
     let home = driver.home();
@@ -129,5 +129,10 @@ fn our_template_copy_matches_podmans() {
     assert!(!layerstore_overlay::layout::is_mounted(
         &our_dir.join("merged")
     ));
-    driver.remove_layer(ours).unwrap();
+    driver.remove_layer(&lid(ours)).unwrap();
+}
+
+/// A layer id for a test.
+fn lid(id: &str) -> layerstore::LayerId {
+    layerstore::LayerId::parse(id).unwrap()
 }

@@ -182,6 +182,12 @@ impl Dir {
         })
     }
 
+    /// A directory from an open descriptor (a detached mount's root, say),
+    /// named `path` in messages.
+    pub fn from_fd(fd: OwnedFd, path: PathBuf) -> Dir {
+        Dir { fd, path }
+    }
+
     /// [`Dir::open`], `None` when the directory does not exist.
     pub fn open_opt(path: &Path) -> io::Result<Option<Dir>> {
         match Dir::open(path) {
@@ -210,6 +216,11 @@ impl Dir {
     /// kernel resolves without looking at its path again (for `mount(2)`).
     pub fn proc_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// The descriptor, owned.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
     }
 
     /// A second handle on the same directory.
@@ -393,6 +404,23 @@ impl Dir {
         };
         let base = parent.as_ref().map_or(self.fd(), Dir::fd);
         stat_at(base, name)
+    }
+
+    /// Whether entry `rel` is the root of a mount (a mount point), not
+    /// following it.
+    pub fn is_mount_point(&self, rel: impl AsRef<Path>) -> io::Result<bool> {
+        let rel = rel.as_ref();
+        let Some(meta) = self.stat(rel)? else {
+            return Ok(false);
+        };
+        if let Some(root) = meta.mount_root {
+            return Ok(root);
+        }
+        let parent = match rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(p) => self.open_dir(p)?.stat_self()?,
+            None => self.stat_self()?,
+        };
+        Ok(meta.other_mount_than(&parent))
     }
 
     /// What this directory itself is.

@@ -1,9 +1,14 @@
 //! What the store needs from a graph driver. The store crate knows nothing
 //! about overlayfs: `layerstore-overlay` implements [`Driver`] for the
 //! per-layer directories under `<graphroot>/overlay/`.
+//!
+//! Every method takes validated ids ([`LayerId`]); names found on disk
+//! that are not valid ids are reported as such and never acted on.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::SystemTime;
 
+use crate::id::LayerId;
 use crate::idmap::{IdMap, IdMappings};
 
 /// A driver's error, boxed so that each driver keeps its own typed errors.
@@ -24,28 +29,45 @@ pub struct MountOptions {
     pub gidmap: Vec<IdMap>,
 }
 
+/// A short link of the driver (overlay: `<home>/l/<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkEntry {
+    /// The link's name.
+    pub name: String,
+    /// The layer it points to (`../<id>/diff`), when it has that form.
+    pub layer: Option<String>,
+    /// The link's own mtime, where the caller looked it up
+    /// ([`Driver::link_mtime`]); `UNIX_EPOCH` otherwise.
+    pub mtime: SystemTime,
+}
+
 /// The per-layer storage of a store.
 pub trait Driver {
     /// Create the layer's directories on top of `parent`'s, the layer's
     /// root owned by `root_owner`.
     fn create(
         &self,
-        id: &str,
-        parent: Option<&str>,
+        id: &LayerId,
+        parent: Option<&LayerId>,
         root_owner: (u32, u32),
     ) -> Result<(), DriverError>;
-    /// Remove the layer's directories (tolerating missing pieces).
-    fn remove(&self, id: &str) -> Result<(), DriverError>;
+    /// Remove the layer's directories (tolerating missing pieces), never
+    /// across a mount and never through a symlink.
+    fn remove(&self, id: &LayerId) -> Result<(), DriverError>;
     /// Whether the layer's directory exists.
-    fn exists(&self, id: &str) -> bool;
-    /// Where the layer's own content lives (overlay: `<id>/diff`).
-    fn diff_path(&self, id: &str) -> Result<PathBuf, DriverError>;
+    fn exists(&self, id: &LayerId) -> bool;
+    /// Give the top of the layer's own content (overlay: `<id>/diff`) to
+    /// `owner` (the container root of a layer used with on-disk owners).
+    fn set_top_owner(&self, id: &LayerId, owner: (u32, u32)) -> Result<(), DriverError>;
     /// Mount the layer with its lower layers; returns the mount point.
-    fn mount(&self, id: &str, options: &MountOptions) -> Result<PathBuf, DriverError>;
+    fn mount(&self, id: &LayerId, options: &MountOptions) -> Result<PathBuf, DriverError>;
     /// Unmount the layer.
-    fn unmount(&self, id: &str) -> Result<(), DriverError>;
-    /// Whether `path` is a mount point right now.
-    fn is_mounted(&self, path: &Path) -> bool;
+    fn unmount(&self, id: &LayerId) -> Result<(), DriverError>;
+    /// Where the layer is mounted when it is (overlay: `<id>/merged`).
+    fn mount_point(&self, id: &LayerId) -> PathBuf;
+    /// Whether the layer's mount point is mounted right now (looked at
+    /// without following symlinks; a recorded mount path is never trusted).
+    fn is_mounted(&self, id: &LayerId) -> bool;
     /// Whether the driver can present layers to a container with these
     /// maps without copying them (overlay: root, native overlay, and the
     /// kernel mounts overlay on idmapped lower layers; any map, contiguous
@@ -63,7 +85,7 @@ pub trait Driver {
     /// fresh `work` owned by the new root pair.
     fn update_layer_id_map(
         &self,
-        id: &str,
+        id: &LayerId,
         to_container: &IdMappings,
         to_host: &IdMappings,
         mount_label: &str,
@@ -71,26 +93,51 @@ pub trait Driver {
         let _ = (to_container, to_host, mount_label);
         Err(format!("this driver cannot change the id mapping of layer {id}").into())
     }
-    /// The layer directories that exist (overlay: every directory in the
-    /// home except `l`, `staging`, `tempdirs`, dotfiles), recorded or not.
+    /// The names of the layer directories that exist (overlay: every
+    /// directory in the home except `l`, `staging`, `tempdirs`, dotfiles),
+    /// recorded or not, valid ids or not.
     fn list_layers(&self) -> Result<Vec<String>, DriverError> {
         Ok(Vec::new())
     }
-    /// The directory holding everything of layer `id` (overlay:
-    /// `<home>/<id>`), for measuring it; `None` if the driver has no such
-    /// single directory.
-    fn layer_dir(&self, id: &str) -> Option<PathBuf> {
+    /// The mtime of layer `id`'s directory, if it exists.
+    fn layer_mtime(&self, id: &LayerId) -> Option<SystemTime> {
         let _ = id;
         None
     }
-    /// The directory of short links to layers (overlay: `<home>/l`), if
-    /// the driver keeps one.
-    fn link_dir(&self) -> Option<PathBuf> {
+    /// The directory holding everything of layer `id` (overlay:
+    /// `<home>/<id>`), for messages and measuring.
+    fn layer_dir(&self, id: &LayerId) -> Option<PathBuf> {
+        let _ = id;
         None
+    }
+    /// What the directories of layer `id` hold (bytes, inodes), measured
+    /// without following symlinks or leaving the driver's home.
+    fn layer_usage(&self, id: &LayerId) -> crate::gc::Usage {
+        let _ = id;
+        crate::gc::Usage::default()
+    }
+    /// The driver's short links, if it keeps any (mtimes not looked up).
+    fn links(&self) -> Result<Vec<LinkEntry>, DriverError> {
+        Ok(Vec::new())
+    }
+    /// The mtime of short link `name`, if it exists.
+    fn link_mtime(&self, name: &str) -> Option<SystemTime> {
+        let _ = name;
+        None
+    }
+    /// Remove short link `name` (not what it points to).
+    fn remove_link(&self, name: &str) -> Result<(), DriverError> {
+        let _ = name;
+        Ok(())
+    }
+    /// What short link `name` holds (bytes, inodes).
+    fn link_usage(&self, name: &str) -> crate::gc::Usage {
+        let _ = name;
+        crate::gc::Usage::default()
     }
     /// Whether layer `id`'s short link (or the file naming it) is missing,
     /// so that [`Driver::repair_link`] would recreate it.
-    fn link_needs_repair(&self, id: &str) -> bool {
+    fn link_needs_repair(&self, id: &LayerId) -> bool {
         let _ = id;
         false
     }
@@ -100,15 +147,22 @@ pub trait Driver {
     fn layers_with_mounts(&self) -> Result<Vec<String>, DriverError> {
         Ok(Vec::new())
     }
+    /// The layers a layer directory stacks on according to the driver's
+    /// own files (overlay: `lower-layers`, else `lower`), nearest first;
+    /// gc never removes a directory another layer stacks on.
+    fn lower_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, DriverError> {
+        let _ = id;
+        Ok(Vec::new())
+    }
     /// Whether layer `id` has the file naming its short link (overlay:
     /// `<id>/link`); drivers without short links say `true`.
-    fn has_link_file(&self, id: &str) -> bool {
+    fn has_link_file(&self, id: &LayerId) -> bool {
         let _ = id;
         true
     }
     /// Recreate layer `id`'s short link as containers/storage would;
     /// returns whether anything was repaired.
-    fn repair_link(&self, id: &str) -> Result<bool, DriverError> {
+    fn repair_link(&self, id: &LayerId) -> Result<bool, DriverError> {
         let _ = id;
         Ok(false)
     }

@@ -95,10 +95,20 @@ pub enum StoreError {
         parent: String,
     },
     /// Following a layer's parents leads back to itself.
-    #[error("layer {id} is its own ancestor (the parent chain loops)")]
+    #[error("layer parents loop: {}", chain.join(" -> "))]
     ParentCycle {
-        /// A layer on the loop.
-        id: String,
+        /// The layers of the loop, the first one repeated at the end.
+        chain: Vec<String>,
+    },
+    /// The store's records cannot be trusted: nothing is changed.
+    #[error(
+        "refusing to change the store: its records cannot be trusted \
+         (fix or restore them, then retry){}",
+        crate::consistency::describe(defects, 50)
+    )]
+    Inconsistent {
+        /// Everything found wrong.
+        defects: Vec<crate::consistency::Defect>,
     },
     /// No record matches.
     #[error("{kind} {query:?} not found")]
@@ -135,6 +145,17 @@ pub enum StoreError {
         id: String,
         /// Who uses it.
         reason: String,
+    },
+    /// A record belongs to another tool (podman); layerstore leaves it to
+    /// that tool unless forced.
+    #[error("{kind} {id} was not created by layerstore: remove it with `{remedy}` (or force the removal)")]
+    NotOurs {
+        /// "container".
+        kind: &'static str,
+        /// The record.
+        id: String,
+        /// The command that removes it.
+        remedy: String,
     },
     /// A record with this id already exists.
     #[error("{kind} {id} already exists")]
@@ -174,13 +195,22 @@ pub enum StoreError {
     /// No layer of the image can serve the requested mapping.
     #[error(transparent)]
     Mapping(#[from] crate::mapping::MappingError),
-    /// An id given by the caller cannot be a file name.
-    #[error("invalid {kind} id {id:?}: ids are non-empty file names without '/'")]
-    InvalidId {
-        /// "layer", "image", "container".
-        kind: &'static str,
-        /// The id.
-        id: String,
+    /// An id (given by the caller, or read from a record) cannot name
+    /// anything on disk.
+    #[error(transparent)]
+    InvalidId(#[from] crate::id::InvalidId),
+    /// gc would remove more unrecorded layer directories than it may
+    /// without being forced: the store may have lost its records.
+    #[error(
+        "refusing to remove {unrecorded} layer directories that no record names \
+         ({recorded} layers are recorded): the store may have lost its records; \
+         check layers.json, then force gc if they really are debris"
+    )]
+    GcTooMuch {
+        /// Unrecorded layer directories the plan removes.
+        unrecorded: usize,
+        /// Layer records in the store.
+        recorded: usize,
     },
     /// Another `layerstore gc` holds gc's lock on this store.
     #[error("another layerstore gc is running on this store (it holds {})", path.display())]

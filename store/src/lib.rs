@@ -31,6 +31,7 @@
 pub mod atomic;
 pub mod config;
 pub mod confined;
+pub mod consistency;
 pub mod driver;
 mod error;
 pub mod gc;

@@ -395,8 +395,16 @@ pub struct DecodeError {
 }
 
 /// Decode a whole file's records. An empty (or whitespace-only) file is an
-/// empty list, as containers/storage treats it.
+/// empty list, as containers/storage treats it. The first bad record fails
+/// the whole file; [`decode_records`] keeps the others.
 pub fn decode_file<R: Record>(bytes: &[u8]) -> Result<Vec<R>, DecodeError> {
+    decode_records(bytes)?.into_iter().collect()
+}
+
+/// Decode a file's records one by one: `Err` for the whole file when it is
+/// not a JSON array, else one result per element, so that one bad record
+/// does not hide the rest.
+pub fn decode_records<R: Record>(bytes: &[u8]) -> Result<Vec<Result<R, DecodeError>>, DecodeError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
@@ -405,17 +413,38 @@ pub fn decode_file<R: Record>(bytes: &[u8]) -> Result<Vec<R>, DecodeError> {
         id: None,
         message: e.to_string(),
     })?;
-    raw.into_iter()
+    Ok(raw
+        .into_iter()
         .enumerate()
         .map(|(index, v)| {
-            let id = v.get("id").and_then(Value::as_str).map(str::to_owned);
-            R::deserialize(v).map_err(|e| DecodeError {
-                index: Some(index),
-                id,
-                message: e.to_string(),
+            R::deserialize(&v).map_err(|e| {
+                let message = e.to_string();
+                DecodeError {
+                    index: Some(index),
+                    id: v.get("id").and_then(Value::as_str).map(str::to_owned),
+                    message: match first_bad_field::<R>(&v) {
+                        Some(key) if !message.contains(&format!("`{key}`")) => {
+                            format!("field {key:?}: {message}")
+                        }
+                        _ => message,
+                    },
+                }
             })
         })
-        .collect()
+        .collect())
+}
+
+/// The first key of record `v` whose value alone makes decoding fail
+/// (serde's messages for flattened structs do not name the field).
+fn first_bad_field<R: Record>(v: &Value) -> Option<String> {
+    for (key, value) in v.as_object()? {
+        let mut single = Map::new();
+        single.insert(key.clone(), value.clone());
+        if R::deserialize(Value::Object(single)).is_err() {
+            return Some(key.clone());
+        }
+    }
+    None
 }
 
 #[cfg(test)]

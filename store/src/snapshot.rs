@@ -1,11 +1,13 @@
-//! A consistent, in-memory view of a store's records, and the questions
-//! asked of it: lookups by id, name or unique id prefix, an image's layer
-//! chain, and who uses a layer. Everything here is pure; [`crate::Store`]
-//! fills a [`Snapshot`] under the store's read locks.
+//! An in-memory view of a store's records, and the questions asked of it:
+//! lookups by id, name or unique id prefix, an image's layer chain, and who
+//! uses a layer. Everything here is pure; [`crate::Store`] fills a
+//! [`Snapshot`] under the store's read locks, with the records that are
+//! sound and the [`Defect`]s that name the rest.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use crate::consistency::Defect;
 use crate::error::StoreError;
 use crate::records::{Container, Image, Layer, MountPoint, Record};
 
@@ -20,6 +22,10 @@ pub struct Snapshot {
     pub containers: Vec<Container>,
     /// `mountpoints.json` entries whose layer exists.
     pub mounts: Vec<MountPoint>,
+    /// What is wrong with the store's records: files or records that could
+    /// not be used (they are not in the lists above) and contradictions
+    /// between records. Listing such a store is fine; changing it is not.
+    pub defects: Vec<Defect>,
 }
 
 /// Who depends on a layer.
@@ -123,6 +129,18 @@ pub fn check_parents(path: &Path, layers: &[Layer]) -> Result<(), StoreError> {
 }
 
 impl Snapshot {
+    /// `Ok` when the records can be trusted, else
+    /// [`StoreError::Inconsistent`] naming every defect.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if self.defects.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Inconsistent {
+                defects: self.defects.clone(),
+            })
+        }
+    }
+
     /// A layer by id, name or unique id prefix.
     pub fn layer(&self, query: &str) -> Result<&Layer, StoreError> {
         lookup(&self.layers, query)
@@ -163,10 +181,10 @@ impl Snapshot {
                 kind: Layer::KIND,
                 query: id.to_owned(),
             })?;
-            if chain.iter().any(|l| l.id == layer.id) {
-                return Err(StoreError::ParentCycle {
-                    id: layer.id.clone(),
-                });
+            if let Some(start) = chain.iter().position(|l| l.id == layer.id) {
+                let mut ids: Vec<String> = chain[start..].iter().map(|l| l.id.clone()).collect();
+                ids.push(layer.id.clone());
+                return Err(StoreError::ParentCycle { chain: ids });
             }
             chain.push(layer);
             next = Some(layer.parent.as_str());
@@ -243,6 +261,7 @@ mod tests {
                 ..Container::default()
             }],
             mounts: vec![],
+            defects: vec![],
         }
     }
 

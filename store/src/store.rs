@@ -19,6 +19,7 @@
 //! applies the change, validates, writes the new token and then replaces the
 //! JSON atomically (the upstream, crash-safe order).
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::DirBuilderExt;
@@ -26,28 +27,121 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
-use crate::atomic::write_atomic;
 use crate::config::StoreOptions;
+use crate::confined::Dir;
+use crate::consistency::{self, check_unique, cross_check, Defect, Files};
 use crate::error::StoreError;
+use crate::id::id_problem;
 use crate::lockfile::{LockFile, LockMode, ReadGuard, Token, WriteGuard};
-use crate::records::{decode_file, encode_file, Container, Image, Layer, MountPoint, Record};
-use crate::snapshot::{check_parents, check_unique, Snapshot};
+use crate::records::{decode_records, encode_file, Container, Image, Layer, MountPoint, Record};
+use crate::snapshot::Snapshot;
 
 /// The driver name whose metadata directories we read (`overlay-layers`, ...).
 const DRIVER: &str = "overlay";
 
+/// The store's two trusted roots, as configured.
+#[derive(Debug, Clone)]
+pub(crate) struct Roots {
+    pub(crate) graph: PathBuf,
+    pub(crate) run: PathBuf,
+}
+
+/// Which root a path is beneath.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Root {
+    /// The graphroot.
+    Graph,
+    /// The runroot.
+    Run,
+}
+
+impl Roots {
+    fn path(&self, root: Root) -> &Path {
+        match root {
+            Root::Graph => &self.graph,
+            Root::Run => &self.run,
+        }
+    }
+
+    /// The root directory, `None` when it does not exist yet.
+    pub(crate) fn open(&self, root: Root) -> Result<Option<Dir>, StoreError> {
+        let path = self.path(root);
+        Dir::open_opt(path).map_err(StoreError::io("opening", path))
+    }
+
+    /// The root directory, created (0700, as containers/storage creates
+    /// it) when missing.
+    pub(crate) fn open_or_create(&self, root: Root) -> Result<Dir, StoreError> {
+        let path = self.path(root);
+        if let Some(dir) = self.open(root)? {
+            return Ok(dir);
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(StoreError::io("creating", path))?;
+        Dir::open(path).map_err(StoreError::io("opening", path))
+    }
+}
+
+/// A path beneath one of the roots.
+#[derive(Debug, Clone)]
+pub(crate) struct Place {
+    root: Root,
+    rel: PathBuf,
+    /// The absolute path, for messages.
+    shown: PathBuf,
+}
+
+impl Place {
+    fn new(roots: &Roots, root: Root, rel: &str) -> Place {
+        Place {
+            root,
+            rel: PathBuf::from(rel),
+            shown: roots.path(root).join(rel),
+        }
+    }
+
+    fn parent_rel(&self) -> &Path {
+        self.rel.parent().unwrap_or(Path::new(""))
+    }
+
+    fn name(&self) -> &OsStr {
+        self.rel.file_name().unwrap_or_default()
+    }
+}
+
 /// One JSON file of a table, and whether its records are volatile.
 #[derive(Debug, Clone)]
 struct DataFile {
-    path: PathBuf,
+    place: Place,
     volatile: bool,
+}
+
+/// Records as read from a table's files, with what was wrong with them
+/// (records that did not decode or had invalid ids are not in `records`).
+#[derive(Debug, Clone)]
+pub(crate) struct Loaded<R> {
+    pub(crate) records: Vec<R>,
+    pub(crate) defects: Vec<Defect>,
+}
+
+impl<R> Default for Loaded<R> {
+    fn default() -> Self {
+        Loaded {
+            records: Vec::new(),
+            defects: Vec::new(),
+        }
+    }
 }
 
 /// One lock-protected set of records (layers, images, containers, mounts).
 #[derive(Debug)]
 pub(crate) struct Table<R> {
-    dir: PathBuf,
-    lock_path: PathBuf,
+    roots: Roots,
+    dir: Place,
+    lock_place: Place,
     files: Vec<DataFile>,
     /// Whether the files' mtimes also signal changes (layers only).
     watch_mtime: bool,
@@ -57,7 +151,7 @@ pub(crate) struct Table<R> {
 
 #[derive(Debug)]
 struct Cached<R> {
-    records: Vec<R>,
+    loaded: Loaded<R>,
     mtimes: Vec<Option<SystemTime>>,
     /// The lock's token when the records were read or written; `None` when
     /// they were read without a lock file.
@@ -77,10 +171,17 @@ enum Shared<'a> {
 }
 
 impl<R: Record + Clone> Table<R> {
-    fn new(dir: PathBuf, lock_path: PathBuf, files: Vec<DataFile>, watch_mtime: bool) -> Self {
+    fn new(
+        roots: &Roots,
+        dir: Place,
+        lock_place: Place,
+        files: Vec<DataFile>,
+        watch_mtime: bool,
+    ) -> Self {
         Table {
+            roots: roots.clone(),
             dir,
-            lock_path,
+            lock_place,
             files,
             watch_mtime,
             lock: OnceLock::new(),
@@ -90,41 +191,76 @@ impl<R: Record + Clone> Table<R> {
 
     /// The primary (stable) JSON file, named in messages.
     fn main_file(&self) -> &Path {
-        &self.files[0].path
+        &self.files[0].place.shown
+    }
+
+    /// The directory holding `place`, `None` when it (or its root) does
+    /// not exist; never through a symlink.
+    fn parent_dir(&self, place: &Place) -> Result<Option<Dir>, StoreError> {
+        let Some(root) = self.roots.open(place.root)? else {
+            return Ok(None);
+        };
+        let parent = place.parent_rel();
+        if parent.as_os_str().is_empty() {
+            return Ok(Some(root));
+        }
+        root.open_dir_opt(parent)
+            .map_err(StoreError::io("opening", place.shown.parent().unwrap_or(&place.shown)))
+    }
+
+    /// The directory holding `place`, created (0700) when missing.
+    fn parent_dir_created(&self, place: &Place) -> Result<Dir, StoreError> {
+        let root = self.roots.open_or_create(place.root)?;
+        let parent = place.parent_rel();
+        if parent.as_os_str().is_empty() {
+            return Ok(root);
+        }
+        let shown = place.shown.parent().unwrap_or(&place.shown);
+        root.create_dir_all(parent, 0o700)
+            .map_err(StoreError::io("creating", shown))
     }
 
     fn lockfile(&self) -> Result<&Arc<LockFile>, StoreError> {
         if let Some(l) = self.lock.get() {
             return Ok(l);
         }
-        let opened = LockFile::open(&self.lock_path, LockMode::ReadWrite)?;
+        let dir = self.parent_dir_created(&self.lock_place)?;
+        let opened = LockFile::open_in(&dir, self.lock_place.name(), LockMode::ReadWrite)?;
         Ok(self.lock.get_or_init(|| opened))
     }
 
     /// Take the shared lock if there is anything to lock.
     fn lock_shared(&self) -> Result<Shared<'_>, StoreError> {
-        for (path, missing) in [
-            (&self.dir, Shared::Absent),
-            (&self.lock_path, Shared::Unlocked),
-        ] {
-            match fs::metadata(path) {
-                Err(e) if e.kind() == ErrorKind::NotFound && self.lock.get().is_none() => {
-                    return Ok(missing)
-                }
-                Err(e) if e.kind() != ErrorKind::NotFound => {
-                    return Err(StoreError::io("reading", path)(e))
-                }
-                _ => {}
+        if self.lock.get().is_none() {
+            let Some(root) = self.roots.open(self.dir.root)? else {
+                return Ok(Shared::Absent);
+            };
+            let exists = root
+                .stat(&self.dir.rel)
+                .map_err(StoreError::io("reading", &self.dir.shown))?;
+            if exists.is_none() {
+                return Ok(Shared::Absent);
+            }
+            let lock_dir = self.parent_dir(&self.lock_place)?;
+            let lock_exists = match &lock_dir {
+                Some(d) => d
+                    .stat(self.lock_place.name())
+                    .map_err(StoreError::io("reading", &self.lock_place.shown))?
+                    .is_some(),
+                None => false,
+            };
+            if !lock_exists {
+                return Ok(Shared::Unlocked);
             }
         }
         Ok(Shared::Locked(self.lockfile()?.read()?))
     }
 
     /// The records as `lock_shared` allows reading them.
-    pub(crate) fn read_shared(&self) -> Result<Vec<R>, StoreError> {
+    pub(crate) fn read_shared(&self) -> Result<Loaded<R>, StoreError> {
         match self.lock_shared()? {
-            Shared::Absent => Ok(Vec::new()),
-            Shared::Unlocked => Ok(self.load(None)?.records),
+            Shared::Absent => Ok(Loaded::default()),
+            Shared::Unlocked => Ok(self.load(None)?.loaded),
             Shared::Locked(guard) => self.current(&guard),
         }
     }
@@ -132,27 +268,63 @@ impl<R: Record + Clone> Table<R> {
     fn mtimes(&self) -> Vec<Option<SystemTime>> {
         self.files
             .iter()
-            .map(|f| fs::metadata(&f.path).and_then(|m| m.modified()).ok())
+            .map(|f| {
+                let dir = self.parent_dir(&f.place).ok().flatten()?;
+                dir.stat(f.place.name()).ok().flatten().map(|m| m.mtime)
+            })
             .collect()
     }
 
-    /// Read and decode every file of the table; ids and names must be unique.
+    /// Read and decode every file of the table. A file that is not a JSON
+    /// array, a record that does not decode or has an invalid id, a
+    /// repeated id or name: each is a [`Defect`], and only sound records
+    /// are kept.
     fn load(&self, token: Option<Token>) -> Result<Cached<R>, StoreError> {
         let mtimes = self.mtimes();
         let mut records: Vec<R> = Vec::new();
+        let mut defects = Vec::new();
         for file in &self.files {
-            let bytes = match fs::read(&file.path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io("reading", &file.path)(e)),
+            let Some(dir) = self.parent_dir(&file.place)? else {
+                continue;
             };
-            let decoded: Vec<R> = decode_file(&bytes).map_err(|e| StoreError::Decode {
-                path: file.path.clone(),
-                index: e.index,
-                id: e.id,
-                message: e.message,
-            })?;
-            for mut r in decoded {
+            let bytes = match dir.read_opt(file.place.name()) {
+                Ok(Some(b)) => b,
+                Ok(None) => continue,
+                Err(e) => return Err(StoreError::io("reading", &file.place.shown)(e)),
+            };
+            let decoded = match decode_records::<R>(&bytes) {
+                Ok(d) => d,
+                Err(e) => {
+                    defects.push(Defect::Unreadable {
+                        file: file.place.shown.clone(),
+                        message: e.message,
+                    });
+                    continue;
+                }
+            };
+            for (index, result) in decoded.into_iter().enumerate() {
+                let mut r = match result {
+                    Ok(r) => r,
+                    Err(e) => {
+                        defects.push(Defect::BadRecord {
+                            file: file.place.shown.clone(),
+                            index,
+                            id: e.id,
+                            message: e.message,
+                        });
+                        continue;
+                    }
+                };
+                if let Some(reason) = id_problem(r.id()) {
+                    defects.push(Defect::InvalidId {
+                        file: file.place.shown.clone(),
+                        index,
+                        kind: R::KIND,
+                        id: r.id().to_owned(),
+                        reason,
+                    });
+                    continue;
+                }
                 // The first occurrence of an id wins, as in containers/storage.
                 if file.volatile && records.iter().any(|seen| seen.id() == r.id()) {
                     continue;
@@ -161,9 +333,9 @@ impl<R: Record + Clone> Table<R> {
                 records.push(r);
             }
         }
-        check_unique(self.main_file(), &records)?;
+        defects.extend(check_unique(self.main_file(), &mut records));
         Ok(Cached {
-            records,
+            loaded: Loaded { records, defects },
             mtimes,
             token,
         })
@@ -172,7 +344,7 @@ impl<R: Record + Clone> Table<R> {
     /// The records, reloaded if a writer (another process, or another
     /// `Store` in this one) changed them since this table last looked: the
     /// lock's token differs, or (layers) a JSON file's mtime does.
-    fn current(&self, guard: &ReadGuard<'_>) -> Result<Vec<R>, StoreError> {
+    fn current(&self, guard: &ReadGuard<'_>) -> Result<Loaded<R>, StoreError> {
         let token = guard.token()?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let stale = match cache.as_ref() {
@@ -182,10 +354,7 @@ impl<R: Record + Clone> Table<R> {
         if stale {
             *cache = Some(self.load(Some(token))?);
         }
-        Ok(cache
-            .as_ref()
-            .map(|c| c.records.clone())
-            .unwrap_or_default())
+        Ok(cache.as_ref().map(|c| c.loaded.clone()).unwrap_or_default())
     }
 
     /// Take the exclusive lock and read the records from disk (never from
@@ -194,22 +363,22 @@ impl<R: Record + Clone> Table<R> {
         &self,
         validate: fn(&Path, &[R]) -> Result<(), StoreError>,
     ) -> Result<Txn<'_, R>, StoreError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(StoreError::io("creating", &self.dir))?;
+        let root = self.roots.open_or_create(self.dir.root)?;
+        root.create_dir_all(&self.dir.rel, 0o700)
+            .map_err(StoreError::io("creating", &self.dir.shown))?;
         let guard = self.lockfile()?.write()?;
-        let records = self.load(None)?.records;
+        let Loaded { records, defects } = self.load(None)?.loaded;
         Ok(Txn {
             table: self,
             guard,
             records,
+            defects,
             validate,
         })
     }
 
-    /// Change the records under the exclusive lock and save them.
+    /// Change the records under the exclusive lock and save them; refused
+    /// when the table has defects.
     ///
     /// `validate` runs on the result before anything is written; on any
     /// error nothing changes on disk.
@@ -219,6 +388,11 @@ impl<R: Record + Clone> Table<R> {
         validate: fn(&Path, &[R]) -> Result<(), StoreError>,
     ) -> Result<T, StoreError> {
         let mut txn = self.begin(validate)?;
+        if !txn.defects.is_empty() {
+            return Err(StoreError::Inconsistent {
+                defects: std::mem::take(&mut txn.defects),
+            });
+        }
         let out = change(&mut txn.records)?;
         txn.save()?;
         Ok(out)
@@ -233,15 +407,24 @@ pub(crate) struct Txn<'a, R: Record + Clone> {
     guard: WriteGuard<'a>,
     /// The records; change them, then [`Txn::save`].
     pub(crate) records: Vec<R>,
+    /// What was wrong with the files when they were read: a writer refuses
+    /// to save over any of it.
+    pub(crate) defects: Vec<Defect>,
     validate: fn(&Path, &[R]) -> Result<(), StoreError>,
 }
 
 impl<R: Record + Clone> Txn<'_, R> {
     /// Validate and write the records: new token first, then each JSON
-    /// file atomically (the upstream, crash-safe order).
+    /// file atomically (the upstream, crash-safe order). Refused while the
+    /// files read had defects (their records would be lost).
     pub(crate) fn save(&mut self) -> Result<(), StoreError> {
         let table = self.table;
-        check_unique(table.main_file(), &self.records)?;
+        if !self.defects.is_empty() {
+            return Err(StoreError::Inconsistent {
+                defects: self.defects.clone(),
+            });
+        }
+        crate::snapshot::check_unique(table.main_file(), &self.records)?;
         (self.validate)(table.main_file(), &self.records)?;
         self.guard.record_write()?;
         for file in &table.files {
@@ -251,14 +434,26 @@ impl<R: Record + Clone> Txn<'_, R> {
                 .filter(|r| r.is_volatile() == file.volatile)
                 .cloned()
                 .collect();
-            if file.volatile && mine.is_empty() && !file.path.exists() {
+            let dir = match table.parent_dir(&file.place)? {
+                Some(d) => d,
+                None if file.volatile && mine.is_empty() => continue,
+                None => table.parent_dir_created(&file.place)?,
+            };
+            let exists = dir
+                .stat(file.place.name())
+                .map_err(StoreError::io("reading", &file.place.shown))?
+                .is_some();
+            if file.volatile && mine.is_empty() && !exists {
                 continue;
             }
-            write_atomic(&file.path, &encode_file(&mine), !file.volatile)
-                .map_err(StoreError::io("writing", &file.path))?;
+            dir.write_atomic(file.place.name(), &encode_file(&mine), !file.volatile)
+                .map_err(StoreError::io("writing", &file.place.shown))?;
         }
         let cached = Cached {
-            records: self.records.clone(),
+            loaded: Loaded {
+                records: self.records.clone(),
+                defects: Vec::new(),
+            },
             mtimes: table.mtimes(),
             token: Some(self.guard.token()?),
         };
@@ -271,6 +466,7 @@ impl<R: Record + Clone> Txn<'_, R> {
 #[derive(Debug)]
 pub struct Store {
     options: StoreOptions,
+    pub(crate) roots: Roots,
     pub(crate) layers: Table<Layer>,
     pub(crate) mounts: Table<MountPoint>,
     pub(crate) images: Table<Image>,
@@ -289,41 +485,52 @@ impl Store {
             });
         }
         check_graph_root(&options.graph_root)?;
-        let g = &options.graph_root;
-        let r = &options.run_root;
-        let volatile_home = if options.transient_store { r } else { g };
-        let file = |path: PathBuf, volatile| DataFile { path, volatile };
+        let roots = Roots {
+            graph: options.graph_root.clone(),
+            run: options.run_root.clone(),
+        };
+        let volatile_home = if options.transient_store {
+            Root::Run
+        } else {
+            Root::Graph
+        };
+        let place = |root, rel: &str| Place::new(&roots, root, rel);
+        let file = |place: Place, volatile| DataFile { place, volatile };
         let layers = Table::new(
-            g.join("overlay-layers"),
-            g.join("overlay-layers/layers.lock"),
+            &roots,
+            place(Root::Graph, "overlay-layers"),
+            place(Root::Graph, "overlay-layers/layers.lock"),
             vec![
-                file(g.join("overlay-layers/layers.json"), false),
+                file(place(Root::Graph, "overlay-layers/layers.json"), false),
                 file(
-                    volatile_home.join("overlay-layers/volatile-layers.json"),
+                    place(volatile_home, "overlay-layers/volatile-layers.json"),
                     true,
                 ),
             ],
             true,
         );
         let mounts = Table::new(
-            r.join("overlay-layers"),
-            r.join("overlay-layers/mountpoints.lock"),
-            vec![file(r.join("overlay-layers/mountpoints.json"), false)],
+            &roots,
+            place(Root::Run, "overlay-layers"),
+            place(Root::Run, "overlay-layers/mountpoints.lock"),
+            vec![file(place(Root::Run, "overlay-layers/mountpoints.json"), false)],
             false,
         );
         let images = Table::new(
-            g.join("overlay-images"),
-            g.join("overlay-images/images.lock"),
-            vec![file(g.join("overlay-images/images.json"), false)],
+            &roots,
+            place(Root::Graph, "overlay-images"),
+            place(Root::Graph, "overlay-images/images.lock"),
+            vec![file(place(Root::Graph, "overlay-images/images.json"), false)],
             false,
         );
         let containers = Table::new(
-            g.join("overlay-containers"),
-            volatile_home.join("overlay-containers/containers.lock"),
+            &roots,
+            place(Root::Graph, "overlay-containers"),
+            place(volatile_home, "overlay-containers/containers.lock"),
             vec![
-                file(g.join("overlay-containers/containers.json"), false),
+                file(place(Root::Graph, "overlay-containers/containers.json"), false),
                 file(
-                    volatile_home.join("overlay-containers/volatile-containers.json"),
+                    place(volatile_home, "overlay-containers/volatile-containers.json"),
                     true,
                 ),
             ],
@@ -331,11 +538,54 @@ impl Store {
         );
         Ok(Store {
             options,
+            roots,
             layers,
             mounts,
             images,
             containers,
         })
+    }
+
+    /// The graphroot, opened (`None` when it does not exist yet). Every
+    /// path inside the store is reached through it (or the runroot's)
+    /// without following a symlink.
+    pub fn graph_dir(&self) -> Result<Option<Dir>, StoreError> {
+        self.roots.open(Root::Graph)
+    }
+
+    /// The runroot, opened (`None` when it does not exist yet).
+    pub fn run_dir(&self) -> Result<Option<Dir>, StoreError> {
+        self.roots.open(Root::Run)
+    }
+
+    /// The files defects are reported against.
+    pub fn files(&self) -> Files<'_> {
+        Files {
+            layers: self.layers.main_file(),
+            images: self.images.main_file(),
+            containers: self.containers.main_file(),
+        }
+    }
+
+    /// Refuse to change the store unless the tables a writer holds (read
+    /// under their locks) are sound and agree with each other.
+    pub(crate) fn check_writable(
+        &self,
+        table_defects: &[&[Defect]],
+        layers: &[Layer],
+        images: &[Image],
+        containers: &[Container],
+    ) -> Result<(), StoreError> {
+        let mut defects: Vec<Defect> = table_defects
+            .iter()
+            .flat_map(|d| d.iter().cloned())
+            .collect();
+        defects.extend(cross_check(self.files(), layers, images, containers));
+        if defects.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Inconsistent { defects })
+        }
     }
 
     /// The options the store was opened with.
@@ -363,7 +613,9 @@ impl Store {
         self.mounts.main_file()
     }
 
-    /// A consistent view of all records.
+    /// A view of all records: the sound ones, and
+    /// [`Snapshot::defects`] naming the rest and any contradiction between
+    /// them (check [`Snapshot::check`] before acting on the records).
     ///
     /// # Locking
     /// Shared: `layers.lock`, then `mountpoints.lock` (nested), then
@@ -371,24 +623,31 @@ impl Store {
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let layers_guard = self.layers.lock_shared()?;
         let layers = match &layers_guard {
-            Shared::Absent => Vec::new(),
-            Shared::Unlocked => self.layers.load(None)?.records,
+            Shared::Absent => Loaded::default(),
+            Shared::Unlocked => self.layers.load(None)?.loaded,
             Shared::Locked(g) => self.layers.current(g)?,
         };
-        check_parents(self.layers.main_file(), &layers)?;
         let mounts = self.mounts.read_shared()?;
         let images = self.images.read_shared()?;
         let containers = self.containers.read_shared()?;
         drop(layers_guard);
-        let mounts = mounts
-            .into_iter()
-            .filter(|m| layers.iter().any(|l| l.id == m.id))
-            .collect();
+        let mut defects = layers.defects;
+        defects.extend(mounts.defects);
+        defects.extend(images.defects);
+        defects.extend(containers.defects);
+        defects.extend(cross_check(
+            self.files(),
+            &layers.records,
+            &images.records,
+            &containers.records,
+        ));
+        let mounts = consistency::mounts_of_layers(mounts.records, &layers.records);
         Ok(Snapshot {
-            layers,
-            images,
-            containers,
+            layers: layers.records,
+            images: images.records,
+            containers: containers.records,
             mounts,
+            defects,
         })
     }
 
@@ -402,7 +661,7 @@ impl Store {
         &self,
         change: impl FnOnce(&mut Vec<Layer>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.layers.modify(change, check_parents)
+        self.layers.modify(change, crate::snapshot::check_parents)
     }
 
     /// Change the image records and save them.

@@ -7,58 +7,62 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use layerstore::config::StoreOptions;
 use layerstore::driver::{Driver, DriverError, MountOptions};
 use layerstore::ops::{BigData, LayerDiff, NewContainer, NewImage, NewLayer};
 use layerstore::records::{decode_file, Layer};
-use layerstore::{Store, StoreError};
+use layerstore::{ImageId, LayerId, Store, StoreError};
 
 /// Layer dirs under `<G>/fake/<id>`; "mounts" are remembered, not made.
 struct FakeDriver {
     home: PathBuf,
-    mounted: RefCell<BTreeSet<PathBuf>>,
+    mounted: RefCell<BTreeSet<String>>,
     fail_create: bool,
 }
 
 impl Driver for FakeDriver {
     fn create(
         &self,
-        id: &str,
-        _parent: Option<&str>,
+        id: &LayerId,
+        _parent: Option<&LayerId>,
         _owner: (u32, u32),
     ) -> Result<(), DriverError> {
         if self.fail_create {
             return Err("disk on fire".into());
         }
-        fs::create_dir_all(self.home.join(id).join("diff"))?;
+        fs::create_dir_all(self.home.join(id.as_str()).join("diff"))?;
         Ok(())
     }
-    fn remove(&self, id: &str) -> Result<(), DriverError> {
-        let _ = fs::remove_dir_all(self.home.join(id));
+    fn remove(&self, id: &LayerId) -> Result<(), DriverError> {
+        let _ = fs::remove_dir_all(self.home.join(id.as_str()));
         Ok(())
     }
-    fn exists(&self, id: &str) -> bool {
-        self.home.join(id).exists()
+    fn exists(&self, id: &LayerId) -> bool {
+        self.home.join(id.as_str()).exists()
     }
-    fn diff_path(&self, id: &str) -> Result<PathBuf, DriverError> {
-        Ok(self.home.join(id).join("diff"))
-    }
-    fn mount(&self, id: &str, _o: &MountOptions) -> Result<PathBuf, DriverError> {
-        let p = self.home.join(id).join("merged");
-        self.mounted.borrow_mut().insert(p.clone());
-        Ok(p)
-    }
-    fn unmount(&self, id: &str) -> Result<(), DriverError> {
-        self.mounted
-            .borrow_mut()
-            .remove(&self.home.join(id).join("merged"));
+    fn set_top_owner(&self, _id: &LayerId, _owner: (u32, u32)) -> Result<(), DriverError> {
         Ok(())
     }
-    fn is_mounted(&self, path: &Path) -> bool {
-        self.mounted.borrow().contains(path)
+    fn mount(&self, id: &LayerId, _o: &MountOptions) -> Result<PathBuf, DriverError> {
+        self.mounted.borrow_mut().insert(id.to_string());
+        Ok(self.mount_point(id))
     }
+    fn unmount(&self, id: &LayerId) -> Result<(), DriverError> {
+        self.mounted.borrow_mut().remove(id.as_str());
+        Ok(())
+    }
+    fn mount_point(&self, id: &LayerId) -> PathBuf {
+        self.home.join(id.as_str()).join("merged")
+    }
+    fn is_mounted(&self, id: &LayerId) -> bool {
+        self.mounted.borrow().contains(id.as_str())
+    }
+}
+
+fn lid(id: &str) -> LayerId {
+    LayerId::parse(id).unwrap()
 }
 
 fn setup() -> (tempfile::TempDir, Store, FakeDriver) {
@@ -86,11 +90,11 @@ fn on_disk(store: &Store) -> Vec<Layer> {
 fn a_layer_is_recorded_incomplete_until_populated() {
     let (_dir, store, driver) = setup();
     let layer = store
-        .create_layer(&driver, NewLayer::default(), |l| {
+        .create_layer(&driver, NewLayer::default(), |l, id| {
             // While content is written, the saved record says incomplete.
             let saved = on_disk(&store);
             assert!(saved.iter().any(|s| s.id == l.id && s.is_incomplete()));
-            fs::write(store.layer_tar_split_path(&l.id), b"x").unwrap();
+            fs::write(store.layer_tar_split_path(id), b"x").unwrap();
             Ok(Some(LayerDiff {
                 diff_digest: "sha256:abc".into(),
                 diff_size: 3,
@@ -104,7 +108,7 @@ fn a_layer_is_recorded_incomplete_until_populated() {
     assert!(!saved[0].is_incomplete());
     assert_eq!(saved[0].diff_digest, "sha256:abc");
     assert_eq!(saved[0].id, layer.id);
-    assert!(driver.exists(&layer.id));
+    assert!(driver.exists(&lid(&layer.id)));
 }
 
 #[test]
@@ -112,9 +116,9 @@ fn a_failed_populate_leaves_nothing() {
     let (_dir, store, driver) = setup();
     let mut made = String::new();
     let err = store
-        .create_layer(&driver, NewLayer::default(), |l| {
+        .create_layer(&driver, NewLayer::default(), |l, id| {
             made = l.id.clone();
-            fs::write(store.layer_tar_split_path(&l.id), b"partial").unwrap();
+            fs::write(store.layer_tar_split_path(id), b"partial").unwrap();
             Err(StoreError::Content {
                 id: l.id.clone(),
                 source: "hostile tar".into(),
@@ -123,8 +127,8 @@ fn a_failed_populate_leaves_nothing() {
         .unwrap_err();
     assert!(matches!(err, StoreError::Content { .. }));
     assert!(on_disk(&store).is_empty());
-    assert!(!driver.exists(&made));
-    assert!(!store.layer_tar_split_path(&made).exists());
+    assert!(!driver.exists(&lid(&made)));
+    assert!(!store.layer_tar_split_path(&lid(&made)).exists());
 }
 
 #[test]
@@ -132,7 +136,7 @@ fn a_failed_driver_create_leaves_nothing() {
     let (_dir, store, mut driver) = setup();
     driver.fail_create = true;
     let err = store
-        .create_layer(&driver, NewLayer::default(), |_| Ok(None))
+        .create_layer(&driver, NewLayer::default(), |_, _| Ok(None))
         .unwrap_err();
     assert!(err.to_string().starts_with("creating layer"), "{err}");
     assert!(on_disk(&store).is_empty());
@@ -147,10 +151,10 @@ fn duplicate_ids_names_and_missing_parents_are_refused() {
         ..NewLayer::default()
     };
     store
-        .create_layer(&driver, named.clone(), |_| Ok(None))
+        .create_layer(&driver, named.clone(), |_, _| Ok(None))
         .unwrap();
     let err = store
-        .create_layer(&driver, named, |_| Ok(None))
+        .create_layer(&driver, named, |_, _| Ok(None))
         .unwrap_err();
     assert!(matches!(err, StoreError::Exists { .. }), "{err}");
     let err = store
@@ -160,7 +164,7 @@ fn duplicate_ids_names_and_missing_parents_are_refused() {
                 names: vec!["n".into()],
                 ..NewLayer::default()
             },
-            |_| Ok(None),
+            |_, _| Ok(None),
         )
         .unwrap_err();
     assert!(matches!(err, StoreError::NameInUse { .. }), "{err}");
@@ -171,7 +175,7 @@ fn duplicate_ids_names_and_missing_parents_are_refused() {
                 parent: Some("nope".into()),
                 ..NewLayer::default()
             },
-            |_| Ok(None),
+            |_, _| Ok(None),
         )
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
@@ -182,7 +186,7 @@ fn duplicate_ids_names_and_missing_parents_are_refused() {
                 id: Some("../escape".into()),
                 ..NewLayer::default()
             },
-            |_| Ok(None),
+            |_, _| Ok(None),
         )
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidId { .. }), "{err}");
@@ -193,7 +197,7 @@ fn duplicate_ids_names_and_missing_parents_are_refused() {
 fn populated() -> (tempfile::TempDir, Store, FakeDriver, String, String) {
     let (dir, store, driver) = setup();
     let base = store
-        .create_layer(&driver, NewLayer::default(), |_| Ok(None))
+        .create_layer(&driver, NewLayer::default(), |_, _| Ok(None))
         .unwrap();
     let top = store
         .create_layer(
@@ -202,7 +206,7 @@ fn populated() -> (tempfile::TempDir, Store, FakeDriver, String, String) {
                 parent: Some(base.id.clone()),
                 ..NewLayer::default()
             },
-            |_| Ok(None),
+            |_, _| Ok(None),
         )
         .unwrap();
     store
@@ -258,13 +262,13 @@ fn images_and_containers_keep_their_layers() {
         )
         .unwrap_err();
     assert!(matches!(err, StoreError::NameInUse { .. }), "{err}");
-    store.delete_container(&driver, "web").unwrap();
-    assert!(!driver.exists(&c.layer));
+    store.delete_container(&driver, "web", false).unwrap();
+    assert!(!driver.exists(&lid(&c.layer)));
     let removed = store.delete_image(&driver, "img").unwrap();
     assert_eq!(removed, [top, base]);
     let snap = store.snapshot().unwrap();
     assert!(snap.layers.is_empty() && snap.images.is_empty() && snap.containers.is_empty());
-    assert!(!store.image_dir("img").exists());
+    assert!(!store.image_dir(&ImageId::parse("img").unwrap()).exists());
 }
 
 #[test]
@@ -278,16 +282,16 @@ fn mounts_are_counted() {
     let err = store.delete_image(&driver, "img").unwrap_err();
     assert!(err.to_string().contains("is mounted"), "{err}");
     assert_eq!(store.unmount_layer(&driver, &top, false).unwrap(), 1);
-    assert!(driver.is_mounted(&p1));
+    assert!(driver.is_mounted(&lid(&top)));
     assert_eq!(store.unmount_layer(&driver, &top, false).unwrap(), 0);
-    assert!(!driver.is_mounted(&p1));
+    assert!(!driver.is_mounted(&lid(&top)));
     assert!(matches!(
         store.unmount_layer(&driver, &top, false),
         Err(StoreError::NotMounted { .. })
     ));
     // A stale record (not really mounted) is mounted again, count 1.
     store.mount_layer(&driver, &top, &opts).unwrap();
-    driver.unmount(&top).unwrap();
+    driver.unmount(&lid(&top)).unwrap();
     store.mount_layer(&driver, &top, &opts).unwrap();
     assert_eq!(store.snapshot().unwrap().mount_of(&top).unwrap().count, 1);
 }

@@ -77,6 +77,7 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> anyhow::Result<()> {
     let (uidmap, gidmap) = args.mapping.maps()?;
     let (store, driver) = global.open_store_and_driver()?;
     let snap = store.snapshot()?;
+    snap.check()?;
     let image = find_image(&snap, &args.image)?;
     let name = args.name.clone();
     let metadata = json!({
@@ -108,7 +109,7 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Flags of `rm` and `rmi`.
+/// Flags of `rmi`.
 #[derive(Debug, Args)]
 pub struct RemoveArgs {
     /// What to remove (id, name or unique id prefix).
@@ -119,12 +120,28 @@ pub struct RemoveArgs {
     pub json: bool,
 }
 
-/// `layerstore rm`: delete containers that are not mounted.
-pub fn rm(global: &GlobalArgs, args: &RemoveArgs) -> anyhow::Result<()> {
+/// Flags of `rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The containers (id, name, layer id or unique id prefix).
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// Also remove the storage of containers layerstore did not create
+    /// (podman's): podman then cannot start them. Use `podman rm` instead.
+    #[arg(long, short)]
+    pub force: bool,
+    /// Print what was removed as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `layerstore rm`: delete containers that are not mounted; only
+/// layerstore's own unless `--force` (podman's containers are podman's).
+pub fn rm(global: &GlobalArgs, args: &RmArgs) -> anyhow::Result<()> {
     let (store, driver) = global.open_store_and_driver()?;
     let mut removed = Vec::new();
     for target in &args.targets {
-        removed.push(store.delete_container(&driver, target)?);
+        removed.push(store.delete_container(&driver, target, args.force)?);
     }
     report(&removed, args.json, "containers")
 }

@@ -36,6 +36,11 @@ pub struct GcArgs {
     /// Show full ids.
     #[arg(long)]
     pub no_trunc: bool,
+    /// Remove unrecorded layer directories even when they are more than a
+    /// quarter of the recorded layers (and more than 10). Never anything a
+    /// record names, and never in a store with defects.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Parse `0`, `90s`, `5m`, `2h`, `1d` (a number with an optional unit;
@@ -134,6 +139,15 @@ fn rerun_in_user_namespace(global: &GlobalArgs) -> anyhow::Result<Option<ExitCod
         .args(std::env::args_os().skip(1))
         .status()
         .with_context(|| format!("running {} unshare", podman.display()))?;
+    // 125-127: podman itself could not run us (no subordinate ids, say):
+    // gc's own codes are 0, 1 and 3.
+    if matches!(status.code(), Some(125..=127) | None) {
+        anyhow::bail!(
+            "{} unshare could not enter the user's podman user namespace ({status}); \
+             its message is above (a missing /etc/subuid entry for this user is the usual cause)",
+            podman.display()
+        );
+    }
     let code = status.code().unwrap_or(crate::EXIT_FAILURE.into());
     Ok(Some(ExitCode::from(
         u8::try_from(code).unwrap_or(crate::EXIT_FAILURE),
@@ -152,11 +166,14 @@ fn collect(global: &GlobalArgs, args: &GcArgs) -> anyhow::Result<Option<GcReport
     let options = GcOptions {
         min_age: args.min_age,
         dry_run: args.dry_run,
+        force: args.force,
         ..GcOptions::default()
     };
     match store.gc(&driver, &options) {
         Ok(report) => Ok(Some(report)),
         Err(StoreError::GcBusy { .. }) => Ok(None),
+        Err(e @ StoreError::GcTooMuch { .. }) => Err(anyhow::Error::from(e)
+            .context("layerstore gc --force removes them; nothing was changed")),
         Err(e) => Err(e).with_context(|| {
             format!(
                 "collecting garbage in {}",

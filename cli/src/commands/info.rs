@@ -31,6 +31,9 @@ struct Info {
     images: usize,
     containers: usize,
     mounted_layers: usize,
+    /// What makes the store's records untrustworthy (nothing changes it
+    /// until they are fixed).
+    defects: Vec<String>,
 }
 
 /// `layerstore info`.
@@ -56,10 +59,11 @@ pub fn run(global: &GlobalArgs, args: &InfoArgs) -> anyhow::Result<()> {
         images: snap.images.len(),
         containers: snap.containers.len(),
         mounted_layers: snap.mounts.iter().filter(|m| m.count > 0).count(),
+        defects: snap.defects.iter().map(ToString::to_string).collect(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
-        return Ok(());
+        return crate::output::finish_listing(&snap);
     }
     println!("graphroot:          {}", info.graph_root);
     println!("runroot:            {}", info.run_root);
@@ -80,5 +84,6 @@ pub fn run(global: &GlobalArgs, args: &InfoArgs) -> anyhow::Result<()> {
     println!("images:             {}", info.images);
     println!("containers:         {}", info.containers);
     println!("mounted layers:     {}", info.mounted_layers);
-    Ok(())
+    println!("defects:            {}", info.defects.len());
+    crate::output::finish_listing(&snap)
 }

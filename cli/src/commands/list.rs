@@ -5,7 +5,7 @@ use clap::Args;
 use layerstore::idmap::format_id_map;
 use layerstore::Snapshot;
 
-use crate::output::{human_size, print_records, print_table, short_id};
+use crate::output::{finish_listing, human_size, print_records, print_table, short_id};
 use crate::GlobalArgs;
 
 /// Flags shared by the listing commands.
@@ -23,7 +23,8 @@ pub struct ListArgs {
 pub fn layers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
     let snap = global.open_store()?.snapshot()?;
     if args.json {
-        return print_records(&snap.layers);
+        print_records(&snap.layers)?;
+        return finish_listing(&snap);
     }
     let rows: Vec<Vec<String>> = snap
         .layers
@@ -42,7 +43,8 @@ pub fn layers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
     print_table(
         &["ID", "NAMES", "PARENT", "SIZE", "STATE", "CREATED"],
         &rows,
-    )
+    )?;
+    finish_listing(&snap)
 }
 
 /// What a person wants to know about a layer at a glance.
@@ -77,22 +79,25 @@ fn layer_state(snap: &Snapshot, id: &str) -> String {
 pub fn images(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
     let snap = global.open_store()?.snapshot()?;
     if args.json {
-        return print_records(&snap.images);
+        print_records(&snap.images)?;
+        return finish_listing(&snap);
     }
     let rows: Vec<Vec<String>> = snap
         .images
         .iter()
         .map(|i| {
-            let size: i64 = snap
+            // A chain that cannot be followed (a missing layer: a defect,
+            // reported after the table) has no size to show.
+            let size = snap
                 .image_layer_chain(i)
-                .map(|chain| chain.iter().map(|l| l.diff_size).sum())
-                .unwrap_or(0);
+                .map(|chain| human_size(chain.iter().map(|l| l.diff_size).sum()))
+                .unwrap_or_else(|_| "?".to_owned());
             vec![
                 short_id(&i.id, args.no_trunc),
                 i.names.join(","),
                 short_id(&i.top_layer, args.no_trunc),
                 i.mapped_layers.len().to_string(),
-                human_size(size),
+                size,
                 i.created.0.format("%Y-%m-%d %H:%M:%S").to_string(),
             ]
         })
@@ -100,14 +105,16 @@ pub fn images(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
     print_table(
         &["ID", "NAMES", "TOP LAYER", "MAPPED", "SIZE", "CREATED"],
         &rows,
-    )
+    )?;
+    finish_listing(&snap)
 }
 
 /// `layerstore containers`.
 pub fn containers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
     let snap = global.open_store()?.snapshot()?;
     if args.json {
-        return print_records(&snap.containers);
+        print_records(&snap.containers)?;
+        return finish_listing(&snap);
     }
     let rows: Vec<Vec<String>> = snap
         .containers
@@ -139,5 +146,6 @@ pub fn containers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
     print_table(
         &["ID", "NAMES", "IMAGE", "LAYER", "ID MAPS", "CREATED"],
         &rows,
-    )
+    )?;
+    finish_listing(&snap)
 }

@@ -13,11 +13,9 @@
 //! `link` files), `store.tar-split`.
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::path::Path;
 
 use layerstore::snapshot::Snapshot;
-use layerstore::Store;
+use layerstore::{LayerId, Store};
 use serde_json::json;
 
 use super::{Area, Check, Status};
@@ -40,9 +38,9 @@ pub struct Findings {
     pub missing_tar_split: Vec<String>,
 }
 
-/// Compare the records with the directories. Reads only.
+/// Compare the records with the directories. Reads only, never through a
+/// symlink.
 pub fn find(store: &Store, driver: &OverlayDriver, snap: &Snapshot) -> Findings {
-    let home = driver.home();
     let records: BTreeSet<&str> = snap.layers.iter().map(|l| l.id.as_str()).collect();
     let dirs: BTreeSet<String> = driver
         .list_layers()
@@ -51,6 +49,9 @@ pub fn find(store: &Store, driver: &OverlayDriver, snap: &Snapshot) -> Findings 
         .collect();
     let mut f = Findings::default();
     for layer in &snap.layers {
+        let Ok(id) = LayerId::parse(&layer.id) else {
+            continue;
+        };
         if !dirs.contains(&layer.id) {
             f.records_without_dir.push(layer.id.clone());
             continue;
@@ -58,13 +59,12 @@ pub fn find(store: &Store, driver: &OverlayDriver, snap: &Snapshot) -> Findings 
         if layer.is_incomplete() {
             f.incomplete.push(layer.id.clone());
         }
-        match fs::read_to_string(home.join(&layer.id).join("link")) {
-            Ok(name) if home.join("l").join(name.trim()).symlink_metadata().is_ok() => {}
-            _ => f.missing_links.push(layer.id.clone()),
+        if driver.link_needs_repair(&id) {
+            f.missing_links.push(layer.id.clone());
         }
         if !layer.diff_digest.is_empty()
             && !layer.is_incomplete()
-            && !store.layer_tar_split_path(&layer.id).exists()
+            && !store.has_tar_split(&id).unwrap_or(true)
         {
             f.missing_tar_split.push(layer.id.clone());
         }
@@ -74,21 +74,39 @@ pub fn find(store: &Store, driver: &OverlayDriver, snap: &Snapshot) -> Findings 
         .filter(|d| !records.contains(d.as_str()))
         .cloned()
         .collect();
-    f.dangling_links = dangling_links(&home.join("l"));
+    let mut dangling: Vec<String> = driver
+        .links()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| !l.layer.as_ref().is_some_and(|t| dirs.contains(t)))
+        .map(|l| l.name)
+        .collect();
+    dangling.sort();
+    f.dangling_links = dangling;
     f
 }
 
-/// Names in `l/` whose symlink target does not exist.
-fn dangling_links(dir: &Path) -> Vec<String> {
-    let mut out: Vec<String> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| fs::metadata(e.path()).is_err())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    out.sort();
-    out
+/// Whether the records can be trusted at all: every defect, or ok.
+fn trust(snap: &Snapshot) -> Check {
+    if snap.defects.is_empty() {
+        return Check::new(
+            "store.trust",
+            Area::Store,
+            Status::Ok,
+            "every record is readable, has a valid id, and names only records that exist",
+            "layerstore changes only stores whose records it can trust",
+        );
+    }
+    let text: Vec<String> = snap.defects.iter().map(ToString::to_string).collect();
+    Check::new(
+        "store.trust",
+        Area::Store,
+        Status::Fail,
+        format!("{} defect(s): {}", text.len(), text.join("; ")),
+        "a store whose records are broken or contradict each other is refused by every layerstore command that changes it (gc included); podman may misbehave on it too",
+    )
+    .fix("restore the named files from a backup, or repair the named records by hand; then run layerstore doctor again")
+    .facts(json!({ "defects": snap.defects }))
 }
 
 /// Every store check.
@@ -196,5 +214,5 @@ pub fn checks(store: &Store, driver: &OverlayDriver, snap: &Snapshot) -> Vec<Che
         .fix("re-import the images that use them")
     }
     .facts(json!({ "missing": f.missing_tar_split }));
-    vec![records, links, tar_split]
+    vec![trust(snap), records, links, tar_split]
 }

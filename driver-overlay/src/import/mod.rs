@@ -17,20 +17,18 @@ mod generate;
 mod names;
 mod source;
 
-use std::fs;
 use std::io::{self, BufWriter, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use layerstore::ops::{LayerDiff, NewLayer};
 use layerstore::records::Layer;
-use layerstore::{Store, StoreError};
+use layerstore::{LayerId, Store, StoreError};
 
 pub use names::normalize_name;
 pub use source::Source;
 
 use crate::layout::OverlayDriver;
-use crate::ocidiff::{apply_layer, ApplyOptions, DiffReport, WhiteoutFormat};
+use crate::ocidiff::{apply_layer_at, ApplyOptions, DiffReport, WhiteoutFormat};
 use crate::tarsplit::TarSplitWriter;
 use source::LayerBlob;
 
@@ -256,11 +254,11 @@ fn import_layer(
         parent,
         ..NewLayer::default()
     };
-    let layer = store.create_layer(driver, new, |layer| {
+    let layer = store.create_layer(driver, new, |layer, id| {
         let r = populate(
             store,
             driver,
-            layer.id.as_str(),
+            id,
             index,
             blob,
             expected_diff_id,
@@ -293,21 +291,15 @@ fn import_layer(
 fn populate(
     store: &Store,
     driver: &OverlayDriver,
-    id: &str,
+    id: &LayerId,
     index: usize,
     blob: &LayerBlob,
     expected_diff_id: Option<&str>,
     progress: &dyn ImportProgress,
 ) -> Result<DiffReport, ImportError> {
-    let final_path = store.layer_tar_split_path(id);
-    let tmp = final_path.with_file_name(format!(".tmp-{id}.tar-split.gz"));
-    let result = (|| {
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(ImportError::io("creating", &tmp))?;
+    let (file, pending) = store.create_tar_split(id)?;
+    let tmp = pending.path();
+    let result = (|| -> Result<DiffReport, ImportError> {
         let mut split = TarSplitWriter::new(BufWriter::new(file));
         let whiteout = if driver.whiteout_is_aufs() {
             WhiteoutFormat::Aufs
@@ -329,8 +321,8 @@ fn populate(
             blob: blob.blob.describe(),
             source: e,
         };
-        let diff = driver.diff_path(id).map_err(|e| layer_error(Box::new(e)))?;
-        let report = apply_layer(input, &diff, &mut split, &options)
+        let diff = driver.open_diff(id).map_err(|e| layer_error(Box::new(e)))?;
+        let report = apply_layer_at(input, diff.into_fd(), &mut split, &options)
             .map_err(|e| layer_error(Box::new(e)))?;
         let file = split
             .finish()
@@ -339,13 +331,12 @@ fn populate(
             .map_err(|e| ImportError::io("writing", &tmp)(e.into_error()))?;
         file.sync_data().map_err(ImportError::io("writing", &tmp))?;
         check_digests(index, blob, expected_diff_id, &report)?;
-        fs::rename(&tmp, &final_path).map_err(ImportError::io("renaming", &tmp))?;
         Ok(report)
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    // Dropped uncommitted, the temp file is removed.
+    let report = result?;
+    pending.commit()?;
+    Ok(report)
 }
 
 fn check_digests(

@@ -1,23 +1,24 @@
 //! Creating and removing layer directories (`create` / `Remove` of
-//! c/storage's overlay driver).
+//! c/storage's overlay driver), all relative to the home's descriptor.
 //!
 //! ```text
 //! <home>/<id>/{diff/, link, work/, merged/, empty/ | lower + lower-layers}
 //! <home>/l/<link> -> ../<id>/diff
 //! ```
 
-use std::fs;
+use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use rustix::fs::{Gid, Mode, OFlags, Uid, CWD};
+use layerstore::confined::Dir;
+use layerstore::LayerId;
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
 use super::links::ensure_link_dir;
 use super::{
-    mountinfo, validate_id, LayoutError, OverlayDriver, LINK_DIR, LINK_FILE, LOWER_FILE,
+    mountinfo, LayoutError, OverlayDriver, DRIVER_NAME, LINK_DIR, LINK_FILE, LOWER_FILE,
     LOWER_LAYERS_FILE, MAX_LOWER_LAYERS, MOUNT_PROGRAM_FLAG,
 };
 
@@ -44,218 +45,246 @@ impl OverlayDriver {
     /// directory is owned by `root_owner` (the root of the layer's mapping);
     /// the home and `l/` are created if missing.
     ///
-    /// Refuses an invalid id, an existing layer directory, a missing parent
-    /// (or one without a `link` file) and a chain deeper than
-    /// [`MAX_LOWER_LAYERS`]. On any error, nothing is left behind.
+    /// Refuses an existing layer directory, a missing parent (or one
+    /// without a `link` file, or reached through a symlink) and a chain
+    /// deeper than [`MAX_LOWER_LAYERS`]. On any error, nothing is left
+    /// behind.
     pub fn create_layer(
         &self,
-        id: &str,
-        parent: Option<&str>,
+        id: &LayerId,
+        parent: Option<&LayerId>,
         root_owner: (u32, u32),
     ) -> Result<(), LayoutError> {
-        validate_id(id)?;
         let plan = parent.map(|p| self.parent_plan(id, p)).transpose()?;
         let dir = self.layer_dir(id);
-        if fs::symlink_metadata(&dir).is_ok() {
-            return Err(LayoutError::LayerExists {
-                id: id.to_owned(),
-                path: dir,
-            });
-        }
-        self.ensure_home()?;
-        match rustix::fs::mkdirat(CWD, &dir, Mode::from_raw_mode(0o700)) {
+        let home = self.ensure_home()?;
+        match rustix::fs::mkdirat(home.fd(), id.as_str(), Mode::from_raw_mode(0o700)) {
             Ok(()) => {}
             Err(Errno::EXIST) => {
                 return Err(LayoutError::LayerExists {
-                    id: id.to_owned(),
+                    id: id.to_string(),
                     path: dir,
                 })
             }
-            Err(e) => return Err(LayoutError::io(id, "create", dir, e)),
+            Err(e) => return Err(LayoutError::io(id.as_str(), "create", dir, e)),
         }
         let mut guard = CreateGuard {
-            driver: self,
+            home: &home,
             id,
             link: None,
             done: false,
         };
-        let dir_fd = open_dir(CWD, &dir).map_err(|e| LayoutError::io(id, "open", &dir, e))?;
-        set_owner_mode(&dir_fd, root_owner, 0o700)
-            .map_err(|e| LayoutError::io(id, "set owner and mode of", &dir, e))?;
+        let layer = home
+            .open_dir(id.as_str())
+            .map_err(|e| LayoutError::io(id.as_str(), "open", &dir, e))?;
+        set_owner_mode(layer.fd(), root_owner, 0o700)
+            .map_err(|e| LayoutError::io(id.as_str(), "set owner and mode of", &dir, e))?;
 
         let (owner, diff_mode) = plan
             .as_ref()
             .map_or((root_owner, DEFAULT_DIFF_MODE), |p| (p.owner, p.diff_mode));
-        mkdir_owned(id, &dir_fd, &dir, "diff", diff_mode, owner)?;
-        let link = self.create_link(id)?;
+        mkdir_owned(id.as_str(), &layer, "diff", diff_mode, owner)?;
+        let link = self.create_link(&home, id)?;
         guard.link = Some(link.clone());
-        write_new_at(id, &dir_fd, &dir, LINK_FILE, link.as_bytes())?;
-        mkdir_owned(id, &dir_fd, &dir, "work", 0o700, owner)?;
-        mkdir_owned(id, &dir_fd, &dir, "merged", 0o700, owner)?;
+        write_new_at(id.as_str(), &layer, LINK_FILE, link.as_bytes())?;
+        mkdir_owned(id.as_str(), &layer, "work", 0o700, owner)?;
+        mkdir_owned(id.as_str(), &layer, "merged", 0o700, owner)?;
         match &plan {
-            None => mkdir_owned(id, &dir_fd, &dir, "empty", 0o700, owner)?,
+            None => mkdir_owned(id.as_str(), &layer, "empty", 0o700, owner)?,
             Some(plan) => {
-                write_new_at(id, &dir_fd, &dir, LOWER_FILE, plan.lower.as_bytes())?;
+                write_new_at(id.as_str(), &layer, LOWER_FILE, plan.lower.as_bytes())?;
                 write_new_at(
-                    id,
-                    &dir_fd,
-                    &dir,
+                    id.as_str(),
+                    &layer,
                     LOWER_LAYERS_FILE,
                     plan.lower_layers.as_bytes(),
                 )?;
             }
         }
         guard.done = true;
-        tracing::debug!(layer = id, parent, link = %link, "created layer directory");
+        tracing::debug!(layer = %id, parent = ?parent.map(LayerId::as_str), link = %link, "created layer directory");
         Ok(())
     }
 
     /// Remove layer `id`'s `l/` link and directory, tolerating missing
     /// pieces (as c/storage's `Remove`). Refuses while anything is mounted
-    /// inside the layer directory (its `merged`, a leaked `mapped/N`): a
-    /// recursive delete would go through the mount.
+    /// inside the layer directory (its `merged`, a leaked `mapped/N`): the
+    /// removal never crosses a mount, follows a symlink or leaves the
+    /// layer's directory.
     ///
     /// The `l/<link>` symlink is only removed when it points to this layer.
-    pub fn remove_layer(&self, id: &str) -> Result<(), LayoutError> {
-        validate_id(id)?;
+    pub fn remove_layer(&self, id: &LayerId) -> Result<(), LayoutError> {
+        let Some(home) = self.home_dir()? else {
+            return Ok(());
+        };
         let dir = self.layer_dir(id);
-        if let Err(e) = fs::symlink_metadata(&dir) {
-            if e.kind() == io::ErrorKind::NotFound {
-                return Ok(());
-            }
-            return Err(LayoutError::io(id, "examine", dir, e));
+        match home.stat(id.as_str()) {
+            Ok(None) => return Ok(()),
+            Ok(Some(_)) => {}
+            Err(e) => return Err(LayoutError::io(id.as_str(), "examine", dir, e)),
         }
         if let Some(mounted) = mountinfo::mount_points_under(&dir)
-            .map_err(|e| LayoutError::io(id, "read mount table for", &dir, e))?
+            .map_err(|e| LayoutError::io(id.as_str(), "read mount table for", &dir, e))?
             .into_iter()
             .next()
         {
             return Err(LayoutError::LayerMounted {
-                id: id.to_owned(),
+                id: id.to_string(),
                 path: mounted,
             });
         }
-        match self.read_link_file(id) {
-            Ok(Some(name)) => self.remove_own_link(id, &name)?,
+        match self.read_link_file(&home, id) {
+            Ok(Some(name)) => self.remove_own_link(&home, id, &name)?,
             Ok(None) => {}
-            Err(e) => tracing::debug!(layer = id, error = %e, "not removing the layer's l/ link"),
+            Err(e) => tracing::debug!(layer = %id, error = %e, "not removing the layer's l/ link"),
         }
-        remove_tree(&dir).map_err(|e| LayoutError::io(id, "remove", &dir, e))?;
-        tracing::debug!(layer = id, "removed layer directory");
+        home.remove_tree(id.as_str())
+            .map_err(|e| LayoutError::io(id.as_str(), "remove", &dir, e))?;
+        tracing::debug!(layer = %id, "removed layer directory");
         Ok(())
     }
 
+    /// Give `<id>/diff` (the top of the layer's content) to `owner`.
+    pub fn set_top_owner(&self, id: &LayerId, owner: (u32, u32)) -> Result<(), LayoutError> {
+        let layer = self.open_layer(id)?;
+        rustix::fs::chownat(
+            layer.fd(),
+            "diff",
+            Some(Uid::from_raw(owner.0)),
+            Some(Gid::from_raw(owner.1)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| LayoutError::io(id.as_str(), "chown", self.diff_path(id), e))
+    }
+
     /// Everything `create_layer` needs from `parent`, or why it cannot be.
-    fn parent_plan(&self, id: &str, parent: &str) -> Result<ParentPlan, LayoutError> {
-        validate_id(parent)?;
+    fn parent_plan(&self, id: &LayerId, parent: &LayerId) -> Result<ParentPlan, LayoutError> {
         let parent_dir = self.layer_dir(parent);
         let missing = |path: &Path| LayoutError::ParentNotFound {
-            id: id.to_owned(),
-            parent: parent.to_owned(),
+            id: id.to_string(),
+            parent: parent.to_string(),
             path: path.to_owned(),
         };
-        let stat = |path: &Path| match fs::metadata(path) {
-            Ok(m) => Ok(m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(missing(path)),
-            Err(e) => Err(LayoutError::io(id, "examine", path, e)),
+        let home = self.home_dir()?.ok_or_else(|| missing(&parent_dir))?;
+        let layer = match home.open_dir(parent.as_str()) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing(&parent_dir)),
+            Err(e) => return Err(LayoutError::io(id.as_str(), "open", &parent_dir, e)),
         };
-        let dir_meta = stat(&parent_dir)?;
-        let diff_meta = stat(&parent_dir.join("diff"))?;
+        let dir_meta = layer
+            .stat_self()
+            .map_err(|e| LayoutError::io(id.as_str(), "examine", &parent_dir, e))?;
+        let diff_meta = match layer.stat("diff") {
+            Ok(Some(m)) if m.is_dir() => m,
+            Ok(_) => return Err(missing(&parent_dir.join("diff"))),
+            Err(e) => return Err(LayoutError::io(id.as_str(), "examine", parent_dir.join("diff"), e)),
+        };
         let link = self
-            .read_link_file(parent)?
+            .read_link_file(&home, parent)?
             .ok_or_else(|| missing(&parent_dir.join(LINK_FILE)))?;
 
         let mut lower = format!("{LINK_DIR}/{link}");
         let parent_lower = parent_dir.join(LOWER_FILE);
-        match fs::read_to_string(&parent_lower) {
-            Ok(rest) if !rest.is_empty() => {
+        match layer.read_opt(LOWER_FILE) {
+            Ok(Some(rest)) if !rest.is_empty() => {
+                let rest = String::from_utf8(rest).map_err(|_| LayoutError::BadLowerEntry {
+                    id: parent.to_string(),
+                    path: parent_lower.clone(),
+                    entry: "(not UTF-8)".into(),
+                })?;
                 lower.push(':');
                 lower.push_str(&rest);
             }
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(LayoutError::io(id, "read", parent_lower, e)),
+            Err(e) => return Err(LayoutError::io(id.as_str(), "read", parent_lower, e)),
         }
         let parent_ids = self.lower_layer_ids(parent)?;
         if parent_ids.len() + 1 > MAX_LOWER_LAYERS {
             return Err(LayoutError::ChainTooDeep {
-                id: id.to_owned(),
+                id: id.to_string(),
                 depth: parent_ids.len() + 1,
                 max: MAX_LOWER_LAYERS,
             });
         }
-        let lower_layers = std::iter::once(parent)
-            .chain(parent_ids.iter().map(String::as_str))
+        let lower_layers = std::iter::once(parent.as_str())
+            .chain(parent_ids.iter().map(LayerId::as_str))
             .collect::<Vec<_>>()
             .join(":");
         Ok(ParentPlan {
-            owner: (dir_meta.uid(), dir_meta.gid()),
-            diff_mode: diff_meta.mode() & 0o777,
+            owner: (dir_meta.uid, dir_meta.gid),
+            diff_mode: diff_meta.mode & 0o777,
             lower,
             lower_layers,
         })
     }
 
-    /// Create the home (0700, with `.has-mount-program` = `false`, as
-    /// c/storage's first `Init` leaves it) and `l/` when missing.
-    fn ensure_home(&self) -> Result<(), LayoutError> {
-        match fs::symlink_metadata(&self.home) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(LayoutError::home_io(
-                    "use as the overlay home",
-                    &self.home,
-                    io::Error::from(io::ErrorKind::NotADirectory),
-                ))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::DirBuilder::new()
+    /// The home, created when missing (0700, with `.has-mount-program` =
+    /// `false`, as c/storage's first `Init` leaves it), with `l/`.
+    pub(crate) fn ensure_home(&self) -> Result<Dir, LayoutError> {
+        let home = match self.home_dir()? {
+            Some(home) => home,
+            None => {
+                std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
-                    .create(&self.home)
-                    .and_then(|()| {
-                        fs::set_permissions(&self.home, fs::Permissions::from_mode(0o700))
-                    })
+                    .create(self.graph_root())
+                    .map_err(|e| LayoutError::home_io("create", self.graph_root(), e))?;
+                let graph = Dir::open(self.graph_root())
+                    .map_err(|e| LayoutError::home_io("open", self.graph_root(), e))?;
+                graph
+                    .create_dir(DRIVER_NAME, 0o700)
                     .map_err(|e| LayoutError::home_io("create", &self.home, e))?;
+                let home = graph
+                    .open_dir(DRIVER_NAME)
+                    .map_err(|e| LayoutError::home_io("open", &self.home, e))?;
+                rustix::fs::fchmod(home.fd(), Mode::from_raw_mode(0o700))
+                    .map_err(|e| LayoutError::home_io("chmod", &self.home, e))?;
                 let flag = self.home.join(MOUNT_PROGRAM_FLAG);
-                fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&flag)
-                    .and_then(|mut f| f.write_all(b"false"))
-                    .map_err(|e| LayoutError::home_io("create", &flag, e))?;
+                match home.open_file(
+                    MOUNT_PROGRAM_FLAG,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+                    0o600,
+                ) {
+                    Ok(fd) => std::fs::File::from(fd)
+                        .write_all(b"false")
+                        .map_err(|e| LayoutError::home_io("write", &flag, e))?,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(LayoutError::home_io("create", &flag, e)),
+                }
+                home
             }
-            Err(e) => return Err(LayoutError::home_io("examine", &self.home, e)),
-        }
-        ensure_link_dir(&self.home.join(LINK_DIR))
+        };
+        ensure_link_dir(&home)?;
+        Ok(home)
     }
 
     /// Remove `l/<name>` if it points to this layer.
-    fn remove_own_link(&self, id: &str, name: &str) -> Result<(), LayoutError> {
-        let path = self.home.join(LINK_DIR).join(name);
-        match fs::read_link(&path) {
-            Ok(target) if target.as_os_str() == format!("../{id}/diff").as_str() => {
-                match fs::remove_file(&path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(LayoutError::io(id, "remove", path, e)),
-                }
-            }
-            Ok(target) => {
-                tracing::warn!(layer = id, link = ?path, ?target, "l/ link belongs to another layer; kept");
+    fn remove_own_link(&self, home: &Dir, id: &LayerId, name: &str) -> Result<(), LayoutError> {
+        let rel = Path::new(LINK_DIR).join(name);
+        let path = home.display(&rel);
+        match home.read_link(&rel) {
+            Ok(Some(target)) if target.as_os_str() == format!("../{id}/diff").as_str() => home
+                .remove_file(&rel)
+                .map(|_| ())
+                .map_err(|e| LayoutError::io(id.as_str(), "remove", path, e)),
+            Ok(Some(target)) => {
+                tracing::warn!(layer = %id, link = ?path, ?target, "l/ link belongs to another layer; kept");
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(LayoutError::io(id, "read symlink", path, e)),
+            Ok(None) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                tracing::warn!(layer = %id, link = ?path, "l/ entry is not a symlink; kept");
+                Ok(())
+            }
+            Err(e) => Err(LayoutError::io(id.as_str(), "read symlink", path, e)),
         }
     }
 }
 
 /// Removes a half-created layer (directory and `l/` link) unless `done`.
 struct CreateGuard<'a> {
-    driver: &'a OverlayDriver,
-    id: &'a str,
+    home: &'a Dir,
+    id: &'a LayerId,
     link: Option<String>,
     done: bool,
 }
@@ -266,18 +295,18 @@ impl Drop for CreateGuard<'_> {
             return;
         }
         if let Some(link) = &self.link {
-            let path = self.driver.home.join(LINK_DIR).join(link);
-            if let Err(e) = fs::remove_file(&path) {
-                tracing::error!(layer = self.id, path = ?path, error = %e, "cleaning up a failed layer creation");
+            let rel = Path::new(LINK_DIR).join(link);
+            if let Err(e) = self.home.remove_file(&rel) {
+                tracing::error!(layer = %self.id, path = ?self.home.display(&rel), error = %e, "cleaning up a failed layer creation");
             }
         }
-        let dir = self.driver.layer_dir(self.id);
-        if let Err(e) = remove_tree(&dir) {
-            tracing::error!(layer = self.id, path = ?dir, error = %e, "cleaning up a failed layer creation");
+        if let Err(e) = self.home.remove_tree(self.id.as_str()) {
+            tracing::error!(layer = %self.id, path = ?self.home.display(self.id.as_str()), error = %e, "cleaning up a failed layer creation");
         }
     }
 }
 
+/// `openat(dir, name, O_RDONLY|O_DIRECTORY|O_NOFOLLOW)`.
 pub(super) fn open_dir(
     dirfd: impl AsFd,
     name: impl rustix::path::Arg,
@@ -290,79 +319,43 @@ pub(super) fn open_dir(
     )
 }
 
-fn set_owner_mode(fd: &OwnedFd, owner: (u32, u32), mode: u32) -> rustix::io::Result<()> {
+fn set_owner_mode(fd: impl AsFd, owner: (u32, u32), mode: u32) -> rustix::io::Result<()> {
     rustix::fs::fchown(
-        fd,
+        &fd,
         Some(Uid::from_raw(owner.0)),
         Some(Gid::from_raw(owner.1)),
     )?;
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
 }
 
-/// `mkdirat` + exact owner and mode, relative to the layer's directory fd.
+/// `mkdirat` + exact owner and mode, relative to the layer's directory.
 pub(super) fn mkdir_owned(
     id: &str,
-    dir_fd: &OwnedFd,
-    dir: &Path,
+    dir: &Dir,
     name: &str,
     mode: u32,
     owner: (u32, u32),
 ) -> Result<(), LayoutError> {
-    let path = dir.join(name);
-    rustix::fs::mkdirat(dir_fd, name, Mode::from_raw_mode(mode))
+    let path = dir.display(name);
+    rustix::fs::mkdirat(dir.fd(), name, Mode::from_raw_mode(mode))
         .map_err(|e| LayoutError::io(id, "create", &path, e))?;
-    let fd = open_dir(dir_fd, name).map_err(|e| LayoutError::io(id, "open", &path, e))?;
-    set_owner_mode(&fd, owner, mode)
-        .map_err(|e| LayoutError::io(id, "set owner and mode of", &path, e))
+    let fd = open_dir(dir.fd(), name).map_err(|e| LayoutError::io(id, "open", &path, e))?;
+    set_owner_mode(&fd, owner, mode).map_err(|e| LayoutError::io(id, "set owner and mode of", &path, e))
 }
 
 /// Write a new file (0644) in the layer's directory.
-fn write_new_at(
-    id: &str,
-    dir_fd: &OwnedFd,
-    dir: &Path,
-    name: &str,
-    data: &[u8],
-) -> Result<(), LayoutError> {
-    let path = dir.join(name);
+fn write_new_at(id: &str, dir: &Dir, name: &str, data: &[u8]) -> Result<(), LayoutError> {
+    let path = dir.display(name);
     let write = || -> io::Result<()> {
-        let fd = rustix::fs::openat(
-            dir_fd,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
+        let fd = dir.open_file(
+            OsStr::new(name),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+            0o644,
         )?;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o644))?;
-        fs::File::from(fd).write_all(data)
+        std::fs::File::from(fd).write_all(data)
     };
     write().map_err(|e| LayoutError::io(id, "write", path, e))
 }
 
-/// `rm -rf`, also when (as non-root) directories like a 0555 `diff` are not
-/// writable: on `EACCES` it makes every directory owner-writable and retries.
-fn remove_tree(path: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            make_dirs_writable(path)?;
-            fs::remove_dir_all(path)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-fn make_dirs_writable(path: &Path) -> io::Result<()> {
-    let meta = fs::symlink_metadata(path)?;
-    if !meta.is_dir() {
-        return Ok(());
-    }
-    fs::set_permissions(
-        path,
-        fs::Permissions::from_mode(meta.mode() & 0o7777 | 0o700),
-    )?;
-    for entry in fs::read_dir(path)? {
-        make_dirs_writable(&entry?.path())?;
-    }
-    Ok(())
-}
+use std::os::unix::fs::DirBuilderExt;

@@ -11,15 +11,12 @@
 //!   work/       recreated: 0555, owner = new root pair
 //! ```
 
-use std::fs;
-use std::io;
-use std::os::unix::fs::MetadataExt;
-
 use layerstore::idmap::{root_pair, IdMappings};
+use layerstore::LayerId;
 
-use super::create::{mkdir_owned, open_dir};
+use super::create::mkdir_owned;
 use super::{LayoutError, MountRequest, OverlayDriver};
-use crate::chown::{chown_by_maps, ChownMaps, ChownReport};
+use crate::chown::{chown_by_maps_fd, ChownMaps, ChownReport};
 
 /// c/storage's `defaultPerms` (also the mode of the recreated `work`).
 const DEFAULT_PERMS: u32 = 0o555;
@@ -39,29 +36,36 @@ impl OverlayDriver {
     /// entries already copied up stay in `diff`.
     pub fn update_layer_id_map(
         &self,
-        id: &str,
+        id: &LayerId,
         to_container: &IdMappings,
         to_host: &IdMappings,
         mount_label: Option<&str>,
     ) -> Result<ChownReport, LayoutError> {
-        let dir = self.existing_layer_dir(id)?;
+        let layer = self.open_layer(id)?;
         let root =
             root_pair(&to_host.uids, &to_host.gids).map_err(|source| LayoutError::RootPair {
-                id: id.to_owned(),
+                id: id.to_string(),
                 source,
             })?;
         let merged = self.mount_for_chown(id, mount_label)?;
         let maps = ChownMaps::new(to_container.clone(), to_host.clone());
-        let chowned = chown_by_maps(&merged, &maps);
+        // The mount, reached through the layer's directory (not by path).
+        let chowned = layer
+            .open_dir("merged")
+            .map_err(|e| crate::chown::ChownError::io("open", merged.clone(), e))
+            .and_then(|m| {
+                let workers = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+                chown_by_maps_fd(m.into_fd(), &merged, &maps, workers)
+            });
         let unmounted = self.unmount(id);
         let report = match (chowned, unmounted) {
             (Ok(report), Ok(())) => report,
             (Err(source), unmounted) => {
                 if let Err(e) = unmounted {
-                    tracing::error!(layer = id, error = %e, "unmounting after a failed chown");
+                    tracing::error!(layer = %id, error = %e, "unmounting after a failed chown");
                 }
                 return Err(LayoutError::Chown {
-                    id: id.to_owned(),
+                    id: id.to_string(),
                     source,
                 });
             }
@@ -69,49 +73,41 @@ impl OverlayDriver {
         };
         // The volatile mount skipped overlayfs' fsync of every copied-up
         // file; one syncfs makes the whole copy durable before it is used.
-        let diff_fd = open_dir(rustix::fs::CWD, dir.join("diff"))
-            .map_err(|e| LayoutError::io(id, "open", dir.join("diff"), e))?;
-        rustix::fs::syncfs(&diff_fd)
-            .map_err(|e| LayoutError::io(id, "sync", dir.join("diff"), e))?;
-        drop(diff_fd);
+        let diff = layer
+            .open_dir("diff")
+            .map_err(|e| LayoutError::io(id.as_str(), "open", layer.display("diff"), e))?;
+        rustix::fs::syncfs(diff.fd())
+            .map_err(|e| LayoutError::io(id.as_str(), "sync", diff.path(), e))?;
+        let perms = diff.stat_self().map_or(DEFAULT_PERMS, |m| m.mode & 0o7777);
+        drop(diff);
         tracing::debug!(
-            layer = id,
+            layer = %id,
             entries = report.entries,
             changed = report.changed,
             "chowned layer by maps"
         );
 
-        let diff = dir.join("diff");
-        let perms = match fs::metadata(&diff) {
-            Ok(m) => m.mode() & 0o7777,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => DEFAULT_PERMS,
-            Err(e) => return Err(LayoutError::io(id, "examine", diff, e)),
-        };
         let numbered = |n: usize| {
             if n == 0 {
-                diff.clone()
+                "diff".to_owned()
             } else {
-                dir.join(format!("diff{n}"))
+                format!("diff{n}")
             }
         };
         let mut free = 0;
-        while fs::symlink_metadata(numbered(free)).is_ok() {
+        while layer.stat(numbered(free)).ok().flatten().is_some() {
             free += 1;
         }
         for n in (1..=free).rev() {
-            fs::rename(numbered(n - 1), numbered(n))
-                .map_err(|e| LayoutError::io(id, "rotate", numbered(n - 1), e))?;
+            layer
+                .rename(numbered(n - 1), numbered(n))
+                .map_err(|e| LayoutError::io(id.as_str(), "rotate", layer.display(numbered(n - 1)), e))?;
         }
-        let dir_fd =
-            open_dir(rustix::fs::CWD, &dir).map_err(|e| LayoutError::io(id, "open", &dir, e))?;
-        let work = dir.join("work");
-        match fs::remove_dir_all(&work) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(LayoutError::io(id, "remove", work, e)),
-        }
-        mkdir_owned(id, &dir_fd, &dir, "work", DEFAULT_PERMS, root)?;
-        mkdir_owned(id, &dir_fd, &dir, "diff", perms, root)?;
+        layer
+            .remove_tree("work")
+            .map_err(|e| LayoutError::io(id.as_str(), "remove", layer.display("work"), e))?;
+        mkdir_owned(id.as_str(), &layer, "work", DEFAULT_PERMS, root)?;
+        mkdir_owned(id.as_str(), &layer, "diff", perms, root)?;
         Ok(report)
     }
 
@@ -123,7 +119,7 @@ impl OverlayDriver {
     /// Without `volatile` support, a plain mount.
     fn mount_for_chown(
         &self,
-        id: &str,
+        id: &LayerId,
         mount_label: Option<&str>,
     ) -> Result<std::path::PathBuf, LayoutError> {
         let mut options = self.default_mount_options().to_vec();
@@ -140,7 +136,7 @@ impl OverlayDriver {
                 if source.raw_os_error() == Some(libc::EINVAL) =>
             {
                 tracing::debug!(
-                    layer = id,
+                    layer = %id,
                     "overlayfs refused volatile; mounting without it"
                 );
                 request.options.pop();

@@ -26,18 +26,16 @@
 //! - any map the kernel accepts for a user namespace works, contiguous or
 //!   not; ids that the map does not cover show as the overflow id (65534).
 
-use std::fs;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::fd::{AsFd, OwnedFd};
+
 use std::path::{Path, PathBuf};
 
+use layerstore::confined::Dir;
 use layerstore::idmap::{root_pair, IdMap};
-use rustix::fs::{chownat, AtFlags, Gid, Uid, CWD};
+use rustix::fs::{chownat, AtFlags, Gid, Uid};
 use rustix::io::Errno;
 use rustix::mount::{move_mount, unmount, MoveMountFlags, UnmountFlags};
 
-use super::create::open_dir;
 use super::mount::{Method, Plan};
 use super::LayoutError;
 use crate::sys::{self, IdmapError};
@@ -80,81 +78,87 @@ impl Mapping {
         Ok(Some(Mapping { userns, root }))
     }
 
-    /// Mount `plan`, whose lowers are absolute paths under `home`, with
-    /// every lower seen through one idmapped clone of `home`: detached
-    /// (named `/proc/self/fd/<n>/...`), or, when overlayfs refuses that with
-    /// `EINVAL` (kernels before 6.15 only take lowers from attached mounts)
-    /// or `attach` is set, attached on `<dir>/mapped/0` as c/storage does.
-    /// Either way the clone is gone when this returns.
+    /// Mount `plan`, whose lowers are beneath `home`, with every lower
+    /// seen through one idmapped clone of `home`: detached, or, when
+    /// overlayfs refuses that with `EINVAL` (kernels before 6.15 only take
+    /// lowers from attached mounts) or `attach` is set, attached on
+    /// `<layer>/mapped/0` as c/storage does. Each lower is opened again
+    /// beneath the clone, without following symlinks. Either way the clone
+    /// is gone when this returns.
     pub(super) fn mount(
         &self,
         plan: &mut Plan<'_>,
-        home: &Path,
-        dir: &Path,
+        home: &Dir,
+        layer: &Dir,
         forced: Option<Method>,
         attach: bool,
     ) -> Result<(), LayoutError> {
-        let id = plan.id;
-        let tree = sys::idmapped_clone(CWD, home, self.userns.as_fd()).map_err(|source| {
-            LayoutError::Idmap {
+        let id = plan.id.as_str();
+        let tree = sys::idmapped_clone(home.fd(), Path::new(""), self.userns.as_fd()).map_err(
+            |source| LayoutError::Idmap {
                 id: id.to_owned(),
                 source: Box::new(source),
-            }
-        })?;
+            },
+        )?;
         let home_lowers = std::mem::take(&mut plan.lowers);
+        let relative: Vec<PathBuf> = home_lowers
+            .iter()
+            .map(|l| relative_to(id, home.path(), l.path()))
+            .collect::<Result<_, _>>()?;
+        let clone = Dir::from_fd(tree, home.path().to_owned());
         if !attach {
-            let base = PathBuf::from(format!("/proc/self/fd/{}", tree.as_raw_fd()));
-            plan.lowers = through(id, home, &base, &home_lowers)?;
+            plan.lowers = through(id, &clone, &relative)?;
             match plan.mount(forced) {
                 Err(e) if is_einval(&e) => {
                     tracing::debug!(layer = id, error = %e, "overlay refused detached idmapped lowers; attaching them");
                 }
                 other => return other,
             }
+            plan.lowers.clear();
         }
-        let attached = Attached::new(id, dir, tree)?;
-        plan.lowers = through(id, home, &attached.path, &home_lowers)?;
+        let attached = Attached::new(id, layer, clone)?;
+        plan.lowers = through(id, &attached.root, &relative)?;
         plan.mount(forced)
     }
 
-    /// Own `<dir>/{diff,work,merged}` (the directories themselves) by the
+    /// Own `<layer>/{diff,work,merged}` (the directories themselves) by the
     /// container's root.
-    pub(super) fn chown_upper(&self, id: &str, dir: &Path) -> Result<(), LayoutError> {
-        let dir_fd = open_dir(CWD, dir).map_err(|e| LayoutError::io(id, "open", dir, e))?;
+    pub(super) fn chown_upper(&self, id: &str, layer: &Dir) -> Result<(), LayoutError> {
         let (uid, gid) = self.root;
         for name in ["diff", "work", "merged"] {
             chownat(
-                &dir_fd,
+                layer.fd(),
                 name,
                 Some(Uid::from_raw(uid)),
                 Some(Gid::from_raw(gid)),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
-            .map_err(|e| LayoutError::io(id, "chown", dir.join(name), e))?;
+            .map_err(|e| LayoutError::io(id, "chown", layer.display(name), e))?;
         }
         Ok(())
     }
 }
 
-/// `lowers` (absolute, under `home`) as the same paths under `base`
-/// (where a clone of `home` can be reached).
-fn through(
-    id: &str,
-    home: &Path,
-    base: &Path,
-    lowers: &[PathBuf],
-) -> Result<Vec<PathBuf>, LayoutError> {
-    lowers
+/// `lower` as a path relative to `home` (both as they were opened).
+fn relative_to(id: &str, home: &Path, lower: &Path) -> Result<PathBuf, LayoutError> {
+    lower
+        .strip_prefix(home)
+        .map(Path::to_path_buf)
+        .map_err(|_| LayoutError::BadLowerEntry {
+            id: id.to_owned(),
+            path: home.to_owned(),
+            entry: lower.display().to_string(),
+        })
+}
+
+/// The lowers at `relative` paths, opened beneath `base` (where a clone of
+/// the home can be reached) without following symlinks.
+fn through(id: &str, base: &Dir, relative: &[PathBuf]) -> Result<Vec<Dir>, LayoutError> {
+    relative
         .iter()
-        .map(|lower| {
-            let relative = lower
-                .strip_prefix(home)
-                .map_err(|_| LayoutError::BadLowerEntry {
-                    id: id.to_owned(),
-                    path: home.to_owned(),
-                    entry: lower.display().to_string(),
-                })?;
-            Ok(base.join(relative))
+        .map(|rel| {
+            base.open_dir(rel)
+                .map_err(|e| LayoutError::io(id, "open through the idmapped clone", base.display(rel), e))
         })
         .collect()
 }
@@ -166,41 +170,43 @@ fn is_einval(e: &LayoutError) -> bool {
 
 /// The idmapped clone attached on `<layer>/mapped/0` while the overlay is
 /// mounted; dropping it detaches it and removes both directories.
-struct Attached {
-    path: PathBuf,
+struct Attached<'a> {
+    layer: &'a Dir,
+    /// The attached clone's root, opened through `mapped/0`.
+    root: Dir,
 }
 
-impl Attached {
-    fn new(id: &str, dir: &Path, tree: OwnedFd) -> Result<Attached, LayoutError> {
-        let mapped = dir.join("mapped");
-        let path = mapped.join("0");
-        for d in [&mapped, &path] {
-            match fs::DirBuilder::new().mode(0o700).create(d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(LayoutError::io(id, "create", d, e)),
-            }
+impl<'a> Attached<'a> {
+    fn new(id: &str, layer: &'a Dir, tree: Dir) -> Result<Attached<'a>, LayoutError> {
+        for d in ["mapped", "mapped/0"] {
+            layer
+                .create_dir(d, 0o700)
+                .map_err(|e| LayoutError::io(id, "create", layer.display(d), e))?;
         }
-        let attached = Attached { path };
+        let point = layer
+            .open_dir("mapped/0")
+            .map_err(|e| LayoutError::io(id, "open", layer.display("mapped/0"), e))?;
         move_mount(
-            tree.as_fd(),
+            tree.fd(),
             "",
-            CWD,
-            &attached.path,
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            point.fd(),
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
         )
-        .map_err(|e| LayoutError::io(id, "attach the idmapped clone on", &attached.path, e))?;
-        Ok(attached)
+        .map_err(|e| LayoutError::io(id, "attach the idmapped clone on", point.path(), e))?;
+        drop(tree);
+        let root = layer
+            .open_dir("mapped/0")
+            .map_err(|e| LayoutError::io(id, "open", layer.display("mapped/0"), e))?;
+        Ok(Attached { layer, root })
     }
 }
 
-impl Drop for Attached {
+impl Drop for Attached<'_> {
     fn drop(&mut self) {
-        let _ = unmount(&self.path, UnmountFlags::DETACH);
-        let _ = fs::remove_dir(&self.path);
-        if let Some(mapped) = self.path.parent() {
-            let _ = fs::remove_dir(mapped);
-        }
+        let _ = unmount(self.root.proc_path(), UnmountFlags::DETACH);
+        let _ = rustix::fs::unlinkat(self.layer.fd(), "mapped/0", AtFlags::REMOVEDIR);
+        let _ = rustix::fs::unlinkat(self.layer.fd(), "mapped", AtFlags::REMOVEDIR);
     }
 }
 
@@ -209,38 +215,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lowers_go_through_the_clone() {
+    fn lowers_are_relative_to_the_home() {
         let home = Path::new("/g/overlay");
-        let lowers = vec![
-            home.join("c/diff1"),
-            home.join("b/diff"),
-            home.join("a/diff"),
-            home.join("a/empty"),
-        ];
-        let lowers = through("c", home, Path::new("/proc/self/fd/7"), &lowers).unwrap();
         assert_eq!(
-            lowers,
-            [
-                "/proc/self/fd/7/c/diff1",
-                "/proc/self/fd/7/b/diff",
-                "/proc/self/fd/7/a/diff",
-                "/proc/self/fd/7/a/empty"
-            ]
-            .map(PathBuf::from)
+            relative_to("c", home, &home.join("b/diff1")).unwrap(),
+            PathBuf::from("b/diff1")
         );
+        let err = relative_to("c", home, Path::new("/elsewhere/x/diff")).unwrap_err();
+        assert!(matches!(err, LayoutError::BadLowerEntry { .. }), "{err}");
     }
 
     #[test]
-    fn a_lower_outside_the_home_is_refused() {
-        let lowers = vec![PathBuf::from("/elsewhere/x/diff")];
-        let err = through(
-            "c",
-            Path::new("/g/overlay"),
-            Path::new("/proc/self/fd/7"),
-            &lowers,
-        )
-        .unwrap_err();
-        assert!(matches!(err, LayoutError::BadLowerEntry { .. }), "{err}");
+    fn lowers_are_reopened_beneath_the_clone_without_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("a/diff")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("victim")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("victim"), tmp.path().join("b")).unwrap();
+        let base = Dir::open(tmp.path()).unwrap();
+        assert_eq!(through("c", &base, &[PathBuf::from("a/diff")]).unwrap().len(), 1);
+        assert!(through("c", &base, &[PathBuf::from("b")]).is_err());
+        assert!(through("c", &base, &[PathBuf::from("../x")]).is_err());
     }
 
     #[test]

@@ -7,16 +7,17 @@
 //! <home>/<id>/link    "<name>"         no newline, 0644
 //! ```
 
-use std::fs;
-use std::io;
-use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::Path;
+use std::time::SystemTime;
 
-use rustix::fs::{Mode, OFlags, CWD};
+use layerstore::confined::Dir;
+use layerstore::driver::LinkEntry;
+use layerstore::LayerId;
+use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::rand::{getrandom, GetRandomFlags};
 
-use super::{validate_id, LayoutError, OverlayDriver, LINK_DIR, LINK_FILE};
+use super::{LayoutError, OverlayDriver, LINK_DIR, LINK_FILE};
 
 /// Length of a link name (c/storage's `idLength`).
 pub(crate) const LINK_LEN: usize = 26;
@@ -65,9 +66,9 @@ pub(crate) fn is_valid_link_name(name: &str) -> bool {
 }
 
 /// The layer id in a link target `../<id>/diff`, if it has that form.
-pub(crate) fn layer_of_link_target(target: &str) -> Option<&str> {
+pub(crate) fn layer_of_link_target(target: &str) -> Option<LayerId> {
     let id = target.strip_prefix("../")?.strip_suffix("/diff")?;
-    validate_id(id).is_ok().then_some(id)
+    LayerId::parse(id).ok()
 }
 
 impl OverlayDriver {
@@ -76,47 +77,59 @@ impl OverlayDriver {
     /// rewrite it from an `l/` symlink that points to the layer (or from a
     /// new name when there is none). Returns whether anything was repaired.
     ///
-    /// An `l/<link>` that points to another layer is reported as
-    /// [`LayoutError::LinkConflict`], never overwritten.
-    pub fn repair_link(&self, id: &str) -> Result<bool, LayoutError> {
-        let dir = self.existing_layer_dir(id)?;
-        let link_dir = self.home.join(LINK_DIR);
-        ensure_link_dir(&link_dir)?;
+    /// An `l/<link>` that points to another layer (or is not a symlink) is
+    /// reported as [`LayoutError::LinkConflict`], never overwritten.
+    pub fn repair_link(&self, id: &LayerId) -> Result<bool, LayoutError> {
+        let layer = self.open_layer(id)?;
+        let home = self.home_required()?;
+        ensure_link_dir(&home)?;
         let expected = format!("../{id}/diff");
-        let name = match self.read_link_file(id)? {
+        let name = match self.read_link_file(&home, id)? {
             Some(name) => name,
             None => {
-                let name = match self.find_link_pointing_to(id)? {
+                let name = match self.find_link_pointing_to(&home, id)? {
                     Some(name) => name,
-                    None => self.create_link(id)?,
+                    None => self.create_link(&home, id)?,
                 };
-                write_replace(id, &dir, LINK_FILE, name.as_bytes())?;
-                tracing::info!(layer = id, link = %name, "rewrote the layer's link file");
+                write_replace(id.as_str(), &layer, LINK_FILE, name.as_bytes())?;
+                tracing::info!(layer = %id, link = %name, "rewrote the layer's link file");
                 return Ok(true);
             }
         };
-        let path = link_dir.join(&name);
-        match fs::read_link(&path) {
-            Ok(target) if target.as_os_str() == expected.as_str() => Ok(false),
-            Ok(target) => Err(LayoutError::LinkConflict {
-                id: id.to_owned(),
+        let rel = Path::new(LINK_DIR).join(&name);
+        let path = home.display(&rel);
+        match home.read_link(&rel) {
+            Ok(Some(target)) if target.as_os_str() == expected.as_str() => Ok(false),
+            Ok(Some(target)) => Err(LayoutError::LinkConflict {
+                id: id.to_string(),
                 path,
                 target: target.to_string_lossy().into_owned(),
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::os::unix::fs::symlink(&expected, &path)
-                    .map_err(|e| LayoutError::io(id, "create symlink", &path, e))?;
-                tracing::info!(layer = id, link = %name, "recreated the layer's l/ link");
+            Ok(None) => {
+                home.symlink(&expected, &rel)
+                    .map_err(|e| LayoutError::io(id.as_str(), "create symlink", &path, e))?;
+                tracing::info!(layer = %id, link = %name, "recreated the layer's l/ link");
                 Ok(true)
             }
-            Err(e) => Err(LayoutError::io(id, "read symlink", path, e)),
+            Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                Err(LayoutError::LinkConflict {
+                    id: id.to_string(),
+                    path,
+                    target: "(not a symlink)".into(),
+                })
+            }
+            Err(e) => Err(LayoutError::io(id.as_str(), "read symlink", path, e)),
         }
     }
 
     /// Layers (directories of the home) with a mount point inside them,
     /// from one read of the mount table.
     pub fn layers_with_mounts(&self) -> Result<Vec<String>, LayoutError> {
-        let home = fs::canonicalize(&self.home).unwrap_or_else(|_| self.home.clone());
+        let Some(home_dir) = self.home_dir()? else {
+            return Ok(Vec::new());
+        };
+        // Where the home really is (not what a symlink on the way says).
+        let home = std::fs::read_link(home_dir.proc_path()).unwrap_or_else(|_| self.home.clone());
         let points = super::mountinfo::mount_points()
             .map_err(|e| LayoutError::home_io("read the mount table for", &self.home, e))?;
         let mut ids: Vec<String> = points
@@ -124,7 +137,7 @@ impl OverlayDriver {
             .filter_map(|p| p.strip_prefix(&home).ok())
             .filter_map(|rel| rel.components().next())
             .filter_map(|c| c.as_os_str().to_str())
-            .filter(|id| *id != LINK_DIR && validate_id(id).is_ok())
+            .filter(|id| *id != LINK_DIR && LayerId::parse(id).is_ok())
             .map(str::to_owned)
             .collect();
         ids.sort();
@@ -132,44 +145,45 @@ impl OverlayDriver {
         Ok(ids)
     }
 
-    /// Whether `<id>/link` exists (one `statat` relative to a home fd
-    /// opened once per driver would be cheaper still; a plain lstat of
-    /// `<home>/<id>/link` is what this does).
-    pub fn has_link_file(&self, id: &str) -> bool {
-        validate_id(id).is_ok() && fs::symlink_metadata(self.layer_dir(id).join(LINK_FILE)).is_ok()
+    /// Whether `<id>/link` exists (one `statx`, not following it).
+    pub fn has_link_file(&self, id: &LayerId) -> bool {
+        matches!(self.home_dir(), Ok(Some(home)) if home.stat(Path::new(id.as_str()).join(LINK_FILE)).ok().flatten().is_some())
     }
 
     /// Whether [`OverlayDriver::repair_link`] would change anything for
     /// layer `id`: its `link` file or its `l/<link>` symlink is missing.
     /// Unreadable or conflicting state is not "missing" (repair would
     /// refuse it).
-    pub fn link_needs_repair(&self, id: &str) -> bool {
-        if !self.layer_exists(id) {
+    pub fn link_needs_repair(&self, id: &LayerId) -> bool {
+        let Ok(Some(home)) = self.home_dir() else {
+            return false;
+        };
+        if !home.stat(id.as_str()).ok().flatten().is_some_and(|m| m.is_dir()) {
             return false;
         }
-        match self.read_link_file(id) {
-            Ok(Some(name)) => matches!(
-                fs::symlink_metadata(self.home.join(LINK_DIR).join(name)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound
-            ),
+        match self.read_link_file(&home, id) {
+            Ok(Some(name)) => matches!(home.stat(Path::new(LINK_DIR).join(name)), Ok(None)),
             Ok(None) => true,
             Err(_) => false,
         }
     }
 
     /// The name in `<id>/link` (trailing newlines trimmed, as c/storage's
-    /// repair does), or `None` when the file is missing.
-    pub(crate) fn read_link_file(&self, id: &str) -> Result<Option<String>, LayoutError> {
-        let path = self.layer_dir(id).join(LINK_FILE);
-        let content = match fs::read_to_string(&path) {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(LayoutError::io(id, "read", path, e)),
+    /// repair does), or `None` when the file is missing. A name that is not
+    /// a plain `l/` entry name is [`LayoutError::BadLowerEntry`].
+    pub(crate) fn read_link_file(&self, home: &Dir, id: &LayerId) -> Result<Option<String>, LayoutError> {
+        let rel = Path::new(id.as_str()).join(LINK_FILE);
+        let path = home.display(&rel);
+        let content = match home.read_opt(&rel) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(LayoutError::io(id.as_str(), "read", path, e)),
         };
+        let content = String::from_utf8_lossy(&content).into_owned();
         let name = content.trim_end_matches('\n');
         if !is_valid_link_name(name) {
             return Err(LayoutError::BadLowerEntry {
-                id: id.to_owned(),
+                id: id.to_string(),
                 path,
                 entry: content,
             });
@@ -179,53 +193,59 @@ impl OverlayDriver {
 
     /// Create `l/<new name>` -> `../<id>/diff`, retrying on a name clash;
     /// returns the name.
-    pub(crate) fn create_link(&self, id: &str) -> Result<String, LayoutError> {
+    pub(crate) fn create_link(&self, home: &Dir, id: &LayerId) -> Result<String, LayoutError> {
         let target = format!("../{id}/diff");
         let mut attempts = 0;
         loop {
             let name = generate_link_name()?;
-            let path = self.home.join(LINK_DIR).join(&name);
-            match rustix::fs::symlinkat(target.as_str(), CWD, &path) {
+            let rel = Path::new(LINK_DIR).join(&name);
+            match home.symlink(&target, &rel) {
                 Ok(()) => return Ok(name),
-                Err(Errno::EXIST) if attempts < 3 => attempts += 1,
-                Err(e) => return Err(LayoutError::io(id, "create symlink", path, e)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 3 => {
+                    attempts += 1
+                }
+                Err(e) => {
+                    return Err(LayoutError::io(id.as_str(), "create symlink", home.display(&rel), e))
+                }
             }
         }
     }
 
-    /// The layer `l/<name>` points to, following the symlink (`None` when
-    /// the symlink is missing).
+    /// The layer `l/<name>` points to, reading the symlink (`None` when the
+    /// symlink is missing).
     pub(crate) fn layer_of_link(
         &self,
-        id: &str,
+        home: &Dir,
+        id: &LayerId,
         name: &str,
-    ) -> Result<Option<String>, LayoutError> {
-        let path = self.home.join(LINK_DIR).join(name);
-        match fs::read_link(&path) {
-            Ok(target) => {
+    ) -> Result<Option<LayerId>, LayoutError> {
+        let rel = Path::new(LINK_DIR).join(name);
+        let path = home.display(&rel);
+        match home.read_link(&rel) {
+            Ok(Some(target)) => {
                 let target = target.to_string_lossy();
                 match layer_of_link_target(&target) {
-                    Some(lower) => Ok(Some(lower.to_owned())),
+                    Some(lower) => Ok(Some(lower)),
                     None => Err(LayoutError::LinkConflict {
-                        id: id.to_owned(),
+                        id: id.to_string(),
                         path,
                         target: target.into_owned(),
                     }),
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(LayoutError::io(id, "read symlink", path, e)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(LayoutError::io(id.as_str(), "read symlink", path, e)),
         }
     }
 
     /// The layer whose `link` file says `name` (used when `l/<name>` is
     /// lost: the `link` files are the authority c/storage rebuilds from).
-    pub(crate) fn layer_with_link_name(&self, name: &str) -> Result<Option<String>, LayoutError> {
+    pub(crate) fn layer_with_link_name(&self, home: &Dir, name: &str) -> Result<Option<LayerId>, LayoutError> {
         for layer in self.list_layers()? {
-            if validate_id(&layer).is_err() {
+            let Ok(layer) = LayerId::parse(&layer) else {
                 continue;
-            }
-            if matches!(self.read_link_file(&layer), Ok(Some(n)) if n == name) {
+            };
+            if matches!(self.read_link_file(home, &layer), Ok(Some(n)) if n == name) {
                 return Ok(Some(layer));
             }
         }
@@ -233,60 +253,139 @@ impl OverlayDriver {
     }
 
     /// An `l/` symlink pointing to `../<id>/diff`, if any.
-    fn find_link_pointing_to(&self, id: &str) -> Result<Option<String>, LayoutError> {
-        let link_dir = self.home.join(LINK_DIR);
+    fn find_link_pointing_to(&self, home: &Dir, id: &LayerId) -> Result<Option<String>, LayoutError> {
         let expected = format!("../{id}/diff");
-        let entries =
-            fs::read_dir(&link_dir).map_err(|e| LayoutError::io(id, "list", &link_dir, e))?;
+        let links = match home.open_dir(LINK_DIR) {
+            Ok(l) => l,
+            Err(e) => return Err(LayoutError::io(id.as_str(), "open", home.display(LINK_DIR), e)),
+        };
+        let entries = links
+            .entries()
+            .map_err(|e| LayoutError::io(id.as_str(), "list", links.path(), e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| LayoutError::io(id, "list", &link_dir, e))?;
-            let Ok(name) = entry.file_name().into_string() else {
+            let Ok(name) = entry.name.into_string() else {
                 continue;
             };
             if is_valid_link_name(&name)
-                && fs::read_link(entry.path()).is_ok_and(|t| t.as_os_str() == expected.as_str())
+                && links
+                    .read_link(&name)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|t| t.as_os_str() == expected.as_str())
             {
                 return Ok(Some(name));
             }
         }
         Ok(None)
     }
+
+    /// Every `l/` entry and the layer it points to, resolved relative to
+    /// the `l/` directory's descriptor (mtimes are not looked up).
+    pub fn links(&self) -> Result<Vec<LinkEntry>, LayoutError> {
+        let Some(home) = self.home_dir()? else {
+            return Ok(Vec::new());
+        };
+        let Some(links) = home
+            .open_dir_opt(LINK_DIR)
+            .map_err(|e| LayoutError::home_io("open", home.display(LINK_DIR), e))?
+        else {
+            return Ok(Vec::new());
+        };
+        let entries = links
+            .entries()
+            .map_err(|e| LayoutError::home_io("list", links.path(), e))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let Ok(name) = entry.name.into_string() else {
+                continue;
+            };
+            // One readlinkat relative to the l/ fd. (The targets of
+            // podman's links are too long for ext4's inline symlinks, so
+            // each reads a block: most of a dry run's time on a large
+            // store.)
+            let Ok(target) = rustix::fs::readlinkat(links.fd(), name.as_str(), Vec::new()) else {
+                continue;
+            };
+            let layer = layer_of_link_target(&target.to_string_lossy()).map(LayerId::into_string);
+            out.push(LinkEntry {
+                name,
+                layer,
+                mtime: SystemTime::UNIX_EPOCH,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The mtime of `l/<name>`, if it exists.
+    pub fn link_mtime(&self, name: &str) -> Option<SystemTime> {
+        if !is_valid_link_name(name) {
+            return None;
+        }
+        let home = self.home_dir().ok().flatten()?;
+        home.stat(Path::new(LINK_DIR).join(name)).ok().flatten().map(|m| m.mtime)
+    }
+
+    /// Remove `l/<name>` if it is a symlink (never what it points to).
+    pub fn remove_link(&self, name: &str) -> Result<(), LayoutError> {
+        if !is_valid_link_name(name) {
+            return Err(LayoutError::BadLowerEntry {
+                id: String::new(),
+                path: self.home.join(LINK_DIR),
+                entry: name.to_owned(),
+            });
+        }
+        let Some(home) = self.home_dir()? else {
+            return Ok(());
+        };
+        let rel = Path::new(LINK_DIR).join(name);
+        match home.stat(&rel) {
+            Ok(Some(m)) if m.is_symlink() => home
+                .remove_file(&rel)
+                .map(|_| ())
+                .map_err(|e| LayoutError::home_io("remove", home.display(&rel), e)),
+            Ok(_) => Ok(()),
+            Err(e) => Err(LayoutError::home_io("examine", home.display(&rel), e)),
+        }
+    }
 }
 
 /// Create `<home>/l` (0755) if it is missing.
-pub(crate) fn ensure_link_dir(link_dir: &std::path::Path) -> Result<(), LayoutError> {
-    match rustix::fs::mkdirat(CWD, link_dir, Mode::from_raw_mode(0o755)) {
-        Ok(()) => rustix::fs::chmod(link_dir, Mode::from_raw_mode(0o755))
-            .map_err(|e| LayoutError::home_io("chmod", link_dir, e)),
-        Err(Errno::EXIST) => Ok(()),
-        Err(e) => Err(LayoutError::home_io("create", link_dir, e)),
+pub(crate) fn ensure_link_dir(home: &Dir) -> Result<(), LayoutError> {
+    let path = home.display(LINK_DIR);
+    match rustix::fs::mkdirat(home.fd(), LINK_DIR, Mode::from_raw_mode(0o755)) {
+        Ok(()) => rustix::fs::chmodat(home.fd(), LINK_DIR, Mode::from_raw_mode(0o755), AtFlags::empty())
+            .map_err(|e| LayoutError::home_io("chmod", path, e)),
+        Err(Errno::EXIST) => match home.stat(LINK_DIR) {
+            Ok(Some(m)) if m.is_dir() => Ok(()),
+            Ok(_) => Err(LayoutError::home_io(
+                "use as the link directory",
+                path,
+                std::io::Error::from(std::io::ErrorKind::NotADirectory),
+            )),
+            Err(e) => Err(LayoutError::home_io("examine", path, e)),
+        },
+        Err(e) => Err(LayoutError::home_io("create", path, e)),
     }
 }
 
-/// Replace `<dir>/<name>` with `data` (mode 0644) through a temp file and
-/// rename, so a reader never sees a half-written file.
-pub(crate) fn write_replace(
-    id: &str,
-    dir: &std::path::Path,
-    name: &str,
-    data: &[u8],
-) -> Result<(), LayoutError> {
-    let tmp: PathBuf = dir.join(format!(".tmp-{name}"));
-    let result = write_new(&tmp, data).and_then(|()| fs::rename(&tmp, dir.join(name)));
+/// Replace `<layer>/<name>` with `data` (mode 0644) through a temp file
+/// and rename, so a reader never sees a half-written file.
+pub(crate) fn write_replace(id: &str, layer: &Dir, name: &str, data: &[u8]) -> Result<(), LayoutError> {
+    let tmp = format!(".tmp-{name}");
+    let result = (|| -> std::io::Result<()> {
+        let _ = rustix::fs::unlinkat(layer.fd(), tmp.as_str(), AtFlags::empty());
+        let fd = layer.open_file(
+            Path::new(&tmp),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+            0o644,
+        )?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o644))?;
+        std::io::Write::write_all(&mut std::fs::File::from(fd), data)?;
+        layer.rename(&tmp, name)
+    })();
     if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(LayoutError::io(id, "write", dir.join(name), e));
+        let _ = rustix::fs::unlinkat(layer.fd(), tmp.as_str(), AtFlags::empty());
+        return Err(LayoutError::io(id, "write", layer.display(name), e));
     }
     Ok(())
-}
-
-/// Write a new file (`O_EXCL`, or truncating a leftover temp), mode 0644.
-fn write_new(path: &std::path::Path, data: &[u8]) -> io::Result<()> {
-    let fd: OwnedFd = rustix::fs::open(
-        path,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )?;
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o644))?;
-    io::Write::write_all(&mut fs::File::from(fd), data)
 }

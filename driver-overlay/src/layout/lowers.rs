@@ -1,5 +1,6 @@
 //! Lower chains: which layers lie under a layer, and the directories a
-//! mount stacks, in overlayfs order (uppermost first).
+//! mount stacks, in overlayfs order (uppermost first), each opened beneath
+//! the home without following a symlink.
 //!
 //! ```text
 //! <id>/lower-layers   "<parent>:<grandparent>:..."        (c/storage >= 1.63; preferred)
@@ -7,94 +8,102 @@
 //! <id>/diff1..diffN   own older uppers, stacked right under <id>/diff
 //! ```
 
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
+use layerstore::confined::Dir;
+use layerstore::LayerId;
+
 use super::links::is_valid_link_name;
-use super::{
-    validate_id, LayoutError, OverlayDriver, LINK_DIR, LOWER_FILE, LOWER_LAYERS_FILE,
-    MAX_LOWER_LAYERS,
-};
+use super::{LayoutError, OverlayDriver, LINK_DIR, LOWER_FILE, LOWER_LAYERS_FILE, MAX_LOWER_LAYERS};
 
 impl OverlayDriver {
     /// The ids of the layers under `id`, nearest first: from `lower-layers`,
     /// else by resolving each `l/<link>` of `lower` (readlink gives
     /// `../<lower id>/diff`; a lost symlink is looked up through the layers'
-    /// `link` files), else none.
-    pub fn lower_layer_ids(&self, id: &str) -> Result<Vec<String>, LayoutError> {
-        let dir = self.existing_layer_dir(id)?;
-        let path = dir.join(LOWER_LAYERS_FILE);
-        match read_optional(id, &path)? {
+    /// `link` files), else none. Every entry must be a valid id or link
+    /// name ([`LayoutError::BadLowerEntry`]).
+    pub fn lower_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, LayoutError> {
+        let layer = self.open_layer(id)?;
+        let path = layer.display(LOWER_LAYERS_FILE);
+        match read_optional(id, &layer, LOWER_LAYERS_FILE)? {
             Some(content) => content
                 .split(':')
-                .map(|entry| {
-                    validate_id(entry)
-                        .map(|()| entry.to_owned())
-                        .map_err(|_| bad_entry(id, &path, entry))
-                })
+                .map(|entry| LayerId::parse(entry).map_err(|_| bad_entry(id, &path, entry)))
                 .collect(),
-            None => self.ids_from_lower_file(id, &dir.join(LOWER_FILE)),
+            None => self.ids_from_lower_file(id, &layer),
         }
     }
 
-    /// The lower directories of a mount of `id`, uppermost first: its own
-    /// `diff1..diffN`, then for each lower layer `L`: `L/diff`,
-    /// `L/diff1..`; `<id>/empty` when there is nothing else. Paths are
-    /// absolute (`<home>/<L>/diff`, as upstream c/storage mounts them).
+    /// The lower directories of a mount of `id`, uppermost first (for
+    /// messages and tests; mounts use [`Self::open_lower_dirs`]).
+    pub fn lower_dirs(&self, id: &LayerId) -> Result<Vec<PathBuf>, LayoutError> {
+        Ok(self
+            .open_lower_dirs(id)?
+            .iter()
+            .map(|d| d.path().to_owned())
+            .collect())
+    }
+
+    /// The lower directories of a mount of `id`, opened, uppermost first:
+    /// its own `diff1..diffN`, then for each lower layer `L`: `L/diff`,
+    /// `L/diff1..`; `<id>/empty` when there is nothing else.
     ///
     /// Refuses more than [`MAX_LOWER_LAYERS`] lower layers, and a lower
-    /// layer whose `diff` is missing.
-    pub fn lower_dirs(&self, id: &str) -> Result<Vec<PathBuf>, LayoutError> {
+    /// layer whose `diff` is missing (or a symlink).
+    pub(crate) fn open_lower_dirs(&self, id: &LayerId) -> Result<Vec<Dir>, LayoutError> {
         let ids = self.lower_layer_ids(id)?;
         if ids.len() > MAX_LOWER_LAYERS {
             return Err(LayoutError::ChainTooDeep {
-                id: id.to_owned(),
+                id: id.to_string(),
                 depth: ids.len(),
                 max: MAX_LOWER_LAYERS,
             });
         }
-        let dir = self.layer_dir(id);
-        let mut dirs = numbered_diffs(&dir);
+        let home = self.home_required()?;
+        let layer = self.open_layer(id)?;
+        let mut dirs = numbered_diffs(id, &layer)?;
         for lower in &ids {
-            let lower_dir = self.layer_dir(lower);
-            let diff = lower_dir.join("diff");
-            if !diff.is_dir() {
-                return Err(LayoutError::LowerNotFound {
-                    id: id.to_owned(),
-                    lower: lower.clone(),
-                    path: diff,
-                });
-            }
+            let not_found = || LayoutError::LowerNotFound {
+                id: id.to_string(),
+                lower: lower.to_string(),
+                path: home.display(Path::new(lower.as_str()).join("diff")),
+            };
+            let lower_dir = home.open_dir(lower.as_str()).map_err(|_| not_found())?;
+            let diff = lower_dir.open_dir("diff").map_err(|_| not_found())?;
             dirs.push(diff);
-            dirs.extend(numbered_diffs(&lower_dir));
+            dirs.extend(numbered_diffs(id, &lower_dir)?);
         }
         if dirs.is_empty() {
-            dirs.push(dir.join("empty"));
+            let empty = layer
+                .open_dir("empty")
+                .map_err(|e| LayoutError::io(id.as_str(), "open", layer.display("empty"), e))?;
+            dirs.push(empty);
         }
         Ok(dirs)
     }
 
     /// Resolve the `l/<link>` entries of a `lower` file to layer ids.
     /// Empty entries are skipped, as v1.43 does.
-    fn ids_from_lower_file(&self, id: &str, path: &Path) -> Result<Vec<String>, LayoutError> {
-        let Some(content) = read_optional(id, path)? else {
+    fn ids_from_lower_file(&self, id: &LayerId, layer: &Dir) -> Result<Vec<LayerId>, LayoutError> {
+        let Some(content) = read_optional(id, layer, LOWER_FILE)? else {
             return Ok(Vec::new());
         };
+        let path = layer.display(LOWER_FILE);
+        let home = self.home_required()?;
         let mut ids = Vec::new();
         for entry in content.split(':').filter(|e| !e.is_empty()) {
             let name = entry
                 .strip_prefix(LINK_DIR)
                 .and_then(|rest| rest.strip_prefix('/'))
                 .filter(|name| is_valid_link_name(name))
-                .ok_or_else(|| bad_entry(id, path, entry))?;
-            let lower = match self.layer_of_link(id, name)? {
+                .ok_or_else(|| bad_entry(id, &path, entry))?;
+            let lower = match self.layer_of_link(&home, id, name)? {
                 Some(lower) => lower,
-                None => self.layer_with_link_name(name)?.ok_or_else(|| {
+                None => self.layer_with_link_name(&home, name)?.ok_or_else(|| {
                     LayoutError::LowerLinkMissing {
-                        id: id.to_owned(),
+                        id: id.to_string(),
                         link: entry.to_owned(),
-                        path: self.home.join(entry),
+                        path: home.display(entry),
                     }
                 })?,
             };
@@ -104,26 +113,40 @@ impl OverlayDriver {
     }
 }
 
-/// `<dir>/diff1`, `<dir>/diff2`, ... up to the first one missing.
-fn numbered_diffs(dir: &Path) -> Vec<PathBuf> {
-    (1..)
-        .map(|n| dir.join(format!("diff{n}")))
-        .take_while(|p| p.exists())
-        .collect()
+/// `<layer>/diff1`, `<layer>/diff2`, ... up to the first one missing, each
+/// opened (a `diffN` that is a symlink ends the list, as a missing one does).
+fn numbered_diffs(id: &LayerId, layer: &Dir) -> Result<Vec<Dir>, LayoutError> {
+    let mut out = Vec::new();
+    for n in 1.. {
+        let name = format!("diff{n}");
+        match layer.stat(&name) {
+            Ok(Some(m)) if m.is_dir() => {}
+            Ok(_) => break,
+            Err(e) => return Err(LayoutError::io(id.as_str(), "examine", layer.display(&name), e)),
+        }
+        let dir = layer
+            .open_dir(&name)
+            .map_err(|e| LayoutError::io(id.as_str(), "open", layer.display(&name), e))?;
+        out.push(dir);
+    }
+    Ok(out)
 }
 
 /// The file's content, `None` when it does not exist.
-fn read_optional(id: &str, path: &Path) -> Result<Option<String>, LayoutError> {
-    match fs::read_to_string(path) {
-        Ok(content) => Ok(Some(content)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(LayoutError::io(id, "read", path, e)),
+fn read_optional(id: &LayerId, layer: &Dir, name: &str) -> Result<Option<String>, LayoutError> {
+    let path = layer.display(name);
+    match layer.read_opt(name) {
+        Ok(Some(bytes)) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| bad_entry(id, &path, "(not UTF-8)")),
+        Ok(None) => Ok(None),
+        Err(e) => Err(LayoutError::io(id.as_str(), "read", path, e)),
     }
 }
 
-fn bad_entry(id: &str, path: &Path, entry: &str) -> LayoutError {
+fn bad_entry(id: &LayerId, path: &Path, entry: &str) -> LayoutError {
     LayoutError::BadLowerEntry {
-        id: id.to_owned(),
+        id: id.to_string(),
         path: path.to_owned(),
         entry: entry.to_owned(),
     }

@@ -34,6 +34,13 @@
 //! this module only refuses to mount an already-mounted `merged`. Locking is
 //! the caller's too: every method here expects the store's layer lock to be
 //! held (exclusive for anything that changes the home).
+//!
+//! Nothing here trusts the disk: the home is opened beneath the graphroot
+//! and every path inside it beneath the home's descriptor, never through a
+//! symlink ([`layerstore::confined::Dir`]); ids are [`LayerId`]s; `link`,
+//! `lower` and `lower-layers` contents are parsed into link names and ids
+//! before use; mounts name their directories by descriptor
+//! (`/proc/self/fd/<n>`), so the kernel never walks a path of the store.
 
 mod create;
 mod error;
@@ -46,11 +53,13 @@ pub(crate) mod mountinfo;
 #[cfg(test)]
 mod tests;
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use layerstore::config::StoreOptions;
+use layerstore::confined::Dir;
+use layerstore::LayerId;
+use std::os::unix::fs::DirBuilderExt;
 
 pub use error::LayoutError;
 pub use mount::MountRequest;
@@ -78,6 +87,8 @@ const NOT_LAYERS: [&str; 4] = [LINK_DIR, "staging", "tempdirs", "backingFsBlockD
 /// The overlay driver's per-layer directories and mounts of one store.
 #[derive(Debug, Clone)]
 pub struct OverlayDriver {
+    graph_root: PathBuf,
+    run_root: PathBuf,
     home: PathBuf,
     runhome: PathBuf,
     aufs_whiteouts: bool,
@@ -98,8 +109,14 @@ impl OverlayDriver {
         let home = options.graph_root.join(DRIVER_NAME);
         let runhome = options.run_root.join(DRIVER_NAME);
         let flag = home.join(MOUNT_PROGRAM_FLAG);
-        let aufs_whiteouts = match fs::read(&flag) {
-            Ok(bytes) => {
+        let read_flag = || -> io::Result<Option<Vec<u8>>> {
+            let Some(graph) = Dir::open_opt(&options.graph_root)? else {
+                return Ok(None);
+            };
+            graph.read_opt(Path::new(DRIVER_NAME).join(MOUNT_PROGRAM_FLAG))
+        };
+        let aufs_whiteouts = match read_flag() {
+            Ok(Some(bytes)) => {
                 let content = String::from_utf8_lossy(&bytes);
                 match content.trim() {
                     "true" => true,
@@ -112,7 +129,7 @@ impl OverlayDriver {
                     }
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Ok(None) => false,
             Err(e) => return Err(LayoutError::home_io("read", flag, e)),
         };
         let default_mount_options = options
@@ -130,6 +147,8 @@ impl OverlayDriver {
             })?,
         };
         Ok(OverlayDriver {
+            graph_root: options.graph_root.clone(),
+            run_root: options.run_root.clone(),
             home,
             runhome,
             aufs_whiteouts,
@@ -161,36 +180,48 @@ impl OverlayDriver {
         &self.default_mount_options
     }
 
-    /// `<home>/<id>/diff`, the layer's own content.
-    pub fn diff_path(&self, id: &str) -> Result<PathBuf, LayoutError> {
-        validate_id(id)?;
-        Ok(self.layer_dir(id).join("diff"))
+    /// `<home>/<id>/diff`, the layer's own content (for messages; reach it
+    /// with [`OverlayDriver::open_diff`]).
+    pub fn diff_path(&self, id: &LayerId) -> PathBuf {
+        self.layer_dir(id).join("diff")
     }
 
-    /// Whether `<home>/<id>` is a directory (false for an invalid id).
-    pub fn layer_exists(&self, id: &str) -> bool {
-        validate_id(id).is_ok()
-            && fs::symlink_metadata(self.layer_dir(id)).is_ok_and(|m| m.is_dir())
+    /// The layer's `diff`, opened without following any symlink.
+    pub fn open_diff(&self, id: &LayerId) -> Result<Dir, LayoutError> {
+        let layer = self.open_layer(id)?;
+        layer
+            .open_dir("diff")
+            .map_err(|e| LayoutError::io(id.as_str(), "open", self.diff_path(id), e))
+    }
+
+    /// Whether `<home>/<id>` is a directory (not a symlink).
+    pub fn layer_exists(&self, id: &LayerId) -> bool {
+        matches!(self.home_dir(), Ok(Some(home)) if home.stat(id.as_str()).ok().flatten().is_some_and(|m| m.is_dir()))
     }
 
     /// The layer directories in the home, sorted: every directory except
     /// `l`, `staging`, `tempdirs`, quota files and dotfiles (as upstream's
-    /// `ListLayers`). A missing home has no layers.
+    /// `ListLayers`), by name as found (valid ids or not). A missing home
+    /// has no layers.
     pub fn list_layers(&self) -> Result<Vec<String>, LayoutError> {
-        let entries = match fs::read_dir(&self.home) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(LayoutError::home_io("list", &self.home, e)),
+        let Some(home) = self.home_dir()? else {
+            return Ok(Vec::new());
         };
+        let entries = home
+            .entries()
+            .map_err(|e| LayoutError::home_io("list", &self.home, e))?;
         let mut layers = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| LayoutError::home_io("list", &self.home, e))?;
-            let is_dir = entry
-                .file_type()
-                .map_err(|e| LayoutError::home_io("examine", entry.path(), e))?
-                .is_dir();
-            let Ok(name) = entry.file_name().into_string() else {
-                tracing::debug!(path = ?entry.path(), "skipping non-UTF-8 name in overlay home");
+            let is_dir = match entry.file_type {
+                rustix::fs::FileType::Directory => true,
+                rustix::fs::FileType::Unknown => home
+                    .stat(&entry.name)
+                    .map_err(|e| LayoutError::home_io("examine", home.display(&entry.name), e))?
+                    .is_some_and(|m| m.is_dir()),
+                _ => false,
+            };
+            let Ok(name) = entry.name.into_string() else {
+                tracing::debug!(home = ?self.home, "skipping non-UTF-8 name in overlay home");
                 continue;
             };
             if is_dir && !name.starts_with('.') && !NOT_LAYERS.contains(&name.as_str()) {
@@ -201,58 +232,95 @@ impl OverlayDriver {
         Ok(layers)
     }
 
-    /// `<home>/<id>`; `id` must have been validated.
-    fn layer_dir(&self, id: &str) -> PathBuf {
-        self.home.join(id)
+    /// `<home>/<id>`, for messages.
+    fn layer_dir(&self, id: &LayerId) -> PathBuf {
+        self.home.join(id.as_str())
     }
 
-    /// `<home>/<id>`, which must exist as a directory.
-    fn existing_layer_dir(&self, id: &str) -> Result<PathBuf, LayoutError> {
-        validate_id(id)?;
-        let dir = self.layer_dir(id);
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => Ok(dir),
-            Ok(_) => Err(LayoutError::LayerNotFound {
-                id: id.to_owned(),
-                path: dir,
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LayoutError::LayerNotFound {
-                id: id.to_owned(),
-                path: dir,
-            }),
-            Err(e) => Err(LayoutError::io(id, "examine", dir, e)),
+    /// The home, opened beneath the graphroot without following symlinks;
+    /// `None` when it does not exist yet.
+    pub(crate) fn home_dir(&self) -> Result<Option<Dir>, LayoutError> {
+        let Some(graph) =
+            Dir::open_opt(&self.graph_root).map_err(|e| LayoutError::home_io("open", &self.graph_root, e))?
+        else {
+            return Ok(None);
+        };
+        graph
+            .open_dir_opt(DRIVER_NAME)
+            .map_err(|e| LayoutError::home_io("open", &self.home, e))
+    }
+
+    /// The home, which must exist.
+    pub(crate) fn home_required(&self) -> Result<Dir, LayoutError> {
+        self.home_dir()?.ok_or_else(|| {
+            LayoutError::home_io("open", &self.home, io::Error::from(io::ErrorKind::NotFound))
+        })
+    }
+
+    /// `<home>/<id>`, which must exist as a directory (not a symlink).
+    pub(crate) fn open_layer(&self, id: &LayerId) -> Result<Dir, LayoutError> {
+        let not_found = || LayoutError::LayerNotFound {
+            id: id.to_string(),
+            path: self.layer_dir(id),
+        };
+        let Some(home) = self.home_dir()? else {
+            return Err(not_found());
+        };
+        match home.stat(id.as_str()) {
+            Ok(Some(m)) if m.is_dir() => home
+                .open_dir(id.as_str())
+                .map_err(|e| LayoutError::io(id.as_str(), "open", self.layer_dir(id), e)),
+            Ok(_) => Err(not_found()),
+            Err(e) => Err(LayoutError::io(id.as_str(), "examine", self.layer_dir(id), e)),
         }
+    }
+
+    /// The runhome (`<runroot>/overlay`), opened beneath the runroot
+    /// without following symlinks and created when missing.
+    pub(crate) fn runhome_created(&self) -> Result<Dir, LayoutError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.run_root)
+            .map_err(|e| LayoutError::home_io("create", &self.run_root, e))?;
+        let run = Dir::open(&self.run_root).map_err(|e| LayoutError::home_io("open", &self.run_root, e))?;
+        run.create_dir_all(DRIVER_NAME, 0o700)
+            .map_err(|e| LayoutError::home_io("create", &self.runhome, e))
+    }
+
+    /// The runhome, `None` when it does not exist.
+    pub(crate) fn runhome_dir(&self) -> Result<Option<Dir>, LayoutError> {
+        let Some(run) = Dir::open_opt(&self.run_root).map_err(|e| LayoutError::home_io("open", &self.run_root, e))?
+        else {
+            return Ok(None);
+        };
+        run.open_dir_opt(DRIVER_NAME)
+            .map_err(|e| LayoutError::home_io("open", &self.runhome, e))
+    }
+
+    /// The graphroot (trusted: the configured path).
+    pub(crate) fn graph_root(&self) -> &Path {
+        &self.graph_root
     }
 }
 
-/// Check that `id` can name a layer directory: one path component, no
-/// separator of the `lower`/`lower-layers` files or of mount options, not a
-/// dotfile and not one of the home's other entries.
+/// Whether `name` can be an `l/` entry (a plain name that cannot break a
+/// `lower` file or a lowerdir list).
+pub fn is_link_name(name: &str) -> bool {
+    links::is_valid_link_name(name)
+}
+
+/// Parse `id` as a layer id (see [`layerstore::id`]).
+pub fn parse_id(id: &str) -> Result<LayerId, LayoutError> {
+    LayerId::parse(id).map_err(|e| LayoutError::InvalidLayerId {
+        id: e.id,
+        reason: e.reason,
+    })
+}
+
+/// Check that `id` can name a layer directory (see [`layerstore::id`]).
 pub fn validate_id(id: &str) -> Result<(), LayoutError> {
-    let reason = if id.is_empty() {
-        Some("it is empty")
-    } else if id.len() > 255 {
-        Some("it is longer than 255 bytes")
-    } else if id.starts_with('.') {
-        Some("it starts with '.'")
-    } else if id.contains('/') {
-        Some("it contains '/'")
-    } else if id.contains([':', ',', '\\']) {
-        Some("it contains ':', ',' or '\\' (separators in lower files and mount options)")
-    } else if id.chars().any(char::is_control) {
-        Some("it contains a control character")
-    } else if NOT_LAYERS.contains(&id) {
-        Some("it is the name of another entry in the overlay home")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(LayoutError::InvalidLayerId {
-            id: id.to_owned(),
-            reason,
-        }),
-        None => Ok(()),
-    }
+    parse_id(id).map(|_| ())
 }
 
 /// Go's `strconv.ParseBool`.

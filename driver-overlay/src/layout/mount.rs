@@ -11,19 +11,21 @@
 //!                        read-only: lowerdir=<id>/diff:<lower_dirs>, no upper
 //! ```
 //!
-//! How the options reach the kernel, in order of preference:
-//! 1. `mount(2)` with absolute paths, when the data string fits in a page
-//!    (what c/storage does; the common case).
+//! Every directory of a mount (lowers, upper, work and the target
+//! `merged`) is first opened beneath the home without following a symlink,
+//! and named to the kernel by descriptor, `/proc/self/fd/<n>` (what
+//! upstream c/storage's mount helper does for long chains): a symlink in
+//! the store can never redirect a mount to a host directory, and nothing
+//! is resolved twice. How the options reach the kernel:
+//! 1. `mount(2)`, when the data string fits in a page (about 17 bytes per
+//!    lower: up to about 200 lowers).
 //! 2. The new mount API (`fsopen`, one `fsconfig("lowerdir+", path)` per
 //!    lower, `fsmount`, `move_mount`), which has no limit on the number of
 //!    lowers besides overlayfs' own 500 (Linux >= 6.8). c/storage v1.43
 //!    instead re-execs itself to `chdir` into the home and mount with relative
 //!    `l/<link>` paths; a library cannot re-exec, and `chdir` in a thread
-//!    changes the cwd of the whole process.
-//! 3. Kernels without `lowerdir+`: `mount(2)` with each lower opened
-//!    `O_PATH` and named `/proc/self/fd/<n>` (what upstream c/storage's
-//!    helper does), about 17 bytes per lower; refused with
-//!    [`LayoutError::MountDataTooLong`] when even that exceeds a page.
+//!    changes the cwd of the whole process. Kernels without `lowerdir+`
+//!    refuse longer chains with [`LayoutError::MountDataTooLong`].
 //!
 //! Unmounting detaches `merged` and removes the directory, as v1.43's `Put`
 //! does (upstream recreates it empty instead): so a store shared with podman
@@ -31,14 +33,11 @@
 //! while the layer is mounted (or was never mounted since creation).
 
 use std::ffi::CString;
-use std::fs;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, CWD};
+use rustix::fs::AtFlags;
 use rustix::io::Errno;
 use rustix::mount::{
     fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, mount_bind,
@@ -46,18 +45,17 @@ use rustix::mount::{
     MountPropagationFlags, MoveMountFlags, UnmountFlags,
 };
 
+use layerstore::confined::Dir;
 use layerstore::idmap::IdMap;
+use layerstore::LayerId;
 
-use super::create::{mkdir_owned, open_dir};
+use super::create::mkdir_owned;
 use super::idmapped::Mapping;
-use super::mountinfo::is_mounted;
 use super::{LayoutError, OverlayDriver, MOUNT_PROGRAM_FLAG};
 
 /// `mount(2)` copies at most one page of data (including the NUL); 4096 is
 /// the smallest page size Linux has, so shorter data fits everywhere.
 const LEGACY_DATA_MAX: usize = 4096;
-/// `fsconfig(2)` string values are at most 255 bytes.
-const FSCONFIG_VALUE_MAX: usize = 255;
 /// How many kernel log messages to collect from a failed fs context.
 const KERNEL_LOG_MAX: usize = 16;
 
@@ -87,12 +85,10 @@ pub struct MountRequest {
 /// Which way the mount data reaches the kernel (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Method {
-    /// `mount(2)` with absolute paths.
+    /// `mount(2)`.
     Data,
     /// `fsopen` + `fsconfig("lowerdir+")` + `fsmount` + `move_mount`.
     FsConfig,
-    /// `mount(2)` with `/proc/self/fd/<n>` lowers.
-    ProcFd,
 }
 
 /// Mount options split the way c/storage's `mount.ParseOptions` splits them.
@@ -106,14 +102,15 @@ pub(crate) struct ParsedOptions {
     pub(crate) fs_options: Vec<String>,
 }
 
-/// Everything one mount needs, resolved.
+/// Everything one mount needs, opened.
 pub(super) struct Plan<'a> {
-    pub(super) id: &'a str,
-    target: PathBuf,
+    pub(super) id: &'a LayerId,
+    /// `merged`, opened: the mount goes on it by descriptor.
+    target: Dir,
     /// Lower dirs, uppermost first (read-only mounts: the layer's diff first).
-    pub(super) lowers: Vec<PathBuf>,
+    pub(super) lowers: Vec<Dir>,
     /// `(upperdir, workdir)` for read-write mounts.
-    upper: Option<(PathBuf, PathBuf)>,
+    upper: Option<(Dir, Dir)>,
     options: ParsedOptions,
     label: Option<&'a str>,
 }
@@ -142,7 +139,7 @@ impl OverlayDriver {
     /// No reference counting: mounting an already-mounted layer is
     /// [`LayoutError::AlreadyMounted`]. Stores that need a mount program
     /// (`.has-mount-program` = `true`) are refused.
-    pub fn mount(&self, id: &str, req: &MountRequest) -> Result<PathBuf, LayoutError> {
+    pub fn mount(&self, id: &LayerId, req: &MountRequest) -> Result<PathBuf, LayoutError> {
         self.mount_with(id, req, None, false)
     }
 
@@ -150,15 +147,15 @@ impl OverlayDriver {
     /// mapped mounts, the attached idmapped clone (tests).
     pub(crate) fn mount_with(
         &self,
-        id: &str,
+        id: &LayerId,
         req: &MountRequest,
         forced: Option<Method>,
         attach_idmap: bool,
     ) -> Result<PathBuf, LayoutError> {
-        let dir = self.existing_layer_dir(id)?;
+        let layer = self.open_layer(id)?;
         if self.aufs_whiteouts {
             return Err(LayoutError::MountProgramRequired {
-                id: id.to_owned(),
+                id: id.to_string(),
                 flag_file: self.home.join(MOUNT_PROGRAM_FLAG),
             });
         }
@@ -167,7 +164,7 @@ impl OverlayDriver {
         } else {
             &req.options
         };
-        let mut options = parse_options(id, requested)?;
+        let mut options = parse_options(id.as_str(), requested)?;
         if !rustix::process::geteuid().is_root()
             && !options.fs_options.iter().any(|o| o == "userxattr")
         {
@@ -177,95 +174,124 @@ impl OverlayDriver {
         if read_only {
             options.flags |= MountFlags::RDONLY;
         }
-        let mut lowers = self.lower_dirs(id)?;
-        let target = dir.join("merged");
-        if is_mounted(&target) {
+        let mut lowers = self.open_lower_dirs(id)?;
+        let target_path = self.mount_point(id);
+        if self.is_layer_mounted(id) {
             return Err(LayoutError::AlreadyMounted {
-                id: id.to_owned(),
-                path: target,
+                id: id.to_string(),
+                path: target_path,
             });
         }
         // Bad maps are refused here, before anything on disk changes.
-        let mapping = Mapping::new(id, &req.uidmap, &req.gidmap)?;
-        self.ensure_home_private()?;
-        prepare_layer_dirs(id, &dir, &lowers)?;
+        let mapping = Mapping::new(id.as_str(), &req.uidmap, &req.gidmap)?;
+        let home = self.home_required()?;
+        self.ensure_home_private(&home)?;
+        prepare_layer_dirs(id.as_str(), &layer, &lowers)?;
 
-        let diff = dir.join("diff");
+        let open = |name: &str| {
+            layer
+                .open_dir(name)
+                .map_err(|e| LayoutError::io(id.as_str(), "open", layer.display(name), e))
+        };
         let upper = if read_only {
-            lowers.insert(0, diff);
+            lowers.insert(0, open("diff")?);
             None
         } else {
-            Some((diff, dir.join("work")))
+            Some((open("diff")?, open("work")?))
         };
         if let Some(mapping) = &mapping {
             if !read_only {
-                mapping.chown_upper(id, &dir)?;
+                mapping.chown_upper(id.as_str(), &layer)?;
             }
         }
         let mut plan = Plan {
             id,
-            target,
+            target: open("merged")?,
             lowers,
             upper,
             options,
             label: req.mount_label.as_deref(),
         };
         match &mapping {
-            Some(mapping) => mapping.mount(&mut plan, &self.home, &dir, forced, attach_idmap)?,
+            Some(mapping) => mapping.mount(&mut plan, &home, &layer, forced, attach_idmap)?,
             None => plan.mount(forced)?,
         }
-        tracing::debug!(layer = id, target = ?plan.target, idmapped = mapping.is_some(), "mounted layer");
-        Ok(plan.target)
+        tracing::debug!(layer = %id, target = ?target_path, idmapped = mapping.is_some(), "mounted layer");
+        Ok(target_path)
     }
 
     /// Unmount layer `id`'s `merged` (`umount2(MNT_DETACH)`, also detaching
     /// leaked `mapped/N` idmapped mounts) and remove the `merged` directory,
     /// as c/storage v1.43's `Put`. A layer that is not mounted is fine.
-    pub fn unmount(&self, id: &str) -> Result<(), LayoutError> {
-        let dir = self.existing_layer_dir(id)?;
-        let target = dir.join("merged");
-        if let Ok(entries) = fs::read_dir(dir.join("mapped")) {
-            for entry in entries.flatten() {
-                let _ = unmount(entry.path(), UnmountFlags::DETACH);
+    /// Every mount is named by descriptor: a symlink in the layer
+    /// directory can never make this unmount anything else.
+    pub fn unmount(&self, id: &LayerId) -> Result<(), LayoutError> {
+        let layer = self.open_layer(id)?;
+        let target = self.mount_point(id);
+        if let Ok(Some(mapped)) = layer.open_dir_opt("mapped") {
+            for entry in mapped.entries().unwrap_or_default() {
+                if mapped.is_mount_point(&entry.name).unwrap_or(false) {
+                    if let Ok(point) = mapped.open_dir(&entry.name) {
+                        let _ = unmount(point.proc_path(), UnmountFlags::DETACH);
+                    }
+                }
             }
         }
-        match unmount(&target, UnmountFlags::DETACH) {
-            Ok(()) | Err(Errno::INVAL) | Err(Errno::NOENT) => {}
-            Err(e) => {
-                return Err(LayoutError::Unmount {
-                    id: id.to_owned(),
-                    target,
-                    source: e.into(),
-                })
+        let mounted = layer.is_mount_point("merged").unwrap_or(false);
+        if mounted {
+            let point = layer
+                .open_dir("merged")
+                .map_err(|e| LayoutError::io(id.as_str(), "open", &target, e))?;
+            match unmount(point.proc_path(), UnmountFlags::DETACH) {
+                Ok(()) | Err(Errno::INVAL) | Err(Errno::NOENT) => {}
+                Err(e) => {
+                    return Err(LayoutError::Unmount {
+                        id: id.to_string(),
+                        target,
+                        source: e.into(),
+                    })
+                }
             }
         }
-        if is_mounted(&target) {
+        if layer.is_mount_point("merged").unwrap_or(false) {
             return Err(LayoutError::StillMounted {
-                id: id.to_owned(),
+                id: id.to_string(),
                 path: target,
             });
         }
-        match fs::remove_dir(&target) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
-                tracing::debug!(layer = id, path = ?target, "merged is not empty; kept");
+        match rustix::fs::unlinkat(layer.fd(), "merged", AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(Errno::NOTEMPTY) | Err(Errno::EXIST) => {
+                tracing::debug!(layer = %id, path = ?target, "merged is not empty; kept");
             }
-            Err(e) => return Err(LayoutError::io(id, "remove", target, e)),
+            Err(Errno::NOTDIR) => {
+                tracing::warn!(layer = %id, path = ?target, "merged is not a directory; kept");
+            }
+            Err(e) => return Err(LayoutError::io(id.as_str(), "remove", target, e)),
         }
-        tracing::debug!(layer = id, "unmounted layer");
+        tracing::debug!(layer = %id, "unmounted layer");
         Ok(())
     }
 
-    /// Whether `path` is a mount point (see [`is_mounted`]).
-    pub fn is_mounted(&self, path: &Path) -> bool {
-        is_mounted(path)
+    /// `<home>/<id>/merged`, where the layer is mounted when it is.
+    pub fn mount_point(&self, id: &LayerId) -> PathBuf {
+        self.home.join(id.as_str()).join("merged")
+    }
+
+    /// Whether the layer's `merged` is a mount point right now (looked at
+    /// through the layer's directory, not following symlinks).
+    pub fn is_layer_mounted(&self, id: &LayerId) -> bool {
+        match self.open_layer(id) {
+            Ok(layer) => layer.is_mount_point("merged").unwrap_or(false),
+            Err(_) => false,
+        }
     }
 
     /// Make `<home>` a private bind mount of itself, as c/storage's
     /// `mount.MakePrivate(home)`: bind it onto itself unless it already is a
-    /// mount point (podman may have done it), then set it private.
-    fn ensure_home_private(&self) -> Result<(), LayoutError> {
+    /// mount point (podman may have done it), then set it private. The
+    /// home is named by descriptor.
+    fn ensure_home_private(&self, home: &Dir) -> Result<(), LayoutError> {
         if self.skip_mount_home {
             return Ok(());
         }
@@ -273,59 +299,66 @@ impl OverlayDriver {
             path: self.home.clone(),
             source: e.into(),
         };
-        if !is_mounted(&self.home) {
-            mount_bind(&self.home, &self.home).map_err(fail)?;
+        let is_root = home
+            .stat_self()
+            .ok()
+            .and_then(|m| m.mount_root)
+            .unwrap_or(false);
+        if !is_root {
+            mount_bind(home.proc_path(), home.proc_path()).map_err(fail)?;
             tracing::debug!(home = ?self.home, "bind-mounted the overlay home onto itself");
         }
-        mount_change(&self.home, MountPropagationFlags::PRIVATE).map_err(fail)
+        // Through a fresh descriptor: the bind mount is above the old one.
+        let home = self.home_required()?;
+        mount_change(home.proc_path(), MountPropagationFlags::PRIVATE).map_err(fail)
     }
 }
 
 impl Plan<'_> {
     /// Mount, choosing the [`Method`] unless one is forced.
     pub(super) fn mount(&self, forced: Option<Method>) -> Result<(), LayoutError> {
-        let paths: Vec<&Path> = self.lowers.iter().map(PathBuf::as_path).collect();
-        let data = self.data(&paths);
+        let data = self.data();
         let method = match forced {
             Some(method) => method,
             None if data.len() < LEGACY_DATA_MAX => Method::Data,
-            None if self.fits_fsconfig() => Method::FsConfig,
-            None => Method::ProcFd,
+            None => Method::FsConfig,
         };
         match method {
+            Method::Data if data.len() >= LEGACY_DATA_MAX => Err(LayoutError::MountDataTooLong {
+                id: self.id.to_string(),
+                lowers: self.lowers.len(),
+                len: data.len(),
+                max: LEGACY_DATA_MAX - 1,
+            }),
             Method::Data => self.mount_data(data, "mount(2)"),
             Method::FsConfig => match self.mount_fsconfig() {
                 Ok(()) => Ok(()),
                 Err(FsConfigFailure::Failed(e)) => Err(e),
-                Err(FsConfigFailure::Unsupported) if forced.is_none() => {
-                    tracing::debug!(
-                        layer = self.id,
-                        "no overlayfs lowerdir+; using /proc/self/fd lowers"
-                    );
-                    self.mount_proc_fd()
-                }
-                Err(FsConfigFailure::Unsupported) => {
-                    Err(self.error("fsconfig lowerdir+", Vec::new(), Errno::NOSYS))
-                }
+                Err(FsConfigFailure::Unsupported) => Err(LayoutError::MountDataTooLong {
+                    id: self.id.to_string(),
+                    lowers: self.lowers.len(),
+                    len: data.len(),
+                    max: LEGACY_DATA_MAX - 1,
+                }),
             },
-            Method::ProcFd => self.mount_proc_fd(),
         }
     }
 
-    /// The `mount(2)` data: `lowerdir=..[,upperdir=..,workdir=..][,opts][,context=".."]`.
-    fn data(&self, lowers: &[&Path]) -> Vec<u8> {
+    /// The `mount(2)` data: `lowerdir=..[,upperdir=..,workdir=..][,opts][,context=".."]`,
+    /// every directory as `/proc/self/fd/<n>`.
+    fn data(&self) -> Vec<u8> {
         let mut data = b"lowerdir=".to_vec();
-        for (i, lower) in lowers.iter().enumerate() {
+        for (i, lower) in self.lowers.iter().enumerate() {
             if i > 0 {
                 data.push(b':');
             }
-            push_escaped(&mut data, lower);
+            push_escaped(&mut data, &lower.proc_path());
         }
         if let Some((upper, work)) = &self.upper {
             data.extend_from_slice(b",upperdir=");
-            push_escaped(&mut data, upper);
+            push_escaped(&mut data, &upper.proc_path());
             data.extend_from_slice(b",workdir=");
-            push_escaped(&mut data, work);
+            push_escaped(&mut data, &work.proc_path());
         }
         for option in &self.options.fs_options {
             data.push(b',');
@@ -337,63 +370,20 @@ impl Plan<'_> {
         data
     }
 
-    /// Whether every path fits in one `fsconfig` string value.
-    fn fits_fsconfig(&self) -> bool {
-        let dirs = self
-            .lowers
-            .iter()
-            .chain(self.upper.iter().flat_map(|(u, w)| [u, w]));
-        dirs.into_iter()
-            .all(|p| p.as_os_str().len() <= FSCONFIG_VALUE_MAX)
-    }
-
     fn mount_data(&self, data: Vec<u8>, method: &str) -> Result<(), LayoutError> {
         let data = CString::new(data).map_err(|_| LayoutError::InvalidMountOption {
-            id: self.id.to_owned(),
+            id: self.id.to_string(),
             option: "an option containing NUL".to_owned(),
         })?;
-        tracing::debug!(layer = self.id, method, data = ?data, "mounting overlay");
+        tracing::debug!(layer = %self.id, method, data = ?data, "mounting overlay");
         rustix::mount::mount(
             "overlay",
-            &self.target,
+            self.target.proc_path(),
             "overlay",
             self.options.flags,
             data.as_c_str(),
         )
         .map_err(|e| self.error(method, Vec::new(), e))
-    }
-
-    /// Mount through `/proc/self/fd/<n>` names for the lowers.
-    fn mount_proc_fd(&self) -> Result<(), LayoutError> {
-        let fds = self
-            .lowers
-            .iter()
-            .map(|lower| {
-                rustix::fs::open(
-                    lower,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| LayoutError::io(self.id, "open", lower, e))
-            })
-            .collect::<Result<Vec<OwnedFd>, _>>()?;
-        let names: Vec<PathBuf> = fds
-            .iter()
-            .map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
-            .collect();
-        let paths: Vec<&Path> = names.iter().map(PathBuf::as_path).collect();
-        let data = self.data(&paths);
-        if data.len() >= LEGACY_DATA_MAX {
-            return Err(LayoutError::MountDataTooLong {
-                id: self.id.to_owned(),
-                lowers: self.lowers.len(),
-                len: data.len(),
-                max: LEGACY_DATA_MAX - 1,
-            });
-        }
-        let result = self.mount_data(data, "mount(2) with /proc/self/fd lowers");
-        drop(fds);
-        result
     }
 
     /// Mount with the new mount API, one `lowerdir+` per lower.
@@ -408,21 +398,21 @@ impl Plan<'_> {
         fsconfig_set_string(&fs, "source", "overlay")
             .map_err(|e| failed("fsconfig source=overlay".to_owned(), e))?;
         for (i, lower) in self.lowers.iter().enumerate() {
-            if let Err(e) = fsconfig_set_string(&fs, "lowerdir+", lower) {
+            if let Err(e) = fsconfig_set_string(&fs, "lowerdir+", lower.proc_path()) {
                 let log = kernel_log(&fs);
                 let unknown = log.is_empty() || log.iter().any(|m| m.contains("Unknown parameter"));
                 if i == 0 && e == Errno::INVAL && unknown {
                     return Err(FsConfigFailure::Unsupported);
                 }
-                let what = format!("fsconfig lowerdir+={}", lower.display());
+                let what = format!("fsconfig lowerdir+={}", lower.path().display());
                 return Err(FsConfigFailure::Failed(self.error(&what, log, e)));
             }
         }
         if let Some((upper, work)) = &self.upper {
-            fsconfig_set_string(&fs, "upperdir", upper)
-                .map_err(|e| failed(format!("fsconfig upperdir={}", upper.display()), e))?;
-            fsconfig_set_string(&fs, "workdir", work)
-                .map_err(|e| failed(format!("fsconfig workdir={}", work.display()), e))?;
+            fsconfig_set_string(&fs, "upperdir", upper.proc_path())
+                .map_err(|e| failed(format!("fsconfig upperdir={}", upper.path().display()), e))?;
+            fsconfig_set_string(&fs, "workdir", work.proc_path())
+                .map_err(|e| failed(format!("fsconfig workdir={}", work.path().display()), e))?;
         }
         for option in &self.options.fs_options {
             let result = match option.split_once('=') {
@@ -451,24 +441,24 @@ impl Plan<'_> {
         )
         .map_err(|e| failed("fsmount".to_owned(), e))?;
         tracing::debug!(
-            layer = self.id,
+            layer = %self.id,
             lowers = self.lowers.len(),
             "mounting overlay with fsconfig"
         );
         move_mount(
             mnt.as_fd(),
             "",
-            CWD,
-            &self.target,
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            self.target.fd(),
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
         )
         .map_err(|e| failed("move_mount".to_owned(), e))
     }
 
     fn error(&self, method: &str, kernel_log: Vec<String>, e: Errno) -> LayoutError {
         LayoutError::Mount {
-            id: self.id.to_owned(),
-            target: self.target.clone(),
+            id: self.id.to_string(),
+            target: self.target.path().to_owned(),
             method: method.to_owned(),
             kernel_log,
             source: e.into(),
@@ -579,25 +569,38 @@ fn kernel_log(fs: &OwnedFd) -> Vec<String> {
 /// else 0555) and a missing `merged` created (0700), both owned like the
 /// layer directory; the kernel's `volatile` marker from an earlier mount is
 /// removed (overlayfs refuses to remount a volatile upper otherwise).
-fn prepare_layer_dirs(id: &str, dir: &Path, lowers: &[PathBuf]) -> Result<(), LayoutError> {
-    let meta = fs::metadata(dir).map_err(|e| LayoutError::io(id, "examine", dir, e))?;
-    let owner = (meta.uid(), meta.gid());
-    let dir_fd = open_dir(CWD, dir).map_err(|e| LayoutError::io(id, "open", dir, e))?;
-    if !dir.join("diff").exists() {
+fn prepare_layer_dirs(id: &str, layer: &Dir, lowers: &[Dir]) -> Result<(), LayoutError> {
+    let meta = layer
+        .stat_self()
+        .map_err(|e| LayoutError::io(id, "examine", layer.path(), e))?;
+    let owner = (meta.uid, meta.gid);
+    let missing = |name: &str| -> Result<bool, LayoutError> {
+        match layer.stat(name) {
+            Ok(None) => Ok(true),
+            Ok(Some(m)) if m.is_dir() => Ok(false),
+            Ok(Some(_)) => Err(LayoutError::io(
+                id,
+                "use as a directory",
+                layer.display(name),
+                std::io::Error::from(std::io::ErrorKind::NotADirectory),
+            )),
+            Err(e) => Err(LayoutError::io(id, "examine", layer.display(name), e)),
+        }
+    };
+    if missing("diff")? {
         let mode = lowers
             .iter()
-            .filter(|l| !l.ends_with("empty"))
-            .find_map(|l| fs::metadata(l).ok())
-            .map_or(0o555, |m| m.mode() & 0o777);
-        mkdir_owned(id, &dir_fd, dir, "diff", mode, owner)?;
+            .filter(|l| !l.path().ends_with("empty"))
+            .find_map(|l| l.stat_self().ok())
+            .map_or(0o555, |m| m.mode & 0o777);
+        mkdir_owned(id, layer, "diff", mode, owner)?;
     }
-    if !dir.join("merged").exists() {
-        mkdir_owned(id, &dir_fd, dir, "merged", 0o700, owner)?;
+    if missing("merged")? {
+        mkdir_owned(id, layer, "merged", 0o700, owner)?;
     }
-    let volatile = dir.join("work/work/incompat/volatile");
-    match fs::remove_dir_all(&volatile) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(LayoutError::io(id, "remove", volatile, e)),
-    }
+    let volatile = "work/work/incompat/volatile";
+    layer
+        .remove_tree(volatile)
+        .map(|_| ())
+        .map_err(|e| LayoutError::io(id, "remove", layer.display(volatile), e))
 }

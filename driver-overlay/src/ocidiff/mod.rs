@@ -123,7 +123,17 @@ pub fn apply_layer<R: Read, W: Write>(
     tar_split: &mut TarSplitWriter<W>,
     opts: &ApplyOptions,
 ) -> Result<DiffReport, DiffError> {
-    let root = open_root(diff)?;
+    apply_layer_at(input, open_root(diff)?, tar_split, opts)
+}
+
+/// [`apply_layer`] into the open directory `root` (a layer's `diff`
+/// reached without following symlinks).
+pub fn apply_layer_at<R: Read, W: Write>(
+    input: R,
+    root: OwnedFd,
+    tar_split: &mut TarSplitWriter<W>,
+    opts: &ApplyOptions,
+) -> Result<DiffReport, DiffError> {
     let mut blob = Hashing::new(input, true);
     let head = stream::read_head(&mut blob)?;
     let compression = stream::detect(&head)?;

@@ -21,20 +21,21 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// A detached clone of the mount at `dirfd`/`path` (not recursive: mounts
-/// below it are left out), idmapped with the user namespace `userns` and
-/// made private. The clone lives until the returned fd is closed; name it
-/// `/proc/self/fd/<fd>` or use it as a `*at` dirfd.
+/// A detached clone of the mount at `dirfd`/`path` (an empty `path`: at
+/// `dirfd` itself; not recursive: mounts below it are left out), idmapped
+/// with the user namespace `userns` and made private. The clone lives until
+/// the returned fd is closed; name it `/proc/self/fd/<fd>` or use it as a
+/// `*at` dirfd.
 pub fn idmapped_clone(
     dirfd: impl AsFd,
     path: &Path,
     userns: BorrowedFd<'_>,
 ) -> Result<OwnedFd, IdmapError> {
-    let tree = open_tree(
-        dirfd,
-        path,
-        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
-    )
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if path.as_os_str().is_empty() {
+        flags |= OpenTreeFlags::AT_EMPTY_PATH;
+    }
+    let tree = open_tree(dirfd, path, flags)
     .map_err(|e| IdmapError::OpenTree {
         path: path.to_owned(),
         source: e.into(),

@@ -6,9 +6,18 @@
 //! Then, per batch: exclusive `layers.lock`, nested exclusive
 //! `mountpoints.lock`, exclusive `images.lock`, exclusive `containers.lock`
 //! — containers/storage's order. Every batch re-reads the files, re-gathers
-//! the facts and re-plans; only actions both plans agree on are applied.
-//! The locks are released between batches so podman is never kept waiting
-//! for long.
+//! the facts and re-plans; only actions both plans agree on are applied,
+//! and a store that has become untrustworthy meanwhile stops the run before
+//! the batch writes anything. The locks are released between batches so
+//! podman is never kept waiting for long.
+//!
+//! # Never wedged
+//! The whole plan is checked before the first write: the store's defects
+//! and the share of unrecorded layer directories refuse it outright, and
+//! every action names only validated ids, so no action can fail for a bad
+//! name half-way. A failure at any step (a full disk, a busy mount) leaves
+//! the records as the finished steps left them, which the next gc
+//! completes.
 //!
 //! # Crash safety
 //! Within a batch the writes happen in this order, so that a `kill -9` at
@@ -22,24 +31,29 @@
 //! 2. `layers.json` with the doomed layers flagged `incomplete` (podman
 //!    deletes such layers itself when it next loads the store for writing).
 //! 3. `containers.json` without the dead `layerstore run` containers.
-//! 4. The layers' directories, tar-split files and big data.
+//! 4. Unmounts of what dead runs and killed mounters left mounted; the
+//!    layers' directories, tar-split files and big data; the containers'
+//!    directories.
 //! 5. `layers.json` without the records, `mountpoints.json` without their
 //!    (and stale) entries.
 //! 6. Debris nobody names, dangling links; then link repairs.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::OFlags;
 use serde_json::Value;
 
-use super::{plan, usage, Action, Facts, GcOptions, GcPlan, GcReport, Skipped, Usage};
+use super::{plan, usage_in, Action, Facts, GcOptions, GcPlan, GcReport, Skipped, Usage};
+use crate::confined::Dir;
 use crate::driver::Driver;
 use crate::error::{driver_error, StoreError};
-use crate::ops::remove_if_present;
+use crate::id::LayerId;
+use crate::ops::{tar_split_name, CONTAINERS_DIR, IMAGES_DIR, LAYERS_DIR};
 use crate::records::{Container, FLAG_INCOMPLETE};
 use crate::snapshot::{check_parents, Snapshot};
+use crate::store::Root;
 use crate::Store;
 
 /// Name of gc's own lock file under the graphroot.
@@ -56,17 +70,15 @@ pub struct GcLock {
 
 impl GcLock {
     /// Take the lock without waiting: `Ok(None)` when another gc holds it.
+    /// The lock file is opened in the graphroot without following a
+    /// symlink.
     pub fn try_acquire(graph_root: &Path) -> Result<Option<GcLock>, StoreError> {
         let path = graph_root.join(GC_LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::CLOEXEC.bits() as i32)
-            .open(&path)
+        let dir = Dir::open(graph_root).map_err(StoreError::io("opening", graph_root))?;
+        let fd = dir
+            .open_file(GC_LOCK_FILE, OFlags::RDWR | OFlags::CREATE, 0o600)
             .map_err(StoreError::io("opening", &path))?;
+        let file = File::from(fd);
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Some(GcLock { _file: file, path })),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
@@ -80,9 +92,26 @@ impl GcLock {
     }
 }
 
+/// Refuse a plan gc must not carry out.
+fn refuse(plan: &GcPlan, options: &GcOptions) -> Result<(), StoreError> {
+    if !plan.defects.is_empty() {
+        return Err(StoreError::Inconsistent {
+            defects: plan.defects.clone(),
+        });
+    }
+    if plan.exceeds_unrecorded_share() && !options.force {
+        return Err(StoreError::GcTooMuch {
+            unrecorded: plan.unrecorded_layer_dirs(),
+            recorded: plan.recorded_layers,
+        });
+    }
+    Ok(())
+}
+
 impl Store {
     /// Plan a gc over the current records and disk, without changing
-    /// anything.
+    /// anything. Refused like [`Store::gc`] when the store cannot be
+    /// trusted or the plan removes too many unrecorded layer directories.
     ///
     /// # Locking
     /// Shared `layers.lock` (with `mountpoints.lock`), `images.lock`,
@@ -90,21 +119,28 @@ impl Store {
     pub fn gc_plan(&self, driver: &dyn Driver, options: &GcOptions) -> Result<GcPlan, StoreError> {
         let snap = self.snapshot()?;
         let facts = Facts::gather(self, driver, &snap)?;
-        Ok(plan(&snap, &facts, options.min_age))
+        let planned = plan(&snap, &facts, options.min_age);
+        refuse(&planned, options)?;
+        Ok(planned)
     }
 
     /// Run gc: plan, then (unless `options.dry_run`) apply the plan in
     /// batches. A dry run reports exactly the plan, with what each action
     /// would free measured now.
     ///
-    /// Fails with [`StoreError::GcBusy`] when another gc runs on this store.
+    /// Fails with [`StoreError::Inconsistent`] (nothing done) when the
+    /// store's records cannot be trusted, with [`StoreError::GcTooMuch`]
+    /// when the plan removes more unrecorded layer directories than
+    /// [`super::MAX_UNRECORDED_SHARE`] allows and `options.force` is not
+    /// set, and with [`StoreError::GcBusy`] when another gc runs on this
+    /// store.
     ///
     /// # Locking
     /// See the module documentation: gc's own lock for the whole run (not
     /// in a dry run), podman's locks per batch.
     pub fn gc(&self, driver: &dyn Driver, options: &GcOptions) -> Result<GcReport, StoreError> {
-        // Plan first: a store we cannot read fails here, before anything
-        // (even our lock file) is created.
+        // Plan first: a store we cannot read or trust fails here, before
+        // anything (even our lock file) is created.
         let planned = self.gc_plan(driver, options)?;
         let _lock = if options.dry_run {
             None
@@ -158,17 +194,36 @@ impl Store {
         let mut mounts = self.mounts.begin(|_, _| Ok(()))?;
         let mut images = self.images.begin(|_, _| Ok(()))?;
         let mut containers = self.containers.begin(|_, _| Ok(()))?;
+        let mut defects = Vec::new();
+        for d in [
+            &layers.defects,
+            &mounts.defects,
+            &images.defects,
+            &containers.defects,
+        ] {
+            defects.extend(d.iter().cloned());
+        }
+        defects.extend(crate::consistency::cross_check(
+            self.files(),
+            &layers.records,
+            &images.records,
+            &containers.records,
+        ));
         let snap = Snapshot {
+            mounts: crate::consistency::mounts_of_layers(mounts.records.clone(), &layers.records),
             layers: layers.records.clone(),
             images: images.records.clone(),
             containers: containers.records.clone(),
-            mounts: mounts.records.clone(),
+            defects,
         };
         let facts = Facts::gather(self, driver, &snap)?;
-        let fresh: HashSet<Action> = plan(&snap, &facts, options.min_age)
-            .actions
-            .into_iter()
-            .collect();
+        let fresh = plan(&snap, &facts, options.min_age);
+        if !fresh.defects.is_empty() {
+            return Err(StoreError::Inconsistent {
+                defects: fresh.defects,
+            });
+        }
+        let fresh: HashSet<Action> = fresh.actions.into_iter().collect();
 
         let mut batch = Vec::new();
         let mut heavy = 0;
@@ -187,11 +242,8 @@ impl Store {
                 });
             }
         }
-        let doomed: HashSet<String> = batch
-            .iter()
-            .filter_map(Action::removed_layer)
-            .map(str::to_owned)
-            .collect();
+        let doomed: HashSet<&LayerId> = batch.iter().filter_map(Action::removed_layer).collect();
+        let doomed_str: HashSet<&str> = doomed.iter().map(|l| l.as_str()).collect();
 
         // 1. mapped-layers entries.
         let dangling: HashSet<(&str, &str)> = batch
@@ -207,9 +259,9 @@ impl Store {
         for image in &mut images.records {
             let before = image.mapped_layers.len();
             let id = image.id.clone();
-            image
-                .mapped_layers
-                .retain(|m| !doomed.contains(m) && !dangling.contains(&(id.as_str(), m.as_str())));
+            image.mapped_layers.retain(|m| {
+                !doomed_str.contains(m.as_str()) && !dangling.contains(&(id.as_str(), m.as_str()))
+            });
             images_changed |= image.mapped_layers.len() != before;
         }
         if images_changed {
@@ -217,7 +269,11 @@ impl Store {
         }
         // 2. Flag the doomed layers incomplete.
         let mut flagged = false;
-        for layer in layers.records.iter_mut().filter(|l| doomed.contains(&l.id)) {
+        for layer in layers
+            .records
+            .iter_mut()
+            .filter(|l| doomed_str.contains(l.id.as_str()))
+        {
             if !layer.is_incomplete() {
                 layer
                     .flags
@@ -248,47 +304,57 @@ impl Store {
                 .retain(|c| !dead_ids.contains(c.id.as_str()));
             containers.save()?;
         }
-        // 4. Layer content, then 5. the records.
+        // 4. Unmounts, layer content, containers' directories.
         let mut freed: Vec<(Action, Usage)> = Vec::new();
+        for action in &batch {
+            let unmount = match action {
+                Action::RunContainer {
+                    layer: Some(l),
+                    unmount: true,
+                    ..
+                } => Some(l),
+                Action::UnrecordedMount { id } => Some(id),
+                _ => None,
+            };
+            if let Some(id) = unmount {
+                driver
+                    .unmount(id)
+                    .map_err(driver_error("unmounting", id.as_str()))?;
+            }
+        }
         for action in &batch {
             let Some(id) = action.removed_layer() else {
                 continue;
             };
             let used = self.action_usage(driver, action);
-            driver.remove(id).map_err(driver_error("removing", id))?;
-            remove_if_present(&self.layer_tar_split_path(id))?;
-            remove_if_present(&self.layer_data_dir(id))?;
+            self.remove_layer_data(driver, id)?;
             freed.push((action.clone(), used));
         }
-        for c in &dead {
-            let o = self.options();
-            remove_if_present(&o.graph_root.join("overlay-containers").join(&c.id))?;
-            remove_if_present(&o.run_root.join("overlay-containers").join(&c.id))?;
-            if !doomed.contains(&c.layer) {
-                freed.push((
-                    Action::RunContainer {
-                        id: c.id.clone(),
-                        layer: None,
-                    },
-                    Usage::default(),
-                ));
+        for action in &batch {
+            if let Action::RunContainer { id, layer, .. } = action {
+                self.remove_container_dirs(id)?;
+                if layer.is_none() {
+                    freed.push((action.clone(), Usage::default()));
+                }
             }
         }
         if !doomed.is_empty() {
-            layers.records.retain(|l| !doomed.contains(&l.id));
+            layers
+                .records
+                .retain(|l| !doomed_str.contains(l.id.as_str()));
             layers.save()?;
         }
-        let stale: HashSet<&str> = batch
+        let unmounted: HashSet<&str> = batch
             .iter()
             .filter_map(|a| match a {
-                Action::StaleMount { id, .. } => Some(id.as_str()),
+                Action::StaleMount { id, .. } | Action::UnrecordedMount { id } => Some(id.as_str()),
                 _ => None,
             })
             .collect();
         let before = mounts.records.len();
-        mounts
-            .records
-            .retain(|m| !doomed.contains(&m.id) && !stale.contains(m.id.as_str()));
+        mounts.records.retain(|m| {
+            !doomed_str.contains(m.id.as_str()) && !unmounted.contains(m.id.as_str())
+        });
         if mounts.records.len() != before {
             mounts.save()?;
         }
@@ -297,8 +363,11 @@ impl Store {
             let used = match &action {
                 Action::MappedLayer { .. }
                 | Action::IncompleteLayer { .. }
+                | Action::OrphanLayer { .. }
                 | Action::RunContainer { .. } => continue,
-                Action::StaleMount { .. } | Action::DanglingMappedEntry { .. } => Usage::default(),
+                Action::StaleMount { .. }
+                | Action::UnrecordedMount { .. }
+                | Action::DanglingMappedEntry { .. } => Usage::default(),
                 _ => {
                     let used = self.action_usage(driver, &action);
                     self.remove_debris(driver, &action)?;
@@ -316,63 +385,86 @@ impl Store {
     /// Remove one piece of debris (or repair a link).
     fn remove_debris(&self, driver: &dyn Driver, action: &Action) -> Result<(), StoreError> {
         match action {
-            Action::LayerDir { id } => driver.remove(id).map_err(driver_error("removing", id)),
-            Action::TarSplit { id } => remove_if_present(&self.layer_tar_split_path(id)),
-            Action::LayerData { id } => remove_if_present(&self.layer_data_dir(id)),
-            Action::ImageDir { id } => remove_if_present(&self.image_dir(id)),
-            Action::TempFile { path } => remove_if_present(Path::new(path)),
-            Action::DanglingLink { name } => match driver.link_dir() {
-                Some(dir) => {
-                    let path = dir.join(name);
-                    match fs::remove_file(&path) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            Err(StoreError::io("removing", path)(e))
-                        }
-                        _ => Ok(()),
-                    }
+            Action::LayerDir { id } => driver
+                .remove(id)
+                .map_err(driver_error("removing", id.as_str())),
+            Action::TarSplit { id } => {
+                self.remove_meta_tree(Root::Graph, LAYERS_DIR, &tar_split_name(id))
+            }
+            Action::LayerData { id } => self.remove_meta_tree(Root::Graph, LAYERS_DIR, id.as_str()),
+            Action::ImageDir { id } => self.remove_image_dir(id),
+            Action::ContainerDir { id, run } => {
+                let root = if *run { Root::Run } else { Root::Graph };
+                self.remove_meta_tree(root, CONTAINERS_DIR, id.as_str())
+            }
+            Action::TempFile { dir, name } => {
+                let (root, dir_name) = dir.place();
+                if let Some(d) = self.meta_dir(root, dir_name)? {
+                    d.remove_file(name)
+                        .map_err(StoreError::io("removing", d.display(name)))?;
                 }
-                None => Ok(()),
-            },
+                Ok(())
+            }
+            Action::DanglingLink { name } => driver
+                .remove_link(name)
+                .map_err(driver_error("removing the link", name)),
             Action::RepairLink { id } => driver
                 .repair_link(id)
                 .map(|_| ())
-                .map_err(driver_error("repairing the link of", id)),
+                .map_err(driver_error("repairing the link of", id.as_str())),
             _ => Ok(()),
         }
     }
 
-    /// What carrying out `action` frees, measured now.
+    /// What carrying out `action` frees, measured now (never following a
+    /// symlink, never leaving the store).
     fn action_usage(&self, driver: &dyn Driver, action: &Action) -> Usage {
-        let layer_paths = |id: &str| {
-            let mut paths: Vec<PathBuf> = driver.layer_dir(id).into_iter().collect();
-            paths.push(self.layer_tar_split_path(id));
-            paths.push(self.layer_data_dir(id));
-            paths
-        };
-        let o = self.options();
-        let paths = match action {
-            Action::MappedLayer { id, .. } | Action::IncompleteLayer { id, .. } => layer_paths(id),
-            Action::RunContainer { id, layer } => {
-                let mut paths = layer.as_deref().map(layer_paths).unwrap_or_default();
-                paths.push(o.graph_root.join("overlay-containers").join(id));
-                paths.push(o.run_root.join("overlay-containers").join(id));
-                paths
+        let meta = |root: Root, dir: &str, names: &[&str]| -> Usage {
+            match self.meta_dir(root, dir) {
+                Ok(Some(d)) => {
+                    let rels: Vec<&Path> = names.iter().map(Path::new).collect();
+                    usage_in(&d, &rels)
+                }
+                _ => Usage::default(),
             }
-            Action::LayerDir { id } => driver.layer_dir(id).into_iter().collect(),
-            Action::TarSplit { id } => vec![self.layer_tar_split_path(id)],
-            Action::LayerData { id } => vec![self.layer_data_dir(id)],
-            Action::ImageDir { id } => vec![self.image_dir(id)],
-            Action::TempFile { path } => vec![PathBuf::from(path)],
-            Action::DanglingLink { name } => driver
-                .link_dir()
-                .map(|d| d.join(name))
-                .into_iter()
-                .collect(),
-            Action::StaleMount { .. }
-            | Action::DanglingMappedEntry { .. }
-            | Action::RepairLink { .. } => Vec::new(),
         };
-        usage(&paths)
+        let layer = |id: &LayerId| {
+            let mut u = driver.layer_usage(id);
+            u += meta(
+                Root::Graph,
+                LAYERS_DIR,
+                &[&tar_split_name(id), id.as_str()],
+            );
+            u
+        };
+        match action {
+            Action::MappedLayer { id, .. }
+            | Action::IncompleteLayer { id, .. }
+            | Action::OrphanLayer { id, .. } => layer(id),
+            Action::RunContainer { id, layer: l, .. } => {
+                let mut u = l.as_ref().map(layer).unwrap_or_default();
+                u += meta(Root::Graph, CONTAINERS_DIR, &[id.as_str()]);
+                u += meta(Root::Run, CONTAINERS_DIR, &[id.as_str()]);
+                u
+            }
+            Action::LayerDir { id } => driver.layer_usage(id),
+            Action::TarSplit { id } => meta(Root::Graph, LAYERS_DIR, &[&tar_split_name(id)]),
+            Action::LayerData { id } => meta(Root::Graph, LAYERS_DIR, &[id.as_str()]),
+            Action::ImageDir { id } => meta(Root::Graph, IMAGES_DIR, &[id.as_str()]),
+            Action::ContainerDir { id, run } => {
+                let root = if *run { Root::Run } else { Root::Graph };
+                meta(root, CONTAINERS_DIR, &[id.as_str()])
+            }
+            Action::TempFile { dir, name } => {
+                let (root, dir_name) = dir.place();
+                meta(root, dir_name, &[name])
+            }
+            Action::DanglingLink { name } => driver.link_usage(name),
+            Action::StaleMount { .. }
+            | Action::UnrecordedMount { .. }
+            | Action::DanglingMappedEntry { .. }
+            | Action::RepairLink { .. } => Usage::default(),
+        }
     }
 }
 
@@ -382,9 +474,11 @@ fn is_heavy(action: &Action) -> bool {
         action,
         Action::MappedLayer { .. }
             | Action::IncompleteLayer { .. }
+            | Action::OrphanLayer { .. }
             | Action::RunContainer { .. }
             | Action::LayerDir { .. }
             | Action::LayerData { .. }
             | Action::ImageDir { .. }
+            | Action::ContainerDir { .. }
     )
 }

@@ -1,27 +1,33 @@
 //! What gc needs to know beyond the records: which directories and files
 //! exist, which mounts are live, which `layerstore run` processes are gone,
-//! and how much a path holds.
+//! and how much a path holds. Everything is read through confined
+//! directories ([`crate::confined::Dir`]) and the driver; nothing follows a
+//! symlink.
+//!
+//! System calls per layer (what a dry run costs on a large store): one
+//! `getdents` entry per layer directory and per `l/` link, one `readlinkat`
+//! per link, one `statx` of `<id>/link` per recorded layer some link points
+//! to; a `statx` (mtime) only for what no record names; `lower-layers` of
+//! every layer only when some unrecorded layer directory is a candidate.
 
-use std::collections::HashSet;
-use std::fs;
-use std::io::ErrorKind;
-use std::os::unix::fs::MetadataExt;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use rustix::fs::{Mode, OFlags};
-
-use super::RunOwner;
-use crate::driver::Driver;
+use super::{is_temp_name, MetaDir, RunOwner};
+use crate::confined::Dir;
+use crate::driver::{Driver, LinkEntry};
 use crate::error::{driver_error, StoreError};
+use crate::id::{ContainerId, ImageId, LayerId};
 use crate::snapshot::Snapshot;
+use crate::store::Root;
 use crate::Store;
 
 /// A directory entry gc may remove, with its modification time.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskEntry {
-    /// The name (a layer or image id, or an `l/` link name).
-    pub name: String,
+pub struct DiskEntry<T = String> {
+    /// The name (a layer, image or container id, or a file name).
+    pub name: T,
     /// Its mtime (not following symlinks).
     pub mtime: SystemTime,
 }
@@ -31,46 +37,92 @@ pub struct DiskEntry {
 pub struct Facts {
     /// The time the facts were gathered.
     pub now: SystemTime,
-    /// Layer directories in the driver's home that no layer record names
-    /// (only those need an mtime).
-    pub layer_dirs: Vec<DiskEntry>,
-    /// `overlay-layers/<id>.tar-split.gz` files no layer record names, by id.
-    pub tar_splits: Vec<DiskEntry>,
+    /// Every directory in the driver's home, by name as found.
+    pub all_layer_dirs: HashSet<String>,
+    /// Layer directories no layer record names, with valid ids (only those
+    /// need an mtime).
+    pub layer_dirs: Vec<DiskEntry<LayerId>>,
+    /// Directories of the home whose names are not valid ids: never
+    /// touched, reported.
+    pub odd_names: Vec<String>,
+    /// `overlay-layers/<id>.tar-split.gz` files no layer record names.
+    pub tar_splits: Vec<DiskEntry<LayerId>>,
     /// `overlay-layers/<id>/` directories no layer record names.
-    pub layer_data_dirs: Vec<DiskEntry>,
+    pub layer_data_dirs: Vec<DiskEntry<LayerId>>,
     /// `overlay-images/<id>/` directories no image record names.
-    pub image_dirs: Vec<DiskEntry>,
-    /// `.tmp-*` files of atomic writes in the metadata directories (name:
-    /// the full path).
-    pub temp_files: Vec<DiskEntry>,
-    /// `l/` links and the layer each points to (`../<id>/diff`); links to
-    /// existing layers carry no real mtime.
-    pub links: Vec<(DiskEntry, Option<String>)>,
+    pub image_dirs: Vec<DiskEntry<ImageId>>,
+    /// `overlay-containers/<id>/` directories no container record names
+    /// (`true`: under the runroot).
+    pub container_dirs: Vec<(DiskEntry<ContainerId>, bool)>,
+    /// `.tmp-*` files of atomic writes in the metadata directories.
+    pub temp_files: Vec<(MetaDir, DiskEntry)>,
+    /// `l/` links and the layer each points to; links to existing layers
+    /// carry no real mtime.
+    pub links: Vec<LinkEntry>,
     /// Recorded layers whose short link needs repair.
-    pub broken_links: Vec<String>,
-    /// Recorded mount paths that are mounted right now.
+    pub broken_links: Vec<LayerId>,
+    /// Layers whose mount point is mounted right now (recorded or not).
     pub mounted: HashSet<String>,
     /// Layers with something mounted inside their directory (from the
     /// mount table, whatever `mountpoints.json` says).
     pub busy_layers: HashSet<String>,
     /// Containers with a `layerstore run` marker whose process is gone.
     pub dead_run_containers: HashSet<String>,
+    /// Layers that some layer directory's own files say it stacks on
+    /// (read only when unrecorded layer directories are candidates).
+    pub stacked_on: HashSet<String>,
+    /// Whether reading those files failed somewhere (then no unrecorded
+    /// layer directory is removed).
+    pub lowers_unknown: bool,
+    /// For each `mapped-layers` entry naming no layer: what on disk still
+    /// carries its id, if anything.
+    pub mapped_traces: HashMap<String, PathBuf>,
+    /// Paths named in defects.
+    pub files: FactFiles,
+}
+
+/// The store's paths that gc's own defects name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactFiles {
+    /// `layers.json`.
+    pub layers: PathBuf,
+    /// `images.json`.
+    pub images: PathBuf,
+    /// The driver's home (`<graphroot>/overlay`).
+    pub home: PathBuf,
+}
+
+impl Default for FactFiles {
+    fn default() -> Self {
+        FactFiles {
+            layers: PathBuf::from("layers.json"),
+            images: PathBuf::from("images.json"),
+            home: PathBuf::from("overlay"),
+        }
+    }
 }
 
 impl Default for Facts {
     fn default() -> Self {
         Facts {
             now: SystemTime::UNIX_EPOCH,
+            all_layer_dirs: HashSet::new(),
             layer_dirs: Vec::new(),
+            odd_names: Vec::new(),
             tar_splits: Vec::new(),
             layer_data_dirs: Vec::new(),
             image_dirs: Vec::new(),
+            container_dirs: Vec::new(),
             temp_files: Vec::new(),
             links: Vec::new(),
             broken_links: Vec::new(),
             mounted: HashSet::new(),
             busy_layers: HashSet::new(),
             dead_run_containers: HashSet::new(),
+            stacked_on: HashSet::new(),
+            lowers_unknown: false,
+            mapped_traces: HashMap::new(),
+            files: FactFiles::default(),
         }
     }
 }
@@ -84,170 +136,222 @@ impl Facts {
         snap: &Snapshot,
     ) -> Result<Facts, StoreError> {
         let now = SystemTime::now();
-        let g = &store.options().graph_root;
-        let r = &store.options().run_root;
         let layer_ids: HashSet<&str> = snap.layers.iter().map(|l| l.id.as_str()).collect();
         let image_ids: HashSet<&str> = snap.images.iter().map(|i| i.id.as_str()).collect();
-        // Only entries no record names need their mtime (one stat each).
-        let entry = |dir: &Path, name: String| {
-            mtime(&dir.join(&name)).map(|mtime| DiskEntry { name, mtime })
-        };
-        let all_dirs = driver
+        let container_ids: HashSet<&str> =
+            snap.containers.iter().map(|c| c.id.as_str()).collect();
+
+        let all_dirs: Vec<String> = driver
             .list_layers()
             .map_err(driver_error("listing", "(all)"))?;
         let mut layer_dirs = Vec::new();
-        for id in &all_dirs {
-            if layer_ids.contains(id.as_str()) {
+        let mut odd_names = Vec::new();
+        for name in &all_dirs {
+            if layer_ids.contains(name.as_str()) {
                 continue;
             }
-            if let Some(e) = driver.layer_dir(id).and_then(|dir| {
-                mtime(&dir).map(|mtime| DiskEntry {
-                    name: id.clone(),
-                    mtime,
-                })
-            }) {
-                layer_dirs.push(e);
+            match LayerId::parse(name) {
+                Ok(id) => {
+                    if let Some(mtime) = driver.layer_mtime(&id) {
+                        layer_dirs.push(DiskEntry { name: id, mtime });
+                    }
+                }
+                Err(_) => odd_names.push(name.clone()),
             }
         }
+
         let mut tar_splits = Vec::new();
         let mut layer_data_dirs = Vec::new();
-        let mut temp_files = Vec::new();
-        let layers_dir = g.join("overlay-layers");
-        for (name, is_dir) in list(&layers_dir)? {
-            if is_dir && is_hex_id(&name) && !layer_ids.contains(name.as_str()) {
-                layer_data_dirs.extend(entry(&layers_dir, name));
-            } else if let Some(id) = name.strip_suffix(".tar-split.gz") {
-                if !is_dir && is_hex_id(id) && !layer_ids.contains(id) {
-                    let id = id.to_owned();
-                    tar_splits
-                        .extend(entry(&layers_dir, name).map(|e| DiskEntry { name: id, ..e }));
-                }
-            }
-        }
-        let images_dir = g.join("overlay-images");
-        let mut image_dirs = Vec::new();
-        for (name, is_dir) in list(&images_dir)? {
-            if is_dir && is_hex_id(&name) && !image_ids.contains(name.as_str()) {
-                image_dirs.extend(entry(&images_dir, name));
-            }
-        }
-        for dir in [
-            layers_dir.clone(),
-            images_dir.clone(),
-            g.join("overlay-containers"),
-            r.join("overlay-layers"),
-            r.join("overlay-containers"),
-        ] {
+        if let Some(dir) = store.meta_dir(Root::Graph, crate::ops::LAYERS_DIR)? {
             for (name, is_dir) in list(&dir)? {
-                if !is_dir && name.starts_with(".tmp-") {
-                    let path = dir.join(&name).to_string_lossy().into_owned();
-                    temp_files.extend(entry(&dir, name).map(|e| DiskEntry { name: path, ..e }));
+                if is_dir && is_hex_id(&name) && !layer_ids.contains(name.as_str()) {
+                    layer_data_dirs.extend(entry(&dir, &name, LayerId::parse(&name).ok()));
+                } else if let Some(id) = name.strip_suffix(".tar-split.gz") {
+                    if !is_dir && is_hex_id(id) && !layer_ids.contains(id) {
+                        tar_splits.extend(entry(&dir, &name, LayerId::parse(id).ok()));
+                    }
                 }
             }
         }
-        let dirs: HashSet<&str> = all_dirs.iter().map(String::as_str).collect();
-        let mut links = Vec::new();
-        if let Some(link_dir) = driver.link_dir() {
-            // One directory fd, names resolved relative to it: 10,000
-            // readlinks cost a third of what full paths do.
-            let dir_fd = match rustix::fs::open(
-                &link_dir,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => Some(fd),
-                Err(rustix::io::Errno::NOENT) => None,
-                Err(e) => return Err(StoreError::io("opening", &link_dir)(e.into())),
-            };
-            let names = if dir_fd.is_some() {
-                list(&link_dir)?
-            } else {
-                Vec::new()
-            };
-            let targets = match dir_fd.as_ref() {
-                Some(fd) => read_links(fd, names),
-                None => Vec::new(),
-            };
-            for (name, id) in targets {
-                // Links to live layers are kept whatever their age: no stat.
-                let mtime = if layer_ids.contains(id.as_str()) || dirs.contains(id.as_str()) {
-                    SystemTime::UNIX_EPOCH
-                } else {
-                    match mtime(&link_dir.join(&name)) {
-                        Some(m) => m,
-                        None => continue,
-                    }
-                };
-                links.push((DiskEntry { name, mtime }, Some(id)));
+        let mut image_dirs = Vec::new();
+        if let Some(dir) = store.meta_dir(Root::Graph, crate::ops::IMAGES_DIR)? {
+            for (name, is_dir) in list(&dir)? {
+                if is_dir && is_hex_id(&name) && !image_ids.contains(name.as_str()) {
+                    image_dirs.extend(entry(&dir, &name, ImageId::parse(&name).ok()));
+                }
             }
         }
-        let linked: HashSet<&str> = links.iter().filter_map(|(_, t)| t.as_deref()).collect();
+        let mut container_dirs = Vec::new();
+        for (root, run) in [(Root::Graph, false), (Root::Run, true)] {
+            if let Some(dir) = store.meta_dir(root, crate::ops::CONTAINERS_DIR)? {
+                for (name, is_dir) in list(&dir)? {
+                    if is_dir && is_hex_id(&name) && !container_ids.contains(name.as_str()) {
+                        let e = entry(&dir, &name, ContainerId::parse(&name).ok());
+                        container_dirs.extend(e.map(|e| (e, run)));
+                    }
+                }
+            }
+        }
+        let mut temp_files = Vec::new();
+        for meta in MetaDir::ALL {
+            let (root, name) = meta.place();
+            if let Some(dir) = store.meta_dir(root, name)? {
+                for (name, is_dir) in list(&dir)? {
+                    if !is_dir && is_temp_name(&name) {
+                        let e = entry(&dir, &name, Some(name.clone()));
+                        temp_files.extend(e.map(|e| (meta, e)));
+                    }
+                }
+            }
+        }
+
+        let dirs: HashSet<&str> = all_dirs.iter().map(String::as_str).collect();
+        let mut links = driver.links().map_err(driver_error("listing the links of", "(all)"))?;
+        for link in &mut links {
+            // Links to live layers are kept whatever their age: no stat.
+            let live = link
+                .layer
+                .as_deref()
+                .is_some_and(|t| layer_ids.contains(t) || dirs.contains(t));
+            if !live {
+                link.mtime = driver.link_mtime(&link.name).unwrap_or(now);
+            }
+        }
+        let linked: HashSet<&str> = links.iter().filter_map(|l| l.layer.as_deref()).collect();
         // A layer some l/ link points to needs at most its `link` file
         // (one stat); only layers without any link get the full check.
-        let broken_links = snap
-            .layers
-            .iter()
-            .filter(|l| !l.is_incomplete() && dirs.contains(l.id.as_str()))
-            .filter(|l| {
-                if linked.contains(l.id.as_str()) {
-                    !driver.has_link_file(&l.id)
-                } else {
-                    driver.link_needs_repair(&l.id)
-                }
-            })
-            .map(|l| l.id.clone())
-            .collect();
-        let mounted = snap
-            .mounts
-            .iter()
-            .filter(|m| !m.path.is_empty() && driver.is_mounted(Path::new(&m.path)))
-            .map(|m| m.path.clone())
-            .collect();
-        let busy_layers = driver
+        let mut broken_links = Vec::new();
+        for l in snap.layers.iter() {
+            if l.is_incomplete() || !dirs.contains(l.id.as_str()) {
+                continue;
+            }
+            let Ok(id) = LayerId::parse(&l.id) else {
+                continue;
+            };
+            let broken = if linked.contains(l.id.as_str()) {
+                !driver.has_link_file(&id)
+            } else {
+                driver.link_needs_repair(&id)
+            };
+            if broken {
+                broken_links.push(id);
+            }
+        }
+
+        let busy_layers: HashSet<String> = driver
             .layers_with_mounts()
             .map_err(driver_error("reading the mount table for", "(all)"))?
             .into_iter()
             .collect();
+        let mut mounted = HashSet::new();
+        let candidates = snap
+            .mounts
+            .iter()
+            .map(|m| m.id.as_str())
+            .chain(busy_layers.iter().map(String::as_str));
+        for id in candidates {
+            if let Ok(id) = LayerId::parse(id) {
+                if driver.is_mounted(&id) {
+                    mounted.insert(id.into_string());
+                }
+            }
+        }
         let dead_run_containers = snap
             .containers
             .iter()
             .filter(|c| RunOwner::from_metadata(&c.metadata).is_some_and(|o| !o.is_alive()))
             .map(|c| c.id.clone())
             .collect();
+
+        let mut stacked_on = HashSet::new();
+        let mut lowers_unknown = false;
+        if !layer_dirs.is_empty() {
+            for name in &all_dirs {
+                let Ok(id) = LayerId::parse(name) else {
+                    continue;
+                };
+                match driver.lower_layer_ids(&id) {
+                    Ok(lowers) => stacked_on.extend(lowers.into_iter().map(LayerId::into_string)),
+                    Err(e) => {
+                        tracing::debug!(layer = %id, error = %e, "cannot read what the layer stacks on");
+                        lowers_unknown = true;
+                    }
+                }
+            }
+        }
+
+        let mut mapped_traces = HashMap::new();
+        for image in &snap.images {
+            for m in &image.mapped_layers {
+                if layer_ids.contains(m.as_str()) {
+                    continue;
+                }
+                if let Some(trace) = trace_of(store, driver, m)? {
+                    mapped_traces.insert(m.clone(), trace);
+                }
+            }
+        }
+
         Ok(Facts {
             now,
+            all_layer_dirs: all_dirs.iter().cloned().collect(),
             layer_dirs,
+            odd_names,
             tar_splits,
             layer_data_dirs,
             image_dirs,
+            container_dirs,
             temp_files,
             links,
             broken_links,
             mounted,
             busy_layers,
             dead_run_containers,
+            stacked_on,
+            lowers_unknown,
+            mapped_traces,
+            files: FactFiles {
+                layers: store.files().layers.to_owned(),
+                images: store.files().images.to_owned(),
+                home: store.options().graph_root.join("overlay"),
+            },
         })
     }
 }
 
-/// `(name, layer id)` of every link in the directory `dir` that points to
-/// `../<id>/diff`, resolved relative to the directory's fd. (The targets
-/// of podman's links are too long for ext4's inline symlinks, so each
-/// readlink reads a block: this is most of a dry run's time on a large
-/// store. Spreading it over threads did not help on a busy 2-core host.)
-fn read_links(dir: &rustix::fd::OwnedFd, names: Vec<(String, bool)>) -> Vec<(String, String)> {
-    names
-        .into_iter()
-        .filter_map(|(name, _)| {
-            let target = rustix::fs::readlinkat(dir, name.as_str(), Vec::new()).ok()?;
-            let target = target.to_string_lossy();
-            let id = target
-                .strip_prefix("../")?
-                .strip_suffix("/diff")?
-                .to_owned();
-            Some((name, id))
-        })
-        .collect()
+/// What on disk carries layer id `id` (its directory, tar-split or big
+/// data), if anything. An id that is not valid carries nothing.
+fn trace_of(store: &Store, driver: &dyn Driver, id: &str) -> Result<Option<PathBuf>, StoreError> {
+    let Ok(id) = LayerId::parse(id) else {
+        return Ok(None);
+    };
+    if driver.exists(&id) {
+        return Ok(driver.layer_dir(&id).or_else(|| Some(PathBuf::from(id.as_str()))));
+    }
+    if store.has_tar_split(&id)? {
+        return Ok(Some(store.layer_tar_split_path(&id)));
+    }
+    if let Some(dir) = store.meta_dir(Root::Graph, crate::ops::LAYERS_DIR)? {
+        if dir
+            .stat(id.as_str())
+            .map_err(StoreError::io("reading", dir.display(id.as_str())))?
+            .is_some()
+        {
+            return Ok(Some(store.layer_data_dir(&id)));
+        }
+    }
+    Ok(None)
+}
+
+/// The entry `name` of `dir` as a [`DiskEntry`] of `value` (none when
+/// `value` is `None` or the entry vanished).
+fn entry<T>(dir: &Dir, name: &str, value: Option<T>) -> Option<DiskEntry<T>> {
+    let value = value?;
+    let meta = dir.stat(name).ok().flatten()?;
+    Some(DiskEntry {
+        name: value,
+        mtime: meta.mtime,
+    })
 }
 
 /// 64 lowercase hex digits: the ids containers/storage generates (and the
@@ -256,25 +360,26 @@ fn is_hex_id(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn mtime(path: &Path) -> Option<SystemTime> {
-    fs::symlink_metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// `(name, is_dir)` of every UTF-8-named entry of `dir` (none when it does
-/// not exist), from the directory itself (no stat per entry).
-fn list(dir: &Path) -> Result<Vec<(String, bool)>, StoreError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::io("listing", dir)(e)),
-    };
+/// `(name, is_dir)` of every UTF-8-named entry of `dir`, from the directory
+/// itself (no stat per entry, except where the filesystem does not say).
+fn list(dir: &Dir) -> Result<Vec<(String, bool)>, StoreError> {
+    let entries = dir
+        .entries()
+        .map_err(StoreError::io("listing", dir.path()))?;
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(StoreError::io("listing", dir))?;
-        let Ok(name) = entry.file_name().into_string() else {
+    for e in entries {
+        let Ok(name) = e.name.into_string() else {
             continue;
         };
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let is_dir = match e.file_type {
+            rustix::fs::FileType::Directory => true,
+            rustix::fs::FileType::Unknown => dir
+                .stat(&name)
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.is_dir()),
+            _ => false,
+        };
         out.push((name, is_dir));
     }
     Ok(out)
@@ -289,25 +394,62 @@ pub struct Usage {
     pub inodes: u64,
 }
 
-/// What the trees at `paths` hold, not following symlinks. Missing or
-/// unreadable parts count as nothing.
-pub fn usage(paths: &[PathBuf]) -> Usage {
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.bytes += other.bytes;
+        self.inodes += other.inodes;
+    }
+}
+
+/// What the trees at `rels` beneath `dir` hold, not following symlinks and
+/// not descending into other mounts. Missing or unreadable parts count as
+/// nothing. (Hard links are counted once within one call.)
+pub fn usage_in(dir: &Dir, rels: &[&Path]) -> Usage {
     let mut seen = HashSet::new();
     let mut total = Usage::default();
-    let mut stack: Vec<PathBuf> = paths.to_vec();
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = fs::symlink_metadata(&path) else {
+    let top = dir.stat_self().ok();
+    for rel in rels {
+        let Ok(Some(meta)) = dir.stat(rel) else {
             continue;
         };
-        if seen.insert((meta.dev(), meta.ino())) {
-            total.inodes += 1;
-            total.bytes += meta.blocks() * 512;
-        }
+        count(&mut seen, &mut total, &meta);
         if meta.is_dir() {
-            if let Ok(entries) = fs::read_dir(&path) {
-                stack.extend(entries.flatten().map(|e| e.path()));
+            if let Ok(sub) = dir.open_dir(rel) {
+                walk(&sub, &mut seen, &mut total, top.as_ref());
             }
         }
     }
     total
+}
+
+fn count(seen: &mut HashSet<((u32, u32), u64)>, total: &mut Usage, meta: &crate::confined::Meta) {
+    if seen.insert((meta.dev, meta.ino)) {
+        total.inodes += 1;
+        total.bytes += meta.blocks * 512;
+    }
+}
+
+fn walk(
+    dir: &Dir,
+    seen: &mut HashSet<((u32, u32), u64)>,
+    total: &mut Usage,
+    top: Option<&crate::confined::Meta>,
+) {
+    let Ok(entries) = dir.entries() else {
+        return;
+    };
+    for e in entries {
+        let Ok(Some(meta)) = dir.stat(&e.name) else {
+            continue;
+        };
+        if meta.mount_root == Some(true) || top.is_some_and(|t| t.mnt_id.is_some() && meta.mnt_id != t.mnt_id) {
+            continue;
+        }
+        count(seen, total, &meta);
+        if meta.is_dir() {
+            if let Ok(sub) = dir.open_dir(&e.name) {
+                walk(&sub, seen, total, top);
+            }
+        }
+    }
 }

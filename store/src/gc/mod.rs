@@ -25,16 +25,28 @@
 //! Removed: mapped layers (listed in `mapped-layers`, or an unnamed mapped
 //! copy of an image's top layer that a crash left unlisted) that no layer
 //! has as parent and that are not mounted; layers flagged `incomplete`;
-//! layer directories, tar-split files, layer big-data dirs and image
-//! big-data dirs no record names; `.tmp-*` files of interrupted atomic
-//! writes; `l/` links to nothing; `mountpoints.json`
-//! entries whose path is not mounted; `mapped-layers` entries naming no
-//! layer; containers `layerstore run` made whose process is gone, with their
-//! layers. Repaired: a recorded layer's missing `l/` link.
+//! containers' layers whose container record is gone (a killed `create` or
+//! `rm` of layerstore's); layer directories, tar-split files, layer big-data
+//! dirs, image big-data dirs and container dirs no record names; `.tmp-*`
+//! files of interrupted atomic writes; `l/` links to nothing;
+//! `mountpoints.json` entries whose layer is not mounted; mounts of a layer
+//! that no mount record counts (a killed mounter's); `mapped-layers`
+//! entries naming no layer and nothing on disk; containers `layerstore run`
+//! made whose process is gone, with their mounts and layers. Repaired: a
+//! recorded layer's missing `l/` link.
 //!
 //! Never removed: an image's top layer, a layer with a child, anything
-//! mounted, podman's containers or their layers, anything younger than
-//! `min_age`, anything outside the primary (read-write) store.
+//! mounted, podman's containers or their layers, anything a record names,
+//! anything younger than `min_age`, anything outside the primary
+//! (read-write) store.
+//!
+//! Refused outright, with nothing written: a store whose records cannot be
+//! trusted ([`crate::consistency`], plus what only the disk shows: a
+//! complete layer record without its directory, an empty `layers.json`
+//! beside layer directories, a `mapped-layers` entry whose layer record is
+//! gone while its files are not), and, unless forced, a plan that would
+//! remove more unrecorded layer directories than [`MAX_UNRECORDED_SHARE`]
+//! allows.
 
 mod apply;
 mod facts;
@@ -48,10 +60,23 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::consistency::Defect;
+use crate::id::{ContainerId, ImageId, LayerId};
+
 pub use apply::{GcLock, GC_LOCK_FILE};
-pub use facts::{usage, DiskEntry, Facts, Usage};
+pub use facts::{usage_in, DiskEntry, FactFiles, Facts, Usage};
 pub use owner::{start_time_of, RunOwner};
-pub use plan::plan;
+pub use plan::{plan, store_defects};
+
+/// Unless forced, gc refuses a plan that removes more than
+/// [`MAX_UNRECORDED_FLOOR`] unrecorded layer directories *and* more than
+/// this fraction (1/4) of the layers recorded: a store that lost records
+/// (a truncated or replaced `layers.json`) looks exactly like one full of
+/// debris.
+pub const MAX_UNRECORDED_SHARE: (usize, usize) = (1, 4);
+
+/// See [`MAX_UNRECORDED_SHARE`].
+pub const MAX_UNRECORDED_FLOOR: usize = 10;
 
 /// How gc decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +93,10 @@ pub struct GcOptions {
     /// per hold adapts to how long the previous ones took (at least one,
     /// at most `batch`).
     pub hold: Duration,
+    /// Remove unrecorded layer directories even beyond
+    /// [`MAX_UNRECORDED_SHARE`] (never anything a record names, and never
+    /// in a store with defects).
+    pub force: bool,
 }
 
 impl Default for GcOptions {
@@ -77,80 +106,170 @@ impl Default for GcOptions {
             dry_run: false,
             batch: 64,
             hold: Duration::from_millis(250),
+            force: false,
         }
     }
 }
 
-/// One thing gc removes or repairs.
+/// A metadata directory where interrupted atomic writes leave `.tmp-*`
+/// files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum MetaDir {
+    /// `<graphroot>/overlay-layers`.
+    #[serde(rename = "graphroot/overlay-layers")]
+    GraphLayers,
+    /// `<graphroot>/overlay-images`.
+    #[serde(rename = "graphroot/overlay-images")]
+    GraphImages,
+    /// `<graphroot>/overlay-containers`.
+    #[serde(rename = "graphroot/overlay-containers")]
+    GraphContainers,
+    /// `<runroot>/overlay-layers`.
+    #[serde(rename = "runroot/overlay-layers")]
+    RunLayers,
+    /// `<runroot>/overlay-containers`.
+    #[serde(rename = "runroot/overlay-containers")]
+    RunContainers,
+}
+
+impl MetaDir {
+    /// Every one of them.
+    pub const ALL: [MetaDir; 5] = [
+        MetaDir::GraphLayers,
+        MetaDir::GraphImages,
+        MetaDir::GraphContainers,
+        MetaDir::RunLayers,
+        MetaDir::RunContainers,
+    ];
+
+    pub(crate) fn place(self) -> (crate::store::Root, &'static str) {
+        use crate::store::Root;
+        match self {
+            MetaDir::GraphLayers => (Root::Graph, crate::ops::LAYERS_DIR),
+            MetaDir::GraphImages => (Root::Graph, crate::ops::IMAGES_DIR),
+            MetaDir::GraphContainers => (Root::Graph, crate::ops::CONTAINERS_DIR),
+            MetaDir::RunLayers => (Root::Run, crate::ops::LAYERS_DIR),
+            MetaDir::RunContainers => (Root::Run, crate::ops::CONTAINERS_DIR),
+        }
+    }
+
+    /// `graphroot/overlay-layers`, ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            MetaDir::GraphLayers => "graphroot/overlay-layers",
+            MetaDir::GraphImages => "graphroot/overlay-images",
+            MetaDir::GraphContainers => "graphroot/overlay-containers",
+            MetaDir::RunLayers => "runroot/overlay-layers",
+            MetaDir::RunContainers => "runroot/overlay-containers",
+        }
+    }
+}
+
+/// Whether `name` can be a temp file of an atomic write: `.tmp-` and then
+/// anything but `/` (a single directory entry).
+pub fn is_temp_name(name: &str) -> bool {
+    name.len() > ".tmp-".len() && name.starts_with(".tmp-") && !name.contains(['/', '\0'])
+}
+
+/// One thing gc removes or repairs. Every id in it is validated: an action
+/// can only name something beneath the store.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Action {
     /// A mapped copy of an image's top layer nothing uses.
     MappedLayer {
         /// The layer.
-        id: String,
+        id: LayerId,
         /// Images whose `mapped-layers` list it.
         images: Vec<String>,
     },
     /// A layer left flagged `incomplete` by a process that died.
     IncompleteLayer {
         /// The layer.
-        id: String,
+        id: LayerId,
         /// Images whose `mapped-layers` list it.
         images: Vec<String>,
     },
-    /// A container `layerstore run` made whose process is gone.
+    /// A container's read-write layer made by layerstore whose container
+    /// record is gone (a `create` or `rm` killed half-way).
+    OrphanLayer {
+        /// The layer.
+        id: LayerId,
+        /// The container its flag names.
+        container: String,
+    },
+    /// A container `layerstore run` made whose process is gone: unmounted
+    /// if its layer is mounted, then removed with its layer.
     RunContainer {
         /// The container.
-        id: String,
+        id: ContainerId,
         /// Its read-write layer, if the record still exists.
-        layer: Option<String>,
+        layer: Option<LayerId>,
+        /// Whether its layer is mounted (by the dead run) and is unmounted.
+        unmount: bool,
+    },
+    /// A layer mounted on its mount point without any mount record: its
+    /// mounter was killed between mounting and recording. Unmounted.
+    UnrecordedMount {
+        /// The layer.
+        id: LayerId,
     },
     /// `<graphroot>/overlay/<id>` without a layer record.
     LayerDir {
         /// The directory's name.
-        id: String,
+        id: LayerId,
     },
     /// `overlay-layers/<id>.tar-split.gz` without a layer record.
     TarSplit {
         /// The layer id in the name.
-        id: String,
+        id: LayerId,
     },
     /// `overlay-layers/<id>/` (layer big data) without a layer record.
     LayerData {
         /// The directory's name.
-        id: String,
+        id: LayerId,
     },
     /// `overlay-images/<id>/` (image big data) without an image record.
     ImageDir {
         /// The directory's name.
-        id: String,
+        id: ImageId,
     },
-    /// A `.tmp-*` file an atomic write left behind when its writer died
-    /// (in `overlay-layers`, `overlay-images`, `overlay-containers` or the
-    /// runroot's `overlay-layers`, under whose locks it is removed).
+    /// `overlay-containers/<id>/` (under the graphroot, or with `run`
+    /// under the runroot) without a container record.
+    ContainerDir {
+        /// The directory's name.
+        id: ContainerId,
+        /// Under the runroot.
+        run: bool,
+    },
+    /// A `.tmp-*` file an atomic write left behind when its writer died,
+    /// removed under the locks of the directory's table.
     TempFile {
-        /// Its path.
-        path: String,
+        /// The directory.
+        dir: MetaDir,
+        /// The file's name.
+        name: String,
     },
     /// `overlay/l/<name>` pointing to a layer that does not exist.
     DanglingLink {
         /// The link's name.
         name: String,
     },
-    /// A `mountpoints.json` entry whose path is not mounted.
+    /// A `mountpoints.json` entry whose layer is not mounted.
     StaleMount {
         /// The layer.
-        id: String,
+        id: LayerId,
         /// The recorded mount point.
         path: String,
     },
-    /// A `mapped-layers` entry naming no layer. podman 4.3.1's `rmi` of
-    /// such an image removes the record, stops deleting layers at the
-    /// unknown entry and still reports success: the image's layers leak.
+    /// A `mapped-layers` entry naming no layer, and nothing on disk with
+    /// its id (podman leaves one when it dies between deleting a mapped
+    /// layer and saving images.json). podman 4.3.1's `rmi` of such an image
+    /// removes the record, stops deleting layers at the unknown entry and
+    /// still reports success: the image's layers leak.
     DanglingMappedEntry {
         /// The image.
-        image: String,
+        image: ImageId,
         /// The missing layer.
         layer: String,
     },
@@ -158,7 +277,7 @@ pub enum Action {
     /// recreated as containers/storage would.
     RepairLink {
         /// The layer.
-        id: String,
+        id: LayerId,
     },
 }
 
@@ -168,11 +287,14 @@ impl Action {
         match self {
             Action::MappedLayer { .. } => "mapped-layer",
             Action::IncompleteLayer { .. } => "incomplete-layer",
+            Action::OrphanLayer { .. } => "orphan-layer",
             Action::RunContainer { .. } => "run-container",
+            Action::UnrecordedMount { .. } => "unrecorded-mount",
             Action::LayerDir { .. } => "layer-dir",
             Action::TarSplit { .. } => "tar-split",
             Action::LayerData { .. } => "layer-data",
             Action::ImageDir { .. } => "image-dir",
+            Action::ContainerDir { .. } => "container-dir",
             Action::TempFile { .. } => "temp-file",
             Action::DanglingLink { .. } => "dangling-link",
             Action::StaleMount { .. } => "stale-mount",
@@ -186,24 +308,27 @@ impl Action {
         match self {
             Action::MappedLayer { id, .. }
             | Action::IncompleteLayer { id, .. }
-            | Action::RunContainer { id, .. }
+            | Action::OrphanLayer { id, .. }
+            | Action::UnrecordedMount { id }
             | Action::LayerDir { id }
             | Action::TarSplit { id }
             | Action::LayerData { id }
-            | Action::ImageDir { id }
             | Action::StaleMount { id, .. }
-            | Action::RepairLink { id } => id,
-            Action::DanglingLink { name } => name,
-            Action::TempFile { path } => path,
+            | Action::RepairLink { id } => id.as_str(),
+            Action::RunContainer { id, .. } | Action::ContainerDir { id, .. } => id.as_str(),
+            Action::ImageDir { id } => id.as_str(),
+            Action::DanglingLink { name } | Action::TempFile { name, .. } => name,
             Action::DanglingMappedEntry { layer, .. } => layer,
         }
     }
 
-    /// The layer records this action removes.
-    pub fn removed_layer(&self) -> Option<&str> {
+    /// The layer record this action removes.
+    pub fn removed_layer(&self) -> Option<&LayerId> {
         match self {
-            Action::MappedLayer { id, .. } | Action::IncompleteLayer { id, .. } => Some(id),
-            Action::RunContainer { layer, .. } => layer.as_deref(),
+            Action::MappedLayer { id, .. }
+            | Action::IncompleteLayer { id, .. }
+            | Action::OrphanLayer { id, .. } => Some(id),
+            Action::RunContainer { layer, .. } => layer.as_ref(),
             _ => None,
         }
     }
@@ -227,6 +352,11 @@ pub struct GcPlan {
     pub actions: Vec<Action>,
     /// Candidates left alone.
     pub skipped: Vec<Skipped>,
+    /// Why the store must not be changed at all (the records' defects and
+    /// what the disk adds to them): when not empty, gc does nothing.
+    pub defects: Vec<Defect>,
+    /// Layer records in the store (for [`MAX_UNRECORDED_SHARE`]).
+    pub recorded_layers: usize,
 }
 
 impl GcPlan {
@@ -235,7 +365,24 @@ impl GcPlan {
         self.actions
             .iter()
             .filter_map(Action::removed_layer)
+            .map(LayerId::as_str)
             .collect()
+    }
+
+    /// How many unrecorded layer directories the plan removes.
+    pub fn unrecorded_layer_dirs(&self) -> usize {
+        self.actions
+            .iter()
+            .filter(|a| matches!(a, Action::LayerDir { .. }))
+            .count()
+    }
+
+    /// Whether the plan removes more unrecorded layer directories than
+    /// [`MAX_UNRECORDED_SHARE`] allows without force.
+    pub fn exceeds_unrecorded_share(&self) -> bool {
+        let n = self.unrecorded_layer_dirs();
+        let (num, den) = MAX_UNRECORDED_SHARE;
+        n > MAX_UNRECORDED_FLOOR && n * den > self.recorded_layers * num
     }
 }
 

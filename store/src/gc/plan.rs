@@ -1,22 +1,34 @@
-//! The pure decision: what gc removes or repairs in a snapshot, given the
-//! facts found on disk.
+//! The pure decision: whether gc may change the store at all, and what it
+//! removes or repairs in a snapshot, given the facts found on disk.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use super::{is_young, Action, Facts, GcPlan, Skipped};
+use crate::consistency::Defect;
+use crate::id::{ContainerId, ImageId, LayerId};
+use crate::ops::FLAG_CONTAINER;
 use crate::records::Layer;
 use crate::snapshot::Snapshot;
 
 /// Decide what gc does with `snap`, given `facts` gathered at the same
 /// moment, skipping candidates younger than `min_age`.
 ///
-/// Actions come in the order they are applied: record changes first
-/// (containers, mapped and incomplete layers, dangling entries, stale
-/// mounts), then debris, then repairs.
+/// When the store has defects ([`store_defects`]) the plan holds them and
+/// no action. Otherwise actions come in the order they are applied: record
+/// changes first (containers, layers, dangling entries, mounts), then
+/// debris, then repairs. No action ever names something a record names,
+/// except the records it removes (see the module docs of [`super`]).
 pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
+    let mut out = GcPlan {
+        recorded_layers: snap.layers.len(),
+        defects: store_defects(snap, facts),
+        ..GcPlan::default()
+    };
+    if !out.defects.is_empty() {
+        return out;
+    }
     let ix = Index::new(snap, facts);
-    let mut out = GcPlan::default();
     let young = |created: SystemTime| is_young(created, facts.now, min_age);
     let mut going: HashSet<&str> = HashSet::new();
 
@@ -26,14 +38,18 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
         if !ours || !facts.dead_run_containers.contains(&c.id) {
             continue;
         }
+        let Ok(id) = ContainerId::parse(&c.id) else {
+            continue;
+        };
         let layer = ix
             .ids
             .contains(c.layer.as_str())
-            .then_some(c.layer.as_str());
+            .then(|| LayerId::parse(&c.layer).ok())
+            .flatten();
         let reason = if young(c.created.0.into()) {
             Some("younger than --min-age".to_owned())
-        } else if let Some(l) = layer {
-            ix.layer_in_use(l, false)
+        } else if let Some(l) = &layer {
+            ix.stacked_or_top(l.as_str())
         } else {
             None
         };
@@ -41,56 +57,55 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
             out.skipped.push(skip("run-container", &c.id, reason));
             continue;
         }
-        going.extend(layer);
-        out.actions.push(Action::RunContainer {
-            id: c.id.clone(),
-            layer: layer.map(str::to_owned),
+        let unmount = layer.as_ref().is_some_and(|l| {
+            facts.mounted.contains(l.as_str()) || facts.busy_layers.contains(l.as_str())
         });
+        if let Some(l) = &layer {
+            going.insert(ix.ids.get(l.as_str()).copied().unwrap_or_default());
+        }
+        out.actions.push(Action::RunContainer { id, layer, unmount });
     }
 
     for l in &snap.layers {
         if going.contains(l.id.as_str()) {
             continue;
         }
-        let incomplete = l.is_incomplete();
-        let listed = ix.mapped_of.get(l.id.as_str());
-        if !incomplete && listed.is_none() && !ix.is_unlisted_copy(l) {
+        let Some((kind, make)) = ix.candidate(l) else {
             continue;
-        }
-        let kind = if incomplete {
-            "incomplete-layer"
-        } else {
-            "mapped-layer"
         };
         let reason = ix
-            .layer_in_use(&l.id, true)
+            .layer_in_use(&l.id)
             .or_else(|| young(l.created.0.into()).then(|| "younger than --min-age".to_owned()));
         if let Some(reason) = reason {
             out.skipped.push(skip(kind, &l.id, reason));
             continue;
         }
-        let images = listed.cloned().unwrap_or_default();
+        let Ok(id) = LayerId::parse(&l.id) else {
+            continue;
+        };
         going.insert(&l.id);
-        out.actions.push(if incomplete {
-            Action::IncompleteLayer {
-                id: l.id.clone(),
-                images,
-            }
-        } else {
-            Action::MappedLayer {
-                id: l.id.clone(),
-                images,
-            }
-        });
+        out.actions.push(make(id));
+    }
+
+    for id in &facts.mounted {
+        let recorded = snap.mounts.iter().any(|m| m.id == *id && m.count > 0);
+        if recorded || going.contains(id.as_str()) || !ix.ids.contains(id.as_str()) {
+            continue;
+        }
+        if let Ok(id) = LayerId::parse(id) {
+            out.actions.push(Action::UnrecordedMount { id });
+        }
     }
 
     for image in &snap.images {
         for m in &image.mapped_layers {
-            if !ix.ids.contains(m.as_str()) {
-                out.actions.push(Action::DanglingMappedEntry {
-                    image: image.id.clone(),
-                    layer: m.clone(),
-                });
+            if !ix.ids.contains(m.as_str()) && !facts.mapped_traces.contains_key(m) {
+                if let Ok(image) = ImageId::parse(&image.id) {
+                    out.actions.push(Action::DanglingMappedEntry {
+                        image,
+                        layer: m.clone(),
+                    });
+                }
             }
         }
     }
@@ -99,11 +114,13 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
         if going.contains(m.id.as_str()) || !ix.ids.contains(m.id.as_str()) {
             continue;
         }
-        if m.count <= 0 || m.path.is_empty() || !facts.mounted.contains(&m.path) {
-            out.actions.push(Action::StaleMount {
-                id: m.id.clone(),
-                path: m.path.clone(),
-            });
+        if m.count <= 0 || m.path.is_empty() || !facts.mounted.contains(&m.id) {
+            if let Ok(id) = LayerId::parse(&m.id) {
+                out.actions.push(Action::StaleMount {
+                    id,
+                    path: m.path.clone(),
+                });
+            }
         }
     }
 
@@ -117,65 +134,152 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
     out
 }
 
+/// Why gc must not touch the store at all: the snapshot's defects, and
+/// what only the disk shows. An empty list: the store can be trusted.
+pub fn store_defects(snap: &Snapshot, facts: &Facts) -> Vec<Defect> {
+    let mut out = snap.defects.clone();
+    let files = &facts.files;
+    if snap.layers.is_empty() {
+        let evidence = if let Some(dir) = facts.all_layer_dirs.iter().min() {
+            Some(format!(
+                "{} layer directories exist (e.g. {})",
+                facts.all_layer_dirs.len(),
+                files.home.join(dir).display()
+            ))
+        } else if let Some(i) = snap.images.iter().find(|i| !i.top_layer.is_empty()) {
+            Some(format!("image {} names top layer {}", i.id, i.top_layer))
+        } else {
+            snap.containers
+                .first()
+                .map(|c| format!("container {} names layer {}", c.id, c.layer))
+        };
+        if let Some(evidence) = evidence {
+            out.push(Defect::NoLayerRecords {
+                file: files.layers.clone(),
+                evidence,
+            });
+        }
+    }
+    for l in &snap.layers {
+        if !l.is_incomplete() && !facts.all_layer_dirs.contains(&l.id) {
+            out.push(Defect::LayerDirMissing {
+                file: files.layers.clone(),
+                layer: l.id.clone(),
+                dir: files.home.join(&l.id),
+            });
+        }
+    }
+    for i in &snap.images {
+        for m in &i.mapped_layers {
+            if let Some(trace) = facts.mapped_traces.get(m) {
+                out.push(Defect::MappedLayerRecordLost {
+                    file: files.images.clone(),
+                    image: i.id.clone(),
+                    layer: m.clone(),
+                    trace: trace.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Files and directories no record names.
 fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
-    let mut consider =
-        |entries: &[super::DiskEntry], known: &dyn Fn(&str) -> bool, make: fn(String) -> Action| {
-            for e in entries {
-                if known(&e.name) {
-                    continue;
-                }
-                let action = make(e.name.clone());
-                if is_young(e.mtime, facts.now, min_age) {
-                    out.skipped.push(skip(
-                        action.kind(),
-                        &e.name,
-                        "younger than --min-age".into(),
-                    ));
-                } else {
-                    out.actions.push(action);
-                }
-            }
+    let old = |mtime: SystemTime| !is_young(mtime, facts.now, min_age);
+    let mut keep = |kind: &'static str, name: &str, reason: &str| {
+        out.skipped.push(skip(kind, name, reason.to_owned()));
+    };
+    let mut actions = Vec::new();
+    for e in &facts.layer_dirs {
+        let name = e.name.as_str();
+        let reason = if ix.named_layers.contains(name) {
+            Some("a record names it")
+        } else if facts.stacked_on.contains(name) {
+            Some("another layer directory stacks on it")
+        } else if facts.lowers_unknown {
+            Some("what other layer directories stack on could not be read")
+        } else if facts.busy_layers.contains(name) {
+            Some("something is mounted inside it")
+        } else if !old(e.mtime) {
+            Some("younger than --min-age")
+        } else {
+            None
         };
-    let layer_known = |id: &str| ix.ids.contains(id);
-    let image_known = |id: &str| ix.image_ids.contains(id);
-    let layer_dir_known = |id: &str| ix.ids.contains(id) || ix.busy.contains(id);
-    consider(&facts.layer_dirs, &layer_dir_known, |id| Action::LayerDir {
-        id,
-    });
-    consider(&facts.tar_splits, &layer_known, |id| Action::TarSplit {
-        id,
-    });
-    consider(&facts.layer_data_dirs, &layer_known, |id| {
-        Action::LayerData { id }
-    });
-    consider(&facts.image_dirs, &image_known, |id| Action::ImageDir {
-        id,
-    });
-    consider(&facts.temp_files, &|_| false, |path| Action::TempFile {
-        path,
-    });
-    let dirs: HashSet<&str> = facts.layer_dirs.iter().map(|e| e.name.as_str()).collect();
-    for (entry, target) in &facts.links {
-        let alive = target
+        match reason {
+            Some(r) => keep("layer-dir", name, r),
+            None => actions.push(Action::LayerDir { id: e.name.clone() }),
+        }
+    }
+    for name in &facts.odd_names {
+        keep(
+            "layer-dir",
+            name,
+            "its name is not a valid layer id (look at it by hand)",
+        );
+    }
+    for (entries, kind, make) in [
+        (&facts.tar_splits, "tar-split", (|id| Action::TarSplit { id }) as fn(LayerId) -> Action),
+        (&facts.layer_data_dirs, "layer-data", |id| Action::LayerData { id }),
+    ] {
+        for e in entries {
+            if ix.named_layers.contains(e.name.as_str()) {
+                keep(kind, e.name.as_str(), "a record names it");
+            } else if !old(e.mtime) {
+                keep(kind, e.name.as_str(), "younger than --min-age");
+            } else {
+                actions.push(make(e.name.clone()));
+            }
+        }
+    }
+    for e in &facts.image_dirs {
+        if ix.named_images.contains(e.name.as_str()) {
+            keep("image-dir", e.name.as_str(), "a record names it");
+        } else if !old(e.mtime) {
+            keep("image-dir", e.name.as_str(), "younger than --min-age");
+        } else {
+            actions.push(Action::ImageDir { id: e.name.clone() });
+        }
+    }
+    for (e, run) in &facts.container_dirs {
+        if ix.named_containers.contains(e.name.as_str()) {
+            keep("container-dir", e.name.as_str(), "a record names it");
+        } else if !old(e.mtime) {
+            keep("container-dir", e.name.as_str(), "younger than --min-age");
+        } else {
+            actions.push(Action::ContainerDir {
+                id: e.name.clone(),
+                run: *run,
+            });
+        }
+    }
+    for (dir, e) in &facts.temp_files {
+        if old(e.mtime) {
+            actions.push(Action::TempFile {
+                dir: *dir,
+                name: e.name.clone(),
+            });
+        } else {
+            keep("temp-file", &e.name, "younger than --min-age");
+        }
+    }
+    for link in &facts.links {
+        let alive = link
+            .layer
             .as_deref()
-            .is_some_and(|t| ix.ids.contains(t) || dirs.contains(t));
+            .is_some_and(|t| ix.ids.contains(t) || facts.all_layer_dirs.contains(t));
         if alive {
             continue;
         }
-        let action = Action::DanglingLink {
-            name: entry.name.clone(),
-        };
-        if is_young(entry.mtime, facts.now, min_age) {
-            out.skipped.push(skip(
-                action.kind(),
-                &entry.name,
-                "younger than --min-age".into(),
-            ));
+        if old(link.mtime) {
+            actions.push(Action::DanglingLink {
+                name: link.name.clone(),
+            });
         } else {
-            out.actions.push(action);
+            keep("dangling-link", &link.name, "younger than --min-age");
         }
     }
+    out.actions.extend(actions);
 }
 
 fn skip(kind: &'static str, id: &str, reason: String) -> Skipped {
@@ -186,10 +290,19 @@ fn skip(kind: &'static str, id: &str, reason: String) -> Skipped {
     }
 }
 
+/// A layer-removing action for a layer id.
+type MakeAction = Box<dyn Fn(LayerId) -> Action>;
+
 /// Who uses what, computed once per plan.
 struct Index<'a> {
     ids: HashSet<&'a str>,
-    image_ids: HashSet<&'a str>,
+    /// Every layer id any record names (ids, parents, top layers, mapped
+    /// entries, container layers, mount records).
+    named_layers: HashSet<&'a str>,
+    /// Every image id any record names.
+    named_images: HashSet<&'a str>,
+    /// Every container id.
+    named_containers: HashSet<&'a str>,
     /// Layer -> a child layer.
     child: HashMap<&'a str, &'a str>,
     /// Layer -> the image whose top layer it is.
@@ -198,15 +311,15 @@ struct Index<'a> {
     container_of: HashMap<&'a str, &'a str>,
     /// Layer -> images listing it in `mapped-layers`.
     mapped_of: HashMap<&'a str, Vec<String>>,
-    /// Layer -> where it is mounted right now.
-    mounted: HashMap<&'a str, &'a str>,
-    /// Layers with a mount inside their directory.
-    busy: HashSet<String>,
+    /// Layers mounted right now (by mount point), or with something
+    /// mounted inside their directory.
+    mounted: &'a HashSet<String>,
+    busy: &'a HashSet<String>,
     tops: Vec<&'a Layer>,
 }
 
 impl<'a> Index<'a> {
-    fn new(snap: &'a Snapshot, facts: &Facts) -> Self {
+    fn new(snap: &'a Snapshot, facts: &'a Facts) -> Self {
         let by_id: HashMap<&str, &Layer> = snap.layers.iter().map(|l| (l.id.as_str(), l)).collect();
         let mut mapped_of: HashMap<&str, Vec<String>> = HashMap::new();
         for image in &snap.images {
@@ -217,9 +330,28 @@ impl<'a> Index<'a> {
                     .push(image.id.clone());
             }
         }
+        let mut named_layers: HashSet<&str> = HashSet::new();
+        for l in &snap.layers {
+            named_layers.insert(&l.id);
+            named_layers.insert(&l.parent);
+        }
+        for i in &snap.images {
+            named_layers.insert(&i.top_layer);
+            named_layers.extend(i.mapped_layers.iter().map(String::as_str));
+        }
+        for c in &snap.containers {
+            named_layers.insert(&c.layer);
+        }
+        for m in &snap.mounts {
+            named_layers.insert(&m.id);
+        }
+        let mut named_images: HashSet<&str> = snap.images.iter().map(|i| i.id.as_str()).collect();
+        named_images.extend(snap.containers.iter().map(|c| c.image.as_str()));
         Index {
             ids: by_id.keys().copied().collect(),
-            image_ids: snap.images.iter().map(|i| i.id.as_str()).collect(),
+            named_layers,
+            named_images,
+            named_containers: snap.containers.iter().map(|c| c.id.as_str()).collect(),
             child: snap
                 .layers
                 .iter()
@@ -237,13 +369,8 @@ impl<'a> Index<'a> {
                 .map(|c| (c.layer.as_str(), c.id.as_str()))
                 .collect(),
             mapped_of,
-            mounted: snap
-                .mounts
-                .iter()
-                .filter(|m| m.count > 0 && facts.mounted.contains(&m.path))
-                .map(|m| (m.id.as_str(), m.path.as_str()))
-                .collect(),
-            busy: facts.busy_layers.clone(),
+            mounted: &facts.mounted,
+            busy: &facts.busy_layers,
             tops: snap
                 .images
                 .iter()
@@ -252,22 +379,64 @@ impl<'a> Index<'a> {
         }
     }
 
-    /// Why layer `id` must stay, if it must. `check_container`: also keep a
-    /// container's layer (off for the layer of the container being removed).
-    fn layer_in_use(&self, id: &str, check_container: bool) -> Option<String> {
+    /// Whether `l` is a candidate for removal, and as what.
+    fn candidate(&self, l: &Layer) -> Option<(&'static str, MakeAction)> {
+        let images = self.mapped_of.get(l.id.as_str()).cloned();
+        if l.is_incomplete() {
+            let images = images.unwrap_or_default();
+            return Some((
+                "incomplete-layer",
+                Box::new(move |id| Action::IncompleteLayer {
+                    id,
+                    images: images.clone(),
+                }),
+            ));
+        }
+        if images.is_some() || self.is_unlisted_copy(l) {
+            let images = images.unwrap_or_default();
+            return Some((
+                "mapped-layer",
+                Box::new(move |id| Action::MappedLayer {
+                    id,
+                    images: images.clone(),
+                }),
+            ));
+        }
+        let owner = l.flags.get(FLAG_CONTAINER)?.as_str()?.to_owned();
+        if self.container_of.contains_key(l.id.as_str()) {
+            return None;
+        }
+        Some((
+            "orphan-layer",
+            Box::new(move |id| Action::OrphanLayer {
+                id,
+                container: owner.clone(),
+            }),
+        ))
+    }
+
+    /// Why layer `id` must stay because of other records (a child, an
+    /// image), if it must.
+    fn stacked_or_top(&self, id: &str) -> Option<String> {
         if let Some(child) = self.child.get(id) {
             return Some(format!("layer {child} is stacked on it"));
         }
         if let Some(image) = self.top_of.get(id) {
             return Some(format!("it is the top layer of image {image}"));
         }
-        if check_container {
-            if let Some(c) = self.container_of.get(id) {
-                return Some(format!("it is the layer of container {c}"));
-            }
+        None
+    }
+
+    /// Why layer `id` must stay, if it must.
+    fn layer_in_use(&self, id: &str) -> Option<String> {
+        if let Some(reason) = self.stacked_or_top(id) {
+            return Some(reason);
         }
-        if let Some(path) = self.mounted.get(id) {
-            return Some(format!("it is mounted at {path}"));
+        if let Some(c) = self.container_of.get(id) {
+            return Some(format!("it is the layer of container {c}"));
+        }
+        if self.mounted.contains(id) {
+            return Some("it is mounted".to_owned());
         }
         if self.busy.contains(id) {
             return Some("something is mounted inside its directory".to_owned());

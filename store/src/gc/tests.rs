@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::driver::LinkEntry;
 use crate::gojson::GoTime;
 use crate::idmap::IdMap;
 use crate::records::{Container, Image, Layer, MountPoint, FLAG_INCOMPLETE};
@@ -45,11 +46,15 @@ fn copy_of(id: &str, top: &Layer) -> Layer {
     }
 }
 
-fn entry(name: &str, secs: u64) -> DiskEntry {
+fn entry(name: &str, secs: u64) -> DiskEntry<LayerId> {
     DiskEntry {
-        name: name.into(),
+        name: lid(name),
         mtime: t(secs),
     }
+}
+
+fn lid(id: &str) -> LayerId {
+    LayerId::parse(id).unwrap()
 }
 
 /// base <- top (image img, mapped m1 m2 m3); m2 has a container layer c2
@@ -84,17 +89,24 @@ fn store() -> (Snapshot, Facts) {
             count: 1,
             ..MountPoint::default()
         }],
+        defects: vec![],
     };
     let facts = Facts {
         now: t(10_000),
-        mounted: ["/g/overlay/m3/merged".to_owned()].into(),
-        layer_dirs: ["base", "top", "m1", "m2", "m3", "m4", "c2"]
+        mounted: ["m3".to_owned()].into(),
+        all_layer_dirs: ["base", "top", "m1", "m2", "m3", "m4", "c2"]
             .iter()
-            .map(|n| entry(n, 1000))
+            .map(|n| n.to_string())
             .collect(),
         ..Facts::default()
     };
     (snap, facts)
+}
+
+/// Add an unrecorded layer directory.
+fn stray(facts: &mut Facts, name: &str, secs: u64) {
+    facts.all_layer_dirs.insert(name.to_owned());
+    facts.layer_dirs.push(entry(name, secs));
 }
 
 fn kinds(plan: &GcPlan) -> Vec<(String, String)> {
@@ -121,7 +133,7 @@ fn orphaned_templates_go_used_ones_stay() {
     assert_eq!(
         p.actions[0],
         Action::MappedLayer {
-            id: "m1".into(),
+            id: lid("m1"),
             images: vec!["img".into()]
         }
     );
@@ -134,7 +146,7 @@ fn orphaned_templates_go_used_ones_stay() {
         skipped,
         [
             ("m2", "layer c2 is stacked on it"),
-            ("m3", "it is mounted at /g/overlay/m3/merged")
+            ("m3", "it is mounted")
         ]
     );
 }
@@ -148,6 +160,8 @@ fn never_a_top_layer_a_parent_a_container_layer_or_a_named_layer() {
     let mut cl = copy_of("cl", &snap.layers[1]);
     cl.parent = "base".into();
     snap.layers.push(cl);
+    let mut facts = facts;
+    facts.all_layer_dirs.extend(["cl".to_owned(), "named".to_owned()]);
     snap.containers.push(Container {
         id: "other".into(),
         layer: "cl".into(),
@@ -168,8 +182,8 @@ fn never_a_top_layer_a_parent_a_container_layer_or_a_named_layer() {
 fn min_age_protects_young_records_and_debris() {
     let (mut snap, mut facts) = store();
     snap.layers[2].created = at(9_990);
-    facts.layer_dirs.push(entry("stray", 9_999));
-    facts.layer_dirs.push(entry("old-stray", 10));
+    stray(&mut facts, "stray", 9_999);
+    stray(&mut facts, "old-stray", 10);
     let p = plan(&snap, &facts, Duration::from_secs(60));
     assert_eq!(
         kinds(&p),
@@ -183,26 +197,29 @@ fn min_age_protects_young_records_and_debris() {
     // Without --min-age both go.
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(p.removed_layers().contains("m1"));
-    assert!(p.actions.contains(&Action::LayerDir { id: "stray".into() }));
+    assert!(p.actions.contains(&Action::LayerDir { id: lid("stray") }));
 }
 
 #[test]
 fn a_layer_with_a_mount_inside_stays_whatever_mountpoints_json_says() {
     let (snap, mut facts) = store();
     facts.busy_layers = ["m1".to_owned(), "stray".to_owned()].into();
-    facts.layer_dirs.push(entry("stray", 1));
+    stray(&mut facts, "stray", 1);
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(!p.removed_layers().contains("m1"));
     assert!(p
         .skipped
         .iter()
         .any(|s| s.id == "m1" && s.reason.contains("mounted inside")));
-    assert!(!p.actions.contains(&Action::LayerDir { id: "stray".into() }));
+    assert!(!p.actions.contains(&Action::LayerDir { id: lid("stray") }));
 }
 
 #[test]
 fn incomplete_layers_go_unless_something_stands_on_them() {
-    let (mut snap, facts) = store();
+    let (mut snap, mut facts) = store();
+    facts
+        .all_layer_dirs
+        .extend(["inc2".to_owned(), "on-inc2".to_owned()]);
     let mut inc = layer("inc", "base");
     inc.flags
         .insert(FLAG_INCOMPLETE.into(), serde_json::Value::Bool(true));
@@ -214,7 +231,7 @@ fn incomplete_layers_go_unless_something_stands_on_them() {
     snap.images[0].mapped_layers.push("inc".into());
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(p.actions.contains(&Action::IncompleteLayer {
-        id: "inc".into(),
+        id: lid("inc"),
         images: vec!["img".into()]
     }));
     assert!(!p.removed_layers().contains("inc2"));
@@ -231,17 +248,39 @@ fn debris_links_mounts_and_dangling_entries() {
         ..MountPoint::default()
     });
     let hex = "ab".repeat(32);
-    facts.tar_splits = vec![entry("top", 1), entry(&hex, 1)];
+    let cid = ContainerId::parse(&"cd".repeat(32)).unwrap();
+    facts.tar_splits = vec![entry(&hex, 1)];
     facts.layer_data_dirs = vec![entry(&hex, 1)];
-    facts.image_dirs = vec![entry("img", 1), entry(&hex, 1)];
-    facts.layer_dirs.push(entry(&hex, 1));
+    facts.image_dirs = vec![DiskEntry {
+        name: ImageId::parse(&hex).unwrap(),
+        mtime: t(1),
+    }];
+    facts.container_dirs = vec![(
+        DiskEntry {
+            name: cid.clone(),
+            mtime: t(1),
+        },
+        true,
+    )];
+    stray(&mut facts, &hex, 1);
+    let link = |name: &str, layer: &str| LinkEntry {
+        name: name.into(),
+        layer: Some(layer.into()),
+        mtime: t(1),
+    };
     facts.links = vec![
-        (entry("AAAA", 1), Some("top".into())),
-        (entry("BBBB", 1), Some(hex.clone())),
-        (entry("CCCC", 1), Some("nothing".into())),
+        link("AAAA", "top"),
+        link("BBBB", &hex),
+        link("CCCC", "nothing"),
     ];
-    facts.broken_links = vec!["base".into(), "m1".into()];
-    facts.temp_files = vec![entry("/g/overlay-layers/.tmp-layers.json123", 1)];
+    facts.broken_links = vec![lid("base"), lid("m1")];
+    facts.temp_files = vec![(
+        MetaDir::GraphLayers,
+        DiskEntry {
+            name: ".tmp-layers.json123".into(),
+            mtime: t(1),
+        },
+    )];
     let p = plan(&snap, &facts, Duration::ZERO);
     let got = kinds(&p);
     let want = pairs(&[
@@ -253,7 +292,8 @@ fn debris_links_mounts_and_dangling_entries() {
         ("tar-split", &hex),
         ("layer-data", &hex),
         ("image-dir", &hex),
-        ("temp-file", "/g/overlay-layers/.tmp-layers.json123"),
+        ("container-dir", cid.as_str()),
+        ("temp-file", ".tmp-layers.json123"),
         ("dangling-link", "CCCC"),
         ("repair-link", "base"),
     ]);
@@ -261,11 +301,12 @@ fn debris_links_mounts_and_dangling_entries() {
 }
 
 #[test]
-fn dead_layerstore_run_containers_go_with_their_layers() {
+fn dead_layerstore_run_containers_go_with_their_layers_and_mounts() {
     let (mut snap, mut facts) = store();
     let mut l = layer("run-layer", "m1");
     l.diff_digest.clear();
     snap.layers.push(l);
+    facts.all_layer_dirs.insert("run-layer".into());
     snap.containers.push(Container {
         id: "ours".into(),
         layer: "run-layer".into(),
@@ -283,14 +324,153 @@ fn dead_layerstore_run_containers_go_with_their_layers() {
     assert_eq!(
         p.actions[0],
         Action::RunContainer {
-            id: "ours".into(),
-            layer: Some("run-layer".into())
+            id: ContainerId::parse("ours").unwrap(),
+            layer: Some(lid("run-layer")),
+            unmount: false,
         }
     );
     assert!(!p.removed_layers().contains("m1"));
+    // Mounted by the dead run (recorded or not): unmounted, then removed.
+    facts.mounted.insert("run-layer".into());
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert!(matches!(
+        &p.actions[0],
+        Action::RunContainer { unmount: true, .. }
+    ));
+    assert!(!p
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::UnrecordedMount { .. })));
     // podman's container is never touched, even if "dead" is claimed.
     facts.dead_run_containers.insert("podman-ctr".into());
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(!p.removed_layers().contains("c2"));
     assert!(!p.actions.iter().any(|a| a.subject() == "podman-ctr"));
+}
+
+#[test]
+fn a_containers_layer_whose_container_is_gone_is_an_orphan() {
+    let (mut snap, mut facts) = store();
+    let mut l = layer("left", "top");
+    l.flags.insert(
+        crate::ops::FLAG_CONTAINER.into(),
+        serde_json::Value::String("gone-ctr".into()),
+    );
+    snap.layers.push(l.clone());
+    // The same flag on a layer whose container exists: kept.
+    let mut kept = l.clone();
+    kept.id = "kept".into();
+    snap.layers.push(kept);
+    snap.containers.push(Container {
+        id: "gone-ctr-2".into(),
+        layer: "kept".into(),
+        ..Container::default()
+    });
+    facts.all_layer_dirs.extend(["left".into(), "kept".into()]);
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert!(p.actions.contains(&Action::OrphanLayer {
+        id: lid("left"),
+        container: "gone-ctr".into()
+    }));
+    assert!(!p.removed_layers().contains("kept"));
+    // Mounted without a record (a killed mounter): unmounted, not removed.
+    facts.mounted.insert("left".into());
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert!(p
+        .actions
+        .contains(&Action::UnrecordedMount { id: lid("left") }));
+    assert!(!p.removed_layers().contains("left"));
+}
+
+#[test]
+fn untrustworthy_stores_get_no_actions_and_every_reason() {
+    // layers.json empty beside directories and images that name layers.
+    let (mut snap, facts) = store();
+    snap.layers.clear();
+    snap.containers.clear();
+    snap.mounts.clear();
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert!(p.actions.is_empty());
+    let text: Vec<String> = p.defects.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter().any(|t| t.contains("holds no layer records")),
+        "{text:?}"
+    );
+    // A record whose directory is gone (a mutated id).
+    let (mut snap, mut facts) = store();
+    snap.layers[5].id = "m4x".into();
+    facts.layer_dirs.push(entry("m4", 1));
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert!(p.actions.is_empty(), "{p:?}");
+    assert!(p
+        .defects
+        .iter()
+        .any(|d| d.to_string().contains("m4x is recorded, but its directory")));
+    // A mapped entry whose layer record is gone while its directory is not.
+    let (mut snap, mut facts) = store();
+    snap.layers.retain(|l| l.id != "m1");
+    facts.mapped_traces.insert("m1".into(), "/g/overlay/m1".into());
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert!(p.actions.is_empty());
+    assert!(p.defects[0].to_string().contains("still exists"));
+    // The snapshot's own defects.
+    let (mut snap, facts) = store();
+    snap.defects.push(crate::consistency::Defect::ParentCycle {
+        file: "layers.json".into(),
+        chain: vec!["a".into(), "a".into()],
+    });
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.defects.len(), 1);
+}
+
+#[test]
+fn unrecorded_dirs_a_record_or_a_layer_names_stay() {
+    let (mut snap, mut facts) = store();
+    let named = "ef".repeat(32);
+    let lower = "fa".repeat(32);
+    let free = "aa".repeat(32);
+    for n in [&named, &lower, &free] {
+        stray(&mut facts, n, 1);
+    }
+    // A mount record names `named` (its layer record is gone: ignored by
+    // the snapshot, but still a name).
+    snap.mounts.push(MountPoint {
+        id: named.clone(),
+        path: String::new(),
+        count: 1,
+        ..MountPoint::default()
+    });
+    facts.stacked_on.insert(lower.clone());
+    let p = plan(&snap, &facts, Duration::ZERO);
+    let dirs: Vec<&str> = p
+        .actions
+        .iter()
+        .filter(|a| a.kind() == "layer-dir")
+        .map(Action::subject)
+        .collect();
+    assert_eq!(dirs, [free.as_str()]);
+    facts.lowers_unknown = true;
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert_eq!(p.unrecorded_layer_dirs(), 0);
+}
+
+#[test]
+fn too_many_unrecorded_dirs_need_force() {
+    let (snap, mut facts) = store();
+    for i in 0..11 {
+        stray(&mut facts, &format!("{i:064x}"), 1);
+    }
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert_eq!(p.unrecorded_layer_dirs(), 11);
+    assert_eq!(p.recorded_layers, 7);
+    assert!(p.exceeds_unrecorded_share());
+    let mut few = p.clone();
+    few.actions.truncate(few.actions.len() - 1);
+    assert!(!few.exceeds_unrecorded_share(), "10 is the floor");
+    let mut big = p.clone();
+    big.recorded_layers = 44;
+    assert!(!big.exceeds_unrecorded_share(), "11 of 44 is a quarter");
+    big.recorded_layers = 43;
+    assert!(big.exceeds_unrecorded_share());
 }

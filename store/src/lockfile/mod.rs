@@ -52,6 +52,7 @@
 //! a second guard on a [`LockFile`] it already holds.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::DirBuilder;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -62,6 +63,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{FlockOperation, Mode, OFlags};
+
+use crate::confined::Dir;
 use rustix::io::Errno;
 
 /// Size of the last-writer token that containers/storage keeps in a lock file.
@@ -228,7 +231,50 @@ impl LockFile {
     ///
     /// Takes no file lock.
     pub fn open(path: &Path, mode: LockMode) -> Result<Arc<LockFile>, LockError> {
-        let key = canonical_lock_path(path)?;
+        let open_err = |source| LockError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| open_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if !parent.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(open_err)?;
+        }
+        let dir = Dir::open(parent).map_err(open_err)?;
+        Self::open_in(&dir, name, mode)
+    }
+
+    /// [`LockFile::open`] of the lock file `name` in the open directory
+    /// `dir` (inside a store: reached through [`Dir`], never through a
+    /// symlink). The lock file itself must be a regular file, not a symlink.
+    ///
+    /// # Locking
+    ///
+    /// Takes no file lock.
+    pub fn open_in(dir: &Dir, name: &OsStr, mode: LockMode) -> Result<Arc<LockFile>, LockError> {
+        let shown = dir.display(name);
+        let real_dir = std::fs::read_link(dir.proc_path()).map_err(|source| LockError::Open {
+            path: shown.clone(),
+            source,
+        })?;
+        let key = real_dir.join(name);
+        Self::open_keyed(key, mode, || open_lock_fd(dir, name, &shown, mode))
+    }
+
+    fn open_keyed(
+        key: PathBuf,
+        mode: LockMode,
+        open_fd: impl FnOnce() -> Result<OwnedFd, LockError>,
+    ) -> Result<Arc<LockFile>, LockError> {
         let reg = registry();
         let mut files = lock_ignoring_poison(&reg.files);
         let existing = loop {
@@ -256,7 +302,7 @@ impl LockFile {
             }
             return Ok(found);
         }
-        let fd = open_lock_fd(&key, mode)?;
+        let fd = open_fd()?;
         let lock = Arc::new(LockFile {
             path: key.clone(),
             mode,
@@ -635,56 +681,46 @@ fn fill_random(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The registry key: the canonical path, or the canonical parent (created
-/// 0700 if missing) joined with the file name when the file does not exist.
-fn canonical_lock_path(path: &Path) -> Result<PathBuf, LockError> {
-    let open_err = |source| LockError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
-    match std::fs::canonicalize(path) {
-        Ok(canonical) => return Ok(canonical),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(open_err(e)),
-    }
-    let name = path
-        .file_name()
-        .ok_or_else(|| open_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !parent.exists() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(open_err)?;
-    }
-    Ok(std::fs::canonicalize(parent).map_err(open_err)?.join(name))
-}
-
-/// `open(path, O_RDWR|O_CREAT|O_CLOEXEC, 0644)` (`O_RDONLY` for read-only),
-/// then the size check.
-fn open_lock_fd(path: &Path, mode: LockMode) -> Result<OwnedFd, LockError> {
+/// `openat(dir, name, O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC, 0644)`
+/// (`O_RDONLY` for read-only), then the type and size checks.
+fn open_lock_fd(
+    dir: &Dir,
+    name: &OsStr,
+    shown: &Path,
+    mode: LockMode,
+) -> Result<OwnedFd, LockError> {
     let access = match mode {
         LockMode::ReadWrite => OFlags::RDWR,
         LockMode::ReadOnly => OFlags::RDONLY,
     };
-    let flags = access | OFlags::CREATE | OFlags::CLOEXEC;
-    let fd =
-        rustix::fs::open(path, flags, Mode::from_raw_mode(0o644)).map_err(|e| LockError::Open {
-            path: path.to_path_buf(),
-            source: e.into(),
-        })?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| LockError::Open {
-        path: path.to_path_buf(),
-        source: e.into(),
+    let open_err = |source: io::Error| LockError::Open {
+        path: shown.to_path_buf(),
+        source,
+    };
+    let fd = rustix::fs::openat(
+        dir.fd(),
+        name,
+        access | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| match e {
+        Errno::LOOP => open_err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "it is a symlink; refusing to follow it",
+        )),
+        e => open_err(e.into()),
     })?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| open_err(e.into()))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(open_err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "it is not a regular file",
+        )));
+    }
     let size = st.st_size as u64;
     if size != 0 && size != TOKEN_LEN as u64 {
         return Err(LockError::OddSize {
-            path: path.to_path_buf(),
+            path: shown.to_path_buf(),
             size,
         });
     }

@@ -247,3 +247,31 @@ fn lock_kind_order() {
     assert!(kinds.windows(2).all(|w| w[0].order() < w[1].order()));
     assert_eq!(Layers.file_name(), "layers.lock");
 }
+
+#[test]
+fn a_symlinked_lock_file_is_refused_and_its_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("layers.lock")).unwrap();
+    let err = LockFile::open(&dir.path().join("layers.lock"), LockMode::ReadWrite).unwrap_err();
+    assert!(matches!(err, LockError::Open { .. }), "{err:?}");
+    let msg = format!("{:#}", anyhow_like(&err));
+    assert!(msg.contains("symlink"), "{msg}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    std::fs::create_dir(dir.path().join("dir.lock")).unwrap();
+    let err = LockFile::open(&dir.path().join("dir.lock"), LockMode::ReadWrite).unwrap_err();
+    assert!(matches!(err, LockError::Open { .. }), "{err:?}");
+}
+
+/// The error and its sources on one line.
+fn anyhow_like(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

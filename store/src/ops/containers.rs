@@ -2,16 +2,23 @@
 //! read-write layer on the image's top layer, the record in
 //! `containers.json` with its maps and labels, and on deletion the layer,
 //! the record and the container's directories under graphroot and runroot.
+//!
+//! Crash safety: the container's layer carries [`FLAG_CONTAINER`] (the
+//! container's id) from its creation on. Creating saves the layer, then the
+//! container record; deleting drops the container record first, then the
+//! layer. Killed in between, either leaves a layer whose container does not
+//! exist, which `layerstore gc` removes; never a container whose layer is
+//! gone (which podman cannot start, and which makes gc refuse the store).
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::layers::{remove_if_present, NewLayer};
-use super::{check_id, random_id};
+use super::layers::{NewLayer, FLAG_CONTAINER};
 use crate::driver::Driver;
 use crate::error::{driver_error, StoreError};
 use crate::gojson::GoTime;
+use crate::id::{ContainerId, LayerId};
 use crate::idmap::{containers_storage_order, root_pair, validate, IdMap, IdMappings};
 use crate::lockfile::{LockFile, LockMode};
 use crate::mapping::{
@@ -21,6 +28,39 @@ use crate::records::{Container, Image, Layer};
 use crate::snapshot::{check_parents, lookup};
 use crate::store::Txn;
 use crate::Store;
+
+/// The key layerstore puts in the metadata object of every container it
+/// creates (`{"layerstore":{"version":"0.1.0"}, ...}`); `layerstore rm`
+/// removes only such containers (and `layerstore run`'s), unless forced.
+pub const CREATED_KEY: &str = "layerstore";
+
+/// `metadata` with layerstore's mark added: an empty string becomes
+/// `{"layerstore":{...}}`, a JSON object gets the key; anything else (not
+/// JSON, not an object) is returned unchanged and cannot carry the mark.
+pub fn mark_created_by_layerstore(metadata: &str) -> String {
+    let mark = serde_json::json!({ "version": env!("CARGO_PKG_VERSION") });
+    let mut object = if metadata.trim().is_empty() {
+        serde_json::Map::new()
+    } else {
+        match serde_json::from_str::<Value>(metadata) {
+            Ok(Value::Object(o)) => o,
+            _ => return metadata.to_owned(),
+        }
+    };
+    object.insert(CREATED_KEY.to_owned(), mark);
+    Value::Object(object).to_string()
+}
+
+/// Whether container `c` was created by layerstore (its metadata carries
+/// [`CREATED_KEY`] or `layerstore run`'s owner marker).
+pub fn is_created_by_layerstore(c: &Container) -> bool {
+    match serde_json::from_str::<Value>(&c.metadata) {
+        Ok(Value::Object(o)) => {
+            o.contains_key(CREATED_KEY) || o.contains_key(crate::gc::RunOwner::METADATA_KEY)
+        }
+        _ => false,
+    }
+}
 
 /// What a new container should be.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,11 +91,15 @@ pub struct NewContainer {
 }
 
 impl Store {
-    /// Create a container and its read-write layer.
+    /// Create a container and its read-write layer. The container's
+    /// metadata gets layerstore's mark ([`mark_created_by_layerstore`]).
+    /// Refused, with nothing written, when the store's records cannot be
+    /// trusted.
     ///
     /// # Locking
     /// Exclusive `userns.lock` when maps are given; exclusive `layers.lock`;
-    /// shared `images.lock`; exclusive `containers.lock`.
+    /// shared `mountpoints.lock`; exclusive `images.lock` (for a template's
+    /// `mapped-layers` entry); exclusive `containers.lock`.
     pub fn create_container(
         &self,
         driver: &dyn Driver,
@@ -70,8 +114,20 @@ impl Store {
         let userns = self.graph_lock("userns.lock")?;
         let _userns = if mapped { Some(userns.write()?) } else { None };
         let mut layers = self.layers.begin(check_parents)?;
+        let mounts = self.mounts.read_shared()?;
         let mut images = self.images.begin(|_, _| Ok(()))?;
         let mut containers = self.containers.begin(|_, _| Ok(()))?;
+        self.check_writable(
+            &[
+                &layers.defects,
+                &mounts.defects,
+                &images.defects,
+                &containers.defects,
+            ],
+            &layers.records,
+            &images.records,
+            &containers.records,
+        )?;
         let id = new_container_id(&containers.records, &new)?;
         let shifting = mapped && driver.supports_shifting(&new.uidmap, &new.gidmap);
         // v1.43 sorts the caller's maps in place when its driver can shift.
@@ -97,7 +153,15 @@ impl Store {
                 } else {
                     maps
                 };
-                self.create_rw_layer(&mut layers, driver, None, &new.mount_label, recorded, None)?
+                self.create_rw_layer(
+                    &mut layers,
+                    driver,
+                    &id,
+                    None,
+                    &new.mount_label,
+                    recorded,
+                    None,
+                )?
             }
             Some(image) => {
                 let request = MappingRequest {
@@ -119,8 +183,8 @@ impl Store {
                     &mut layers,
                     &mut images,
                     driver,
-                    &image_id,
-                    decision,
+                    &id,
+                    (&image_id, decision),
                     &maps,
                     &new.mount_label,
                 )?
@@ -136,11 +200,11 @@ impl Store {
             );
         }
         let container = Container {
-            id,
+            id: id.to_string(),
             names: new.names,
             image: image_id,
             layer: layer.id.clone(),
-            metadata: new.metadata,
+            metadata: mark_created_by_layerstore(&new.metadata),
             created: GoTime::now(),
             uidmap,
             gidmap,
@@ -149,51 +213,89 @@ impl Store {
         };
         containers.records.push(container.clone());
         if let Err(e) = containers.save() {
-            let _ = self.remove_layers(&mut layers, driver, std::slice::from_ref(&layer.id));
+            // If this fails too, the layer's FLAG_CONTAINER names a
+            // container that does not exist: gc removes it.
+            if let Ok(layer_id) = LayerId::parse(&layer.id) {
+                let _ = self.remove_layers(&mut layers, driver, &[layer_id]);
+            }
             return Err(e);
         }
         Ok(container)
     }
 
-    /// Delete a container that is not mounted: its layer, its record and
-    /// its directories.
+    /// Delete a container that is not mounted: its record, its
+    /// directories and its layer, in that order (see the module docs).
+    /// Only containers layerstore created ([`is_created_by_layerstore`])
+    /// unless `force`: podman's are podman's ([`StoreError::NotOurs`]).
     ///
     /// # Locking
-    /// Exclusive `layers.lock`; shared `mountpoints.lock` (nested);
-    /// exclusive `containers.lock`.
-    pub fn delete_container(&self, driver: &dyn Driver, query: &str) -> Result<String, StoreError> {
+    /// Exclusive `layers.lock`; shared `mountpoints.lock` (nested); shared
+    /// `images.lock`; exclusive `containers.lock`.
+    pub fn delete_container(
+        &self,
+        driver: &dyn Driver,
+        query: &str,
+        force: bool,
+    ) -> Result<String, StoreError> {
         let mut layers = self.layers.begin(check_parents)?;
         let mounts = self.mounts.read_shared()?;
+        let images = self.images.read_shared()?;
         let mut containers = self.containers.begin(|_, _| Ok(()))?;
+        self.check_writable(
+            &[
+                &layers.defects,
+                &mounts.defects,
+                &images.defects,
+                &containers.defects,
+            ],
+            &layers.records,
+            &images.records,
+            &containers.records,
+        )?;
         let container = lookup(&containers.records, query)?.clone();
-        if let Some(m) = mounts
-            .iter()
-            .find(|m| m.id == container.layer && m.count > 0)
-        {
-            if driver.is_mounted(m.path.as_ref()) {
-                return Err(StoreError::InUse {
-                    kind: "container",
-                    id: container.id,
-                    reason: format!("its layer is mounted at {}", m.path),
-                });
-            }
+        let id = ContainerId::parse(&container.id)?;
+        let layer_id = LayerId::parse(&container.layer)?;
+        if !force && !is_created_by_layerstore(&container) {
+            return Err(StoreError::NotOurs {
+                kind: "container",
+                id: id.into_string(),
+                remedy: format!("podman rm {}", container.id),
+            });
+        }
+        if driver.is_mounted(&layer_id) {
+            return Err(StoreError::InUse {
+                kind: "container",
+                id: id.into_string(),
+                reason: format!(
+                    "its layer is mounted at {}",
+                    driver.mount_point(&layer_id).display()
+                ),
+            });
         }
         if let Some(child) = layers.records.iter().find(|l| l.parent == container.layer) {
             return Err(StoreError::InUse {
                 kind: "container",
-                id: container.id,
+                id: id.into_string(),
                 reason: format!("layer {} is stacked on its layer", child.id),
             });
         }
-        if layers.records.iter().any(|l| l.id == container.layer) {
-            self.remove_layers(&mut layers, driver, std::slice::from_ref(&container.layer))?;
+        // 1. The layer names its container, so that a kill after the next
+        // step leaves a layer gc recognises.
+        let layer = layers.records.iter_mut().find(|l| l.id == container.layer);
+        if let Some(layer) = layer {
+            if layer.flags.get(FLAG_CONTAINER).and_then(Value::as_str) != Some(id.as_str()) {
+                layer
+                    .flags
+                    .insert(FLAG_CONTAINER.to_owned(), Value::String(id.to_string()));
+                layers.save()?;
+            }
         }
+        // 2. The record, 3. its directories, 4. the layer.
         containers.records.retain(|c| c.id != container.id);
         containers.save()?;
-        let o = self.options();
-        remove_if_present(&o.graph_root.join("overlay-containers").join(&container.id))?;
-        remove_if_present(&o.run_root.join("overlay-containers").join(&container.id))?;
-        Ok(container.id)
+        self.remove_container_dirs(&id)?;
+        self.remove_layers(&mut layers, driver, std::slice::from_ref(&layer_id))?;
+        Ok(id.into_string())
     }
 
     /// The container's read-write layer where `decision` puts it (making
@@ -205,8 +307,8 @@ impl Store {
         layers: &mut Txn<'_, Layer>,
         images: &mut Txn<'_, Image>,
         driver: &dyn Driver,
-        image_id: &str,
-        decision: Decision,
+        container: &ContainerId,
+        (image_id, decision): (&str, Decision),
         maps: &IdMappings,
         mount_label: &str,
     ) -> Result<Layer, StoreError> {
@@ -235,6 +337,7 @@ impl Store {
                 self.create_rw_layer(
                     layers,
                     driver,
+                    container,
                     Some(layer),
                     mount_label,
                     recorded,
@@ -246,10 +349,23 @@ impl Store {
             Decision::CreateTemplate { template, .. } => {
                 let t =
                     self.create_template_in(layers, images, driver, image_id, &template, maps)?;
-                self.create_rw_layer(layers, driver, Some(t.id), mount_label, maps.clone(), None)
+                self.create_rw_layer(
+                    layers,
+                    driver,
+                    container,
+                    Some(t.id),
+                    mount_label,
+                    maps.clone(),
+                    None,
+                )
             }
-            Decision::CopyIntoContainerLayer { template } => self
-                .create_chowned_child_in(layers, driver, &template, &maps.uids, &maps.gids, true),
+            Decision::CopyIntoContainerLayer { template } => self.create_chowned_child_in(
+                layers,
+                driver,
+                &template,
+                maps,
+                Some(container),
+            ),
         }
     }
 
@@ -257,10 +373,12 @@ impl Store {
     /// Its root is owned by the maps' root; with `top_owner`, its `diff`
     /// (the top of the rootfs, which a driver gives its parent's owner) is
     /// owned by `top_owner` instead.
+    #[allow(clippy::too_many_arguments)]
     fn create_rw_layer(
         &self,
         layers: &mut Txn<'_, Layer>,
         driver: &dyn Driver,
+        container: &ContainerId,
         parent: Option<String>,
         mount_label: &str,
         maps: IdMappings,
@@ -271,19 +389,14 @@ impl Store {
             mountlabel: mount_label.to_owned(),
             uidmap: maps.uids,
             gidmap: maps.gids,
+            container: Some(container.clone()),
             ..NewLayer::default()
         };
-        self.create_layer_owned_in(layers, driver, new, top_owner, |layer| {
-            if let Some((uid, gid)) = top_owner {
-                let diff = driver
-                    .diff_path(&layer.id)
-                    .map_err(driver_error("finding the diff of", &layer.id))?;
-                rustix::fs::chown(
-                    &diff,
-                    Some(rustix::fs::Uid::from_raw(uid)),
-                    Some(rustix::fs::Gid::from_raw(gid)),
-                )
-                .map_err(|e| StoreError::io("changing the owner of", &diff)(e.into()))?;
+        self.create_layer_owned_in(layers, driver, new, top_owner, |_, id| {
+            if let Some(owner) = top_owner {
+                driver
+                    .set_top_owner(id, owner)
+                    .map_err(driver_error("changing the owner of the top of", id.as_str()))?;
             }
             Ok(None)
         })
@@ -292,25 +405,24 @@ impl Store {
     /// A lock file directly under the graphroot (`storage.lock`,
     /// `userns.lock`), created as containers/storage creates it.
     pub(crate) fn graph_lock(&self, name: &str) -> Result<std::sync::Arc<LockFile>, StoreError> {
-        Ok(LockFile::open(
-            &self.options().graph_root.join(name),
+        let graph = self.roots.open_or_create(crate::store::Root::Graph)?;
+        Ok(LockFile::open_in(
+            &graph,
+            std::ffi::OsStr::new(name),
             LockMode::ReadWrite,
         )?)
     }
 }
 
-fn new_container_id(existing: &[Container], new: &NewContainer) -> Result<String, StoreError> {
+fn new_container_id(existing: &[Container], new: &NewContainer) -> Result<ContainerId, StoreError> {
     let id = match &new.id {
-        Some(id) => {
-            check_id("container", id)?;
-            id.clone()
-        }
-        None => random_id(),
+        Some(id) => ContainerId::parse(id)?,
+        None => ContainerId::random(),
     };
-    if existing.iter().any(|c| c.id == id) {
+    if existing.iter().any(|c| id == c.id) {
         return Err(StoreError::Exists {
             kind: "container",
-            id,
+            id: id.into_string(),
         });
     }
     for name in &new.names {

@@ -5,15 +5,11 @@
 //! deleting an image removes its mapped copies and then every layer of its
 //! chain that nothing else uses.
 
-use std::fs;
-use std::os::unix::fs::DirBuilderExt;
-
-use super::layers::remove_if_present;
-use super::{big_data_file_name, check_id, sha256_digest};
-use crate::atomic::write_atomic;
+use super::{big_data_file_name, sha256_digest};
 use crate::driver::Driver;
 use crate::error::StoreError;
 use crate::gojson::GoTime;
+use crate::id::{ImageId, LayerId};
 use crate::records::{Image, Layer};
 use crate::snapshot::{check_parents, lookup};
 use crate::Store;
@@ -49,30 +45,33 @@ pub struct NewImage {
 }
 
 impl Store {
-    /// Where an image's big data lives.
-    pub fn image_dir(&self, id: &str) -> std::path::PathBuf {
-        self.options().graph_root.join("overlay-images").join(id)
-    }
-
-    /// Create an image on an existing top layer.
+    /// Create an image on an existing top layer. Refused, with nothing
+    /// written, when the store's records cannot be trusted.
     ///
     /// # Locking
-    /// Shared `layers.lock`, then exclusive `images.lock`.
+    /// Shared `layers.lock`, then exclusive `images.lock`, then shared
+    /// `containers.lock`.
     pub fn create_image(&self, new: NewImage) -> Result<Image, StoreError> {
-        check_id("image", &new.id)?;
+        let image_id = ImageId::parse(&new.id)?;
         let layers = self.layers.read_shared()?;
+        let mut images = self.images.begin(|_, _| Ok(()))?;
+        let containers = self.containers.read_shared()?;
+        self.check_writable(
+            &[&layers.defects, &images.defects, &containers.defects],
+            &layers.records,
+            &images.records,
+            &containers.records,
+        )?;
         let top_layer = match new.top_layer.as_str() {
             "" => String::new(),
-            q => lookup::<Layer>(&layers, q)?.id.clone(),
+            q => lookup::<Layer>(&layers.records, q)?.id.clone(),
         };
-        let mut images = self.images.begin(|_, _| Ok(()))?;
         if images.records.iter().any(|i| i.id == new.id) {
             return Err(StoreError::Exists {
                 kind: "image",
                 id: new.id,
             });
         }
-        let dir = self.image_dir(&new.id);
         let mut image = Image {
             id: new.id.clone(),
             digest: new.digest,
@@ -81,14 +80,14 @@ impl Store {
             created: new.created.unwrap_or_else(GoTime::now),
             ..Image::default()
         };
-        if let Err(e) = self.write_big_data(&mut image, &new.big_data) {
-            let _ = remove_if_present(&dir);
+        if let Err(e) = self.write_big_data(&image_id, &mut image, &new.big_data) {
+            let _ = self.remove_image_dir(&image_id);
             return Err(e);
         }
         images.records.push(image);
         add_names(&mut images.records, &new.id, &new.names);
         if let Err(e) = images.save() {
-            let _ = remove_if_present(&dir);
+            let _ = self.remove_image_dir(&image_id);
             return Err(e);
         }
         Ok(images
@@ -100,6 +99,7 @@ impl Store {
     }
 
     /// Add names to an image, taking them from any image that has them.
+    /// Refused when `images.json` has defects.
     ///
     /// # Locking
     /// Exclusive `images.lock`.
@@ -115,19 +115,21 @@ impl Store {
         })
     }
 
-    fn write_big_data(&self, image: &mut Image, items: &[BigData]) -> Result<(), StoreError> {
+    fn write_big_data(
+        &self,
+        id: &ImageId,
+        image: &mut Image,
+        items: &[BigData],
+    ) -> Result<(), StoreError> {
         if items.is_empty() {
             return Ok(());
         }
-        let dir = self.image_dir(&image.id);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(StoreError::io("creating", &dir))?;
+        let files: Vec<(String, &[u8])> = items
+            .iter()
+            .map(|i| (big_data_file_name(&i.key), i.data.as_slice()))
+            .collect();
+        self.write_image_big_data(id, &files)?;
         for item in items {
-            let path = dir.join(big_data_file_name(&item.key));
-            write_atomic(&path, &item.data, true).map_err(StoreError::io("writing", &path))?;
             let digest = item
                 .digest
                 .clone()
@@ -145,7 +147,8 @@ impl Store {
 
     /// Delete an image no container uses, with its mapped copies and every
     /// layer of its chain that no other image, container or layer uses.
-    /// Returns the ids of the removed layers.
+    /// Returns the ids of the removed layers. Refused, with nothing
+    /// written, when the store's records cannot be trusted.
     ///
     /// # Locking
     /// Exclusive `layers.lock`; shared `mountpoints.lock` (nested);
@@ -159,7 +162,20 @@ impl Store {
         let mounts = self.mounts.read_shared()?;
         let mut images = self.images.begin(|_, _| Ok(()))?;
         let containers = self.containers.read_shared()?;
+        self.check_writable(
+            &[
+                &layers.defects,
+                &mounts.defects,
+                &images.defects,
+                &containers.defects,
+            ],
+            &layers.records,
+            &images.records,
+            &containers.records,
+        )?;
+        let containers = containers.records;
         let image = lookup(&images.records, query)?.clone();
+        let image_id = ImageId::parse(&image.id)?;
         if let Some(c) = containers.iter().find(|c| c.image == image.id) {
             return Err(StoreError::InUse {
                 kind: "image",
@@ -167,22 +183,25 @@ impl Store {
                 reason: format!("container {} uses it", c.id),
             });
         }
-        let doomed = layers_to_remove(&image, &layers.records, &images.records, &containers);
-        if let Some(m) = mounts
+        let doomed = layers_to_remove(&image, &layers.records, &images.records, &containers)
             .iter()
-            .find(|m| doomed.contains(&m.id) && m.count > 0 && driver.is_mounted(m.path.as_ref()))
-        {
+            .map(|id| LayerId::parse(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(l) = doomed.iter().find(|l| driver.is_mounted(l)) {
             return Err(StoreError::InUse {
                 kind: "image",
                 id: image.id,
-                reason: format!("its layer {} is mounted at {}", m.id, m.path),
+                reason: format!(
+                    "its layer {l} is mounted at {}",
+                    driver.mount_point(l).display()
+                ),
             });
         }
         images.records.retain(|i| i.id != image.id);
         images.save()?;
-        remove_if_present(&self.image_dir(&image.id))?;
+        self.remove_image_dir(&image_id)?;
         self.remove_layers(&mut layers, driver, &doomed)?;
-        Ok(doomed)
+        Ok(doomed.into_iter().map(LayerId::into_string).collect())
     }
 }
 

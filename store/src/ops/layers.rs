@@ -4,21 +4,23 @@
 //! flag is cleared last. A process that dies half-way leaves a record that
 //! podman (and `layerstore gc`) deletes. Deletion flags first, then removes.
 
-use std::fs;
-use std::io::ErrorKind;
-use std::path::PathBuf;
-
 use serde_json::Value;
 
-use super::{check_id, random_id};
 use crate::driver::Driver;
 use crate::error::{driver_error, StoreError};
 use crate::gojson::GoTime;
+use crate::id::{ContainerId, LayerId};
 use crate::idmap::{root_pair, IdMap};
 use crate::records::{Layer, FLAG_INCOMPLETE};
 use crate::snapshot::{check_parents, lookup};
 use crate::store::Txn;
 use crate::Store;
+
+/// The layer flag layerstore sets on a container's read-write layer: the
+/// container's id. A layer carrying it whose container record does not
+/// exist was left by a `create` or `rm` that was killed, and gc removes it.
+/// containers/storage keeps unknown flags as they are.
+pub const FLAG_CONTAINER: &str = "layerstore-container";
 
 /// What a new layer should be.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +41,8 @@ pub struct NewLayer {
     pub gidmap: Vec<IdMap>,
     /// Record it in `volatile-layers.json` (upstream stores only).
     pub volatile: bool,
+    /// The container whose read-write layer this is ([`FLAG_CONTAINER`]).
+    pub container: Option<ContainerId>,
 }
 
 /// What populating a layer from a tar found, recorded in its record.
@@ -61,26 +65,18 @@ pub struct LayerDiff {
 }
 
 impl Store {
-    /// Where a layer's tar-split metadata lives.
-    pub fn layer_tar_split_path(&self, id: &str) -> PathBuf {
-        self.options()
-            .graph_root
-            .join("overlay-layers")
-            .join(format!("{id}.tar-split.gz"))
-    }
-
-    /// Where a layer's big-data items live.
-    pub fn layer_data_dir(&self, id: &str) -> PathBuf {
-        self.options().graph_root.join("overlay-layers").join(id)
-    }
-
     /// Create a layer: record (flagged `incomplete`), driver directory,
     /// then `populate` (e.g. apply a tar into the driver's diff directory
-    /// and write [`Store::layer_tar_split_path`]), then the final record.
-    /// On any failure everything made is removed again.
+    /// and write the tar-split with [`Store::create_tar_split`]), then the
+    /// final record. On any failure everything made is removed again, its
+    /// data first (so that a full filesystem gets its space back).
+    ///
+    /// Refused, with nothing written, when the store's records cannot be
+    /// trusted ([`StoreError::Inconsistent`]).
     ///
     /// # Locking
-    /// Exclusive `layers.lock` for the whole call, `populate` included.
+    /// Exclusive `layers.lock` for the whole call, `populate` included;
+    /// shared `images.lock` and `containers.lock` for the check.
     pub fn create_layer<F>(
         &self,
         driver: &dyn Driver,
@@ -88,9 +84,17 @@ impl Store {
         populate: F,
     ) -> Result<Layer, StoreError>
     where
-        F: FnOnce(&Layer) -> Result<Option<LayerDiff>, StoreError>,
+        F: FnOnce(&Layer, &LayerId) -> Result<Option<LayerDiff>, StoreError>,
     {
         let mut txn = self.layers.begin(check_parents)?;
+        let images = self.images.read_shared()?;
+        let containers = self.containers.read_shared()?;
+        self.check_writable(
+            &[&txn.defects, &images.defects, &containers.defects],
+            &txn.records,
+            &images.records,
+            &containers.records,
+        )?;
         self.create_layer_in(&mut txn, driver, new, populate)
     }
 
@@ -102,7 +106,7 @@ impl Store {
         populate: F,
     ) -> Result<Layer, StoreError>
     where
-        F: FnOnce(&Layer) -> Result<Option<LayerDiff>, StoreError>,
+        F: FnOnce(&Layer, &LayerId) -> Result<Option<LayerDiff>, StoreError>,
     {
         self.create_layer_owned_in(txn, driver, new, None, populate)
     }
@@ -118,20 +122,19 @@ impl Store {
         populate: F,
     ) -> Result<Layer, StoreError>
     where
-        F: FnOnce(&Layer) -> Result<Option<LayerDiff>, StoreError>,
+        F: FnOnce(&Layer, &LayerId) -> Result<Option<LayerDiff>, StoreError>,
     {
-        let layer = new_record(&txn.records, driver, new)?;
+        let (layer, parent) = new_record(&txn.records, driver, new)?;
         let owner = match owner {
             Some(owner) => owner,
             None if layer.uidmap.is_empty() && layer.gidmap.is_empty() => (0, 0),
             None => root_pair(&layer.uidmap, &layer.gidmap)?,
         };
-        self.create_incomplete(txn, driver, layer, |layer| {
-            let parent = (!layer.parent.is_empty()).then_some(layer.parent.as_str());
+        self.create_incomplete(txn, driver, layer, |layer, id| {
             driver
-                .create(&layer.id, parent, owner)
-                .map_err(driver_error("creating", &layer.id))?;
-            if let Some(d) = populate(layer)? {
+                .create(id, parent.as_ref(), owner)
+                .map_err(driver_error("creating", id.as_str()))?;
+            if let Some(d) = populate(layer, id)? {
                 apply_diff(layer, d);
             }
             Ok(())
@@ -141,7 +144,8 @@ impl Store {
     /// containers/storage's `incomplete` protocol for a new `layer` (its
     /// record already flagged): save the record, `fill` the layer (driver
     /// directory, content; it may update the record), clear the flag and
-    /// save again. If anything fails, whatever was made is removed.
+    /// save again. If anything fails, whatever was made is removed, data
+    /// first ([`Store::discard_created`]).
     pub(crate) fn create_incomplete<F>(
         &self,
         txn: &mut Txn<'_, Layer>,
@@ -150,14 +154,15 @@ impl Store {
         fill: F,
     ) -> Result<Layer, StoreError>
     where
-        F: FnOnce(&mut Layer) -> Result<(), StoreError>,
+        F: FnOnce(&mut Layer, &LayerId) -> Result<(), StoreError>,
     {
+        let id = LayerId::parse(&layer.id)?;
         txn.records.push(layer.clone());
         if let Err(e) = txn.save() {
             txn.records.retain(|l| l.id != layer.id);
             return Err(e);
         }
-        let finished = fill(&mut layer).and_then(|()| {
+        let finished = fill(&mut layer, &id).and_then(|()| {
             layer.flags.remove(FLAG_INCOMPLETE);
             if let Some(slot) = txn.records.iter_mut().find(|l| l.id == layer.id) {
                 *slot = layer.clone();
@@ -167,7 +172,7 @@ impl Store {
         match finished {
             Ok(()) => Ok(layer),
             Err(e) => {
-                self.discard_layers(txn, driver, std::slice::from_ref(&layer.id));
+                self.discard_created(txn, driver, &id);
                 Err(e)
             }
         }
@@ -184,30 +189,42 @@ impl Store {
         let mounts = self.mounts.read_shared()?;
         let mut images = self.images.begin(|_, _| Ok(()))?;
         let containers = self.containers.read_shared()?;
-        let id = lookup(&layers.records, query)?.id.clone();
+        self.check_writable(
+            &[
+                &layers.defects,
+                &mounts.defects,
+                &images.defects,
+                &containers.defects,
+            ],
+            &layers.records,
+            &images.records,
+            &containers.records,
+        )?;
+        let id = LayerId::parse(&lookup(&layers.records, query)?.id)?;
         let in_use = |reason: String| StoreError::InUse {
             kind: "layer",
-            id: id.clone(),
+            id: id.to_string(),
             reason,
         };
-        if let Some(child) = layers.records.iter().find(|l| l.parent == id) {
+        if let Some(child) = layers.records.iter().find(|l| l.parent == id.as_str()) {
             return Err(in_use(format!("layer {} is stacked on it", child.id)));
         }
-        if let Some(img) = images.records.iter().find(|i| i.top_layer == id) {
+        if let Some(img) = images.records.iter().find(|i| i.top_layer == id.as_str()) {
             return Err(in_use(format!("it is the top layer of image {}", img.id)));
         }
-        if let Some(c) = containers.iter().find(|c| c.layer == id) {
+        if let Some(c) = containers.records.iter().find(|c| c.layer == id.as_str()) {
             return Err(in_use(format!("it is the layer of container {}", c.id)));
         }
-        if let Some(m) = mounts.iter().find(|m| m.id == id && m.count > 0) {
-            if driver.is_mounted(m.path.as_ref()) {
-                return Err(in_use(format!("it is mounted at {}", m.path)));
-            }
+        if driver.is_mounted(&id) {
+            return Err(in_use(format!(
+                "it is mounted at {}",
+                driver.mount_point(&id).display()
+            )));
         }
         self.remove_layers(&mut layers, driver, std::slice::from_ref(&id))?;
         let before: usize = images.records.iter().map(|i| i.mapped_layers.len()).sum();
         for image in &mut images.records {
-            image.mapped_layers.retain(|m| *m != id);
+            image.mapped_layers.retain(|m| *m != id.as_str());
         }
         if images
             .records
@@ -218,7 +235,7 @@ impl Store {
         {
             images.save()?;
         }
-        Ok(id)
+        Ok(id.into_string())
     }
 
     /// Remove layers the caller has checked: flag them `incomplete` and
@@ -228,48 +245,70 @@ impl Store {
         &self,
         txn: &mut Txn<'_, Layer>,
         driver: &dyn Driver,
-        ids: &[String],
+        ids: &[LayerId],
     ) -> Result<(), StoreError> {
-        for layer in txn.records.iter_mut().filter(|l| ids.contains(&l.id)) {
+        let doomed = |l: &Layer| ids.iter().any(|id| *id == l.id);
+        for layer in txn.records.iter_mut().filter(|l| doomed(l)) {
             layer
                 .flags
                 .insert(FLAG_INCOMPLETE.to_owned(), Value::Bool(true));
         }
         txn.save()?;
         for id in ids {
-            driver.remove(id).map_err(driver_error("removing", id))?;
-            remove_if_present(&self.layer_tar_split_path(id))?;
-            remove_if_present(&self.layer_data_dir(id))?;
+            self.remove_layer_data(driver, id)?;
         }
-        txn.records.retain(|l| !ids.contains(&l.id));
+        txn.records.retain(|l| !doomed(l));
         txn.save()
     }
 
-    /// Best-effort cleanup after a failed create: errors are logged, the
-    /// caller reports the original failure.
-    pub(crate) fn discard_layers(
+    /// Remove a layer's directories, tar-split and big data (not its
+    /// record).
+    pub(crate) fn remove_layer_data(
         &self,
-        txn: &mut Txn<'_, Layer>,
         driver: &dyn Driver,
-        ids: &[String],
-    ) {
-        if let Err(e) = self.remove_layers(txn, driver, ids) {
-            tracing::warn!("cleaning up layer(s) {ids:?} after a failed create: {e:#}");
+        id: &LayerId,
+    ) -> Result<(), StoreError> {
+        driver
+            .remove(id)
+            .map_err(driver_error("removing", id.as_str()))?;
+        self.remove_layer_files(id)
+    }
+
+    /// Cleanup after a failed create of layer `id` (its record still
+    /// flagged `incomplete`): its data first, which needs no space and
+    /// gives a full filesystem its space back, then the record. Errors are
+    /// logged; the caller reports the original failure. If the record
+    /// cannot be saved, it stays flagged `incomplete` with no data, which
+    /// podman and `layerstore gc` remove.
+    pub(crate) fn discard_created(&self, txn: &mut Txn<'_, Layer>, driver: &dyn Driver, id: &LayerId) {
+        if let Err(e) = self.remove_layer_data(driver, id) {
+            tracing::warn!("removing the data of layer {id} after a failed create: {e:#}");
+        }
+        txn.records.retain(|l| *id != l.id);
+        if let Err(e) = txn.save() {
+            tracing::warn!(
+                "dropping the record of layer {id} after a failed create: {e:#} \
+                 (it stays flagged incomplete; layerstore gc or podman removes it)"
+            );
         }
     }
 }
 
 /// The first record of a new layer, checked against the existing ones.
-fn new_record(existing: &[Layer], driver: &dyn Driver, new: NewLayer) -> Result<Layer, StoreError> {
+fn new_record(
+    existing: &[Layer],
+    driver: &dyn Driver,
+    new: NewLayer,
+) -> Result<(Layer, Option<LayerId>), StoreError> {
     let id = match new.id {
-        Some(id) => {
-            check_id("layer", &id)?;
-            id
-        }
-        None => random_id(),
+        Some(id) => LayerId::parse(&id)?,
+        None => LayerId::random(),
     };
-    if existing.iter().any(|l| l.id == id) || driver.exists(&id) {
-        return Err(StoreError::Exists { kind: "layer", id });
+    if existing.iter().any(|l| id == l.id) || driver.exists(&id) {
+        return Err(StoreError::Exists {
+            kind: "layer",
+            id: id.into_string(),
+        });
     }
     for name in &new.names {
         if let Some(owner) = existing.iter().find(|l| l.names.contains(name)) {
@@ -281,15 +320,18 @@ fn new_record(existing: &[Layer], driver: &dyn Driver, new: NewLayer) -> Result<
         }
     }
     let parent = match new.parent {
-        Some(p) => lookup(existing, &p)?.id.clone(),
-        None => String::new(),
+        Some(p) => Some(LayerId::parse(&lookup(existing, &p)?.id)?),
+        None => None,
     };
     let mut flags = std::collections::BTreeMap::new();
     flags.insert(FLAG_INCOMPLETE.to_owned(), Value::Bool(true));
-    Ok(Layer {
-        id,
+    if let Some(c) = &new.container {
+        flags.insert(FLAG_CONTAINER.to_owned(), Value::String(c.to_string()));
+    }
+    let layer = Layer {
+        id: id.into_string(),
         names: new.names,
-        parent,
+        parent: parent.as_ref().map(ToString::to_string).unwrap_or_default(),
         metadata: new.metadata,
         mountlabel: new.mountlabel,
         created: GoTime::now(),
@@ -298,7 +340,8 @@ fn new_record(existing: &[Layer], driver: &dyn Driver, new: NewLayer) -> Result<
         gidmap: new.gidmap,
         volatile: new.volatile,
         ..Layer::default()
-    })
+    };
+    Ok((layer, parent))
 }
 
 fn apply_diff(layer: &mut Layer, d: LayerDiff) {
@@ -311,13 +354,3 @@ fn apply_diff(layer: &mut Layer, d: LayerDiff) {
     layer.gidset = d.gidset;
 }
 
-/// Remove a file or directory tree; a missing one is fine.
-pub(crate) fn remove_if_present(path: &std::path::Path) -> Result<(), StoreError> {
-    let result = match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => Err(e),
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-    };
-    result.map_err(StoreError::io("removing", path))
-}

@@ -13,16 +13,14 @@
 //! 5. `incomplete` cleared, saved; then the id appended to the image's
 //!    `mapped-layers` (the layer is removed again if that fails).
 
-use std::fs;
-use std::io::ErrorKind;
-
 use serde_json::Value;
 
-use super::random_id;
+use super::layers::FLAG_CONTAINER;
 use crate::driver::Driver;
 use crate::error::{driver_error, StoreError};
 use crate::gojson::GoTime;
-use crate::idmap::{root_pair, IdMap, IdMappings};
+use crate::id::{ContainerId, LayerId};
+use crate::idmap::{root_pair, IdMappings};
 use crate::records::{Image, Layer, FLAG_INCOMPLETE};
 use crate::store::Txn;
 use crate::Store;
@@ -40,10 +38,10 @@ impl Store {
         template_id: &str,
         maps: &IdMappings,
     ) -> Result<Layer, StoreError> {
-        let (uids, gids) = (&maps.uids, &maps.gids);
-        let layer = self.create_chowned_child_in(layers, driver, template_id, uids, gids, false)?;
+        let layer = self.create_chowned_child_in(layers, driver, template_id, maps, None)?;
+        let layer_id = LayerId::parse(&layer.id)?;
         let Some(image) = images.records.iter_mut().find(|i| i.id == image_id) else {
-            self.discard_layers(layers, driver, std::slice::from_ref(&layer.id));
+            let _ = self.remove_layers(layers, driver, std::slice::from_ref(&layer_id));
             return Err(StoreError::NotFound {
                 kind: "image",
                 query: image_id.to_owned(),
@@ -54,7 +52,9 @@ impl Store {
             if let Some(image) = images.records.iter_mut().find(|i| i.id == image_id) {
                 image.mapped_layers.retain(|l| l != &layer.id);
             }
-            self.discard_layers(layers, driver, std::slice::from_ref(&layer.id));
+            // If this fails too, the template stays unlisted: gc finds it
+            // as an unlisted copy of the image's top layer.
+            let _ = self.remove_layers(layers, driver, std::slice::from_ref(&layer_id));
             return Err(e);
         }
         tracing::info!(
@@ -66,21 +66,22 @@ impl Store {
         Ok(layer)
     }
 
-    /// A new layer holding `template`'s files owned for `uidmap`/`gidmap`:
-    /// the record of a mapped template (`writable == false`: parent = the
-    /// template's parent, the template's digests and tar-split), or a
-    /// container's own chowned layer (`writable == true`: parent = the
-    /// template, nothing copied), as containers/storage's `create` with a
-    /// template layer makes them.
+    /// A new layer holding `template`'s files owned for `maps`: the record
+    /// of a mapped template (`container == None`: parent = the template's
+    /// parent, the template's digests and tar-split), or container
+    /// `container`'s own chowned layer (parent = the template, nothing
+    /// copied), as containers/storage's `create` with a template layer
+    /// makes them.
     pub(crate) fn create_chowned_child_in(
         &self,
         txn: &mut Txn<'_, Layer>,
         driver: &dyn Driver,
         template_id: &str,
-        uidmap: &[IdMap],
-        gidmap: &[IdMap],
-        writable: bool,
+        maps: &IdMappings,
+        container: Option<&ContainerId>,
     ) -> Result<Layer, StoreError> {
+        let (uidmap, gidmap) = (&maps.uids, &maps.gids);
+        let writable = container.is_some();
         let template = txn
             .records
             .iter()
@@ -90,13 +91,18 @@ impl Store {
                 kind: "layer",
                 query: template_id.to_owned(),
             })?;
+        let template_id = LayerId::parse(&template.id)?;
         let owner = root_pair(uidmap, gidmap)?;
-        let mut id = random_id();
-        while txn.records.iter().any(|l| l.id == id) || driver.exists(&id) {
-            id = random_id();
+        let mut id = LayerId::random();
+        while txn.records.iter().any(|l| id == l.id) || driver.exists(&id) {
+            id = LayerId::random();
         }
+        let id = id.into_string();
         let mut flags = std::collections::BTreeMap::new();
         flags.insert(FLAG_INCOMPLETE.to_owned(), Value::Bool(true));
+        if let Some(c) = container {
+            flags.insert(FLAG_CONTAINER.to_owned(), Value::String(c.to_string()));
+        }
         let mut layer = if writable {
             Layer {
                 id,
@@ -125,8 +131,8 @@ impl Store {
         layer.uidmap = uidmap.to_vec();
         layer.gidmap = gidmap.to_vec();
         layer.flags = flags;
-        self.create_incomplete(txn, driver, layer, |layer| {
-            self.fill_chowned_child(driver, &template, layer, owner, writable)
+        self.create_incomplete(txn, driver, layer, |layer, id| {
+            self.fill_chowned_child(driver, (&template, &template_id), (layer, id), owner, writable)
         })
     }
 
@@ -135,14 +141,14 @@ impl Store {
     fn fill_chowned_child(
         &self,
         driver: &dyn Driver,
-        template: &Layer,
-        layer: &Layer,
+        (template, template_id): (&Layer, &LayerId),
+        (layer, id): (&Layer, &LayerId),
         owner: (u32, u32),
         writable: bool,
     ) -> Result<(), StoreError> {
         driver
-            .create(&layer.id, Some(&template.id), owner)
-            .map_err(driver_error("creating", &layer.id))?;
+            .create(id, Some(template_id), owner)
+            .map_err(driver_error("creating", id.as_str()))?;
         let from = IdMappings {
             uids: template.uidmap.clone(),
             gids: template.gidmap.clone(),
@@ -153,23 +159,14 @@ impl Store {
         };
         if from != to {
             driver
-                .update_layer_id_map(&layer.id, &from, &to, &layer.mountlabel)
-                .map_err(driver_error("changing the id mapping of", &layer.id))?;
+                .update_layer_id_map(id, &from, &to, &layer.mountlabel)
+                .map_err(driver_error("changing the id mapping of", id.as_str()))?;
         }
         if writable {
             return Ok(());
         }
-        let source = self.layer_tar_split_path(&template.id);
-        let target = self.layer_tar_split_path(&layer.id);
-        match fs::copy(&source, &target) {
-            Ok(_) => Ok(()),
-            // A layer without tar-split (made by `create-layer`, or an
-            // older store) has none to copy, as in containers/storage.
-            Err(e) if e.kind() == ErrorKind::NotFound && !source.exists() => Ok(()),
-            Err(e) => {
-                let _ = fs::remove_file(&target);
-                Err(StoreError::io("copying tar-split to", &target)(e))
-            }
-        }
+        // A layer without tar-split (made by `create-layer`, or an older
+        // store) has none to copy, as in containers/storage.
+        self.copy_tar_split(template_id, id)
     }
 }

@@ -11,17 +11,17 @@
 //! ```
 
 mod containers;
+mod files;
 mod images;
 mod layers;
 mod mapped;
 mod mounts;
 
-pub use containers::NewContainer;
+pub use containers::{is_created_by_layerstore, mark_created_by_layerstore, NewContainer, CREATED_KEY};
+pub use files::{tar_split_name, TarSplitTemp};
+pub(crate) use files::{CONTAINERS_DIR, IMAGES_DIR, LAYERS_DIR};
 pub use images::{BigData, NewImage};
-pub use layers::{LayerDiff, NewLayer};
-
-use crate::error::StoreError;
-pub(crate) use layers::remove_if_present;
+pub use layers::{LayerDiff, NewLayer, FLAG_CONTAINER};
 
 /// A new random id as containers/storage makes them: 32 random bytes in
 /// lowercase hex, drawn again while the first 12 characters read as a
@@ -45,17 +45,6 @@ pub fn random_id() -> String {
             return id;
         }
     }
-}
-
-/// Refuse an id that cannot be used as a file name.
-pub(crate) fn check_id(kind: &'static str, id: &str) -> Result<(), StoreError> {
-    if id.is_empty() || id == "." || id == ".." || id.contains('/') || id.contains('\0') {
-        return Err(StoreError::InvalidId {
-            kind,
-            id: id.to_owned(),
-        });
-    }
-    Ok(())
 }
 
 /// The file name containers/storage uses for a big-data key: the key
@@ -113,10 +102,6 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(random_id(), id);
-        assert!(check_id("layer", "abc").is_ok());
-        for bad in ["", ".", "..", "a/b", "a\0"] {
-            assert!(check_id("layer", bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

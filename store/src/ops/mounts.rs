@@ -1,14 +1,18 @@
 //! Mounting layers with reference counts in `mountpoints.json`, as
 //! containers/storage does: a layer mounted twice is mounted once with a
 //! count of two; a recorded mount that is no longer mounted is stale and
-//! mounted again.
+//! mounted again. A recorded mount path is never trusted: whether a layer
+//! is mounted, and where, is the driver's answer for the layer's own mount
+//! point.
 
 use std::path::PathBuf;
 
 use crate::driver::{Driver, MountOptions};
 use crate::error::{driver_error, StoreError};
-use crate::records::{Container, MountPoint};
+use crate::id::LayerId;
+use crate::records::{Container, Layer, MountPoint};
 use crate::snapshot::{check_parents, lookup};
+use crate::store::Txn;
 use crate::Store;
 
 impl Store {
@@ -26,27 +30,25 @@ impl Store {
     ) -> Result<PathBuf, StoreError> {
         let graph = self.graph_lock("storage.lock")?;
         let _graph = graph.write()?;
-        let layers = self.layers.begin(check_parents)?;
-        let mut mounts = self.mounts.begin(|_, _| Ok(()))?;
-        let id = lookup(&layers.records, query)?.id.clone();
+        let (layers, mut mounts) = self.lock_for_mount()?;
+        let id = LayerId::parse(&lookup(&layers.records, query)?.id)?;
         if let Some(m) = mounts
             .records
             .iter_mut()
-            .find(|m| m.id == id && m.count > 0)
+            .find(|m| id == m.id && m.count > 0)
         {
-            if driver.is_mounted(m.path.as_ref()) {
+            if driver.is_mounted(&id) {
                 m.count += 1;
-                let path = PathBuf::from(&m.path);
                 mounts.save()?;
-                return Ok(path);
+                return Ok(driver.mount_point(&id));
             }
         }
         let path = driver
             .mount(&id, options)
-            .map_err(driver_error("mounting", &id))?;
-        mounts.records.retain(|m| m.id != id);
+            .map_err(driver_error("mounting", id.as_str()))?;
+        mounts.records.retain(|m| id != m.id);
         mounts.records.push(MountPoint {
-            id: id.clone(),
+            id: id.to_string(),
             path: path.to_string_lossy().into_owned(),
             count: 1,
             ..MountPoint::default()
@@ -58,8 +60,31 @@ impl Store {
         Ok(path)
     }
 
+    /// Exclusive `layers.lock` and `mountpoints.lock`, the store checked
+    /// (images and containers read shared).
+    fn lock_for_mount(&self) -> Result<(Txn<'_, Layer>, Txn<'_, MountPoint>), StoreError> {
+        let layers = self.layers.begin(check_parents)?;
+        let mounts = self.mounts.begin(|_, _| Ok(()))?;
+        let images = self.images.read_shared()?;
+        let containers = self.containers.read_shared()?;
+        self.check_writable(
+            &[
+                &layers.defects,
+                &mounts.defects,
+                &images.defects,
+                &containers.defects,
+            ],
+            &layers.records,
+            &images.records,
+            &containers.records,
+        )?;
+        Ok((layers, mounts))
+    }
+
     /// Drop one user of a layer's mount (all of them with `force`),
-    /// unmounting it when none is left. Returns how many users remain.
+    /// unmounting it when none is left. Returns how many users remain. A
+    /// layer mounted without a record (its mounter was killed) is simply
+    /// unmounted.
     ///
     /// # Locking
     /// As [`Store::mount_layer`].
@@ -71,29 +96,32 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let graph = self.graph_lock("storage.lock")?;
         let _graph = graph.write()?;
-        let layers = self.layers.begin(check_parents)?;
-        let mut mounts = self.mounts.begin(|_, _| Ok(()))?;
-        let id = lookup(&layers.records, query)?.id.clone();
-        let Some(m) = mounts
+        let (layers, mut mounts) = self.lock_for_mount()?;
+        let id = LayerId::parse(&lookup(&layers.records, query)?.id)?;
+        let recorded = mounts
             .records
             .iter_mut()
-            .find(|m| m.id == id && m.count > 0)
-        else {
-            return Err(StoreError::NotMounted { id });
-        };
-        if m.count > 1 && !force {
-            m.count -= 1;
-            let left = m.count;
-            mounts.save()?;
-            return Ok(left);
+            .find(|m| id == m.id && m.count > 0);
+        match recorded {
+            None if !driver.is_mounted(&id) => return Err(StoreError::NotMounted { id: id.into_string() }),
+            Some(m) if m.count > 1 && !force => {
+                m.count -= 1;
+                let left = m.count;
+                mounts.save()?;
+                return Ok(left);
+            }
+            _ => {}
         }
-        if driver.is_mounted(m.path.as_ref()) {
+        if driver.is_mounted(&id) {
             driver
                 .unmount(&id)
-                .map_err(driver_error("unmounting", &id))?;
+                .map_err(driver_error("unmounting", id.as_str()))?;
         }
-        mounts.records.retain(|m| m.id != id);
-        mounts.save()?;
+        let before = mounts.records.len();
+        mounts.records.retain(|m| id != m.id);
+        if mounts.records.len() != before {
+            mounts.save()?;
+        }
         Ok(0)
     }
 
@@ -115,11 +143,11 @@ impl Store {
         query: &str,
         on_disk_ok: bool,
     ) -> Result<(Container, PathBuf), StoreError> {
-        let container = lookup(&self.containers.read_shared()?, query)?.clone();
+        let container = lookup(&self.containers.read_shared()?.records, query)?.clone();
         let mut idmap = (Vec::new(), Vec::new());
         if !container.uidmap.is_empty() || !container.gidmap.is_empty() {
             let layers = self.layers.read_shared()?;
-            let layer = lookup(&layers, &container.layer)?;
+            let layer = lookup(&layers.records, &container.layer)?;
             if !layer.is_mapped() {
                 if driver.supports_shifting(&container.uidmap, &container.gidmap) {
                     idmap = (container.uidmap.clone(), container.gidmap.clone());

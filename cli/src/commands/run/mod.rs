@@ -22,7 +22,7 @@ mod launch;
 mod spec;
 mod user;
 
-use std::fs;
+
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -30,7 +30,7 @@ use clap::{Args, ValueEnum};
 use layerstore::gc::RunOwner;
 use layerstore::ops::big_data_file_name;
 use layerstore::records::Image;
-use layerstore::Store;
+use layerstore::{ImageId, Store};
 use layerstore_overlay::engine::{Engine, RootfsOptions};
 use layerstore_overlay::import::{import_image, NoProgress, Source};
 use serde_json::{json, Value};
@@ -139,9 +139,11 @@ fn image_run_config(store: &Store, image: &Image) -> anyhow::Result<ImageRunConf
     if !image.big_data_names.contains(&key) {
         return Ok(ImageRunConfig::default());
     }
-    let path = store.image_dir(&image.id).join(big_data_file_name(&key));
-    let bytes =
-        fs::read(&path).with_context(|| format!("reading image config {}", path.display()))?;
+    let id = ImageId::parse(&image.id)?;
+    let path = store.image_dir(&id).join(big_data_file_name(&key));
+    let bytes = store
+        .read_image_big_data(&id, &key)?
+        .with_context(|| format!("image config {} is missing", path.display()))?;
     let value: Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("image config {} is not JSON", path.display()))?;
     let config = &value["config"];

@@ -1,6 +1,7 @@
-//! Privileged unit tests: each fallback mount method (new mount API with
-//! `lowerdir+`, `/proc/self/fd` lowers) forced on a chain whose absolute
-//! lowerdir does not fit in a page.
+//! Privileged unit tests: each mount method (`mount(2)` with every
+//! directory named `/proc/self/fd/<n>`, the new mount API with
+//! `lowerdir+`) forced on a chain whose absolute lowerdir would not fit in
+//! a page.
 
 use std::fs;
 
@@ -17,9 +18,9 @@ fn long_chain(d: &OverlayDriver, n: usize) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
     for i in 0..n {
         let id = format!("{:064x}", 0xabcdef_u64 * 1_000_003 + i as u64);
-        d.create_layer(&id, ids.last().map(String::as_str), (0, 0))
+        d.create_layer(&lid(&id), ids.last().map(|p| lid(p)).as_ref(), (0, 0))
             .unwrap();
-        let diff = d.diff_path(&id).unwrap();
+        let diff = d.diff_path(&lid(&id));
         fs::write(diff.join("f"), &id).unwrap();
         fs::write(diff.join(format!("only{i}")), "").unwrap();
         ids.push(id);
@@ -32,7 +33,7 @@ struct Unmount<'a>(&'a OverlayDriver, &'a str);
 
 impl Drop for Unmount<'_> {
     fn drop(&mut self) {
-        let _ = self.0.unmount(self.1);
+        let _ = self.0.unmount(&lid(self.1));
     }
 }
 
@@ -49,7 +50,7 @@ fn mount_long_chain_with(method: Method, n: usize) {
     let ids = long_chain(&d, n);
     let top = ids.last().unwrap();
     let merged = d
-        .mount_with(top, &MountRequest::default(), Some(method), false)
+        .mount_with(&lid(top), &MountRequest::default(), Some(method), false)
         .unwrap();
     let _guard = Unmount(&d, top);
     assert!(is_mounted(&merged));
@@ -58,8 +59,8 @@ fn mount_long_chain_with(method: Method, n: usize) {
         assert!(merged.join(format!("only{i}")).exists(), "only{i}");
     }
     fs::write(merged.join("new"), "x").unwrap();
-    assert!(d.diff_path(top).unwrap().join("new").exists());
-    d.unmount(top).unwrap();
+    assert!(d.diff_path(&lid(top)).join("new").exists());
+    d.unmount(&lid(top)).unwrap();
     assert!(!is_mounted(&merged));
     assert!(!merged.exists());
 }
@@ -72,8 +73,9 @@ fn privileged_mount_with_fsconfig_lowerdir_plus() {
 
 #[test]
 #[ignore = "privileged: needs root"]
-fn privileged_mount_with_proc_fd_lowers() {
-    mount_long_chain_with(Method::ProcFd, 60);
+fn privileged_mount_data_names_a_long_chain_by_descriptor() {
+    // 60 absolute lowerdirs do not fit in a page; 60 /proc/self/fd names do.
+    mount_long_chain_with(Method::Data, 60);
 }
 
 /// Each method with an idmapped mount: a container layer on a chain of `n`,
@@ -94,7 +96,7 @@ fn idmapped_chain_with(method: Method, n: usize, attach: bool) {
     let d = OverlayDriver::new(&opts).unwrap();
     let ids = long_chain(&d, n);
     let ctr = format!("{:064x}", 0xc7c7_u64);
-    d.create_layer(&ctr, ids.last().map(String::as_str), (0, 0))
+    d.create_layer(&lid(&ctr), ids.last().map(|p| lid(p)).as_ref(), (0, 0))
         .unwrap();
     let map = |host_id| {
         vec![IdMap {
@@ -108,13 +110,13 @@ fn idmapped_chain_with(method: Method, n: usize, attach: bool) {
         gidmap: map(300_000),
         ..Default::default()
     };
-    let merged = d.mount_with(&ctr, &req, Some(method), attach).unwrap();
+    let merged = d.mount_with(&lid(&ctr), &req, Some(method), attach).unwrap();
     let _guard = Unmount(&d, &ctr);
     for i in 0..n {
         let meta = fs::metadata(merged.join(format!("only{i}"))).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (200_000, 300_000), "only{i}");
     }
-    d.unmount(&ctr).unwrap();
+    d.unmount(&lid(&ctr)).unwrap();
     assert!(!merged.exists());
     let layer = store.graph.join("overlay").join(&ctr);
     assert!(!layer.join("mapped").exists(), "no mapped/ dir left");
@@ -134,8 +136,8 @@ fn privileged_idmapped_mount_with_fsconfig_lowerdir_plus() {
 
 #[test]
 #[ignore = "privileged: needs root"]
-fn privileged_idmapped_mount_with_proc_fd_lowers() {
-    idmapped_chain_with(Method::ProcFd, 60, false);
+fn privileged_idmapped_mount_data_names_a_long_chain_by_descriptor() {
+    idmapped_chain_with(Method::Data, 60, false);
 }
 
 /// The fallback for kernels whose overlayfs refuses detached lowers
@@ -145,4 +147,9 @@ fn privileged_idmapped_mount_with_proc_fd_lowers() {
 fn privileged_idmapped_mount_attached_fallback() {
     idmapped_chain_with(Method::FsConfig, 60, true);
     idmapped_chain_with(Method::Data, 5, true);
+}
+
+/// A layer id for a test.
+fn lid(id: &str) -> layerstore::LayerId {
+    layerstore::LayerId::parse(id).unwrap()
 }

@@ -163,6 +163,13 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
 /// The report, or `None` when another gc is running.
 fn collect(global: &GlobalArgs, args: &GcArgs) -> anyhow::Result<Option<GcReport>> {
     let (store, driver) = global.open_store_and_driver()?;
+    if !args.dry_run {
+        // What killed runs left running or in their runtime's state goes
+        // first, so that their storage is no longer in use.
+        for id in super::run::reap_dead_runs(&store) {
+            tracing::info!(container = %id, "deleted a dead run's runtime state");
+        }
+    }
     let options = GcOptions {
         min_age: args.min_age,
         dry_run: args.dry_run,

@@ -41,7 +41,7 @@ impl OverlayDriver {
         to_host: &IdMappings,
         mount_label: Option<&str>,
     ) -> Result<ChownReport, LayoutError> {
-        let layer = self.open_layer(id)?;
+        self.open_layer(id)?;
         let root =
             root_pair(&to_host.uids, &to_host.gids).map_err(|source| LayoutError::RootPair {
                 id: id.to_string(),
@@ -49,7 +49,10 @@ impl OverlayDriver {
             })?;
         let merged = self.mount_for_chown(id, mount_label)?;
         let maps = ChownMaps::new(to_container.clone(), to_host.clone());
-        // The mount, reached through the layer's directory (not by path).
+        // The mount, reached through the layer's directory (not by path),
+        // opened after mounting: the first mount of a store bind-mounts the
+        // home onto itself, which hides what was opened before.
+        let layer = self.open_layer(id)?;
         let chowned = layer
             .open_dir("merged")
             .map_err(|e| crate::chown::ChownError::io("open", merged.clone(), e))

@@ -152,7 +152,7 @@ impl OverlayDriver {
         forced: Option<Method>,
         attach_idmap: bool,
     ) -> Result<PathBuf, LayoutError> {
-        let layer = self.open_layer(id)?;
+        self.open_layer(id)?;
         if self.aufs_whiteouts {
             return Err(LayoutError::MountProgramRequired {
                 id: id.to_string(),
@@ -174,7 +174,6 @@ impl OverlayDriver {
         if read_only {
             options.flags |= MountFlags::RDONLY;
         }
-        let mut lowers = self.open_lower_dirs(id)?;
         let target_path = self.mount_point(id);
         if self.is_layer_mounted(id) {
             return Err(LayoutError::AlreadyMounted {
@@ -184,8 +183,13 @@ impl OverlayDriver {
         }
         // Bad maps are refused here, before anything on disk changes.
         let mapping = Mapping::new(id.as_str(), &req.uidmap, &req.gidmap)?;
+        self.ensure_home_private(&self.home_required()?)?;
+        // Everything is opened after the home's bind mount, through it: a
+        // descriptor opened before would reach the mount underneath, which
+        // the bind mount hides.
         let home = self.home_required()?;
-        self.ensure_home_private(&home)?;
+        let layer = self.open_layer(id)?;
+        let mut lowers = self.open_lower_dirs(id)?;
         prepare_layer_dirs(id.as_str(), &layer, &lowers)?;
 
         let open = |name: &str| {

@@ -5,12 +5,15 @@
 //! own containers carry the key `"layerstore-run"`:
 //!
 //! ```text
-//! {"layerstore-run":{"pid":4242,"start-time":123456789}, ...}
+//! {"layerstore-run":{"pid":4242,"start-time":123456789,"runtime":"/usr/sbin/runc"}, ...}
 //! ```
 //!
 //! `start-time` is field 22 of `/proc/<pid>/stat` (clock ticks since boot),
-//! so a recycled pid is not mistaken for the original process. podman's
-//! containers never carry the key; gc never touches them.
+//! so a recycled pid is not mistaken for the original process; `runtime`
+//! is the OCI runtime the run uses, so that what a killed run left in the
+//! runtime's state can be deleted with it. The marker is written with the
+//! container record, before anything is mounted. podman's containers never
+//! carry the key; gc never touches them.
 
 use std::fs;
 
@@ -18,13 +21,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The process that owns a container made by `layerstore run`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunOwner {
     /// Pid of the `layerstore run` process.
     pub pid: u32,
     /// Its start time: field 22 of `/proc/<pid>/stat`.
     #[serde(rename = "start-time")]
     pub start_time: u64,
+    /// The OCI runtime the run starts the container with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 impl RunOwner {
@@ -37,6 +43,7 @@ impl RunOwner {
         RunOwner {
             pid,
             start_time: start_time_of(pid).unwrap_or(0),
+            runtime: None,
         }
     }
 
@@ -92,6 +99,7 @@ mod tests {
         let owner = RunOwner {
             pid: 42,
             start_time: 7,
+            runtime: None,
         };
         let meta = owner.to_metadata();
         assert_eq!(meta, r#"{"layerstore-run":{"pid":42,"start-time":7}}"#);
@@ -111,7 +119,8 @@ mod tests {
             RunOwner::from_metadata(mixed),
             Some(RunOwner {
                 pid: 1,
-                start_time: 2
+                start_time: 2,
+                runtime: None,
             })
         );
     }
@@ -123,17 +132,19 @@ mod tests {
         assert!(me.is_alive());
         let recycled = RunOwner {
             start_time: me.start_time + 1,
-            ..me
+            ..me.clone()
         };
         assert!(!recycled.is_alive());
         assert!(!RunOwner {
             pid: 0,
-            start_time: 0
+            start_time: 0,
+            runtime: None,
         }
         .is_alive());
         assert!(!RunOwner {
             pid: u32::MAX - 1,
-            start_time: 1
+            start_time: 1,
+            runtime: Some("/usr/sbin/runc".into()),
         }
         .is_alive());
         let stat = "12 (a (b) c) S 1 12 12 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000";

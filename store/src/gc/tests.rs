@@ -313,6 +313,7 @@ fn dead_layerstore_run_containers_go_with_their_layers_and_mounts() {
         metadata: RunOwner {
             pid: 1,
             start_time: 1,
+            runtime: None,
         }
         .to_metadata(),
         created: at(1000),

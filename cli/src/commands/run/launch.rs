@@ -310,6 +310,86 @@ impl Launch<'_> {
     }
 }
 
+/// `<runroot>/layerstore-runtime`: the OCI runtime's state of `run`'s
+/// containers.
+pub(crate) fn state_root(store: &layerstore::Store) -> PathBuf {
+    store.options().run_root.join(STATE_DIR)
+}
+
+/// The runtime state directory's name under the runroot.
+const STATE_DIR: &str = "layerstore-runtime";
+
+/// Delete what dead `layerstore run`s (owner killed, marker left) have in
+/// their OCI runtime's state: `<runtime> --root <state> delete --force
+/// <id>` kills a container process the run left behind and drops the
+/// runtime's record of it. gc then unmounts and removes the storage.
+/// Returns the containers reaped; failures are logged (gc goes on).
+///
+/// Nothing is done on a store with defects (gc refuses it anyway), and the
+/// marker's `runtime` is never executed as found: only its file name, when
+/// it is `runc` or `crun`, chooses which of them on PATH is used (a record
+/// is not trusted to name a program to run as root).
+pub(crate) fn reap_dead_runs(store: &layerstore::Store) -> Vec<String> {
+    let Ok(snap) = store.snapshot() else {
+        return Vec::new();
+    };
+    if !snap.defects.is_empty() {
+        return Vec::new();
+    }
+    let root = state_root(store);
+    let mut reaped = Vec::new();
+    for c in &snap.containers {
+        let Some(owner) = layerstore::gc::RunOwner::from_metadata(&c.metadata) else {
+            continue;
+        };
+        if owner.is_alive() {
+            continue;
+        }
+        let Ok(id) = layerstore::ContainerId::parse(&c.id) else {
+            continue;
+        };
+        let has_state = matches!(store.run_dir(), Ok(Some(run)) if run
+            .stat(std::path::Path::new(STATE_DIR).join(id.as_str()))
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.is_dir()));
+        if !has_state {
+            continue;
+        }
+        let named = owner
+            .runtime
+            .as_deref()
+            .and_then(|r| Path::new(r).file_name())
+            .and_then(|n| n.to_str())
+            .filter(|n| matches!(*n, "runc" | "crun"));
+        let runtime = match resolve_runtime(named) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(container = %id, "cannot delete its runtime state: {e:#}");
+                continue;
+            }
+        };
+        let out = Command::new(&runtime)
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "--force", id.as_str()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => reaped.push(id.into_string()),
+            Ok(o) => tracing::warn!(
+                container = %id,
+                stderr = %String::from_utf8_lossy(&o.stderr).trim(),
+                "{} delete --force failed", runtime.display()
+            ),
+            Err(e) => tracing::warn!(container = %id, "running {}: {e}", runtime.display()),
+        }
+    }
+    reaped
+}
+
 /// Forwards SIGINT, SIGTERM and SIGHUP to `pid` until stopped.
 pub(super) struct Forwarder {
     pub(super) handle: signal_hook::iterator::Handle,

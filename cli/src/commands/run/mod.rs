@@ -37,7 +37,8 @@ use serde_json::{json, Value};
 
 use super::containers::{find_image, MappingArgs};
 use crate::GlobalArgs;
-use launch::{resolve_runtime, Launch, RuntimeFailure};
+pub(crate) use launch::reap_dead_runs;
+use launch::{resolve_runtime, state_root, Launch, RuntimeFailure};
 use user::{check_user_mapped, parse_user, UserSpec};
 
 /// Exit code for a failure of `layerstore run` itself (as podman's 125).
@@ -244,11 +245,15 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
         check_user_mapped(*uid, gid.unwrap_or(*uid), &uidmap, &gidmap)?;
     }
 
+    let owner = RunOwner {
+        runtime: Some(runtime.display().to_string()),
+        ..RunOwner::current()
+    };
     let metadata = json!({
         "image-name": image.names.first().cloned().unwrap_or_default(),
         "image-id": image.id,
         "name": args.name.clone().unwrap_or_default(),
-        RunOwner::METADATA_KEY: RunOwner::current().to_metadata_value(),
+        RunOwner::METADATA_KEY: owner.to_metadata_value(),
     });
     let engine = Engine::new(store, driver);
     let rootfs = engine.prepare(
@@ -266,7 +271,7 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
         engine: &engine,
         rootfs,
         runtime,
-        state_root: engine.store().options().run_root.join("layerstore-runtime"),
+        state_root: state_root(engine.store()),
         created: false,
         started: false,
         remove: args.rm,

@@ -101,7 +101,9 @@ fn store(root: &Path, input: Input) -> OverlayDriver {
             assert!(status.success(), "unpacking {}", tar.display());
         }
     }
-    driver.create_layer(&lid(CTR), Some(&lid(IMAGE)), (0, 0)).unwrap();
+    driver
+        .create_layer(&lid(CTR), Some(&lid(IMAGE)), (0, 0))
+        .unwrap();
     driver
 }
 
@@ -171,7 +173,9 @@ fn bench(c: &mut Criterion) {
                     k = k.wrapping_add(1);
                     let to_host = maps(k);
                     let root = (to_host.uids[0].host_id, to_host.gids[0].host_id);
-                    driver.create_layer(&lid(TEMPLATE), Some(&lid(IMAGE)), root).unwrap();
+                    driver
+                        .create_layer(&lid(TEMPLATE), Some(&lid(IMAGE)), root)
+                        .unwrap();
                     let report = driver
                         .update_layer_id_map(&lid(TEMPLATE), &IdMappings::default(), &to_host, None)
                         .unwrap();

@@ -27,9 +27,9 @@ fn fails(fx: &Fixture, args: &[&str]) -> String {
     let last = stderr.lines().last().unwrap_or_default();
     assert!(last.starts_with("error: "), "{stderr}");
     assert!(
-        stderr
-            .lines()
-            .all(|l| l.starts_with("warning: ") || l.starts_with("error: ") || l.starts_with("  - ")),
+        stderr.lines().all(|l| l.starts_with("warning: ")
+            || l.starts_with("error: ")
+            || l.starts_with("  - ")),
         "{stderr}"
     );
     assert_eq!(

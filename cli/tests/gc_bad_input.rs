@@ -35,7 +35,10 @@ impl Fixture {
         );
         fs::create_dir_all(bare.graph().join(format!("overlay/{KEPT}/diff"))).unwrap();
         fs::create_dir_all(bare.graph().join("overlay/l")).unwrap();
-        bare.write(&format!("graph/overlay/{KEPT}/link"), b"KEPTLINKKEPTLINKKEPTLINKKE");
+        bare.write(
+            &format!("graph/overlay/{KEPT}/link"),
+            b"KEPTLINKKEPTLINKKEPTLINKKE",
+        );
         std::os::unix::fs::symlink(
             format!("../{KEPT}/diff"),
             bare.graph().join("overlay/l/KEPTLINKKEPTLINKKEPTLINKKE"),

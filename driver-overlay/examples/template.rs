@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use layerstore::config::StoreOptions;
-use layerstore::LayerId;
 use layerstore::idmap::{parse_id_map, root_pair, IdMappings};
+use layerstore::LayerId;
 use layerstore_overlay::layout::OverlayDriver;
 
 fn main() -> ExitCode {

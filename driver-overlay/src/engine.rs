@@ -199,7 +199,10 @@ impl Engine {
                     }
                 }
             }
-            Err(e) => match self.store.delete_container(&self.driver, &container.id, false) {
+            Err(e) => match self
+                .store
+                .delete_container(&self.driver, &container.id, false)
+            {
                 Ok(_) => Err(e.into()),
                 Err(source) => Err(EngineError::Cleanup {
                     container: container.id,

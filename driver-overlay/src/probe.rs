@@ -32,8 +32,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use layerstore::idmap::IdMap;
 use layerstore::confined::Dir;
+use layerstore::idmap::IdMap;
 use rustix::fs::{OFlags, CWD};
 use rustix::io::Errno;
 use rustix::mount::{move_mount, unmount, MountFlags, MoveMountFlags, UnmountFlags};
@@ -138,7 +138,7 @@ impl OverlayDriver {
     /// doctor command). Needs root; creates and removes a scratch directory
     /// under the driver home (creating the home if it is missing).
     pub fn probe_idmapped_lowers(&self) -> ProbeOutcome {
-        match self.ensure_home() {
+        match self.home_dir_created() {
             Ok(home) => outcome(probe(&home)),
             Err(e) => outcome(Err(format!("opening the overlay home: {e}"))),
         }

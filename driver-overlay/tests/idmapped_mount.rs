@@ -235,14 +235,16 @@ fn idmapped_mount_long_chain() {
     let mut parent: Option<String> = None;
     for i in 0..80u64 {
         let id = format!("{:064x}", 0xabc0_0000_u64 + i);
-        d.create_layer(&lid(&id), parent.as_deref().map(lid).as_ref(), (0, 0)).unwrap();
+        d.create_layer(&lid(&id), parent.as_deref().map(lid).as_ref(), (0, 0))
+            .unwrap();
         let f = d.diff_path(&lid(&id)).join(format!("f{i}"));
         fs::write(&f, "x").unwrap();
         chown(&f, Some(i as u32), Some(0)).unwrap();
         parent = Some(id);
     }
     let ctr = format!("{:064x}", 0xc7c7_u64);
-    d.create_layer(&lid(&ctr), parent.as_deref().map(lid).as_ref(), (0, 0)).unwrap();
+    d.create_layer(&lid(&ctr), parent.as_deref().map(lid).as_ref(), (0, 0))
+        .unwrap();
     let merged = d.mount(&lid(&ctr), &request(false)).unwrap();
     for i in 0..80u32 {
         assert_eq!(owner(&merged.join(format!("f{i}"))), (100000 + i, 100000));

@@ -121,7 +121,8 @@ fn layout_our_grandchild_matches_c_storage_and_it_mounts_it() {
         fs::read_dir(home.join("l")).unwrap().count(),
         links_before - 1
     );
-    d.create_layer(&lid(&ours), Some(&lid(&child)), (0, 0)).unwrap();
+    d.create_layer(&lid(&ours), Some(&lid(&child)), (0, 0))
+        .unwrap();
 
     // Same entries, owners and modes as c/storage's sibling, plus lower-layers.
     let mut our_entries = entries(&home.join(&ours));
@@ -339,7 +340,10 @@ fn layout_repair_link_lets_c_storage_mount_again() {
         fs::read_link(&symlink).unwrap(),
         PathBuf::from(format!("../{base}/diff"))
     );
-    assert!(!d.repair_link(&lid(&base)).unwrap(), "nothing left to repair");
+    assert!(
+        !d.repair_link(&lid(&base)).unwrap(),
+        "nothing left to repair"
+    );
 
     let merged = PathBuf::from(stdout_line(
         store.containers_storage().args(["mount", &child]),

@@ -218,12 +218,9 @@ impl fmt::Display for Defect {
                 "{}: layer {layer} has parent {parent:?}, which is not in the store",
                 d(file)
             ),
-            Defect::ParentCycle { file, chain } => write!(
-                f,
-                "{}: layer parents loop: {}",
-                d(file),
-                chain.join(" -> ")
-            ),
+            Defect::ParentCycle { file, chain } => {
+                write!(f, "{}: layer parents loop: {}", d(file), chain.join(" -> "))
+            }
             Defect::MissingTopLayer { file, image, layer } => write!(
                 f,
                 "{}: image {image} has top layer {layer:?}, which is not in the store",
@@ -267,11 +264,9 @@ impl fmt::Display for Defect {
                 d(file),
                 d(dir)
             ),
-            Defect::NoLayerRecords { file, evidence } => write!(
-                f,
-                "{} holds no layer records, but {evidence}",
-                d(file)
-            ),
+            Defect::NoLayerRecords { file, evidence } => {
+                write!(f, "{} holds no layer records, but {evidence}", d(file))
+            }
         }
     }
 }

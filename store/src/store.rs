@@ -158,6 +158,11 @@ struct Cached<R> {
     token: Option<Token>,
 }
 
+/// Shared locks held until dropped (see [`Store::snapshot_held`]).
+pub(crate) struct SharedGuards<'a> {
+    _held: [Shared<'a>; 3],
+}
+
 /// How a table can be read right now.
 enum Shared<'a> {
     /// Its directory does not exist: nothing to read.
@@ -204,8 +209,10 @@ impl<R: Record + Clone> Table<R> {
         if parent.as_os_str().is_empty() {
             return Ok(Some(root));
         }
-        root.open_dir_opt(parent)
-            .map_err(StoreError::io("opening", place.shown.parent().unwrap_or(&place.shown)))
+        root.open_dir_opt(parent).map_err(StoreError::io(
+            "opening",
+            place.shown.parent().unwrap_or(&place.shown),
+        ))
     }
 
     /// The directory holding `place`, created (0700) when missing.
@@ -258,10 +265,16 @@ impl<R: Record + Clone> Table<R> {
 
     /// The records as `lock_shared` allows reading them.
     pub(crate) fn read_shared(&self) -> Result<Loaded<R>, StoreError> {
-        match self.lock_shared()? {
+        let shared = self.lock_shared()?;
+        self.read_with(&shared)
+    }
+
+    /// The records, read under `shared` (from [`Table::lock_shared`]).
+    fn read_with(&self, shared: &Shared<'_>) -> Result<Loaded<R>, StoreError> {
+        match shared {
             Shared::Absent => Ok(Loaded::default()),
             Shared::Unlocked => Ok(self.load(None)?.loaded),
-            Shared::Locked(guard) => self.current(&guard),
+            Shared::Locked(guard) => self.current(guard),
         }
     }
 
@@ -513,14 +526,20 @@ impl Store {
             &roots,
             place(Root::Run, "overlay-layers"),
             place(Root::Run, "overlay-layers/mountpoints.lock"),
-            vec![file(place(Root::Run, "overlay-layers/mountpoints.json"), false)],
+            vec![file(
+                place(Root::Run, "overlay-layers/mountpoints.json"),
+                false,
+            )],
             false,
         );
         let images = Table::new(
             &roots,
             place(Root::Graph, "overlay-images"),
             place(Root::Graph, "overlay-images/images.lock"),
-            vec![file(place(Root::Graph, "overlay-images/images.json"), false)],
+            vec![file(
+                place(Root::Graph, "overlay-images/images.json"),
+                false,
+            )],
             false,
         );
         let containers = Table::new(
@@ -528,7 +547,10 @@ impl Store {
             place(Root::Graph, "overlay-containers"),
             place(volatile_home, "overlay-containers/containers.lock"),
             vec![
-                file(place(Root::Graph, "overlay-containers/containers.json"), false),
+                file(
+                    place(Root::Graph, "overlay-containers/containers.json"),
+                    false,
+                ),
                 file(
                     place(volatile_home, "overlay-containers/volatile-containers.json"),
                     true,
@@ -621,16 +643,20 @@ impl Store {
     /// Shared: `layers.lock`, then `mountpoints.lock` (nested), then
     /// `images.lock`, then `containers.lock`; all released on return.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(self.snapshot_held()?.0)
+    }
+
+    /// [`Store::snapshot`], with the shared locks of layers, images and
+    /// containers still held by the returned guards (for a caller that
+    /// looks at the disk too, so that no writer changes it meanwhile).
+    pub(crate) fn snapshot_held(&self) -> Result<(Snapshot, SharedGuards<'_>), StoreError> {
         let layers_guard = self.layers.lock_shared()?;
-        let layers = match &layers_guard {
-            Shared::Absent => Loaded::default(),
-            Shared::Unlocked => self.layers.load(None)?.loaded,
-            Shared::Locked(g) => self.layers.current(g)?,
-        };
+        let layers = self.layers.read_with(&layers_guard)?;
         let mounts = self.mounts.read_shared()?;
-        let images = self.images.read_shared()?;
-        let containers = self.containers.read_shared()?;
-        drop(layers_guard);
+        let images_guard = self.images.lock_shared()?;
+        let images = self.images.read_with(&images_guard)?;
+        let containers_guard = self.containers.lock_shared()?;
+        let containers = self.containers.read_with(&containers_guard)?;
         let mut defects = layers.defects;
         defects.extend(mounts.defects);
         defects.extend(images.defects);
@@ -642,13 +668,19 @@ impl Store {
             &containers.records,
         ));
         let mounts = consistency::mounts_of_layers(mounts.records, &layers.records);
-        Ok(Snapshot {
+        let snap = Snapshot {
             layers: layers.records,
             images: images.records,
             containers: containers.records,
             mounts,
             defects,
-        })
+        };
+        Ok((
+            snap,
+            SharedGuards {
+                _held: [layers_guard, images_guard, containers_guard],
+            },
+        ))
     }
 
     /// Change the layer records and save them.

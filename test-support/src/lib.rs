@@ -12,6 +12,7 @@
 //! mounts included, when dropped, also when the test panics.
 
 pub mod bare;
+pub mod hostile;
 pub mod images;
 pub mod proclocks;
 

@@ -139,6 +139,7 @@ pub struct RmArgs {
 /// layerstore's own unless `--force` (podman's containers are podman's).
 pub fn rm(global: &GlobalArgs, args: &RmArgs) -> anyhow::Result<()> {
     let (store, driver) = global.open_store_and_driver()?;
+    store.snapshot()?.check()?;
     let mut removed = Vec::new();
     for target in &args.targets {
         removed.push(store.delete_container(&driver, target, args.force)?);
@@ -150,6 +151,7 @@ pub fn rm(global: &GlobalArgs, args: &RmArgs) -> anyhow::Result<()> {
 /// they used.
 pub fn rmi(global: &GlobalArgs, args: &RemoveArgs) -> anyhow::Result<()> {
     let (store, driver) = global.open_store_and_driver()?;
+    store.snapshot()?.check()?;
     let mut removed = Vec::new();
     for target in &args.targets {
         let id = find_image(&store.snapshot()?, target)?.id.clone();
@@ -213,6 +215,7 @@ pub struct MountArgs {
 /// print where; counted in mountpoints.json as podman counts its mounts.
 pub fn mount(global: &GlobalArgs, args: &MountArgs) -> anyhow::Result<()> {
     let (store, driver) = global.open_store_and_driver()?;
+    store.snapshot()?.check()?;
     let (layer, path) = match store.mount_container(&driver, &args.target, args.nocache) {
         Ok((c, path)) => (c.layer, path),
         Err(StoreError::NotFound { .. }) => {
@@ -244,6 +247,7 @@ pub struct UmountArgs {
 pub fn umount(global: &GlobalArgs, args: &UmountArgs) -> anyhow::Result<()> {
     let (store, driver) = global.open_store_and_driver()?;
     let snap = store.snapshot()?;
+    snap.check()?;
     let layer = match snap.container(&args.target) {
         Ok(c) => c.layer.clone(),
         Err(StoreError::NotFound { .. }) => snap.layer(&args.target)?.id.clone(),

@@ -255,19 +255,13 @@ fn import_layer(
         ..NewLayer::default()
     };
     let layer = store.create_layer(driver, new, |layer, id| {
-        let r = populate(
-            store,
-            driver,
-            id,
-            index,
-            blob,
-            expected_diff_id,
-            progress,
-        )
-        .map_err(|e| StoreError::Content {
-            id: layer.id.clone(),
-            source: Box::new(e),
-        })?;
+        let r =
+            populate(store, driver, id, index, blob, expected_diff_id, progress).map_err(|e| {
+                StoreError::Content {
+                    id: layer.id.clone(),
+                    source: Box::new(e),
+                }
+            })?;
         Ok(Some(LayerDiff {
             compressed_digest: r.compressed_digest,
             compressed_size: r.compressed_size,

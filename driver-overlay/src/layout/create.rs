@@ -177,7 +177,14 @@ impl OverlayDriver {
         let diff_meta = match layer.stat("diff") {
             Ok(Some(m)) if m.is_dir() => m,
             Ok(_) => return Err(missing(&parent_dir.join("diff"))),
-            Err(e) => return Err(LayoutError::io(id.as_str(), "examine", parent_dir.join("diff"), e)),
+            Err(e) => {
+                return Err(LayoutError::io(
+                    id.as_str(),
+                    "examine",
+                    parent_dir.join("diff"),
+                    e,
+                ))
+            }
         };
         let link = self
             .read_link_file(&home, parent)?
@@ -221,6 +228,14 @@ impl OverlayDriver {
     /// The home, created when missing (0700, with `.has-mount-program` =
     /// `false`, as c/storage's first `Init` leaves it), with `l/`.
     pub(crate) fn ensure_home(&self) -> Result<Dir, LayoutError> {
+        let home = self.home_dir_created()?;
+        ensure_link_dir(&home)?;
+        Ok(home)
+    }
+
+    /// The home, created when missing (0700, with `.has-mount-program` =
+    /// `false`), without `l/`.
+    pub(crate) fn home_dir_created(&self) -> Result<Dir, LayoutError> {
         let home = match self.home_dir()? {
             Some(home) => home,
             None => {
@@ -254,7 +269,6 @@ impl OverlayDriver {
                 home
             }
         };
-        ensure_link_dir(&home)?;
         Ok(home)
     }
 
@@ -340,7 +354,8 @@ pub(super) fn mkdir_owned(
     rustix::fs::mkdirat(dir.fd(), name, Mode::from_raw_mode(mode))
         .map_err(|e| LayoutError::io(id, "create", &path, e))?;
     let fd = open_dir(dir.fd(), name).map_err(|e| LayoutError::io(id, "open", &path, e))?;
-    set_owner_mode(&fd, owner, mode).map_err(|e| LayoutError::io(id, "set owner and mode of", &path, e))
+    set_owner_mode(&fd, owner, mode)
+        .map_err(|e| LayoutError::io(id, "set owner and mode of", &path, e))
 }
 
 /// Write a new file (0644) in the layer's directory.

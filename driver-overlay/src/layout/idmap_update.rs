@@ -102,9 +102,9 @@ impl OverlayDriver {
             free += 1;
         }
         for n in (1..=free).rev() {
-            layer
-                .rename(numbered(n - 1), numbered(n))
-                .map_err(|e| LayoutError::io(id.as_str(), "rotate", layer.display(numbered(n - 1)), e))?;
+            layer.rename(numbered(n - 1), numbered(n)).map_err(|e| {
+                LayoutError::io(id.as_str(), "rotate", layer.display(numbered(n - 1)), e)
+            })?;
         }
         layer
             .remove_tree("work")

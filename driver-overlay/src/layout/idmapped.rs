@@ -157,8 +157,9 @@ fn through(id: &str, base: &Dir, relative: &[PathBuf]) -> Result<Vec<Dir>, Layou
     relative
         .iter()
         .map(|rel| {
-            base.open_dir(rel)
-                .map_err(|e| LayoutError::io(id, "open through the idmapped clone", base.display(rel), e))
+            base.open_dir(rel).map_err(|e| {
+                LayoutError::io(id, "open through the idmapped clone", base.display(rel), e)
+            })
         })
         .collect()
 }
@@ -232,7 +233,12 @@ mod tests {
         std::fs::create_dir_all(tmp.path().join("victim")).unwrap();
         std::os::unix::fs::symlink(tmp.path().join("victim"), tmp.path().join("b")).unwrap();
         let base = Dir::open(tmp.path()).unwrap();
-        assert_eq!(through("c", &base, &[PathBuf::from("a/diff")]).unwrap().len(), 1);
+        assert_eq!(
+            through("c", &base, &[PathBuf::from("a/diff")])
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(through("c", &base, &[PathBuf::from("b")]).is_err());
         assert!(through("c", &base, &[PathBuf::from("../x")]).is_err());
     }

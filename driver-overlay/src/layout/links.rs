@@ -158,7 +158,12 @@ impl OverlayDriver {
         let Ok(Some(home)) = self.home_dir() else {
             return false;
         };
-        if !home.stat(id.as_str()).ok().flatten().is_some_and(|m| m.is_dir()) {
+        if !home
+            .stat(id.as_str())
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.is_dir())
+        {
             return false;
         }
         match self.read_link_file(&home, id) {
@@ -171,7 +176,11 @@ impl OverlayDriver {
     /// The name in `<id>/link` (trailing newlines trimmed, as c/storage's
     /// repair does), or `None` when the file is missing. A name that is not
     /// a plain `l/` entry name is [`LayoutError::BadLowerEntry`].
-    pub(crate) fn read_link_file(&self, home: &Dir, id: &LayerId) -> Result<Option<String>, LayoutError> {
+    pub(crate) fn read_link_file(
+        &self,
+        home: &Dir,
+        id: &LayerId,
+    ) -> Result<Option<String>, LayoutError> {
         let rel = Path::new(id.as_str()).join(LINK_FILE);
         let path = home.display(&rel);
         let content = match home.read_opt(&rel) {
@@ -205,7 +214,12 @@ impl OverlayDriver {
                     attempts += 1
                 }
                 Err(e) => {
-                    return Err(LayoutError::io(id.as_str(), "create symlink", home.display(&rel), e))
+                    return Err(LayoutError::io(
+                        id.as_str(),
+                        "create symlink",
+                        home.display(&rel),
+                        e,
+                    ))
                 }
             }
         }
@@ -240,7 +254,11 @@ impl OverlayDriver {
 
     /// The layer whose `link` file says `name` (used when `l/<name>` is
     /// lost: the `link` files are the authority c/storage rebuilds from).
-    pub(crate) fn layer_with_link_name(&self, home: &Dir, name: &str) -> Result<Option<LayerId>, LayoutError> {
+    pub(crate) fn layer_with_link_name(
+        &self,
+        home: &Dir,
+        name: &str,
+    ) -> Result<Option<LayerId>, LayoutError> {
         for layer in self.list_layers()? {
             let Ok(layer) = LayerId::parse(&layer) else {
                 continue;
@@ -253,11 +271,22 @@ impl OverlayDriver {
     }
 
     /// An `l/` symlink pointing to `../<id>/diff`, if any.
-    fn find_link_pointing_to(&self, home: &Dir, id: &LayerId) -> Result<Option<String>, LayoutError> {
+    fn find_link_pointing_to(
+        &self,
+        home: &Dir,
+        id: &LayerId,
+    ) -> Result<Option<String>, LayoutError> {
         let expected = format!("../{id}/diff");
         let links = match home.open_dir(LINK_DIR) {
             Ok(l) => l,
-            Err(e) => return Err(LayoutError::io(id.as_str(), "open", home.display(LINK_DIR), e)),
+            Err(e) => {
+                return Err(LayoutError::io(
+                    id.as_str(),
+                    "open",
+                    home.display(LINK_DIR),
+                    e,
+                ))
+            }
         };
         let entries = links
             .entries()
@@ -322,7 +351,10 @@ impl OverlayDriver {
             return None;
         }
         let home = self.home_dir().ok().flatten()?;
-        home.stat(Path::new(LINK_DIR).join(name)).ok().flatten().map(|m| m.mtime)
+        home.stat(Path::new(LINK_DIR).join(name))
+            .ok()
+            .flatten()
+            .map(|m| m.mtime)
     }
 
     /// Remove `l/<name>` if it is a symlink (never what it points to).
@@ -353,8 +385,13 @@ impl OverlayDriver {
 pub(crate) fn ensure_link_dir(home: &Dir) -> Result<(), LayoutError> {
     let path = home.display(LINK_DIR);
     match rustix::fs::mkdirat(home.fd(), LINK_DIR, Mode::from_raw_mode(0o755)) {
-        Ok(()) => rustix::fs::chmodat(home.fd(), LINK_DIR, Mode::from_raw_mode(0o755), AtFlags::empty())
-            .map_err(|e| LayoutError::home_io("chmod", path, e)),
+        Ok(()) => rustix::fs::chmodat(
+            home.fd(),
+            LINK_DIR,
+            Mode::from_raw_mode(0o755),
+            AtFlags::empty(),
+        )
+        .map_err(|e| LayoutError::home_io("chmod", path, e)),
         Err(Errno::EXIST) => match home.stat(LINK_DIR) {
             Ok(Some(m)) if m.is_dir() => Ok(()),
             Ok(_) => Err(LayoutError::home_io(
@@ -370,7 +407,12 @@ pub(crate) fn ensure_link_dir(home: &Dir) -> Result<(), LayoutError> {
 
 /// Replace `<layer>/<name>` with `data` (mode 0644) through a temp file
 /// and rename, so a reader never sees a half-written file.
-pub(crate) fn write_replace(id: &str, layer: &Dir, name: &str, data: &[u8]) -> Result<(), LayoutError> {
+pub(crate) fn write_replace(
+    id: &str,
+    layer: &Dir,
+    name: &str,
+    data: &[u8],
+) -> Result<(), LayoutError> {
     let tmp = format!(".tmp-{name}");
     let result = (|| -> std::io::Result<()> {
         let _ = rustix::fs::unlinkat(layer.fd(), tmp.as_str(), AtFlags::empty());

@@ -14,7 +14,9 @@ use layerstore::confined::Dir;
 use layerstore::LayerId;
 
 use super::links::is_valid_link_name;
-use super::{LayoutError, OverlayDriver, LINK_DIR, LOWER_FILE, LOWER_LAYERS_FILE, MAX_LOWER_LAYERS};
+use super::{
+    LayoutError, OverlayDriver, LINK_DIR, LOWER_FILE, LOWER_LAYERS_FILE, MAX_LOWER_LAYERS,
+};
 
 impl OverlayDriver {
     /// The ids of the layers under `id`, nearest first: from `lower-layers`,
@@ -122,7 +124,14 @@ fn numbered_diffs(id: &LayerId, layer: &Dir) -> Result<Vec<Dir>, LayoutError> {
         match layer.stat(&name) {
             Ok(Some(m)) if m.is_dir() => {}
             Ok(_) => break,
-            Err(e) => return Err(LayoutError::io(id.as_str(), "examine", layer.display(&name), e)),
+            Err(e) => {
+                return Err(LayoutError::io(
+                    id.as_str(),
+                    "examine",
+                    layer.display(&name),
+                    e,
+                ))
+            }
         }
         let dir = layer
             .open_dir(&name)

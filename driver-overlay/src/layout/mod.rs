@@ -240,8 +240,8 @@ impl OverlayDriver {
     /// The home, opened beneath the graphroot without following symlinks;
     /// `None` when it does not exist yet.
     pub(crate) fn home_dir(&self) -> Result<Option<Dir>, LayoutError> {
-        let Some(graph) =
-            Dir::open_opt(&self.graph_root).map_err(|e| LayoutError::home_io("open", &self.graph_root, e))?
+        let Some(graph) = Dir::open_opt(&self.graph_root)
+            .map_err(|e| LayoutError::home_io("open", &self.graph_root, e))?
         else {
             return Ok(None);
         };
@@ -271,7 +271,12 @@ impl OverlayDriver {
                 .open_dir(id.as_str())
                 .map_err(|e| LayoutError::io(id.as_str(), "open", self.layer_dir(id), e)),
             Ok(_) => Err(not_found()),
-            Err(e) => Err(LayoutError::io(id.as_str(), "examine", self.layer_dir(id), e)),
+            Err(e) => Err(LayoutError::io(
+                id.as_str(),
+                "examine",
+                self.layer_dir(id),
+                e,
+            )),
         }
     }
 
@@ -283,14 +288,16 @@ impl OverlayDriver {
             .mode(0o700)
             .create(&self.run_root)
             .map_err(|e| LayoutError::home_io("create", &self.run_root, e))?;
-        let run = Dir::open(&self.run_root).map_err(|e| LayoutError::home_io("open", &self.run_root, e))?;
+        let run = Dir::open(&self.run_root)
+            .map_err(|e| LayoutError::home_io("open", &self.run_root, e))?;
         run.create_dir_all(DRIVER_NAME, 0o700)
             .map_err(|e| LayoutError::home_io("create", &self.runhome, e))
     }
 
     /// The runhome, `None` when it does not exist.
     pub(crate) fn runhome_dir(&self) -> Result<Option<Dir>, LayoutError> {
-        let Some(run) = Dir::open_opt(&self.run_root).map_err(|e| LayoutError::home_io("open", &self.run_root, e))?
+        let Some(run) = Dir::open_opt(&self.run_root)
+            .map_err(|e| LayoutError::home_io("open", &self.run_root, e))?
         else {
             return Ok(None);
         };

@@ -35,8 +35,7 @@ pub fn idmapped_clone(
     if path.as_os_str().is_empty() {
         flags |= OpenTreeFlags::AT_EMPTY_PATH;
     }
-    let tree = open_tree(dirfd, path, flags)
-    .map_err(|e| IdmapError::OpenTree {
+    let tree = open_tree(dirfd, path, flags).map_err(|e| IdmapError::OpenTree {
         path: path.to_owned(),
         source: e.into(),
     })?;

@@ -114,10 +114,14 @@ impl Store {
     /// trusted or the plan removes too many unrecorded layer directories.
     ///
     /// # Locking
-    /// Shared `layers.lock` (with `mountpoints.lock`), `images.lock`,
-    /// `containers.lock` while reading the records, as [`Store::snapshot`].
+    /// Shared `layers.lock` (with `mountpoints.lock` nested while it is
+    /// read), `images.lock`, `containers.lock` while reading the records
+    /// and looking at the disk.
     pub fn gc_plan(&self, driver: &dyn Driver, options: &GcOptions) -> Result<GcPlan, StoreError> {
-        let snap = self.snapshot()?;
+        // The disk is looked at under the same shared locks as the
+        // records: a podman deleting a layer meanwhile would otherwise
+        // look like a record without its directory.
+        let (snap, _locked) = self.snapshot_held()?;
         let facts = Facts::gather(self, driver, &snap)?;
         let planned = plan(&snap, &facts, options.min_age);
         refuse(&planned, options)?;
@@ -352,9 +356,9 @@ impl Store {
             })
             .collect();
         let before = mounts.records.len();
-        mounts.records.retain(|m| {
-            !doomed_str.contains(m.id.as_str()) && !unmounted.contains(m.id.as_str())
-        });
+        mounts
+            .records
+            .retain(|m| !doomed_str.contains(m.id.as_str()) && !unmounted.contains(m.id.as_str()));
         if mounts.records.len() != before {
             mounts.save()?;
         }
@@ -430,11 +434,7 @@ impl Store {
         };
         let layer = |id: &LayerId| {
             let mut u = driver.layer_usage(id);
-            u += meta(
-                Root::Graph,
-                LAYERS_DIR,
-                &[&tar_split_name(id), id.as_str()],
-            );
+            u += meta(Root::Graph, LAYERS_DIR, &[&tar_split_name(id), id.as_str()]);
             u
         };
         match action {

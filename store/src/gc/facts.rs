@@ -138,8 +138,7 @@ impl Facts {
         let now = SystemTime::now();
         let layer_ids: HashSet<&str> = snap.layers.iter().map(|l| l.id.as_str()).collect();
         let image_ids: HashSet<&str> = snap.images.iter().map(|i| i.id.as_str()).collect();
-        let container_ids: HashSet<&str> =
-            snap.containers.iter().map(|c| c.id.as_str()).collect();
+        let container_ids: HashSet<&str> = snap.containers.iter().map(|c| c.id.as_str()).collect();
 
         let all_dirs: Vec<String> = driver
             .list_layers()
@@ -206,7 +205,9 @@ impl Facts {
         }
 
         let dirs: HashSet<&str> = all_dirs.iter().map(String::as_str).collect();
-        let mut links = driver.links().map_err(driver_error("listing the links of", "(all)"))?;
+        let mut links = driver
+            .links()
+            .map_err(driver_error("listing the links of", "(all)"))?;
         for link in &mut links {
             // Links to live layers are kept whatever their age: no stat.
             let live = link
@@ -326,7 +327,9 @@ fn trace_of(store: &Store, driver: &dyn Driver, id: &str) -> Result<Option<PathB
         return Ok(None);
     };
     if driver.exists(&id) {
-        return Ok(driver.layer_dir(&id).or_else(|| Some(PathBuf::from(id.as_str()))));
+        return Ok(driver
+            .layer_dir(&id)
+            .or_else(|| Some(PathBuf::from(id.as_str()))));
     }
     if store.has_tar_split(&id)? {
         return Ok(Some(store.layer_tar_split_path(&id)));
@@ -373,11 +376,9 @@ fn list(dir: &Dir) -> Result<Vec<(String, bool)>, StoreError> {
         };
         let is_dir = match e.file_type {
             rustix::fs::FileType::Directory => true,
-            rustix::fs::FileType::Unknown => dir
-                .stat(&name)
-                .ok()
-                .flatten()
-                .is_some_and(|m| m.is_dir()),
+            rustix::fs::FileType::Unknown => {
+                dir.stat(&name).ok().flatten().is_some_and(|m| m.is_dir())
+            }
             _ => false,
         };
         out.push((name, is_dir));
@@ -442,7 +443,9 @@ fn walk(
         let Ok(Some(meta)) = dir.stat(&e.name) else {
             continue;
         };
-        if meta.mount_root == Some(true) || top.is_some_and(|t| t.mnt_id.is_some() && meta.mnt_id != t.mnt_id) {
+        if meta.mount_root == Some(true)
+            || top.is_some_and(|t| t.mnt_id.is_some() && meta.mnt_id != t.mnt_id)
+        {
             continue;
         }
         count(seen, total, &meta);

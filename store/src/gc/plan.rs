@@ -63,7 +63,8 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
         if let Some(l) = &layer {
             going.insert(ix.ids.get(l.as_str()).copied().unwrap_or_default());
         }
-        out.actions.push(Action::RunContainer { id, layer, unmount });
+        out.actions
+            .push(Action::RunContainer { id, layer, unmount });
     }
 
     for l in &snap.layers {
@@ -219,8 +220,14 @@ fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
         );
     }
     for (entries, kind, make) in [
-        (&facts.tar_splits, "tar-split", (|id| Action::TarSplit { id }) as fn(LayerId) -> Action),
-        (&facts.layer_data_dirs, "layer-data", |id| Action::LayerData { id }),
+        (
+            &facts.tar_splits,
+            "tar-split",
+            (|id| Action::TarSplit { id }) as fn(LayerId) -> Action,
+        ),
+        (&facts.layer_data_dirs, "layer-data", |id| {
+            Action::LayerData { id }
+        }),
     ] {
         for e in entries {
             if ix.named_layers.contains(e.name.as_str()) {

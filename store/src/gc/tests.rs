@@ -144,10 +144,7 @@ fn orphaned_templates_go_used_ones_stay() {
         .collect();
     assert_eq!(
         skipped,
-        [
-            ("m2", "layer c2 is stacked on it"),
-            ("m3", "it is mounted")
-        ]
+        [("m2", "layer c2 is stacked on it"), ("m3", "it is mounted")]
     );
 }
 
@@ -161,7 +158,9 @@ fn never_a_top_layer_a_parent_a_container_layer_or_a_named_layer() {
     cl.parent = "base".into();
     snap.layers.push(cl);
     let mut facts = facts;
-    facts.all_layer_dirs.extend(["cl".to_owned(), "named".to_owned()]);
+    facts
+        .all_layer_dirs
+        .extend(["cl".to_owned(), "named".to_owned()]);
     snap.containers.push(Container {
         id: "other".into(),
         layer: "cl".into(),
@@ -410,7 +409,9 @@ fn untrustworthy_stores_get_no_actions_and_every_reason() {
     // A mapped entry whose layer record is gone while its directory is not.
     let (mut snap, mut facts) = store();
     snap.layers.retain(|l| l.id != "m1");
-    facts.mapped_traces.insert("m1".into(), "/g/overlay/m1".into());
+    facts
+        .mapped_traces
+        .insert("m1".into(), "/g/overlay/m1".into());
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(p.actions.is_empty());
     assert!(p.defects[0].to_string().contains("still exists"));

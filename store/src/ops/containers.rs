@@ -359,13 +359,9 @@ impl Store {
                     None,
                 )
             }
-            Decision::CopyIntoContainerLayer { template } => self.create_chowned_child_in(
-                layers,
-                driver,
-                &template,
-                maps,
-                Some(container),
-            ),
+            Decision::CopyIntoContainerLayer { template } => {
+                self.create_chowned_child_in(layers, driver, &template, maps, Some(container))
+            }
         }
     }
 
@@ -394,9 +390,10 @@ impl Store {
         };
         self.create_layer_owned_in(layers, driver, new, top_owner, |_, id| {
             if let Some(owner) = top_owner {
-                driver
-                    .set_top_owner(id, owner)
-                    .map_err(driver_error("changing the owner of the top of", id.as_str()))?;
+                driver.set_top_owner(id, owner).map_err(driver_error(
+                    "changing the owner of the top of",
+                    id.as_str(),
+                ))?;
             }
             Ok(None)
         })

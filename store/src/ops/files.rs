@@ -87,7 +87,8 @@ impl Store {
             return Ok(None);
         };
         let shown = base.display(dir);
-        base.open_dir_opt(dir).map_err(StoreError::io("opening", shown))
+        base.open_dir_opt(dir)
+            .map_err(StoreError::io("opening", shown))
     }
 
     /// A metadata directory, created (0700) when missing.

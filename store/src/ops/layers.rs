@@ -280,7 +280,12 @@ impl Store {
     /// logged; the caller reports the original failure. If the record
     /// cannot be saved, it stays flagged `incomplete` with no data, which
     /// podman and `layerstore gc` remove.
-    pub(crate) fn discard_created(&self, txn: &mut Txn<'_, Layer>, driver: &dyn Driver, id: &LayerId) {
+    pub(crate) fn discard_created(
+        &self,
+        txn: &mut Txn<'_, Layer>,
+        driver: &dyn Driver,
+        id: &LayerId,
+    ) {
         if let Err(e) = self.remove_layer_data(driver, id) {
             tracing::warn!("removing the data of layer {id} after a failed create: {e:#}");
         }
@@ -353,4 +358,3 @@ fn apply_diff(layer: &mut Layer, d: LayerDiff) {
     layer.uidset = d.uidset;
     layer.gidset = d.gidset;
 }
-

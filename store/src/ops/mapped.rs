@@ -132,7 +132,13 @@ impl Store {
         layer.gidmap = gidmap.to_vec();
         layer.flags = flags;
         self.create_incomplete(txn, driver, layer, |layer, id| {
-            self.fill_chowned_child(driver, (&template, &template_id), (layer, id), owner, writable)
+            self.fill_chowned_child(
+                driver,
+                (&template, &template_id),
+                (layer, id),
+                owner,
+                writable,
+            )
         })
     }
 

@@ -17,7 +17,9 @@ mod layers;
 mod mapped;
 mod mounts;
 
-pub use containers::{is_created_by_layerstore, mark_created_by_layerstore, NewContainer, CREATED_KEY};
+pub use containers::{
+    is_created_by_layerstore, mark_created_by_layerstore, NewContainer, CREATED_KEY,
+};
 pub use files::{tar_split_name, TarSplitTemp};
 pub(crate) use files::{CONTAINERS_DIR, IMAGES_DIR, LAYERS_DIR};
 pub use images::{BigData, NewImage};

@@ -103,7 +103,11 @@ impl Store {
             .iter_mut()
             .find(|m| id == m.id && m.count > 0);
         match recorded {
-            None if !driver.is_mounted(&id) => return Err(StoreError::NotMounted { id: id.into_string() }),
+            None if !driver.is_mounted(&id) => {
+                return Err(StoreError::NotMounted {
+                    id: id.into_string(),
+                })
+            }
             Some(m) if m.count > 1 && !force => {
                 m.count -= 1;
                 let left = m.count;

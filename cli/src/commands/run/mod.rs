@@ -22,7 +22,6 @@ mod launch;
 mod spec;
 mod user;
 
-
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -185,6 +184,7 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
     }
     let runtime = resolve_runtime(args.runtime.as_deref())?;
     let (store, driver) = global.open_store_and_driver()?;
+    store.snapshot()?.check()?;
 
     let image_id =
         if args.image.starts_with("oci-archive:") || args.image.starts_with("docker-archive:") {

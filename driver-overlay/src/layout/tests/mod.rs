@@ -46,8 +46,10 @@ fn read(path: impl AsRef<Path>) -> String {
 /// base <- child <- grand, made by `create_layer`.
 fn chain(d: &OverlayDriver) {
     d.create_layer(&lid("base"), None, me()).unwrap();
-    d.create_layer(&lid("child"), Some(&lid("base")), me()).unwrap();
-    d.create_layer(&lid("grand"), Some(&lid("child")), me()).unwrap();
+    d.create_layer(&lid("child"), Some(&lid("base")), me())
+        .unwrap();
+    d.create_layer(&lid("grand"), Some(&lid("child")), me())
+        .unwrap();
 }
 
 fn link_entries(d: &OverlayDriver) -> usize {
@@ -183,7 +185,8 @@ fn child_diff_takes_the_parents_diff_mode() {
         fs::Permissions::from_mode(0o751),
     )
     .unwrap();
-    d.create_layer(&lid("child"), Some(&lid("base")), me()).unwrap();
+    d.create_layer(&lid("child"), Some(&lid("base")), me())
+        .unwrap();
     assert_eq!(mode(&d.home().join("child/diff")), 0o751);
 }
 
@@ -204,7 +207,9 @@ fn create_refuses_bad_input_and_changes_nothing() {
         "existing layer untouched"
     );
 
-    let err = d.create_layer(&lid("x"), Some(&lid("missing")), me()).unwrap_err();
+    let err = d
+        .create_layer(&lid("x"), Some(&lid("missing")), me())
+        .unwrap_err();
     assert!(matches!(err, LayoutError::ParentNotFound { .. }), "{err}");
     // Hostile ids cannot even be made: the driver only takes LayerIds.
     for bad in ["../base", "a:b", "l"] {
@@ -215,7 +220,9 @@ fn create_refuses_bad_input_and_changes_nothing() {
     }
 
     fs::remove_file(d.home().join("base/link")).unwrap();
-    let err = d.create_layer(&lid("x"), Some(&lid("base")), me()).unwrap_err();
+    let err = d
+        .create_layer(&lid("x"), Some(&lid("base")), me())
+        .unwrap_err();
     assert!(matches!(err, LayoutError::ParentNotFound { ref path, .. } if path.ends_with("link")));
 
     assert_eq!(d.list_layers().unwrap(), ["base"]);
@@ -230,7 +237,9 @@ fn failed_create_leaves_nothing_behind() {
     // Make the l/ symlink fail after diff/ was created.
     fs::remove_dir_all(d.home().join("l")).unwrap();
     fs::write(d.home().join("l"), "not a dir").unwrap();
-    let err = d.create_layer(&lid("child"), Some(&lid("base")), me()).unwrap_err();
+    let err = d
+        .create_layer(&lid("child"), Some(&lid("base")), me())
+        .unwrap_err();
     assert!(matches!(err, LayoutError::Io { .. }), "{err}");
     assert!(!d.home().join("child").exists());
 }
@@ -263,9 +272,15 @@ fn lower_chain_from_lower_layers_with_diffn() {
     .map(|p| home.join(p))
     .collect();
     assert_eq!(d.lower_dirs(&lid("grand")).unwrap(), want);
-    assert_eq!(d.lower_dirs(&lid("base")).unwrap(), [home.join("base/diff1")]);
+    assert_eq!(
+        d.lower_dirs(&lid("base")).unwrap(),
+        [home.join("base/diff1")]
+    );
     fs::remove_dir(home.join("base/diff1")).unwrap();
-    assert_eq!(d.lower_dirs(&lid("base")).unwrap(), [home.join("base/empty")]);
+    assert_eq!(
+        d.lower_dirs(&lid("base")).unwrap(),
+        [home.join("base/empty")]
+    );
     assert!(d.lower_layer_ids(&lid("base")).unwrap().is_empty());
 }
 
@@ -284,7 +299,8 @@ fn lower_chain_from_lower_file_only() {
         [home.join("child/diff"), home.join("base/diff")]
     );
     // A child of a layer without lower-layers still gets the full id chain.
-    d.create_layer(&lid("great"), Some(&lid("grand")), me()).unwrap();
+    d.create_layer(&lid("great"), Some(&lid("grand")), me())
+        .unwrap();
     assert_eq!(read(home.join("great/lower-layers")), "grand:child:base");
 
     // A lost l/ link is found again through the layers' link files.
@@ -329,7 +345,9 @@ fn chains_deeper_than_500_are_refused() {
     }
     fs::write(d.home().join("top/lower-layers"), ids.join(":")).unwrap();
     assert_eq!(d.lower_dirs(&lid("top")).unwrap().len(), MAX_LOWER_LAYERS);
-    let err = d.create_layer(&lid("child"), Some(&lid("top")), me()).unwrap_err();
+    let err = d
+        .create_layer(&lid("child"), Some(&lid("top")), me())
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -495,7 +513,9 @@ fn mount_refuses_aufs_stores_and_bad_options() {
 
     fs::write(d.home().join(".has-mount-program"), "true").unwrap();
     let aufs = driver(tmp.path());
-    let err = aufs.mount(&lid("base"), &MountRequest::default()).unwrap_err();
+    let err = aufs
+        .mount(&lid("base"), &MountRequest::default())
+        .unwrap_err();
     assert!(
         matches!(err, LayoutError::MountProgramRequired { .. }),
         "{err}"

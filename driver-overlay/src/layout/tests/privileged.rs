@@ -110,7 +110,9 @@ fn idmapped_chain_with(method: Method, n: usize, attach: bool) {
         gidmap: map(300_000),
         ..Default::default()
     };
-    let merged = d.mount_with(&lid(&ctr), &req, Some(method), attach).unwrap();
+    let merged = d
+        .mount_with(&lid(&ctr), &req, Some(method), attach)
+        .unwrap();
     let _guard = Unmount(&d, &ctr);
     for i in 0..n {
         let meta = fs::metadata(merged.join(format!("only{i}"))).unwrap();

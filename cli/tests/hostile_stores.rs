@@ -1,0 +1,152 @@
+//! Every hostility of `test_support::hostile` on a real podman 4.3.1 store,
+//! against every command that can reach it: the victim beside the store
+//! survives, nothing a record names is deleted, the exit code is the
+//! documented one, and a store whose records cannot be trusted is not
+//! changed by a single byte.
+
+use std::process::Output;
+
+use layerstore_test_support::bare::file_tree;
+use layerstore_test_support::hostile::{catalogue, Expect, Scene};
+use layerstore_test_support::require_privileged;
+
+const LAYERSTORE: &str = env!("CARGO_BIN_EXE_layerstore");
+
+/// Each command, in an order that keeps destructive ones last, with the
+/// exit code it must give on a store whose records cannot be trusted.
+const COMMANDS: &[(&[&str], i32)] = &[
+    (&["info"], 1),
+    (&["layers"], 1),
+    (&["images", "--json"], 1),
+    (&["containers"], 1),
+    (&["doctor", "--no-probe"], 2),
+    (&["gc", "--dry-run", "--min-age", "0"], 1),
+    (&["mount", "ls1"], 1),
+    (&["umount", "ls1"], 1),
+    (&["create", "localhost/base"], 1),
+    (&["run", "--rm", "localhost/base", "true"], 125),
+    (&["gc", "--min-age", "0"], 1),
+    (&["rmi", "localhost/base"], 1),
+    (&["rm", "ls1"], 1),
+];
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn code_is_zero(o: &Output) -> bool {
+    o.status.code() == Some(0)
+}
+
+fn check(name: &str) {
+    require_privileged(&["podman", "runc", "containers-storage"]);
+    let h = catalogue()
+        .into_iter()
+        .find(|h| h.name == name)
+        .expect("a hostility of the catalogue");
+    let scene = Scene::build(LAYERSTORE);
+    (h.apply)(&scene);
+    let victim = scene.victim_state();
+    let graph_before = file_tree(&scene.store.graph);
+    for (args, refused_code) in COMMANDS {
+        let out = scene
+            .store
+            .layerstore(LAYERSTORE)
+            .args(*args)
+            .output()
+            .unwrap();
+        let what = format!("{}: layerstore {}: {}", h.name, args.join(" "), text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{what}");
+        // Whatever a mount shows is written to: it must be the store's.
+        if args[0] == "mount" && code_is_zero(&out) {
+            let point = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            let _ = std::fs::write(std::path::Path::new(&point).join("written-by-test"), b"x");
+        }
+        assert_eq!(scene.victim_state(), victim, "the victim changed; {what}");
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(0..=3) | Some(125..=127)),
+            "undocumented exit code; {what}"
+        );
+        match h.expect {
+            Expect::Refused => {
+                assert_eq!(code, Some(*refused_code), "{what}");
+                let said = format!("{stderr}{}", String::from_utf8_lossy(&out.stdout));
+                assert!(
+                    said.contains("cannot be trusted")
+                        || said.contains("defect")
+                        || said.contains("warning: "),
+                    "the refusal names no defect; {what}"
+                );
+                assert!(
+                    file_tree(&scene.store.graph) == graph_before,
+                    "the store changed on disk; {what}"
+                );
+            }
+            Expect::Contained => {
+                for p in scene.named_paths() {
+                    assert!(
+                        p.symlink_metadata().is_ok(),
+                        "{} is named by a record but gone; {what}",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+macro_rules! hostile_tests {
+    ($($test:ident: $name:literal,)*) => {
+        $(
+            #[test]
+            #[ignore = "privileged: real podman stores, mounts"]
+            fn $test() {
+                check($name);
+            }
+        )*
+
+        #[test]
+        fn every_hostility_has_a_test() {
+            let mut tested = vec![$($name),*];
+            let mut all: Vec<&str> = catalogue().iter().map(|h| h.name).collect();
+            tested.sort();
+            all.sort();
+            assert_eq!(tested, all);
+        }
+    };
+}
+
+hostile_tests! {
+    empty_layers_json: "layers.json is empty (0 bytes)",
+    empty_array_layers_json: "layers.json is []",
+    missing_layers_json: "layers.json is missing",
+    digit_dropped_from_a_layer_id: "a hex digit dropped from the image's top layer id",
+    traversal_layer_id: "a layer id ../../victim (container layer, consistently)",
+    dotdot_layer_id: "a layer id .. (container layer, consistently)",
+    absolute_container_id: "an absolute container id",
+    traversal_container_id: "a container id ../../victim",
+    traversal_image_id: "an image id ../victim",
+    hostile_mapped_entries: "mapped-layers entries ../../victim and .hidden",
+    self_parent: "a layer that is its own parent",
+    parent_cycle: "a two-layer parent cycle",
+    truncated_images_json: "images.json truncated",
+    wrong_field_type: "a container record with a field of the wrong type",
+    container_layer_gone: "a container whose layer is gone",
+    hostile_mount_record: "a mount record with id ../../victim and path /",
+    merged_symlink: "our container's merged is a symlink to the victim",
+    diff_symlink: "our container's diff is a symlink to the victim",
+    lower_files_climb_out: "lower files that climb out of the store",
+    link_file_climbs_out: "a link file that climbs out of the store",
+    l_link_to_the_victim: "an l/ link to the victim",
+    container_dir_symlink: "our container's data directory is a symlink to the victim",
+    layers_lock_symlink: "layers.lock is a symlink to a victim file",
+    containers_dir_symlink: "the overlay-containers directory is a symlink to the victim",
+    tar_split_symlink: "a template's tar-split is a symlink to a victim file",
+}

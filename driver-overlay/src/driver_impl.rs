@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use layerstore::driver::{Driver, DriverError, LinkEntry, MountOptions};
+use layerstore::driver::{Driver, DriverError, LinkEntry, MountOptions, MountsInside};
 use layerstore::gc::{usage_in, Usage};
 use layerstore::idmap::{validate, IdMap, IdMappings};
 use layerstore::LayerId;
@@ -122,12 +122,29 @@ impl Driver for OverlayDriver {
         }
     }
 
+    fn trash(&self) -> Result<Vec<String>, DriverError> {
+        Ok(self.trash_entries()?)
+    }
+
+    fn empty_trash(&self, name: &str) -> Result<(), DriverError> {
+        Ok(self.empty_trash_entry(name)?)
+    }
+
+    fn trash_usage(&self, name: &str) -> Usage {
+        match self.home_dir() {
+            Ok(Some(home)) if !name.contains('/') && !name.starts_with('.') => {
+                usage_in(&home, &[&Path::new(".layerstore-trash").join(name)])
+            }
+            _ => Usage::default(),
+        }
+    }
+
     fn link_needs_repair(&self, id: &LayerId) -> bool {
         OverlayDriver::link_needs_repair(self, id)
     }
 
-    fn layers_with_mounts(&self) -> Result<Vec<String>, DriverError> {
-        Ok(OverlayDriver::layers_with_mounts(self)?)
+    fn mounts_inside_layers(&self) -> Result<MountsInside, DriverError> {
+        Ok(OverlayDriver::mounts_inside_layers(self)?)
     }
 
     fn lower_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, DriverError> {

@@ -123,6 +123,18 @@ pub enum Defect {
         /// The layer it names.
         layer: String,
     },
+    /// Two containers name the same read-write layer (containers/storage
+    /// gives every container its own).
+    SharedContainerLayer {
+        /// The file (containers.json).
+        file: PathBuf,
+        /// The layer.
+        layer: String,
+        /// The first container.
+        first: String,
+        /// The second.
+        second: String,
+    },
     /// A reference to another record that cannot be an id at all.
     InvalidReference {
         /// The file.
@@ -155,6 +167,18 @@ pub enum Defect {
         file: PathBuf,
         /// The layer.
         layer: String,
+        /// The directory that should be there.
+        dir: PathBuf,
+    },
+    /// An image or container record with big data whose directory is gone
+    /// (gc's check: its id was changed or its directory lost).
+    DataDirMissing {
+        /// The file (images.json, containers.json).
+        file: PathBuf,
+        /// "image" or "container".
+        kind: &'static str,
+        /// The record.
+        id: String,
         /// The directory that should be there.
         dir: PathBuf,
     },
@@ -235,6 +259,16 @@ impl fmt::Display for Defect {
                 "{}: container {container} has layer {layer:?}, which is not in the store",
                 d(file)
             ),
+            Defect::SharedContainerLayer {
+                file,
+                layer,
+                first,
+                second,
+            } => write!(
+                f,
+                "{}: containers {first} and {second} both have layer {layer}",
+                d(file)
+            ),
             Defect::InvalidReference {
                 file,
                 record,
@@ -261,6 +295,17 @@ impl fmt::Display for Defect {
             Defect::LayerDirMissing { file, layer, dir } => write!(
                 f,
                 "{}: layer {layer} is recorded, but its directory {} does not exist",
+                d(file),
+                d(dir)
+            ),
+            Defect::DataDirMissing {
+                file,
+                kind,
+                id,
+                dir,
+            } => write!(
+                f,
+                "{}: {kind} {id} has big data, but its directory {} does not exist",
                 d(file),
                 d(dir)
             ),
@@ -327,7 +372,16 @@ pub fn cross_check(
             });
         }
     }
+    let mut owner: HashMap<&str, &str> = HashMap::new();
     for c in containers {
+        if let Some(first) = owner.insert(c.layer.as_str(), c.id.as_str()) {
+            out.push(Defect::SharedContainerLayer {
+                file: files.containers.to_owned(),
+                layer: c.layer.clone(),
+                first: first.to_owned(),
+                second: c.id.clone(),
+            });
+        }
         if !ids.contains(c.layer.as_str()) {
             out.push(Defect::MissingContainerLayer {
                 file: files.containers.to_owned(),

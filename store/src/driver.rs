@@ -41,6 +41,16 @@ pub struct LinkEntry {
     pub mtime: SystemTime,
 }
 
+/// The mounts found inside layer directories, by layer (names as found).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountsInside {
+    /// Layers whose own mount point (overlay: `<id>/merged`) is mounted.
+    pub mount_point: Vec<String>,
+    /// Layers with any other mount inside their directory (a leaked
+    /// `mapped/N`, a bind mount): gc never removes them.
+    pub other: Vec<String>,
+}
+
 /// The per-layer storage of a store.
 pub trait Driver {
     /// Create the layer's directories on top of `parent`'s, the layer's
@@ -135,17 +145,31 @@ pub trait Driver {
         let _ = name;
         crate::gc::Usage::default()
     }
+    /// Leftovers of removals that did not finish (overlay: the entries of
+    /// `<home>/.layerstore-trash`); no record names them.
+    fn trash(&self) -> Result<Vec<String>, DriverError> {
+        Ok(Vec::new())
+    }
+    /// Delete trash entry `name`.
+    fn empty_trash(&self, name: &str) -> Result<(), DriverError> {
+        let _ = name;
+        Ok(())
+    }
+    /// What trash entry `name` holds.
+    fn trash_usage(&self, name: &str) -> crate::gc::Usage {
+        let _ = name;
+        crate::gc::Usage::default()
+    }
     /// Whether layer `id`'s short link (or the file naming it) is missing,
     /// so that [`Driver::repair_link`] would recreate it.
     fn link_needs_repair(&self, id: &LayerId) -> bool {
         let _ = id;
         false
     }
-    /// Layers with anything mounted inside their directory right now
-    /// (whatever `mountpoints.json` says), from one look at the mount
-    /// table. gc never removes them.
-    fn layers_with_mounts(&self) -> Result<Vec<String>, DriverError> {
-        Ok(Vec::new())
+    /// What is mounted inside the layer directories right now (whatever
+    /// `mountpoints.json` says), from one look at the mount table.
+    fn mounts_inside_layers(&self) -> Result<MountsInside, DriverError> {
+        Ok(MountsInside::default())
     }
     /// The layers a layer directory stacks on according to the driver's
     /// own files (overlay: `lower-layers`, else `lower`), nearest first;

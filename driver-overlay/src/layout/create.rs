@@ -22,6 +22,10 @@ use super::{
     LOWER_LAYERS_FILE, MAX_LOWER_LAYERS, MOUNT_PROGRAM_FLAG,
 };
 
+/// `<home>/.layerstore-trash`: layer directories being deleted. A dotfile,
+/// so no tool lists it as a layer.
+pub(crate) const TRASH_DIR: &str = ".layerstore-trash";
+
 /// Mode of a parentless layer's `diff` (c/storage's `defaultPerms`).
 const DEFAULT_DIFF_MODE: u32 = 0o555;
 
@@ -112,6 +116,11 @@ impl OverlayDriver {
     /// removal never crosses a mount, follows a symlink or leaves the
     /// layer's directory.
     ///
+    /// The directory is first renamed into `<home>/.layerstore-trash/`, in
+    /// one step: when that fails nothing has changed (the error says why),
+    /// and once it succeeds the layer is gone even if deleting the trash
+    /// entry fails half-way (logged; `layerstore gc` empties the trash).
+    ///
     /// The `l/<link>` symlink is only removed when it points to this layer.
     pub fn remove_layer(&self, id: &LayerId) -> Result<(), LayoutError> {
         let Some(home) = self.home_dir()? else {
@@ -133,15 +142,69 @@ impl OverlayDriver {
                 path: mounted,
             });
         }
-        match self.read_link_file(&home, id) {
-            Ok(Some(name)) => self.remove_own_link(&home, id, &name)?,
-            Ok(None) => {}
-            Err(e) => tracing::debug!(layer = %id, error = %e, "not removing the layer's l/ link"),
+        let link = match self.read_link_file(&home, id) {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::debug!(layer = %id, error = %e, "not removing the layer's l/ link");
+                None
+            }
+        };
+        home.create_dir(TRASH_DIR, 0o700)
+            .map_err(|e| LayoutError::io(id.as_str(), "create", home.display(TRASH_DIR), e))?;
+        let trash =
+            Path::new(TRASH_DIR).join(format!("{id}-{}", super::links::generate_link_name()?));
+        home.rename(id.as_str(), &trash)
+            .map_err(|e| LayoutError::io(id.as_str(), "move to the trash", &dir, e))?;
+        if let Some(name) = link {
+            if let Err(e) = self.remove_own_link(&home, id, &name) {
+                tracing::warn!(layer = %id, error = %e, "the layer's l/ link stays (gc removes it)");
+            }
         }
-        home.remove_tree(id.as_str())
-            .map_err(|e| LayoutError::io(id.as_str(), "remove", &dir, e))?;
+        if let Err(e) = home.remove_tree(&trash) {
+            tracing::warn!(layer = %id, path = ?home.display(&trash), error = %e, "the removed layer's files stay in the trash (layerstore gc empties it)");
+        }
         tracing::debug!(layer = %id, "removed layer directory");
         Ok(())
+    }
+
+    /// What the trash (`<home>/.layerstore-trash/`) holds: layer
+    /// directories whose deletion did not finish.
+    pub fn trash_entries(&self) -> Result<Vec<String>, LayoutError> {
+        let Some(home) = self.home_dir()? else {
+            return Ok(Vec::new());
+        };
+        let Some(trash) = home
+            .open_dir_opt(TRASH_DIR)
+            .map_err(|e| LayoutError::home_io("open", home.display(TRASH_DIR), e))?
+        else {
+            return Ok(Vec::new());
+        };
+        let entries = trash
+            .entries()
+            .map_err(|e| LayoutError::home_io("list", trash.path(), e))?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| e.name.into_string().ok())
+            .filter(|n| !n.contains('/') && n != "." && n != "..")
+            .collect())
+    }
+
+    /// Delete trash entry `name` (never across a mount or a symlink).
+    pub fn empty_trash_entry(&self, name: &str) -> Result<(), LayoutError> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(LayoutError::BadLowerEntry {
+                id: String::new(),
+                path: self.home.join(TRASH_DIR),
+                entry: name.to_owned(),
+            });
+        }
+        let Some(home) = self.home_dir()? else {
+            return Ok(());
+        };
+        let rel = Path::new(TRASH_DIR).join(name);
+        home.remove_tree(&rel)
+            .map(|_| ())
+            .map_err(|e| LayoutError::home_io("remove", home.display(&rel), e))
     }
 
     /// Give `<id>/diff` (the top of the layer's content) to `owner`.

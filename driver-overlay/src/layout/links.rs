@@ -125,24 +125,44 @@ impl OverlayDriver {
     /// Layers (directories of the home) with a mount point inside them,
     /// from one read of the mount table.
     pub fn layers_with_mounts(&self) -> Result<Vec<String>, LayoutError> {
+        let inside = self.mounts_inside_layers()?;
+        let mut ids: Vec<String> = inside.mount_point.into_iter().chain(inside.other).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// What is mounted inside the layer directories: their `merged`, or
+    /// anything else, from one read of the mount table.
+    pub fn mounts_inside_layers(&self) -> Result<layerstore::driver::MountsInside, LayoutError> {
+        let mut out = layerstore::driver::MountsInside::default();
         let Some(home_dir) = self.home_dir()? else {
-            return Ok(Vec::new());
+            return Ok(out);
         };
         // Where the home really is (not what a symlink on the way says).
         let home = std::fs::read_link(home_dir.proc_path()).unwrap_or_else(|_| self.home.clone());
         let points = super::mountinfo::mount_points()
             .map_err(|e| LayoutError::home_io("read the mount table for", &self.home, e))?;
-        let mut ids: Vec<String> = points
-            .iter()
-            .filter_map(|p| p.strip_prefix(&home).ok())
-            .filter_map(|rel| rel.components().next())
-            .filter_map(|c| c.as_os_str().to_str())
-            .filter(|id| *id != LINK_DIR && LayerId::parse(id).is_ok())
-            .map(str::to_owned)
-            .collect();
-        ids.sort();
-        ids.dedup();
-        Ok(ids)
+        for rel in points.iter().filter_map(|p| p.strip_prefix(&home).ok()) {
+            let mut parts = rel.components().map(|c| c.as_os_str());
+            let Some(id) = parts.next().and_then(|c| c.to_str()) else {
+                continue;
+            };
+            if id == LINK_DIR || LayerId::parse(id).is_err() {
+                continue;
+            }
+            let rest: Vec<_> = parts.collect();
+            if rest.len() == 1 && rest[0] == "merged" {
+                out.mount_point.push(id.to_owned());
+            } else {
+                out.other.push(id.to_owned());
+            }
+        }
+        for list in [&mut out.mount_point, &mut out.other] {
+            list.sort();
+            list.dedup();
+        }
+        Ok(out)
     }
 
     /// Whether `<id>/link` exists (one `statx`, not following it).

@@ -272,7 +272,7 @@ impl Store {
             images.save()?;
         }
         // 2. Flag the doomed layers incomplete.
-        let mut flagged = false;
+        let mut flagged: Vec<String> = Vec::new();
         for layer in layers
             .records
             .iter_mut()
@@ -282,10 +282,10 @@ impl Store {
                 layer
                     .flags
                     .insert(FLAG_INCOMPLETE.to_owned(), Value::Bool(true));
-                flagged = true;
+                flagged.push(layer.id.clone());
             }
         }
-        if flagged {
+        if !flagged.is_empty() {
             layers.save()?;
         }
         // 3. Dead `layerstore run` containers' records.
@@ -326,26 +326,54 @@ impl Store {
                     .map_err(driver_error("unmounting", id.as_str()))?;
             }
         }
+        // A layer the driver cannot remove keeps its directory whole: it
+        // and the ones not tried yet get their flags back and their
+        // records stay, so podman finds nothing to trip over; the run stops
+        // after the records are saved.
+        let mut removed: HashSet<&str> = HashSet::new();
+        let mut failure = None;
         for action in &batch {
             let Some(id) = action.removed_layer() else {
                 continue;
             };
             let used = self.action_usage(driver, action);
-            self.remove_layer_data(driver, id)?;
+            if let Err(e) = self.remove_layer_data(driver, id) {
+                failure = Some(e);
+                break;
+            }
+            removed.insert(id.as_str());
             freed.push((action.clone(), used));
         }
-        for action in &batch {
-            if let Action::RunContainer { id, layer, .. } = action {
-                self.remove_container_dirs(id)?;
-                if layer.is_none() {
-                    freed.push((action.clone(), Usage::default()));
+        for action in batch.iter().filter(|a| {
+            a.removed_layer()
+                .is_none_or(|l| removed.contains(l.as_str()))
+        }) {
+            match action {
+                Action::RunContainer { id, layer, .. } => {
+                    self.remove_container_dirs(id)?;
+                    if layer.is_none() {
+                        freed.push((action.clone(), Usage::default()));
+                    }
                 }
+                // The container the orphan's flag names has no record (the
+                // plan checked): what its directories hold goes with it.
+                Action::OrphanLayer { container, .. } => {
+                    if let Ok(c) = crate::id::ContainerId::parse(container) {
+                        if !containers.records.iter().any(|r| r.id == c.as_str()) {
+                            self.remove_container_dirs(&c)?;
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         if !doomed.is_empty() {
-            layers
-                .records
-                .retain(|l| !doomed_str.contains(l.id.as_str()));
+            layers.records.retain(|l| !removed.contains(l.id.as_str()));
+            let kept: Vec<String> = flagged
+                .into_iter()
+                .filter(|l| !removed.contains(l.as_str()))
+                .collect();
+            crate::ops::unflag(&mut layers.records, &kept);
             layers.save()?;
         }
         let unmounted: HashSet<&str> = batch
@@ -358,9 +386,15 @@ impl Store {
         let before = mounts.records.len();
         mounts
             .records
-            .retain(|m| !doomed_str.contains(m.id.as_str()) && !unmounted.contains(m.id.as_str()));
+            .retain(|m| !removed.contains(m.id.as_str()) && !unmounted.contains(m.id.as_str()));
         if mounts.records.len() != before {
             mounts.save()?;
+        }
+        if let Some(e) = failure {
+            for (action, used) in freed {
+                report.push(action, used);
+            }
+            return Err(e);
         }
         // 6. Debris and repairs.
         for action in batch {
@@ -397,10 +431,6 @@ impl Store {
             }
             Action::LayerData { id } => self.remove_meta_tree(Root::Graph, LAYERS_DIR, id.as_str()),
             Action::ImageDir { id } => self.remove_image_dir(id),
-            Action::ContainerDir { id, run } => {
-                let root = if *run { Root::Run } else { Root::Graph };
-                self.remove_meta_tree(root, CONTAINERS_DIR, id.as_str())
-            }
             Action::TempFile { dir, name } => {
                 let (root, dir_name) = dir.place();
                 if let Some(d) = self.meta_dir(root, dir_name)? {
@@ -412,6 +442,9 @@ impl Store {
             Action::DanglingLink { name } => driver
                 .remove_link(name)
                 .map_err(driver_error("removing the link", name)),
+            Action::Trash { name } => driver
+                .empty_trash(name)
+                .map_err(driver_error("emptying the trash entry", name)),
             Action::RepairLink { id } => driver
                 .repair_link(id)
                 .map(|_| ())
@@ -438,9 +471,15 @@ impl Store {
             u
         };
         match action {
-            Action::MappedLayer { id, .. }
-            | Action::IncompleteLayer { id, .. }
-            | Action::OrphanLayer { id, .. } => layer(id),
+            Action::MappedLayer { id, .. } | Action::IncompleteLayer { id, .. } => layer(id),
+            Action::OrphanLayer { id, container } => {
+                let mut u = layer(id);
+                if crate::id::id_problem(container).is_none() {
+                    u += meta(Root::Graph, CONTAINERS_DIR, &[container.as_str()]);
+                    u += meta(Root::Run, CONTAINERS_DIR, &[container.as_str()]);
+                }
+                u
+            }
             Action::RunContainer { id, layer: l, .. } => {
                 let mut u = l.as_ref().map(layer).unwrap_or_default();
                 u += meta(Root::Graph, CONTAINERS_DIR, &[id.as_str()]);
@@ -451,15 +490,12 @@ impl Store {
             Action::TarSplit { id } => meta(Root::Graph, LAYERS_DIR, &[&tar_split_name(id)]),
             Action::LayerData { id } => meta(Root::Graph, LAYERS_DIR, &[id.as_str()]),
             Action::ImageDir { id } => meta(Root::Graph, IMAGES_DIR, &[id.as_str()]),
-            Action::ContainerDir { id, run } => {
-                let root = if *run { Root::Run } else { Root::Graph };
-                meta(root, CONTAINERS_DIR, &[id.as_str()])
-            }
             Action::TempFile { dir, name } => {
                 let (root, dir_name) = dir.place();
                 meta(root, dir_name, &[name])
             }
             Action::DanglingLink { name } => driver.link_usage(name),
+            Action::Trash { name } => driver.trash_usage(name),
             Action::StaleMount { .. }
             | Action::UnrecordedMount { .. }
             | Action::DanglingMappedEntry { .. }
@@ -479,6 +515,6 @@ fn is_heavy(action: &Action) -> bool {
             | Action::LayerDir { .. }
             | Action::LayerData { .. }
             | Action::ImageDir { .. }
-            | Action::ContainerDir { .. }
+            | Action::Trash { .. }
     )
 }

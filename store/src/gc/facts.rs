@@ -18,7 +18,7 @@ use super::{is_temp_name, MetaDir, RunOwner};
 use crate::confined::Dir;
 use crate::driver::{Driver, LinkEntry};
 use crate::error::{driver_error, StoreError};
-use crate::id::{ContainerId, ImageId, LayerId};
+use crate::id::{ImageId, LayerId};
 use crate::snapshot::Snapshot;
 use crate::store::Root;
 use crate::Store;
@@ -51,29 +51,36 @@ pub struct Facts {
     pub layer_data_dirs: Vec<DiskEntry<LayerId>>,
     /// `overlay-images/<id>/` directories no image record names.
     pub image_dirs: Vec<DiskEntry<ImageId>>,
-    /// `overlay-containers/<id>/` directories no container record names
-    /// (`true`: under the runroot).
-    pub container_dirs: Vec<(DiskEntry<ContainerId>, bool)>,
+    /// Every directory in `overlay-images` and (graphroot)
+    /// `overlay-containers`, by name as found.
+    pub all_data_dirs: HashSet<String>,
     /// `.tmp-*` files of atomic writes in the metadata directories.
     pub temp_files: Vec<(MetaDir, DiskEntry)>,
     /// `l/` links and the layer each points to; links to existing layers
     /// carry no real mtime.
     pub links: Vec<LinkEntry>,
+    /// The driver's trash: removed layers whose deletion did not finish.
+    pub trash: Vec<String>,
     /// Recorded layers whose short link needs repair.
     pub broken_links: Vec<LayerId>,
     /// Layers whose mount point is mounted right now (recorded or not).
     pub mounted: HashSet<String>,
-    /// Layers with something mounted inside their directory (from the
-    /// mount table, whatever `mountpoints.json` says).
+    /// Layers with something other than their mount point mounted inside
+    /// their directory (from the mount table, whatever `mountpoints.json`
+    /// says).
     pub busy_layers: HashSet<String>,
     /// Containers with a `layerstore run` marker whose process is gone.
     pub dead_run_containers: HashSet<String>,
-    /// Layers that some layer directory's own files say it stacks on
-    /// (read only when unrecorded layer directories are candidates).
-    pub stacked_on: HashSet<String>,
-    /// Whether reading those files failed somewhere (then no unrecorded
-    /// layer directory is removed).
-    pub lowers_unknown: bool,
+    /// For each layer some layer directory's own files (`lower-layers`,
+    /// `lower`) say it stacks on: the directories that do. Records may lie
+    /// (a damaged `parent`); the driver's files are what a mount uses, so
+    /// gc never removes a layer another layer directory stacks on. Read
+    /// only when something could be removed.
+    pub stacked_on: HashMap<String, Vec<String>>,
+    /// Layer directories whose lower files could not be read (then no
+    /// layer and no layer directory is removed: what stacks on them is
+    /// unknown).
+    pub unreadable_lowers: Vec<String>,
     /// For each `mapped-layers` entry naming no layer: what on disk still
     /// carries its id, if anything.
     pub mapped_traces: HashMap<String, PathBuf>,
@@ -90,6 +97,10 @@ pub struct FactFiles {
     pub images: PathBuf,
     /// The driver's home (`<graphroot>/overlay`).
     pub home: PathBuf,
+    /// `containers.json`.
+    pub containers: PathBuf,
+    /// The graphroot.
+    pub graph: PathBuf,
 }
 
 impl Default for FactFiles {
@@ -98,6 +109,8 @@ impl Default for FactFiles {
             layers: PathBuf::from("layers.json"),
             images: PathBuf::from("images.json"),
             home: PathBuf::from("overlay"),
+            containers: PathBuf::from("containers.json"),
+            graph: PathBuf::new(),
         }
     }
 }
@@ -112,15 +125,16 @@ impl Default for Facts {
             tar_splits: Vec::new(),
             layer_data_dirs: Vec::new(),
             image_dirs: Vec::new(),
-            container_dirs: Vec::new(),
+            all_data_dirs: HashSet::new(),
             temp_files: Vec::new(),
             links: Vec::new(),
+            trash: Vec::new(),
             broken_links: Vec::new(),
             mounted: HashSet::new(),
             busy_layers: HashSet::new(),
             dead_run_containers: HashSet::new(),
-            stacked_on: HashSet::new(),
-            lowers_unknown: false,
+            stacked_on: HashMap::new(),
+            unreadable_lowers: Vec::new(),
             mapped_traces: HashMap::new(),
             files: FactFiles::default(),
         }
@@ -138,7 +152,6 @@ impl Facts {
         let now = SystemTime::now();
         let layer_ids: HashSet<&str> = snap.layers.iter().map(|l| l.id.as_str()).collect();
         let image_ids: HashSet<&str> = snap.images.iter().map(|i| i.id.as_str()).collect();
-        let container_ids: HashSet<&str> = snap.containers.iter().map(|c| c.id.as_str()).collect();
 
         let all_dirs: Vec<String> = driver
             .list_layers()
@@ -173,21 +186,25 @@ impl Facts {
             }
         }
         let mut image_dirs = Vec::new();
+        let mut all_data_dirs = HashSet::new();
         if let Some(dir) = store.meta_dir(Root::Graph, crate::ops::IMAGES_DIR)? {
             for (name, is_dir) in list(&dir)? {
+                if is_dir {
+                    all_data_dirs.insert(format!("i/{name}"));
+                }
                 if is_dir && is_hex_id(&name) && !image_ids.contains(name.as_str()) {
                     image_dirs.extend(entry(&dir, &name, ImageId::parse(&name).ok()));
                 }
             }
         }
-        let mut container_dirs = Vec::new();
-        for (root, run) in [(Root::Graph, false), (Root::Run, true)] {
-            if let Some(dir) = store.meta_dir(root, crate::ops::CONTAINERS_DIR)? {
-                for (name, is_dir) in list(&dir)? {
-                    if is_dir && is_hex_id(&name) && !container_ids.contains(name.as_str()) {
-                        let e = entry(&dir, &name, ContainerId::parse(&name).ok());
-                        container_dirs.extend(e.map(|e| (e, run)));
-                    }
+        // Container directories are never debris by themselves (podman's
+        // hold its runtime files, and a container record whose id was
+        // damaged would make them look unowned): only an orphan layer's flag
+        // or a dead run's marker names the ones gc removes.
+        if let Some(dir) = store.meta_dir(Root::Graph, crate::ops::CONTAINERS_DIR)? {
+            for (name, is_dir) in list(&dir)? {
+                if is_dir {
+                    all_data_dirs.insert(format!("c/{name}"));
                 }
             }
         }
@@ -239,17 +256,16 @@ impl Facts {
             }
         }
 
-        let busy_layers: HashSet<String> = driver
-            .layers_with_mounts()
-            .map_err(driver_error("reading the mount table for", "(all)"))?
-            .into_iter()
-            .collect();
+        let inside = driver
+            .mounts_inside_layers()
+            .map_err(driver_error("reading the mount table for", "(all)"))?;
+        let busy_layers: HashSet<String> = inside.other.into_iter().collect();
         let mut mounted = HashSet::new();
         let candidates = snap
             .mounts
             .iter()
             .map(|m| m.id.as_str())
-            .chain(busy_layers.iter().map(String::as_str));
+            .chain(inside.mount_point.iter().map(String::as_str));
         for id in candidates {
             if let Ok(id) = LayerId::parse(id) {
                 if driver.is_mounted(&id) {
@@ -257,25 +273,39 @@ impl Facts {
                 }
             }
         }
-        let dead_run_containers = snap
+        let dead_run_containers: HashSet<String> = snap
             .containers
             .iter()
             .filter(|c| RunOwner::from_metadata(&c.metadata).is_some_and(|o| !o.is_alive()))
             .map(|c| c.id.clone())
             .collect();
 
-        let mut stacked_on = HashSet::new();
-        let mut lowers_unknown = false;
-        if !layer_dirs.is_empty() {
+        let mut stacked_on: HashMap<String, Vec<String>> = HashMap::new();
+        let mut unreadable_lowers = Vec::new();
+        let removable = !layer_dirs.is_empty()
+            || !dead_run_containers.is_empty()
+            || snap.layers.iter().any(|l| {
+                l.is_incomplete()
+                    || l.is_mapped()
+                    || l.flags.contains_key(crate::ops::FLAG_CONTAINER)
+            });
+        if removable {
             for name in &all_dirs {
                 let Ok(id) = LayerId::parse(name) else {
                     continue;
                 };
                 match driver.lower_layer_ids(&id) {
-                    Ok(lowers) => stacked_on.extend(lowers.into_iter().map(LayerId::into_string)),
+                    Ok(lowers) => {
+                        for lower in lowers {
+                            stacked_on
+                                .entry(lower.into_string())
+                                .or_default()
+                                .push(id.to_string());
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(layer = %id, error = %e, "cannot read what the layer stacks on");
-                        lowers_unknown = true;
+                        unreadable_lowers.push(id.to_string());
                     }
                 }
             }
@@ -301,20 +331,25 @@ impl Facts {
             tar_splits,
             layer_data_dirs,
             image_dirs,
-            container_dirs,
+            all_data_dirs,
             temp_files,
             links,
+            trash: driver
+                .trash()
+                .map_err(driver_error("listing the trash of", "(all)"))?,
             broken_links,
             mounted,
             busy_layers,
             dead_run_containers,
             stacked_on,
-            lowers_unknown,
+            unreadable_lowers,
             mapped_traces,
             files: FactFiles {
                 layers: store.files().layers.to_owned(),
                 images: store.files().images.to_owned(),
                 home: store.options().graph_root.join("overlay"),
+                containers: store.files().containers.to_owned(),
+                graph: store.options().graph_root.clone(),
             },
         })
     }

@@ -27,7 +27,7 @@
 //! has as parent and that are not mounted; layers flagged `incomplete`;
 //! containers' layers whose container record is gone (a killed `create` or
 //! `rm` of layerstore's); layer directories, tar-split files, layer big-data
-//! dirs, image big-data dirs and container dirs no record names; `.tmp-*`
+//! dirs and image big-data dirs no record names; `.tmp-*`
 //! files of interrupted atomic writes; `l/` links to nothing;
 //! `mountpoints.json` entries whose layer is not mounted; mounts of a layer
 //! that no mount record counts (a killed mounter's); `mapped-layers`
@@ -52,6 +52,8 @@ mod apply;
 mod facts;
 mod owner;
 mod plan;
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
 
@@ -191,7 +193,8 @@ pub enum Action {
         images: Vec<String>,
     },
     /// A container's read-write layer made by layerstore whose container
-    /// record is gone (a `create` or `rm` killed half-way).
+    /// record is gone (a `create` or `rm` killed half-way): removed with
+    /// the directories of the container its flag names.
     OrphanLayer {
         /// The layer.
         id: LayerId,
@@ -234,20 +237,18 @@ pub enum Action {
         /// The directory's name.
         id: ImageId,
     },
-    /// `overlay-containers/<id>/` (under the graphroot, or with `run`
-    /// under the runroot) without a container record.
-    ContainerDir {
-        /// The directory's name.
-        id: ContainerId,
-        /// Under the runroot.
-        run: bool,
-    },
     /// A `.tmp-*` file an atomic write left behind when its writer died,
     /// removed under the locks of the directory's table.
     TempFile {
         /// The directory.
         dir: MetaDir,
         /// The file's name.
+        name: String,
+    },
+    /// A removed layer's files whose deletion did not finish (overlay:
+    /// `<home>/.layerstore-trash/<name>`).
+    Trash {
+        /// The trash entry.
         name: String,
     },
     /// `overlay/l/<name>` pointing to a layer that does not exist.
@@ -294,8 +295,8 @@ impl Action {
             Action::TarSplit { .. } => "tar-split",
             Action::LayerData { .. } => "layer-data",
             Action::ImageDir { .. } => "image-dir",
-            Action::ContainerDir { .. } => "container-dir",
             Action::TempFile { .. } => "temp-file",
+            Action::Trash { .. } => "trash",
             Action::DanglingLink { .. } => "dangling-link",
             Action::StaleMount { .. } => "stale-mount",
             Action::DanglingMappedEntry { .. } => "dangling-mapped-entry",
@@ -315,9 +316,11 @@ impl Action {
             | Action::LayerData { id }
             | Action::StaleMount { id, .. }
             | Action::RepairLink { id } => id.as_str(),
-            Action::RunContainer { id, .. } | Action::ContainerDir { id, .. } => id.as_str(),
+            Action::RunContainer { id, .. } => id.as_str(),
             Action::ImageDir { id } => id.as_str(),
-            Action::DanglingLink { name } | Action::TempFile { name, .. } => name,
+            Action::DanglingLink { name }
+            | Action::TempFile { name, .. }
+            | Action::Trash { name } => name,
             Action::DanglingMappedEntry { layer, .. } => layer,
         }
     }

@@ -49,7 +49,7 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
         let reason = if young(c.created.0.into()) {
             Some("younger than --min-age".to_owned())
         } else if let Some(l) = &layer {
-            ix.stacked_or_top(l.as_str())
+            ix.stacked_or_top(l.as_str(), &going)
         } else {
             None
         };
@@ -67,34 +67,54 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
             .push(Action::RunContainer { id, layer, unmount });
     }
 
+    // Mounts no record counts (a mounter killed before it recorded the
+    // mount) are undone first, in the first batch, so that the layers
+    // under them can go in this gc too.
+    for id in ix.unrecorded.iter().filter(|id| !going.contains(*id)) {
+        if let Ok(id) = LayerId::parse(id) {
+            out.actions.push(Action::UnrecordedMount { id });
+        }
+    }
+
+    // Layers, until nothing more can go: a template whose only child is an
+    // orphan or a dead run's layer goes in the same gc. Children come
+    // before their parents, so a batch never drops a parent's record while
+    // its child's stays.
+    loop {
+        let mut more = false;
+        for l in &snap.layers {
+            if going.contains(l.id.as_str()) {
+                continue;
+            }
+            let Some((_, make)) = ix.candidate(l) else {
+                continue;
+            };
+            if ix.layer_in_use(&l.id, &going).is_some() || young(l.created.0.into()) {
+                continue;
+            }
+            let Ok(id) = LayerId::parse(&l.id) else {
+                continue;
+            };
+            going.insert(&l.id);
+            out.actions.push(make(id));
+            more = true;
+        }
+        if !more {
+            break;
+        }
+    }
     for l in &snap.layers {
         if going.contains(l.id.as_str()) {
             continue;
         }
-        let Some((kind, make)) = ix.candidate(l) else {
+        let Some((kind, _)) = ix.candidate(l) else {
             continue;
         };
         let reason = ix
-            .layer_in_use(&l.id)
+            .layer_in_use(&l.id, &going)
             .or_else(|| young(l.created.0.into()).then(|| "younger than --min-age".to_owned()));
         if let Some(reason) = reason {
             out.skipped.push(skip(kind, &l.id, reason));
-            continue;
-        }
-        let Ok(id) = LayerId::parse(&l.id) else {
-            continue;
-        };
-        going.insert(&l.id);
-        out.actions.push(make(id));
-    }
-
-    for id in &facts.mounted {
-        let recorded = snap.mounts.iter().any(|m| m.id == *id && m.count > 0);
-        if recorded || going.contains(id.as_str()) || !ix.ids.contains(id.as_str()) {
-            continue;
-        }
-        if let Ok(id) = LayerId::parse(id) {
-            out.actions.push(Action::UnrecordedMount { id });
         }
     }
 
@@ -171,6 +191,26 @@ pub fn store_defects(snap: &Snapshot, facts: &Facts) -> Vec<Defect> {
         }
     }
     for i in &snap.images {
+        if !i.big_data_names.is_empty() && !facts.all_data_dirs.contains(&format!("i/{}", i.id)) {
+            out.push(Defect::DataDirMissing {
+                file: files.images.clone(),
+                kind: "image",
+                id: i.id.clone(),
+                dir: files.graph.join("overlay-images").join(&i.id),
+            });
+        }
+    }
+    for c in &snap.containers {
+        if !c.big_data_names.is_empty() && !facts.all_data_dirs.contains(&format!("c/{}", c.id)) {
+            out.push(Defect::DataDirMissing {
+                file: files.containers.clone(),
+                kind: "container",
+                id: c.id.clone(),
+                dir: files.graph.join("overlay-containers").join(&c.id),
+            });
+        }
+    }
+    for i in &snap.images {
         for m in &i.mapped_layers {
             if let Some(trace) = facts.mapped_traces.get(m) {
                 out.push(Defect::MappedLayerRecordLost {
@@ -196,10 +236,10 @@ fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
         let name = e.name.as_str();
         let reason = if ix.named_layers.contains(name) {
             Some("a record names it")
-        } else if facts.stacked_on.contains(name) {
+        } else if facts.stacked_on.contains_key(name) {
             Some("another layer directory stacks on it")
-        } else if facts.lowers_unknown {
-            Some("what other layer directories stack on could not be read")
+        } else if !facts.unreadable_lowers.is_empty() {
+            Some("the lower files of some layer directories cannot be read (see the other skips)")
         } else if facts.busy_layers.contains(name) {
             Some("something is mounted inside it")
         } else if !old(e.mtime) {
@@ -248,18 +288,6 @@ fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
             actions.push(Action::ImageDir { id: e.name.clone() });
         }
     }
-    for (e, run) in &facts.container_dirs {
-        if ix.named_containers.contains(e.name.as_str()) {
-            keep("container-dir", e.name.as_str(), "a record names it");
-        } else if !old(e.mtime) {
-            keep("container-dir", e.name.as_str(), "younger than --min-age");
-        } else {
-            actions.push(Action::ContainerDir {
-                id: e.name.clone(),
-                run: *run,
-            });
-        }
-    }
     for (dir, e) in &facts.temp_files {
         if old(e.mtime) {
             actions.push(Action::TempFile {
@@ -269,6 +297,9 @@ fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
         } else {
             keep("temp-file", &e.name, "younger than --min-age");
         }
+    }
+    for name in &facts.trash {
+        actions.push(Action::Trash { name: name.clone() });
     }
     for link in &facts.links {
         let alive = link
@@ -308,20 +339,24 @@ struct Index<'a> {
     named_layers: HashSet<&'a str>,
     /// Every image id any record names.
     named_images: HashSet<&'a str>,
-    /// Every container id.
-    named_containers: HashSet<&'a str>,
-    /// Layer -> a child layer.
-    child: HashMap<&'a str, &'a str>,
+    /// Layer -> its child layers.
+    children: HashMap<&'a str, Vec<&'a str>>,
     /// Layer -> the image whose top layer it is.
     top_of: HashMap<&'a str, &'a str>,
     /// Layer -> the container whose read-write layer it is.
     container_of: HashMap<&'a str, &'a str>,
     /// Layer -> images listing it in `mapped-layers`.
     mapped_of: HashMap<&'a str, Vec<String>>,
-    /// Layers mounted right now (by mount point), or with something
-    /// mounted inside their directory.
-    mounted: &'a HashSet<String>,
+    /// Layers mounted right now (by mount point) with a mount record.
+    mounted: HashSet<&'a str>,
+    /// Layers mounted right now without any mount record: unmounted by gc.
+    unrecorded: Vec<&'a str>,
+    /// Layers with something else mounted inside their directory.
     busy: &'a HashSet<String>,
+    /// Layer -> the layer directories whose files say they stack on it.
+    stacked_on: &'a HashMap<String, Vec<String>>,
+    /// Layer directories whose lower files could not be read.
+    unreadable_lowers: &'a [String],
     tops: Vec<&'a Layer>,
 }
 
@@ -358,13 +393,16 @@ impl<'a> Index<'a> {
             ids: by_id.keys().copied().collect(),
             named_layers,
             named_images,
-            named_containers: snap.containers.iter().map(|c| c.id.as_str()).collect(),
-            child: snap
-                .layers
-                .iter()
-                .filter(|l| !l.parent.is_empty())
-                .map(|l| (l.parent.as_str(), l.id.as_str()))
-                .collect(),
+            children: {
+                let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+                for l in snap.layers.iter().filter(|l| !l.parent.is_empty()) {
+                    children
+                        .entry(l.parent.as_str())
+                        .or_default()
+                        .push(l.id.as_str());
+                }
+                children
+            },
             top_of: snap
                 .images
                 .iter()
@@ -376,8 +414,26 @@ impl<'a> Index<'a> {
                 .map(|c| (c.layer.as_str(), c.id.as_str()))
                 .collect(),
             mapped_of,
-            mounted: &facts.mounted,
+            mounted: facts
+                .mounted
+                .iter()
+                .map(String::as_str)
+                .filter(|id| snap.mounts.iter().any(|m| m.id == *id && m.count > 0))
+                .collect(),
+            unrecorded: {
+                let mut u: Vec<&str> = facts
+                    .mounted
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|id| by_id.contains_key(id))
+                    .filter(|id| !snap.mounts.iter().any(|m| m.id == *id && m.count > 0))
+                    .collect();
+                u.sort_unstable();
+                u
+            },
             busy: &facts.busy_layers,
+            stacked_on: &facts.stacked_on,
+            unreadable_lowers: &facts.unreadable_lowers,
             tops: snap
                 .images
                 .iter()
@@ -422,11 +478,30 @@ impl<'a> Index<'a> {
         ))
     }
 
-    /// Why layer `id` must stay because of other records (a child, an
-    /// image), if it must.
-    fn stacked_or_top(&self, id: &str) -> Option<String> {
-        if let Some(child) = self.child.get(id) {
+    /// Why layer `id` must stay because of other layers (a child, by
+    /// record or by the driver's own files, that is not `going` too) or an
+    /// image, if it must.
+    fn stacked_or_top(&self, id: &str, going: &HashSet<&str>) -> Option<String> {
+        let staying = self
+            .children
+            .get(id)
+            .and_then(|c| c.iter().find(|c| !going.contains(*c)));
+        if let Some(child) = staying {
             return Some(format!("layer {child} is stacked on it"));
+        }
+        let on_disk = self.stacked_on.get(id).and_then(|c| {
+            c.iter()
+                .find(|c| !going.contains(c.as_str()) && c.as_str() != id)
+        });
+        if let Some(dir) = on_disk {
+            return Some(format!(
+                "layer directory {dir} stacks on it (its lower files say so)"
+            ));
+        }
+        if let Some(dir) = self.unreadable_lowers.first() {
+            return Some(format!(
+                "the lower files of layer directory {dir} cannot be read, so what stacks on this layer is unknown"
+            ));
         }
         if let Some(image) = self.top_of.get(id) {
             return Some(format!("it is the top layer of image {image}"));
@@ -434,9 +509,10 @@ impl<'a> Index<'a> {
         None
     }
 
-    /// Why layer `id` must stay, if it must.
-    fn layer_in_use(&self, id: &str) -> Option<String> {
-        if let Some(reason) = self.stacked_or_top(id) {
+    /// Why layer `id` must stay, if it must (children in `going` go with
+    /// it).
+    fn layer_in_use(&self, id: &str, going: &HashSet<&str>) -> Option<String> {
+        if let Some(reason) = self.stacked_or_top(id, going) {
             return Some(reason);
         }
         if let Some(c) = self.container_of.get(id) {

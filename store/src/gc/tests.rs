@@ -247,20 +247,12 @@ fn debris_links_mounts_and_dangling_entries() {
         ..MountPoint::default()
     });
     let hex = "ab".repeat(32);
-    let cid = ContainerId::parse(&"cd".repeat(32)).unwrap();
     facts.tar_splits = vec![entry(&hex, 1)];
     facts.layer_data_dirs = vec![entry(&hex, 1)];
     facts.image_dirs = vec![DiskEntry {
         name: ImageId::parse(&hex).unwrap(),
         mtime: t(1),
     }];
-    facts.container_dirs = vec![(
-        DiskEntry {
-            name: cid.clone(),
-            mtime: t(1),
-        },
-        true,
-    )];
     stray(&mut facts, &hex, 1);
     let link = |name: &str, layer: &str| LinkEntry {
         name: name.into(),
@@ -291,7 +283,6 @@ fn debris_links_mounts_and_dangling_entries() {
         ("tar-split", &hex),
         ("layer-data", &hex),
         ("image-dir", &hex),
-        ("container-dir", cid.as_str()),
         ("temp-file", ".tmp-layers.json123"),
         ("dangling-link", "CCCC"),
         ("repair-link", "base"),
@@ -320,7 +311,7 @@ fn dead_layerstore_run_containers_go_with_their_layers_and_mounts() {
     });
     facts.dead_run_containers = ["ours".to_owned()].into();
     let p = plan(&snap, &facts, Duration::ZERO);
-    // The container and its layer go; m1 (its parent) stays this round.
+    // The container and its layer go, and with them m1, its parent.
     assert_eq!(
         p.actions[0],
         Action::RunContainer {
@@ -329,7 +320,7 @@ fn dead_layerstore_run_containers_go_with_their_layers_and_mounts() {
             unmount: false,
         }
     );
-    assert!(!p.removed_layers().contains("m1"));
+    assert!(p.removed_layers().contains("m1"));
     // Mounted by the dead run (recorded or not): unmounted, then removed.
     facts.mounted.insert("run-layer".into());
     let p = plan(&snap, &facts, Duration::ZERO);
@@ -373,13 +364,63 @@ fn a_containers_layer_whose_container_is_gone_is_an_orphan() {
         container: "gone-ctr".into()
     }));
     assert!(!p.removed_layers().contains("kept"));
-    // Mounted without a record (a killed mounter): unmounted, not removed.
+    // Mounted without a record (a killed mounter): unmounted first, then
+    // removed in the same gc.
     facts.mounted.insert("left".into());
     let p = plan(&snap, &facts, Duration::ZERO);
-    assert!(p
+    let unmount = p
         .actions
-        .contains(&Action::UnrecordedMount { id: lid("left") }));
+        .iter()
+        .position(|a| *a == Action::UnrecordedMount { id: lid("left") })
+        .expect("unmounted");
+    let remove = p
+        .actions
+        .iter()
+        .position(|a| a.removed_layer().is_some_and(|l| *l == "left"))
+        .expect("removed");
+    assert!(unmount < remove, "{p:?}");
+    // With a record, the mount is someone's: kept, and so is the layer.
+    snap.mounts.push(MountPoint {
+        id: "left".into(),
+        path: "/g/overlay/left/merged".into(),
+        count: 1,
+        ..MountPoint::default()
+    });
+    let p = plan(&snap, &facts, Duration::ZERO);
     assert!(!p.removed_layers().contains("left"));
+    assert!(!p.actions.iter().any(|a| a.kind() == "unrecorded-mount"));
+}
+
+#[test]
+fn a_template_whose_only_child_goes_goes_in_the_same_gc_after_it() {
+    let (mut snap, mut facts) = store();
+    let top = snap.layers[1].clone();
+    snap.layers.push(copy_of("m5", &top));
+    snap.images[0].mapped_layers.push("m5".into());
+    let mut orphan = layer("orphan", "m5");
+    orphan.flags.insert(
+        crate::ops::FLAG_CONTAINER.into(),
+        serde_json::Value::String("killed-create".into()),
+    );
+    snap.layers.push(orphan);
+    facts.all_layer_dirs.extend(["m5".into(), "orphan".into()]);
+    let p = plan(&snap, &facts, Duration::ZERO);
+    let order: Vec<&str> = p
+        .actions
+        .iter()
+        .filter_map(Action::removed_layer)
+        .map(LayerId::as_str)
+        .collect();
+    let at = |id| {
+        order
+            .iter()
+            .position(|o| *o == id)
+            .unwrap_or_else(|| panic!("{id} stays: {p:?}"))
+    };
+    assert!(at("orphan") < at("m5"), "the child first: {order:?}");
+    assert!(!p.skipped.iter().any(|s| s.id == "m5"), "{p:?}");
+    // m2 stays: podman's container layer c2 is stacked on it.
+    assert!(!order.contains(&"m2"));
 }
 
 #[test]
@@ -443,7 +484,9 @@ fn unrecorded_dirs_a_record_or_a_layer_names_stay() {
         count: 1,
         ..MountPoint::default()
     });
-    facts.stacked_on.insert(lower.clone());
+    facts
+        .stacked_on
+        .insert(lower.clone(), vec!["id-somewhere".into()]);
     let p = plan(&snap, &facts, Duration::ZERO);
     let dirs: Vec<&str> = p
         .actions
@@ -452,7 +495,7 @@ fn unrecorded_dirs_a_record_or_a_layer_names_stay() {
         .map(Action::subject)
         .collect();
     assert_eq!(dirs, [free.as_str()]);
-    facts.lowers_unknown = true;
+    facts.unreadable_lowers = vec!["id-odd".into()];
     let p = plan(&snap, &facts, Duration::ZERO);
     assert_eq!(p.unrecorded_layer_dirs(), 0);
 }

@@ -241,6 +241,11 @@ impl Store {
     /// Remove layers the caller has checked: flag them `incomplete` and
     /// save, remove their driver directories, tar-split files and big data,
     /// then drop the records and save.
+    ///
+    /// When the driver cannot remove a layer (its directory stays whole:
+    /// see [`Driver::remove`]), the layers already removed lose their
+    /// records and the others get back the flags they had, so that nothing
+    /// is left for podman to trip over; the error is returned.
     pub(crate) fn remove_layers(
         &self,
         txn: &mut Txn<'_, Layer>,
@@ -248,21 +253,35 @@ impl Store {
         ids: &[LayerId],
     ) -> Result<(), StoreError> {
         let doomed = |l: &Layer| ids.iter().any(|id| *id == l.id);
+        let mut flagged = Vec::new();
         for layer in txn.records.iter_mut().filter(|l| doomed(l)) {
-            layer
-                .flags
-                .insert(FLAG_INCOMPLETE.to_owned(), Value::Bool(true));
+            if !layer.is_incomplete() {
+                layer
+                    .flags
+                    .insert(FLAG_INCOMPLETE.to_owned(), Value::Bool(true));
+                flagged.push(layer.id.clone());
+            }
         }
         txn.save()?;
+        let mut removed = Vec::new();
         for id in ids {
-            self.remove_layer_data(driver, id)?;
+            if let Err(e) = self.remove_layer_data(driver, id) {
+                txn.records.retain(|l| !removed.contains(&l.id));
+                unflag(&mut txn.records, &flagged);
+                if let Err(save) = txn.save() {
+                    tracing::warn!("restoring the records after a failed removal: {save:#}");
+                }
+                return Err(e);
+            }
+            removed.push(id.to_string());
         }
         txn.records.retain(|l| !doomed(l));
         txn.save()
     }
 
-    /// Remove a layer's directories, tar-split and big data (not its
-    /// record).
+    /// Remove a layer's directories, then (best effort: a leftover is
+    /// debris gc collects) its tar-split and big data; not its record.
+    /// An error means the layer's directory is still whole.
     pub(crate) fn remove_layer_data(
         &self,
         driver: &dyn Driver,
@@ -271,7 +290,10 @@ impl Store {
         driver
             .remove(id)
             .map_err(driver_error("removing", id.as_str()))?;
-        self.remove_layer_files(id)
+        if let Err(e) = self.remove_layer_files(id) {
+            tracing::warn!("layer {id} is removed, but not all of its metadata files: {e:#}");
+        }
+        Ok(())
     }
 
     /// Cleanup after a failed create of layer `id` (its record still
@@ -296,6 +318,13 @@ impl Store {
                  (it stays flagged incomplete; layerstore gc or podman removes it)"
             );
         }
+    }
+}
+
+/// Take back the `incomplete` flag from the layers in `ids`.
+pub(crate) fn unflag(records: &mut [Layer], ids: &[String]) {
+    for l in records.iter_mut().filter(|l| ids.contains(&l.id)) {
+        l.flags.remove(FLAG_INCOMPLETE);
     }
 }
 

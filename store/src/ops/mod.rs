@@ -23,6 +23,7 @@ pub use containers::{
 pub use files::{tar_split_name, TarSplitTemp};
 pub(crate) use files::{CONTAINERS_DIR, IMAGES_DIR, LAYERS_DIR};
 pub use images::{BigData, NewImage};
+pub(crate) use layers::unflag;
 pub use layers::{LayerDiff, NewLayer, FLAG_CONTAINER};
 
 /// A new random id as containers/storage makes them: 32 random bytes in

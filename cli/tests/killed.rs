@@ -1,0 +1,465 @@
+//! `kill -9` of `run`, `create`, `mount` and `rm` at random instants, 20
+//! each, on a real podman 4.3.1 store: after one `layerstore gc` the store
+//! is clean (no leftover mount, container, layer, `incomplete` flag or temp
+//! file; nothing left for a later gc) and podman lists and runs the image.
+//! Kill points are random but reproducible: the seed is printed.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use layerstore_test_support::hostile::{read_records, Scene};
+use layerstore_test_support::{require_privileged, run_ok};
+use serde_json::Value;
+
+const LAYERSTORE: &str = env!("CARGO_BIN_EXE_layerstore");
+const TOOLS: &[&str] = &["podman", "runc", "containers-storage", "pgrep"];
+const KILLS: usize = 20;
+
+/// A small xorshift generator, seeded from the clock (printed).
+struct Rng(u64);
+
+impl Rng {
+    fn seeded(what: &str) -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("{what}: kill-point seed {seed}");
+        Rng(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+fn ok(cmd: &mut Command) -> Output {
+    run_ok(cmd)
+}
+
+/// How long the command takes when not killed (the median of three).
+fn duration_of(
+    scene: &Scene,
+    args: &dyn Fn(&Scene) -> Vec<String>,
+    undo: &dyn Fn(&Scene),
+) -> Duration {
+    let mut times: Vec<Duration> = (0..3)
+        .map(|_| {
+            let args = args(scene);
+            let started = Instant::now();
+            ok(scene.store.layerstore(LAYERSTORE).args(&args));
+            let took = started.elapsed();
+            undo(scene);
+            took
+        })
+        .collect();
+    times.sort();
+    times[1]
+}
+
+/// Start `args` in a process group of its own, SIGKILL its leader after
+/// `delay`, then wait until the runtimes it started are done. Whether the
+/// command had finished by then.
+fn kill_after(scene: &Scene, args: &[&str], delay: Duration) -> bool {
+    let mut child = scene
+        .store
+        .layerstore(LAYERSTORE)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    thread::sleep(delay);
+    let finished = child.try_wait().unwrap().is_some();
+    if !finished {
+        child.kill().unwrap(); // SIGKILL
+    }
+    child.wait().unwrap();
+    // A runtime command the killed run had started finishes on its own.
+    let pgid = child.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let out = Command::new("pgrep")
+            .args(["-g", &pgid, "-x", "runc"])
+            .output()
+            .unwrap();
+        if out.stdout.is_empty() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    finished
+}
+
+fn gc(scene: &Scene, args: &[&str]) -> Value {
+    let out = ok(scene
+        .store
+        .layerstore(LAYERSTORE)
+        .args(["gc", "--json", "--min-age", "0"])
+        .args(args));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn ids(path: &Path, key: &str) -> BTreeSet<String> {
+    read_records(path)
+        .iter()
+        .map(|r| r[key].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Mount points at or below the overlay home, except the home's own bind
+/// mount.
+fn mounts(scene: &Scene) -> BTreeSet<String> {
+    let home = fs::canonicalize(scene.store.graph.join("overlay")).unwrap();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(&home) && Path::new(p) != home)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The store after one gc: trustworthy, nothing left to collect, nothing
+/// half-made, every mount recorded, podman working; `layers` are the
+/// layers there must be beside the containers' own.
+fn assert_clean(scene: &Scene, layers: &BTreeSet<String>, what: &str) {
+    let info = scene
+        .store
+        .layerstore(LAYERSTORE)
+        .arg("info")
+        .output()
+        .unwrap();
+    assert!(
+        info.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    let dry = gc(scene, &["--dry-run"]);
+    assert_eq!(
+        dry["done"],
+        serde_json::json!([]),
+        "{what}: left for a later gc: {dry:#}"
+    );
+    let layer_records = read_records(&scene.layers_json());
+    assert!(
+        !layer_records
+            .iter()
+            .any(|l| l["flags"]["incomplete"] == Value::Bool(true)),
+        "{what}: an incomplete layer stayed"
+    );
+    // The scene's layers, and every layer a container stands on.
+    let parent: std::collections::HashMap<String, String> = layer_records
+        .iter()
+        .map(|l| {
+            let id = l["id"].as_str().unwrap_or_default().to_owned();
+            (id, l["parent"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let mut expected = layers.clone();
+    for mut l in ids(&scene.containers_json(), "layer") {
+        while !l.is_empty() && expected.insert(l.clone()) {
+            l = parent.get(&l).cloned().unwrap_or_default();
+        }
+    }
+    assert_eq!(ids(&scene.layers_json(), "id"), expected, "{what}: layers");
+    for (root, dir) in [
+        (&scene.store.graph, "overlay-layers"),
+        (&scene.store.graph, "overlay-images"),
+        (&scene.store.graph, "overlay-containers"),
+        (&scene.store.run, "overlay-layers"),
+    ] {
+        for e in fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.starts_with(".tmp-"),
+                "{what}: temp file {name} in {dir}"
+            );
+        }
+    }
+    let recorded: BTreeSet<String> =
+        read_records(&scene.store.run.join("overlay-layers/mountpoints.json"))
+            .iter()
+            .filter(|m| m["count"].as_i64().unwrap_or(0) > 0)
+            .map(|m| m["path"].as_str().unwrap_or_default().to_owned())
+            .collect();
+    for m in mounts(scene) {
+        assert!(
+            recorded.contains(&m),
+            "{what}: {m} is mounted but not recorded"
+        );
+    }
+    let state = scene.store.run.join("layerstore-runtime");
+    let containers = ids(&scene.containers_json(), "id");
+    for e in fs::read_dir(&state).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() && name.len() == 64 {
+            assert!(
+                containers.contains(&name),
+                "{what}: runtime state of {name} stayed"
+            );
+        }
+    }
+    let images = ok(scene
+        .store
+        .podman()
+        .args(["images", "--format", "{{.Repository}}"]));
+    assert!(
+        String::from_utf8_lossy(&images.stdout).contains("localhost/base"),
+        "{what}"
+    );
+    ok(scene
+        .store
+        .podman()
+        .args(["run", "--rm", "--pull=never", "localhost/base", "true"]));
+}
+
+/// Kill `args` 20 times at random points of its usual duration; after each
+/// kill one gc, then the checks, then `reset` for the next round.
+fn killed(what: &str, args: &dyn Fn(&Scene) -> Vec<String>, reset: &dyn Fn(&Scene)) {
+    require_privileged(TOOLS);
+    let scene = Scene::build(LAYERSTORE);
+    let layers = ids(&scene.layers_json(), "id");
+    let base_layers: BTreeSet<String> = layers
+        .difference(&ids(&scene.containers_json(), "layer"))
+        .cloned()
+        .collect();
+    let usual = duration_of(&scene, args, reset);
+    eprintln!("{what}: usually {usual:?}");
+    let mut rng = Rng::seeded(what);
+    let span = (usual.as_micros() as u64 * 12 / 10).max(1_000);
+    for round in 0..KILLS {
+        let a = args(&scene);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let delay = Duration::from_micros(rng.below(span));
+        let finished = kill_after(&scene, &a, delay);
+        let label = format!("{what} round {round} (killed after {delay:?}, finished: {finished})");
+        let report = gc(&scene, &[]);
+        eprintln!(
+            "{label}: gc did {}",
+            report["done"].as_array().map_or(0, Vec::len)
+        );
+        assert_clean(&scene, &base_layers, &label);
+        reset(&scene);
+    }
+}
+
+/// Remove every container but podman's two and `ls1`, and unmount `ls1`.
+fn back_to_the_scene(scene: &Scene) {
+    for c in read_records(&scene.containers_json()) {
+        let name = c["names"][0].as_str().unwrap_or_default().to_owned();
+        if !["pod1", "pod2", "ls1"].contains(&name.as_str()) {
+            let id = c["id"].as_str().unwrap().to_owned();
+            let _ = scene
+                .store
+                .layerstore(LAYERSTORE)
+                .args(["umount", "--force", &id])
+                .output();
+            ok(scene.store.layerstore(LAYERSTORE).args(["rm", &id]));
+        }
+    }
+    let _ = scene
+        .store
+        .layerstore(LAYERSTORE)
+        .args(["umount", "--force", "ls1"])
+        .output();
+}
+
+#[test]
+#[ignore = "privileged: real podman store, runc, mounts"]
+fn killed_run_leaves_nothing_after_gc() {
+    killed(
+        "run",
+        &|_| {
+            [
+                "run",
+                "--uidmap",
+                "0:200000:65536",
+                "localhost/base",
+                "true",
+            ]
+            .map(String::from)
+            .to_vec()
+        },
+        &back_to_the_scene,
+    );
+}
+
+#[test]
+#[ignore = "privileged: real podman store, mounts"]
+fn killed_create_leaves_nothing_half_made() {
+    killed(
+        "create",
+        &|_| {
+            ["create", "--uidmap", "0:300000:65536", "localhost/base"]
+                .map(String::from)
+                .to_vec()
+        },
+        &back_to_the_scene,
+    );
+}
+
+#[test]
+#[ignore = "privileged: real podman store, mounts"]
+fn killed_mount_leaves_no_unrecorded_mount() {
+    killed(
+        "mount",
+        &|_| ["mount", "ls1"].map(String::from).to_vec(),
+        &back_to_the_scene,
+    );
+}
+
+#[test]
+#[ignore = "privileged: real podman store, mounts"]
+fn killed_rm_leaves_nothing_half_removed() {
+    killed(
+        "rm",
+        &|s| {
+            let out = ok(s.store.layerstore(LAYERSTORE).args([
+                "create",
+                "--uidmap",
+                "0:400000:65536",
+                "localhost/base",
+            ]));
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            vec!["rm".into(), id]
+        },
+        &back_to_the_scene,
+    );
+}
+
+/// Clears the immutable attribute again when dropped (also on failure).
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Immutable {
+        ok(Command::new("chattr").arg("+i").arg(path));
+        Immutable(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[test]
+#[ignore = "privileged: real podman store, chattr"]
+fn a_gc_that_fails_half_way_is_finished_by_the_next() {
+    require_privileged(&["podman", "runc", "chattr"]);
+    let scene = Scene::build(LAYERSTORE);
+    // pod2 gone, its template is an orphan; its directory cannot be moved.
+    ok(scene.store.podman().args(["rm", "pod2"]));
+    let template = scene.layer_dir(&scene.template);
+    let guard = Immutable::set(&template);
+    let out = scene
+        .store
+        .layerstore(LAYERSTORE)
+        .args(["gc", "--min-age", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&scene.template), "{stderr}");
+    // The records are as before for that layer (not flagged incomplete:
+    // podman would try to delete it, and fail the same way), the store is
+    // trustworthy, and podman works.
+    let records = read_records(&scene.layers_json());
+    let t = records
+        .iter()
+        .find(|l| l["id"] == scene.template.as_str())
+        .expect("kept");
+    assert_ne!(t["flags"]["incomplete"], Value::Bool(true), "{t}");
+    let info = scene
+        .store
+        .layerstore(LAYERSTORE)
+        .arg("info")
+        .output()
+        .unwrap();
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    ok(scene
+        .store
+        .podman()
+        .args(["run", "--rm", "--pull=never", "localhost/base", "true"]));
+    // Once the cause is gone, the next gc finishes the job.
+    drop(guard);
+    let report = gc(&scene, &[]);
+    assert!(
+        report["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == scene.template.as_str()),
+        "{report:#}"
+    );
+    assert!(!template.exists());
+    let dry = gc(&scene, &["--dry-run"]);
+    assert_eq!(dry["done"], serde_json::json!([]), "{dry:#}");
+    ok(scene
+        .store
+        .podman()
+        .args(["run", "--rm", "--pull=never", "localhost/base", "true"]));
+}
+
+#[test]
+#[ignore = "privileged: real podman store, chattr"]
+fn files_that_cannot_be_deleted_wait_in_the_trash() {
+    require_privileged(&["podman", "runc", "chattr"]);
+    let scene = Scene::build(LAYERSTORE);
+    ok(scene.store.podman().args(["rm", "pod2"]));
+    // A file of the copy podman made (diff1/etc/passwd).
+    let rel = Path::new("diff1/etc/passwd");
+    let stuck = scene.layer_dir(&scene.template).join(rel);
+    assert!(stuck.is_file(), "{}", stuck.display());
+    let guard = Immutable::set(&stuck);
+    // The layer goes (its record and its place in the store); the file
+    // that cannot be deleted waits in the trash.
+    let report = gc(&scene, &[]);
+    assert!(
+        report["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == scene.template.as_str()),
+        "{report:#}"
+    );
+    assert!(!scene.layer_dir(&scene.template).exists());
+    let trash = scene.store.graph.join("overlay/.layerstore-trash");
+    let entries: Vec<_> = fs::read_dir(&trash)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    ok(scene
+        .store
+        .podman()
+        .args(["run", "--rm", "--pull=never", "localhost/base", "true"]));
+    let dry = gc(&scene, &["--dry-run"]);
+    assert_eq!(dry["done"][0]["kind"], "trash", "{dry:#}");
+    // Released, the next gc empties the trash.
+    let _ = Command::new("chattr")
+        .arg("-i")
+        .arg(entries[0].join(rel))
+        .status();
+    drop(guard);
+    let report = gc(&scene, &[]);
+    assert_eq!(report["done"][0]["kind"], "trash", "{report:#}");
+    assert_eq!(fs::read_dir(&trash).unwrap().count(), 0);
+    let dry = gc(&scene, &["--dry-run"]);
+    assert_eq!(dry["done"], serde_json::json!([]), "{dry:#}");
+}

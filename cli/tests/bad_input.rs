@@ -23,9 +23,10 @@ fn fails(fx: &Fixture, args: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "exit status; stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    // Listings name each defect on its own `warning:` line, then fail.
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with("error: "), "{stderr}");
+    // Listings name each defect on its own `warning:` line, then fail;
+    // writers refuse with one error listing every defect below it.
+    let errors = stderr.lines().filter(|l| l.starts_with("error: ")).count();
+    assert_eq!(errors, 1, "{stderr}");
     assert!(
         stderr.lines().all(|l| l.starts_with("warning: ")
             || l.starts_with("error: ")
@@ -210,4 +211,24 @@ fn empty_and_missing_store_lists_nothing_and_creates_nothing() {
     );
     assert_eq!(out.stdout, b"[]\n");
     assert!(!dir.path().join("nonexistent").exists());
+}
+
+#[test]
+fn a_parent_cycle_is_named_with_its_chain() {
+    let fx = Fixture::new(LAYERSTORE);
+    let json = format!(
+        "[{},{}]",
+        layer_json(LAYER_A, LAYER_B, &[]),
+        layer_json(LAYER_B, LAYER_A, &[])
+    );
+    fx.write("graph/overlay-layers/layers.json", json.as_bytes());
+    let err = fails(&fx, &["layers"]);
+    assert!(
+        err.contains(&format!("{LAYER_A} -> {LAYER_B} -> {LAYER_A}")),
+        "{err}"
+    );
+    for writer in [&["create", "x"][..], &["gc", "--min-age", "0"], &["rm", "x"], &["rmi", "x"]] {
+        let err = fails(&fx, writer);
+        assert!(err.contains(" -> "), "{writer:?}: {err}");
+    }
 }

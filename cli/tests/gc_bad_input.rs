@@ -322,3 +322,64 @@ fn gc_while_another_gc_runs_exits_3_and_does_nothing() {
     assert!(fx.gc(&[]).status.success());
     assert!(!graph.join("overlay").join(STRAY).exists());
 }
+
+/// A user made for one test and removed again (with its processes) when
+/// dropped, also when the test fails.
+struct TempUser(&'static str);
+
+impl TempUser {
+    fn make(name: &'static str) -> TempUser {
+        let _ = Command::new("userdel").arg(name).status();
+        let ok = Command::new("useradd")
+            .args(["-M", "-s", "/bin/sh", name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "useradd {name}");
+        TempUser(name)
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill").args(["-KILL", "-u", self.0]).status();
+        let _ = Command::new("userdel").arg(self.0).status();
+    }
+}
+
+#[test]
+#[ignore = "privileged: creates a user"]
+fn gc_as_a_user_on_a_store_podman_cannot_open_exits_1_not_125() {
+    layerstore_test_support::require_privileged(&["podman", "useradd", "userdel", "runuser"]);
+    let fx = Fixture::new();
+    let user = TempUser::make("lsnogc");
+    let xdg = tempfile::tempdir().unwrap();
+    std::process::Command::new("chown")
+        .arg(user.0)
+        .arg(xdg.path())
+        .status()
+        .unwrap();
+    // The store is root's (0700): neither the user nor its podman may read it.
+    let graph = fx.graph();
+    let run = fx.dir.path().join("run");
+    let before = file_tree(fx.dir.path());
+    let out = Command::new("runuser")
+        .args(["-u", user.0, "--", "env", "-i"])
+        .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .arg(format!("HOME={}", xdg.path().display()))
+        .arg(format!("XDG_RUNTIME_DIR={}", xdg.path().display()))
+        .arg("CONTAINERS_STORAGE_CONF=/dev/null")
+        .arg(LAYERSTORE)
+        .arg("--root")
+        .arg(&graph)
+        .arg("--runroot")
+        .arg(&run)
+        .args(["gc", "--min-age", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: "), "{stderr}");
+    assert!(stderr.contains("unshare"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(file_tree(fx.dir.path()), before);
+}

@@ -156,7 +156,7 @@ fn assert_clean(scene: &Scene, layers: &BTreeSet<String>, what: &str) {
         !layer_records
             .iter()
             .any(|l| l["flags"]["incomplete"] == Value::Bool(true)),
-        "{what}: an incomplete layer stayed"
+        "{what}: an incomplete layer stayed; {dry:#}"
     );
     // The scene's layers, and every layer a container stands on.
     let parent: std::collections::HashMap<String, String> = layer_records

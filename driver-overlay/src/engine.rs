@@ -201,7 +201,7 @@ impl Engine {
             }
             Err(e) => match self
                 .store
-                .delete_container(&self.driver, &container.id, false)
+                .delete_container(&self.driver, &container.id, true)
             {
                 Ok(_) => Err(e.into()),
                 Err(source) => Err(EngineError::Cleanup {
@@ -214,8 +214,9 @@ impl Engine {
     }
 
     /// Unmount `rootfs` (dropping every user of the mount) and, with
-    /// `remove`, delete the container and its read-write layer. A rootfs
-    /// that is no longer mounted is fine.
+    /// `remove`, delete the container and its read-write layer (the one
+    /// [`Engine::prepare`] made, whatever its metadata says). A rootfs that
+    /// is no longer mounted is fine.
     ///
     /// # Locking
     /// As [`Store::unmount_layer`], then as [`Store::delete_container`].
@@ -229,7 +230,7 @@ impl Engine {
         }
         if remove {
             self.store
-                .delete_container(&self.driver, &rootfs.container.id, false)?;
+                .delete_container(&self.driver, &rootfs.container.id, true)?;
         }
         Ok(())
     }

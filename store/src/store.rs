@@ -580,6 +580,11 @@ impl Store {
         self.roots.open(Root::Run)
     }
 
+    /// The runroot, opened, created (0700) when missing.
+    pub fn run_dir_created(&self) -> Result<Dir, StoreError> {
+        self.roots.open_or_create(Root::Run)
+    }
+
     /// The files defects are reported against.
     pub fn files(&self) -> Files<'_> {
         Files {

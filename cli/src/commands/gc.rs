@@ -144,7 +144,7 @@ fn rerun_in_user_namespace(global: &GlobalArgs) -> anyhow::Result<Option<ExitCod
     if matches!(status.code(), Some(125..=127) | None) {
         anyhow::bail!(
             "{} unshare could not enter the user's podman user namespace ({status}); \
-             its message is above (a missing /etc/subuid entry for this user is the usual cause)",
+             its message is above",
             podman.display()
         );
     }

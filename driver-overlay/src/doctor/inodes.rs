@@ -94,19 +94,28 @@ pub fn count_entries(dir: &Path, seen: &mut HashSet<(u64, u64)>) -> io::Result<u
     Ok(count)
 }
 
-/// The inodes of a layer's own content: `diff` and `diff1..N`.
+/// The inodes of a layer's own content: `diff` and `diff1..N`, counted
+/// through the driver's home without following symlinks or leaving it. An
+/// id that is not valid holds nothing that is counted.
 pub fn layer_entries(driver: &OverlayDriver, id: &str) -> io::Result<u64> {
-    let dir = driver.home().join(id);
-    let mut seen = HashSet::new();
-    let mut total = count_entries(&dir.join("diff"), &mut seen)?;
+    let Ok(id) = layerstore::LayerId::parse(id) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid layer id {id:?}")));
+    };
+    let home = match driver.home_dir() {
+        Ok(Some(home)) => home,
+        Ok(None) => return Ok(0),
+        Err(e) => return Err(io::Error::other(e.to_string())),
+    };
+    let mut rels = vec![Path::new(id.as_str()).join("diff")];
     for n in 1.. {
-        let d = dir.join(format!("diff{n}"));
-        if !d.exists() {
+        let rel = Path::new(id.as_str()).join(format!("diff{n}"));
+        if !home.stat(&rel)?.is_some_and(|m| m.is_dir()) {
             break;
         }
-        total += count_entries(&d, &mut seen)?;
+        rels.push(rel);
     }
-    Ok(total)
+    let rels: Vec<&Path> = rels.iter().map(|p| p.as_path()).collect();
+    Ok(layerstore::gc::usage_in(&home, &rels).inodes)
 }
 
 /// Every inode check.

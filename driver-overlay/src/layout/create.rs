@@ -160,8 +160,14 @@ impl OverlayDriver {
                 tracing::warn!(layer = %id, error = %e, "the layer's l/ link stays (gc removes it)");
             }
         }
-        if let Err(e) = home.remove_tree(&trash) {
-            tracing::warn!(layer = %id, path = ?home.display(&trash), error = %e, "the removed layer's files stay in the trash (layerstore gc empties it)");
+        match home.remove_tree(&trash) {
+            // An empty trash leaves nothing behind.
+            Ok(_) => {
+                let _ = rustix::fs::unlinkat(home.fd(), TRASH_DIR, AtFlags::REMOVEDIR);
+            }
+            Err(e) => {
+                tracing::warn!(layer = %id, path = ?home.display(&trash), error = %e, "the removed layer's files stay in the trash (layerstore gc empties it)")
+            }
         }
         tracing::debug!(layer = %id, "removed layer directory");
         Ok(())
@@ -203,8 +209,9 @@ impl OverlayDriver {
         };
         let rel = Path::new(TRASH_DIR).join(name);
         home.remove_tree(&rel)
-            .map(|_| ())
-            .map_err(|e| LayoutError::home_io("remove", home.display(&rel), e))
+            .map_err(|e| LayoutError::home_io("remove", home.display(&rel), e))?;
+        let _ = rustix::fs::unlinkat(home.fd(), TRASH_DIR, AtFlags::REMOVEDIR);
+        Ok(())
     }
 
     /// Give `<id>/diff` (the top of the layer's content) to `owner`.

@@ -28,11 +28,13 @@ impl OverlayDriver {
         let layer = self.open_layer(id)?;
         let path = layer.display(LOWER_LAYERS_FILE);
         match read_optional(id, &layer, LOWER_LAYERS_FILE)? {
-            Some(content) => content
+            // An empty file (a create killed before it wrote the ids) says
+            // nothing: `lower` decides, as when the file is missing.
+            Some(content) if !content.is_empty() => content
                 .split(':')
                 .map(|entry| LayerId::parse(entry).map_err(|_| bad_entry(id, &path, entry)))
                 .collect(),
-            None => self.ids_from_lower_file(id, &layer),
+            _ => self.ids_from_lower_file(id, &layer),
         }
     }
 

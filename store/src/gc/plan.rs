@@ -238,8 +238,8 @@ fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
             Some("a record names it")
         } else if facts.stacked_on.contains_key(name) {
             Some("another layer directory stacks on it")
-        } else if !facts.unreadable_lowers.is_empty() {
-            Some("the lower files of some layer directories cannot be read (see the other skips)")
+        } else if facts.unreadable_lowers.iter().any(|u| u.as_str() != name) {
+            Some("the lower files of some layer directories cannot be read")
         } else if facts.busy_layers.contains(name) {
             Some("something is mounted inside it")
         } else if !old(e.mtime) {
@@ -498,7 +498,13 @@ impl<'a> Index<'a> {
                 "layer directory {dir} stacks on it (its lower files say so)"
             ));
         }
-        if let Some(dir) = self.unreadable_lowers.first() {
+        // A directory whose lower files cannot be read may stack on
+        // anything, unless it goes too.
+        let unknown = self
+            .unreadable_lowers
+            .iter()
+            .find(|u| u.as_str() != id && !going.contains(u.as_str()));
+        if let Some(dir) = unknown {
             return Some(format!(
                 "the lower files of layer directory {dir} cannot be read, so what stacks on this layer is unknown"
             ));

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -175,19 +175,19 @@ impl Launch<'_> {
         code
     }
 
-    /// `<bundle>/config.json`, and the runtime's state directory.
+    /// `<bundle>/config.json`, and the runtime's state directory, made
+    /// beneath the runroot without following any symlink.
     fn write_bundle(&self, spec: &oci_spec::runtime::Spec) -> anyhow::Result<PathBuf> {
         let bundle = self.bundle();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&bundle)
+        let run = self.engine.store().run_dir_created()?;
+        let rel = Path::new("overlay-containers").join(self.id()).join("userdata");
+        let dir = run
+            .create_dir_all(&rel, 0o700)
             .with_context(|| format!("creating the bundle directory {}", bundle.display()))?;
-        let config_path = bundle.join("config.json");
         let data = serde_json::to_vec_pretty(spec)?;
-        layerstore::atomic::write_atomic(&config_path, &data, false)
-            .with_context(|| format!("writing {}", config_path.display()))?;
-        fs::create_dir_all(&self.state_root)
+        dir.write_atomic("config.json", &data, false)
+            .with_context(|| format!("writing {}", bundle.join("config.json").display()))?;
+        run.create_dir_all(STATE_DIR, 0o700)
             .with_context(|| format!("creating {}", self.state_root.display()))?;
         Ok(bundle)
     }

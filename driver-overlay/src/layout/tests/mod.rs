@@ -582,3 +582,19 @@ fn mountinfo_mount_points_are_decoded() {
 fn lid(id: &str) -> layerstore::LayerId {
     layerstore::LayerId::parse(id).unwrap()
 }
+
+#[test]
+fn an_empty_lower_layers_file_falls_back_to_lower() {
+    // What a create killed between creating the file and writing it leaves.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver(tmp.path());
+    chain(&d);
+    fs::write(d.home().join("grand/lower-layers"), "").unwrap();
+    let ids: Vec<String> = d
+        .lower_layer_ids(&lid("grand"))
+        .unwrap()
+        .into_iter()
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(ids, ["child", "base"]);
+}

@@ -227,7 +227,12 @@ fn a_parent_cycle_is_named_with_its_chain() {
         err.contains(&format!("{LAYER_A} -> {LAYER_B} -> {LAYER_A}")),
         "{err}"
     );
-    for writer in [&["create", "x"][..], &["gc", "--min-age", "0"], &["rm", "x"], &["rmi", "x"]] {
+    for writer in [
+        &["create", "x"][..],
+        &["gc", "--min-age", "0"],
+        &["rm", "x"],
+        &["rmi", "x"],
+    ] {
         let err = fails(&fx, writer);
         assert!(err.contains(" -> "), "{writer:?}: {err}");
     }

@@ -157,26 +157,47 @@ fn podmans_containers_are_podmans() {
     require_privileged(&["podman", "runc"]);
     let scene = Scene::build(LAYERSTORE);
     let before = file_tree(&scene.store.graph);
-    let out = scene.store.layerstore(LAYERSTORE).args(["rm", "pod1"]).output().unwrap();
+    let out = scene
+        .store
+        .layerstore(LAYERSTORE)
+        .args(["rm", "pod1"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("not created by layerstore"), "{stderr}");
     assert!(stderr.contains("podman rm"), "{stderr}");
-    assert!(file_tree(&scene.store.graph) == before, "a refused rm changed the store");
+    assert!(
+        file_tree(&scene.store.graph) == before,
+        "a refused rm changed the store"
+    );
     layerstore_test_support::run_ok(scene.store.podman().args(["start", "--attach", "pod1"]));
     // An image containers use is refused too, naming one of them.
-    let out = scene.store.layerstore(LAYERSTORE).args(["rmi", "localhost/base"]).output().unwrap();
+    let out = scene
+        .store
+        .layerstore(LAYERSTORE)
+        .args(["rmi", "localhost/base"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("uses it"), "{stderr}");
     // layerstore's own goes; --force takes podman's storage too.
     layerstore_test_support::run_ok(scene.store.layerstore(LAYERSTORE).args(["rm", "ls1"]));
-    layerstore_test_support::run_ok(scene.store.layerstore(LAYERSTORE).args(["rm", "--force", "pod1"]));
+    layerstore_test_support::run_ok(
+        scene
+            .store
+            .layerstore(LAYERSTORE)
+            .args(["rm", "--force", "pod1"]),
+    );
     assert!(!scene.layer_dir(&scene.podmans.1).exists());
     let ids: Vec<String> = layerstore_test_support::hostile::read_records(&scene.containers_json())
         .iter()
         .map(|c| c["id"].as_str().unwrap().to_owned())
         .collect();
-    assert!(!ids.contains(&scene.podmans.0) && !ids.contains(&scene.ours.0), "{ids:?}");
+    assert!(
+        !ids.contains(&scene.podmans.0) && !ids.contains(&scene.ours.0),
+        "{ids:?}"
+    );
     layerstore_test_support::run_ok(scene.store.podman().args(["rm", "--force", "pod1"]));
 }

@@ -318,6 +318,19 @@ impl Dir {
         }
     }
 
+    /// [`Dir::parent_of`], `None` when the parent does not exist (then
+    /// neither does `rel`).
+    fn existing_parent_of<'a>(
+        &self,
+        rel: &'a Path,
+    ) -> io::Result<Option<(Option<Dir>, &'a OsStr)>> {
+        match self.parent_of(rel) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Create directory `rel` (mode `mode`, umask applies) if it is
     /// missing; its parent must exist. Returns whether it was created.
     pub fn create_dir(&self, rel: impl AsRef<Path>, mode: u32) -> io::Result<bool> {
@@ -397,10 +410,8 @@ impl Dir {
     /// What `rel` is, not following it; `None` when it does not exist.
     pub fn stat(&self, rel: impl AsRef<Path>) -> io::Result<Option<Meta>> {
         let rel = rel.as_ref();
-        let (parent, name) = match self.parent_of(rel) {
-            Ok(p) => p,
-            Err(e) if not_found(&e) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some((parent, name)) = self.existing_parent_of(rel)? else {
+            return Ok(None);
         };
         let base = parent.as_ref().map_or(self.fd(), Dir::fd);
         stat_at(base, name)
@@ -432,10 +443,8 @@ impl Dir {
     /// The target of symlink `rel`; `None` when it does not exist.
     pub fn read_link(&self, rel: impl AsRef<Path>) -> io::Result<Option<PathBuf>> {
         let rel = rel.as_ref();
-        let (parent, name) = match self.parent_of(rel) {
-            Ok(p) => p,
-            Err(e) if not_found(&e) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some((parent, name)) = self.existing_parent_of(rel)? else {
+            return Ok(None);
         };
         let base = parent.as_ref().map_or(self.fd(), Dir::fd);
         match rustix::fs::readlinkat(base, name, Vec::new()) {
@@ -485,10 +494,8 @@ impl Dir {
     /// symlink points to). Returns whether it existed.
     pub fn remove_file(&self, rel: impl AsRef<Path>) -> io::Result<bool> {
         let rel = rel.as_ref();
-        let (parent, name) = match self.parent_of(rel) {
-            Ok(p) => p,
-            Err(e) if not_found(&e) => return Ok(false),
-            Err(e) => return Err(e),
+        let Some((parent, name)) = self.existing_parent_of(rel)? else {
+            return Ok(false);
         };
         let base = parent.as_ref().map_or(self.fd(), Dir::fd);
         match rustix::fs::unlinkat(base, name, AtFlags::empty()) {
@@ -511,10 +518,8 @@ impl Dir {
     /// whether `rel` existed.
     pub fn remove_tree(&self, rel: impl AsRef<Path>) -> io::Result<bool> {
         let rel = rel.as_ref();
-        let (parent, name) = match self.parent_of(rel) {
-            Ok(p) => p,
-            Err(e) if not_found(&e) => return Ok(false),
-            Err(e) => return Err(e),
+        let Some((parent, name)) = self.existing_parent_of(rel)? else {
+            return Ok(false);
         };
         let base = parent.as_ref().map_or(self.fd(), Dir::fd);
         let Some(meta) = stat_at(base, name)? else {

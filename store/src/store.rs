@@ -412,6 +412,33 @@ impl<R: Record + Clone> Table<R> {
     }
 }
 
+/// A table's records as a writer holds them (exclusively, [`Txn`], or read
+/// under the shared lock, [`Loaded`]), with their defects.
+pub(crate) trait Held<R> {
+    /// The sound records.
+    fn records(&self) -> &[R];
+    /// What was wrong with the files.
+    fn defects(&self) -> &[Defect];
+}
+
+impl<R> Held<R> for Loaded<R> {
+    fn records(&self) -> &[R] {
+        &self.records
+    }
+    fn defects(&self) -> &[Defect] {
+        &self.defects
+    }
+}
+
+impl<R: Record + Clone> Held<R> for Txn<'_, R> {
+    fn records(&self) -> &[R] {
+        &self.records
+    }
+    fn defects(&self) -> &[Defect] {
+        &self.defects
+    }
+}
+
 /// One table's records under its exclusive lock, held until the
 /// transaction is dropped; [`Txn::save`] may be called several times (the
 /// `incomplete` protocol saves a record, works, then saves again).
@@ -595,19 +622,26 @@ impl Store {
     }
 
     /// Refuse to change the store unless the tables a writer holds (read
-    /// under their locks) are sound and agree with each other.
-    pub(crate) fn check_writable(
+    /// under their locks, exclusive or shared) are sound and agree with
+    /// each other; `mounts`, when the writer read them, are checked too.
+    pub(crate) fn check_held(
         &self,
-        table_defects: &[&[Defect]],
-        layers: &[Layer],
-        images: &[Image],
-        containers: &[Container],
+        layers: &dyn Held<Layer>,
+        mounts: Option<&dyn Held<MountPoint>>,
+        images: &dyn Held<Image>,
+        containers: &dyn Held<Container>,
     ) -> Result<(), StoreError> {
-        let mut defects: Vec<Defect> = table_defects
-            .iter()
-            .flat_map(|d| d.iter().cloned())
-            .collect();
-        defects.extend(cross_check(self.files(), layers, images, containers));
+        let mut defects: Vec<Defect> = Vec::new();
+        defects.extend_from_slice(layers.defects());
+        defects.extend_from_slice(mounts.map_or(&[][..], |m| m.defects()));
+        defects.extend_from_slice(images.defects());
+        defects.extend_from_slice(containers.defects());
+        defects.extend(cross_check(
+            self.files(),
+            layers.records(),
+            images.records(),
+            containers.records(),
+        ));
         if defects.is_empty() {
             Ok(())
         } else {

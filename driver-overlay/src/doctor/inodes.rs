@@ -99,7 +99,10 @@ pub fn count_entries(dir: &Path, seen: &mut HashSet<(u64, u64)>) -> io::Result<u
 /// id that is not valid holds nothing that is counted.
 pub fn layer_entries(driver: &OverlayDriver, id: &str) -> io::Result<u64> {
     let Ok(id) = layerstore::LayerId::parse(id) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid layer id {id:?}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid layer id {id:?}"),
+        ));
     };
     let home = match driver.home_dir() {
         Ok(Some(home)) => home,

@@ -117,17 +117,7 @@ impl Store {
         let mounts = self.mounts.read_shared()?;
         let mut images = self.images.begin(|_, _| Ok(()))?;
         let mut containers = self.containers.begin(|_, _| Ok(()))?;
-        self.check_writable(
-            &[
-                &layers.defects,
-                &mounts.defects,
-                &images.defects,
-                &containers.defects,
-            ],
-            &layers.records,
-            &images.records,
-            &containers.records,
-        )?;
+        self.check_held(&layers, Some(&mounts), &images, &containers)?;
         let id = new_container_id(&containers.records, &new)?;
         let shifting = mapped && driver.supports_shifting(&new.uidmap, &new.gidmap);
         // v1.43 sorts the caller's maps in place when its driver can shift.
@@ -241,17 +231,7 @@ impl Store {
         let mounts = self.mounts.read_shared()?;
         let images = self.images.read_shared()?;
         let mut containers = self.containers.begin(|_, _| Ok(()))?;
-        self.check_writable(
-            &[
-                &layers.defects,
-                &mounts.defects,
-                &images.defects,
-                &containers.defects,
-            ],
-            &layers.records,
-            &images.records,
-            &containers.records,
-        )?;
+        self.check_held(&layers, Some(&mounts), &images, &containers)?;
         let container = lookup(&containers.records, query)?.clone();
         let id = ContainerId::parse(&container.id)?;
         let layer_id = LayerId::parse(&container.layer)?;

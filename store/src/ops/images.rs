@@ -56,12 +56,7 @@ impl Store {
         let layers = self.layers.read_shared()?;
         let mut images = self.images.begin(|_, _| Ok(()))?;
         let containers = self.containers.read_shared()?;
-        self.check_writable(
-            &[&layers.defects, &images.defects, &containers.defects],
-            &layers.records,
-            &images.records,
-            &containers.records,
-        )?;
+        self.check_held(&layers, None, &images, &containers)?;
         let top_layer = match new.top_layer.as_str() {
             "" => String::new(),
             q => lookup::<Layer>(&layers.records, q)?.id.clone(),
@@ -162,17 +157,7 @@ impl Store {
         let mounts = self.mounts.read_shared()?;
         let mut images = self.images.begin(|_, _| Ok(()))?;
         let containers = self.containers.read_shared()?;
-        self.check_writable(
-            &[
-                &layers.defects,
-                &mounts.defects,
-                &images.defects,
-                &containers.defects,
-            ],
-            &layers.records,
-            &images.records,
-            &containers.records,
-        )?;
+        self.check_held(&layers, Some(&mounts), &images, &containers)?;
         let containers = containers.records;
         let image = lookup(&images.records, query)?.clone();
         let image_id = ImageId::parse(&image.id)?;

@@ -89,12 +89,7 @@ impl Store {
         let mut txn = self.layers.begin(check_parents)?;
         let images = self.images.read_shared()?;
         let containers = self.containers.read_shared()?;
-        self.check_writable(
-            &[&txn.defects, &images.defects, &containers.defects],
-            &txn.records,
-            &images.records,
-            &containers.records,
-        )?;
+        self.check_held(&txn, None, &images, &containers)?;
         self.create_layer_in(&mut txn, driver, new, populate)
     }
 
@@ -189,17 +184,7 @@ impl Store {
         let mounts = self.mounts.read_shared()?;
         let mut images = self.images.begin(|_, _| Ok(()))?;
         let containers = self.containers.read_shared()?;
-        self.check_writable(
-            &[
-                &layers.defects,
-                &mounts.defects,
-                &images.defects,
-                &containers.defects,
-            ],
-            &layers.records,
-            &images.records,
-            &containers.records,
-        )?;
+        self.check_held(&layers, Some(&mounts), &images, &containers)?;
         let id = LayerId::parse(&lookup(&layers.records, query)?.id)?;
         let in_use = |reason: String| StoreError::InUse {
             kind: "layer",

@@ -67,17 +67,7 @@ impl Store {
         let mounts = self.mounts.begin(|_, _| Ok(()))?;
         let images = self.images.read_shared()?;
         let containers = self.containers.read_shared()?;
-        self.check_writable(
-            &[
-                &layers.defects,
-                &mounts.defects,
-                &images.defects,
-                &containers.defects,
-            ],
-            &layers.records,
-            &images.records,
-            &containers.records,
-        )?;
+        self.check_held(&layers, Some(&mounts), &images, &containers)?;
         Ok((layers, mounts))
     }
 

@@ -180,7 +180,9 @@ impl Launch<'_> {
     fn write_bundle(&self, spec: &oci_spec::runtime::Spec) -> anyhow::Result<PathBuf> {
         let bundle = self.bundle();
         let run = self.engine.store().run_dir_created()?;
-        let rel = Path::new("overlay-containers").join(self.id()).join("userdata");
+        let rel = Path::new("overlay-containers")
+            .join(self.id())
+            .join("userdata");
         let dir = run
             .create_dir_all(&rel, 0o700)
             .with_context(|| format!("creating the bundle directory {}", bundle.display()))?;

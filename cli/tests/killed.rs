@@ -130,21 +130,21 @@ fn mounts(scene: &Scene) -> BTreeSet<String> {
         .collect()
 }
 
-/// The store after one gc: trustworthy, nothing left to collect, nothing
-/// half-made, every mount recorded, podman working; `layers` are the
-/// layers there must be beside the containers' own.
-fn assert_clean(scene: &Scene, layers: &BTreeSet<String>, what: &str) {
-    let info = scene
-        .store
-        .layerstore(LAYERSTORE)
-        .arg("info")
-        .output()
-        .unwrap();
+/// `layerstore info` finds no defect.
+fn assert_trusted(scene: &Scene, what: &str) {
+    let info = scene.store.layerstore(LAYERSTORE).arg("info").output().unwrap();
     assert!(
         info.status.success(),
         "{what}: {}",
         String::from_utf8_lossy(&info.stderr)
     );
+}
+
+/// The store after one gc: trustworthy, nothing left to collect, nothing
+/// half-made, every mount recorded, podman working; `layers` are the
+/// layers there must be beside the containers' own.
+fn assert_clean(scene: &Scene, layers: &BTreeSet<String>, what: &str) {
+    assert_trusted(scene, what);
     let dry = gc(scene, &["--dry-run"]);
     assert_eq!(
         dry["done"],
@@ -381,17 +381,7 @@ fn a_gc_that_fails_half_way_is_finished_by_the_next() {
         .find(|l| l["id"] == scene.template.as_str())
         .expect("kept");
     assert_ne!(t["flags"]["incomplete"], Value::Bool(true), "{t}");
-    let info = scene
-        .store
-        .layerstore(LAYERSTORE)
-        .arg("info")
-        .output()
-        .unwrap();
-    assert!(
-        info.status.success(),
-        "{}",
-        String::from_utf8_lossy(&info.stderr)
-    );
+    assert_trusted(&scene, "after the failed gc");
     ok(scene
         .store
         .podman()

@@ -39,7 +39,7 @@ impl OverlayDriver {
     }
 
     /// The lower directories of a mount of `id`, uppermost first (for
-    /// messages and tests; mounts use [`Self::open_lower_dirs`]).
+    /// messages and tests; mounts open each of them beneath the home).
     pub fn lower_dirs(&self, id: &LayerId) -> Result<Vec<PathBuf>, LayoutError> {
         Ok(self
             .open_lower_dirs(id)?

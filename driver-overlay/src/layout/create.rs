@@ -143,7 +143,10 @@ impl OverlayDriver {
             });
         }
         let link = match self.read_link_file(&home, id) {
-            Ok(link) => link,
+            Ok(Some(link)) => Some(link),
+            // No `link` file (a create killed before writing it): an l/
+            // link may point here all the same.
+            Ok(None) => self.find_link_pointing_to(&home, id).unwrap_or(None),
             Err(e) => {
                 tracing::debug!(layer = %id, error = %e, "not removing the layer's l/ link");
                 None

@@ -291,7 +291,7 @@ impl OverlayDriver {
     }
 
     /// An `l/` symlink pointing to `../<id>/diff`, if any.
-    fn find_link_pointing_to(
+    pub(crate) fn find_link_pointing_to(
         &self,
         home: &Dir,
         id: &LayerId,

@@ -147,8 +147,8 @@ impl Driver for OverlayDriver {
         Ok(OverlayDriver::mounts_inside_layers(self)?)
     }
 
-    fn lower_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, DriverError> {
-        Ok(OverlayDriver::lower_layer_ids(self, id)?)
+    fn stacked_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, DriverError> {
+        Ok(OverlayDriver::stacked_layer_ids(self, id)?)
     }
 
     fn has_link_file(&self, id: &LayerId) -> bool {

@@ -262,3 +262,66 @@ fn no_mutation_of_the_records_makes_gc_plan_more_than_its_debris() {
     eprintln!("{refused} mutations refused, {planned} planned within the debris");
     assert!(refused > 100, "the mutations should mostly break the store");
 }
+
+/// A layer whose `lower` file stacks it on the unrecorded directory while
+/// its `lower-layers` does not (podman 4.3.1 mounts by `lower`, later
+/// versions by `lower-layers`): gc keeps the directory.
+#[test]
+fn a_directory_only_the_lower_file_stacks_on_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    lay_out(root);
+    let g = root.join("graph");
+    let layers = records(&g.join("overlay-layers/layers.json"));
+    let stray = "5eed".repeat(16);
+    let child = layers
+        .iter()
+        .find(|l| l["parent"].is_string())
+        .expect("the fixture has a layer with a parent");
+    let child_id = child["id"].as_str().unwrap();
+    let stray_link = fs::read_to_string(g.join("overlay").join(&stray).join("link")).unwrap();
+    fs::write(
+        g.join("overlay").join(child_id).join("lower"),
+        format!("l/{stray_link}"),
+    )
+    .unwrap();
+    let options = StoreOptions {
+        graph_root: g.clone(),
+        run_root: root.join("run"),
+        driver: "overlay".into(),
+        ..StoreOptions::default()
+    };
+    let driver = OverlayDriver::new(&options).unwrap();
+    let store = Store::open(options).unwrap();
+    let plan = store
+        .gc_plan(
+            &driver,
+            &GcOptions {
+                dry_run: true,
+                ..GcOptions::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| a.subject() == stray),
+        "{:?}",
+        plan.actions
+    );
+    assert!(
+        plan.skipped
+            .iter()
+            .filter(|s| s.id == stray && s.reason.contains(child_id))
+            .count()
+            == 2, // its directory and its tar-split
+        "{:?}",
+        plan.skipped
+    );
+    // The mount refuses the layer whose two files disagree.
+    let err = driver
+        .lower_layer_ids(&layerstore::LayerId::parse(child_id).unwrap())
+        .unwrap_err();
+    assert!(err.to_string().contains("disagree"), "{err}");
+}

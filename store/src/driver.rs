@@ -171,10 +171,11 @@ pub trait Driver {
     fn mounts_inside_layers(&self) -> Result<MountsInside, DriverError> {
         Ok(MountsInside::default())
     }
-    /// The layers a layer directory stacks on according to the driver's
-    /// own files (overlay: `lower-layers`, else `lower`), nearest first;
+    /// Every layer a layer directory stacks on according to any of the
+    /// driver's own files (overlay: `lower-layers` and `lower`, which
+    /// different versions of containers/storage mount by), nearest first;
     /// gc never removes a directory another layer stacks on.
-    fn lower_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, DriverError> {
+    fn stacked_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, DriverError> {
         let _ = id;
         Ok(Vec::new())
     }

@@ -113,6 +113,22 @@ pub enum LayoutError {
         /// The missing symlink.
         path: PathBuf,
     },
+    /// A layer's `lower-layers` and `lower` files name different layers.
+    #[error(
+        "layer {id}: {}/lower-layers names {lower_layers} but its lower file names {lower}; \
+         refusing a layer whose two lower files disagree",
+        path.display()
+    )]
+    LowerFilesDisagree {
+        /// The layer.
+        id: String,
+        /// The ids `lower-layers` names, `:`-separated.
+        lower_layers: String,
+        /// The ids `lower` resolves to, `:`-separated.
+        lower: String,
+        /// The layer's directory.
+        path: PathBuf,
+    },
     /// A lower layer's `diff` directory is missing.
     #[error("layer {id}: lower layer {lower} has no {}", path.display())]
     LowerNotFound {

@@ -24,17 +24,65 @@ impl OverlayDriver {
     /// `../<lower id>/diff`; a lost symlink is looked up through the layers'
     /// `link` files), else none. Every entry must be a valid id or link
     /// name ([`LayoutError::BadLowerEntry`]).
+    ///
+    /// When both files are there and `lower` resolves, they must name the
+    /// same layers ([`LayoutError::LowerFilesDisagree`]): containers/storage
+    /// v1.43 mounts what `lower` says and later versions what
+    /// `lower-layers` says, so a layer whose files disagree is mounted
+    /// differently by the two, and by neither here. A `lower` whose links
+    /// are lost does not count against a readable `lower-layers` (later
+    /// versions would mount it).
     pub fn lower_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, LayoutError> {
         let layer = self.open_layer(id)?;
+        let Some(ids) = self.ids_from_lower_layers_file(id, &layer)? else {
+            return self.ids_from_lower_file(id, &layer);
+        };
+        match self.ids_from_lower_file(id, &layer) {
+            Ok(from_lower) if !from_lower.is_empty() && from_lower != ids => {
+                Err(LayoutError::LowerFilesDisagree {
+                    id: id.to_string(),
+                    lower_layers: join_ids(&ids),
+                    lower: join_ids(&from_lower),
+                    path: layer.path().to_owned(),
+                })
+            }
+            Ok(_) | Err(LayoutError::LowerLinkMissing { .. }) => Ok(ids),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every layer `id` stacks on by either of its files (`lower-layers`
+    /// and `lower`), nearest first, each once: what a version of
+    /// containers/storage may mount under it, so what gc must keep while
+    /// `id` stays. Either file failing to read or resolve is an error.
+    pub fn stacked_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, LayoutError> {
+        let layer = self.open_layer(id)?;
+        let mut ids = self
+            .ids_from_lower_layers_file(id, &layer)?
+            .unwrap_or_default();
+        for lower in self.ids_from_lower_file(id, &layer)? {
+            if !ids.contains(&lower) {
+                ids.push(lower);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The ids of a `lower-layers` file; `None` when it is missing or
+    /// empty (a create killed before it wrote the ids: `lower` decides).
+    fn ids_from_lower_layers_file(
+        &self,
+        id: &LayerId,
+        layer: &Dir,
+    ) -> Result<Option<Vec<LayerId>>, LayoutError> {
         let path = layer.display(LOWER_LAYERS_FILE);
-        match read_optional(id, &layer, LOWER_LAYERS_FILE)? {
-            // An empty file (a create killed before it wrote the ids) says
-            // nothing: `lower` decides, as when the file is missing.
+        match read_optional(id, layer, LOWER_LAYERS_FILE)? {
             Some(content) if !content.is_empty() => content
                 .split(':')
                 .map(|entry| LayerId::parse(entry).map_err(|_| bad_entry(id, &path, entry)))
-                .collect(),
-            _ => self.ids_from_lower_file(id, &layer),
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -153,6 +201,10 @@ fn read_optional(id: &LayerId, layer: &Dir, name: &str) -> Result<Option<String>
         Ok(None) => Ok(None),
         Err(e) => Err(LayoutError::io(id.as_str(), "read", path, e)),
     }
+}
+
+fn join_ids(ids: &[LayerId]) -> String {
+    ids.iter().map(LayerId::as_str).collect::<Vec<_>>().join(":")
 }
 
 fn bad_entry(id: &LayerId, path: &Path, entry: &str) -> LayoutError {

@@ -294,7 +294,7 @@ impl Facts {
                 let Ok(id) = LayerId::parse(name) else {
                     continue;
                 };
-                match driver.lower_layer_ids(&id) {
+                match driver.stacked_layer_ids(&id) {
                     Ok(lowers) => {
                         for lower in lowers {
                             stacked_on

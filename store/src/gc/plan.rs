@@ -231,13 +231,23 @@ fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
     let mut keep = |kind: &'static str, name: &str, reason: &str| {
         out.skipped.push(skip(kind, name, reason.to_owned()));
     };
+    // A directory another one stacks on stays, and with it what a record
+    // for it would need again (its tar-split and data).
+    let stacker = |name: &str| {
+        facts
+            .stacked_on
+            .get(name)
+            .and_then(|s| s.first())
+            .map(|s| format!("layer directory {s} stacks on it"))
+    };
     let mut actions = Vec::new();
     for e in &facts.layer_dirs {
         let name = e.name.as_str();
+        let stacked = stacker(name);
         let reason = if ix.named_layers.contains(name) {
             Some("a record names it")
-        } else if facts.stacked_on.contains_key(name) {
-            Some("another layer directory stacks on it")
+        } else if let Some(s) = &stacked {
+            Some(s.as_str())
         } else if facts.unreadable_lowers.iter().any(|u| u.as_str() != name) {
             Some("the lower files of some layer directories cannot be read")
         } else if facts.busy_layers.contains(name) {
@@ -272,6 +282,8 @@ fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
         for e in entries {
             if ix.named_layers.contains(e.name.as_str()) {
                 keep(kind, e.name.as_str(), "a record names it");
+            } else if let Some(s) = stacker(e.name.as_str()) {
+                keep(kind, e.name.as_str(), &s);
             } else if !old(e.mtime) {
                 keep(kind, e.name.as_str(), "younger than --min-age");
             } else {

@@ -700,7 +700,9 @@ fn open_lock_fd(
     let fd = rustix::fs::openat(
         dir.fd(),
         name,
-        access | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        // NONBLOCK: a FIFO planted in place of a lock file must not hang
+        // the open; it is refused below.
+        access | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
         Mode::from_raw_mode(0o644),
     )
     .map_err(|e| match e {
@@ -717,6 +719,18 @@ fn open_lock_fd(
             "it is not a regular file",
         )));
     }
+    if st.st_nlink != 1 {
+        // A hard link to a file elsewhere: the token written on every
+        // write lock would land in that file.
+        return Err(open_err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "it has {} hard links; a lock file has exactly one",
+                st.st_nlink
+            ),
+        )));
+    }
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(|e| open_err(e.into()))?;
     let size = st.st_size as u64;
     if size != 0 && size != TOKEN_LEN as u64 {
         return Err(LockError::OddSize {

@@ -264,6 +264,46 @@ fn a_symlinked_lock_file_is_refused_and_its_target_untouched() {
     assert!(matches!(err, LockError::Open { .. }), "{err:?}");
 }
 
+#[test]
+fn a_hard_linked_lock_file_is_refused_and_its_other_name_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"").unwrap();
+    std::fs::hard_link(&victim, dir.path().join("layers.lock")).unwrap();
+    for mode in [LockMode::ReadWrite, LockMode::ReadOnly] {
+        let err = LockFile::open(&dir.path().join("layers.lock"), mode).unwrap_err();
+        let msg = anyhow_like(&err);
+        assert!(msg.contains("layers.lock") && msg.contains("hard links"), "{msg}");
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"");
+}
+
+#[test]
+fn a_fifo_in_place_of_a_lock_file_is_refused_without_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("images.lock");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    for mode in [LockMode::ReadOnly, LockMode::ReadWrite] {
+        let err = LockFile::open(&fifo, mode).unwrap_err();
+        assert!(anyhow_like(&err).contains("not a regular file"), "{err:?}");
+    }
+}
+
+#[test]
+fn a_lock_file_opened_for_locking_is_blocking_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = new_lock(&dir, "x.lock");
+    let flags = rustix::fs::fcntl_getfl(lock.fd.as_ref().unwrap()).unwrap();
+    assert!(!flags.contains(OFlags::NONBLOCK));
+}
+
 /// The error and its sources on one line.
 fn anyhow_like(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

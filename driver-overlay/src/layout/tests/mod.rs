@@ -329,6 +329,11 @@ fn malformed_lower_files_are_reported() {
     fs::write(home.join("grand/lower"), "/etc/passwd").unwrap();
     let err = d.lower_dirs(&lid("grand")).unwrap_err();
     assert!(matches!(err, LayoutError::BadLowerEntry { .. }), "{err}");
+    // A malformed lower is refused even beside a lower-layers file.
+    fs::write(home.join("grand/lower-layers"), "child:base").unwrap();
+    let err = d.lower_dirs(&lid("grand")).unwrap_err();
+    assert!(matches!(err, LayoutError::BadLowerEntry { .. }), "{err}");
+    fs::remove_file(home.join("grand/lower")).unwrap();
     fs::write(home.join("grand/lower-layers"), "gone").unwrap();
     let err = d.lower_dirs(&lid("grand")).unwrap_err();
     assert!(matches!(err, LayoutError::LowerNotFound { ref lower, .. } if lower == "gone"));
@@ -597,4 +602,39 @@ fn an_empty_lower_layers_file_falls_back_to_lower() {
         .map(|l| l.to_string())
         .collect();
     assert_eq!(ids, ["child", "base"]);
+}
+
+#[test]
+fn lower_files_that_disagree_refuse_a_mount_and_both_count_for_gc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver(tmp.path());
+    chain(&d);
+    let home = d.home().to_owned();
+    d.create_layer(&lid("other"), None, me()).unwrap();
+    // lower-layers lies: it names `other`, while lower names child and base.
+    fs::write(home.join("grand/lower-layers"), "other").unwrap();
+    let err = d.lower_layer_ids(&lid("grand")).unwrap_err();
+    assert!(
+        matches!(err, LayoutError::LowerFilesDisagree { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("grand") && msg.contains("other") && msg.contains("child:base"),
+        "{msg}"
+    );
+    assert!(d.lower_dirs(&lid("grand")).is_err());
+    assert_eq!(
+        d.stacked_layer_ids(&lid("grand")).unwrap(),
+        ["other", "child", "base"]
+    );
+    // Agreeing files, or a lower whose links are lost: lower-layers decides.
+    fs::write(home.join("grand/lower-layers"), "child:base").unwrap();
+    assert_eq!(d.lower_layer_ids(&lid("grand")).unwrap(), ["child", "base"]);
+    let base_link = read(home.join("base/link"));
+    fs::remove_file(home.join("l").join(&base_link)).unwrap();
+    fs::remove_file(home.join("base/link")).unwrap();
+    assert_eq!(d.lower_layer_ids(&lid("grand")).unwrap(), ["child", "base"]);
+    // gc cannot tell what the lost link named: an error, not a guess.
+    assert!(d.stacked_layer_ids(&lid("grand")).is_err());
 }

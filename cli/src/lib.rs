@@ -19,6 +19,8 @@ use layerstore_overlay::layout::OverlayDriver;
 mod commands;
 mod output;
 
+pub use output::printable;
+
 /// Exit code for a failed command.
 pub const EXIT_FAILURE: u8 = 1;
 

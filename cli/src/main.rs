@@ -11,7 +11,11 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Messages quote what records hold: no control characters
+            // but the message's own line breaks.
+            let text = format!("{err:#}");
+            let lines: Vec<_> = text.split('\n').map(layerstore_cli::printable).collect();
+            eprintln!("error: {}", lines.join("\n"));
             ExitCode::from(EXIT_FAILURE)
         }
     }

@@ -5,6 +5,24 @@ use std::io::Write;
 use layerstore::records::{encode_file, Record};
 use layerstore::Snapshot;
 
+/// `text` with control characters (an escape sequence in a name read
+/// from a record) shown escaped, so that what a record holds cannot drive
+/// the terminal. Other characters are kept.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// After a listing: the store's defects on stderr, one `warning:` line
 /// each, and an error (exit 1) when there are any. The listing itself
 /// shows the records that could be read.
@@ -14,7 +32,7 @@ pub fn finish_listing(snap: &Snapshot) -> anyhow::Result<()> {
     }
     let mut err = std::io::stderr().lock();
     for d in &snap.defects {
-        writeln!(err, "warning: {d}")?;
+        writeln!(err, "warning: {}", printable(&d.to_string()))?;
     }
     anyhow::bail!(
         "the store has {} defect(s), listed above: the listing shows only the records that could be read, \
@@ -34,6 +52,11 @@ pub fn print_records<R: Record>(records: &[R]) -> anyhow::Result<()> {
 
 /// Print rows under a header, columns padded to their widest cell.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -91,5 +114,12 @@ mod tests {
         assert_eq!(human_size(1_996_800), "2.0 MB");
         assert_eq!(short_id("0123456789abcdef", false), "0123456789ab");
         assert_eq!(short_id("0123", true), "0123");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(printable("plain-name ünïcode"), "plain-name ünïcode");
+        assert_eq!(printable("a\u{1b}[2Jb\nc\t"), "a\\u{1b}[2Jb\\nc\\t");
+        assert!(!printable("\u{7}\u{9b}x").chars().any(char::is_control));
     }
 }

@@ -237,3 +237,30 @@ fn a_parent_cycle_is_named_with_its_chain() {
         assert!(err.contains(" -> "), "{writer:?}: {err}");
     }
 }
+
+#[test]
+fn control_characters_in_records_never_reach_the_terminal() {
+    let fx = Fixture::new(LAYERSTORE);
+    // Two layers share a name with an escape sequence and a newline: the
+    // listing shows both, the duplicate-name warning quotes the name.
+    let evil = serde_json::to_string("x\u{1b}]0;owned\u{7}\u{1b}[2J\ny").unwrap();
+    let layer = |id: &str, name: &str| {
+        format!(r#"{{"id":"{id}","names":[{name}],"created":"2026-11-22T14:07:39.8Z"}}"#)
+    };
+    let json = format!(
+        "[{},{}]",
+        layer(LAYER_A, &evil),
+        layer(LAYER_B, "\"plain\"")
+    );
+    fx.write("graph/overlay-layers/layers.json", json.as_bytes());
+    let out = fx.command(&["layers"]).output().unwrap();
+    let all = [out.stdout.clone(), out.stderr.clone()].concat();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.contains("plain"), "{text}");
+    assert!(!all.iter().any(|&b| b == 0x1b || b == 0x07), "{text}");
+    assert!(text.contains("\\u{1b}"), "{text}");
+    let json = format!("[{},{}]", layer(LAYER_A, &evil), layer(LAYER_B, &evil));
+    fx.write("graph/overlay-layers/layers.json", json.as_bytes());
+    let err = fails(&fx, &["layers"]);
+    assert!(!err.contains('\u{1b}') && err.contains("\\u{1b}"), "{err}");
+}

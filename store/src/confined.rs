@@ -32,6 +32,10 @@ use rustix::io::Errno;
 /// 0: unknown, 1: openat2 works, 2: ENOSYS (component walk).
 static OPENAT2: AtomicU8 = AtomicU8::new(0);
 
+/// The most [`Dir::read`] reads: record files of the largest stores are
+/// far smaller; a bigger one (a sparse file) is refused, not allocated.
+pub const MAX_READ: u64 = 1 << 30;
+
 /// An open directory; everything below it is reached through it.
 #[derive(Debug)]
 pub struct Dir {
@@ -382,25 +386,52 @@ impl Dir {
         self.open_beneath(rel.as_ref(), flags, Mode::from_raw_mode(mode))
     }
 
-    /// The content of regular file `rel`.
+    /// The content of regular file `rel`, at most [`MAX_READ`] bytes.
     pub fn read(&self, rel: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+        self.read_limited(rel, MAX_READ)
+    }
+
+    /// The content of regular file `rel`, refused when it holds more than
+    /// `max` bytes. Anything else at `rel` (a FIFO, a device) is refused
+    /// without blocking: the open does not wait for a writer.
+    pub fn read_limited(&self, rel: impl AsRef<Path>, max: u64) -> io::Result<Vec<u8>> {
         let rel = rel.as_ref();
-        let fd = self.open_file(rel, OFlags::RDONLY, 0)?;
+        let fd = self.open_file(rel, OFlags::RDONLY | OFlags::NONBLOCK, 0)?;
         let st = rustix::fs::fstat(&fd)?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{} is not a regular file", self.path.join(rel).display()),
+                "it is not a regular file",
             ));
         }
-        let mut out = Vec::with_capacity(st.st_size.max(0) as usize);
-        io::Read::read_to_end(&mut std::fs::File::from(fd), &mut out)?;
+        let too_big = |size: u64| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("it holds {size} bytes, more than the {max} this reads"),
+            )
+        };
+        let size = st.st_size.max(0) as u64;
+        if size > max {
+            return Err(too_big(size));
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        let file = std::fs::File::from(fd);
+        // A file growing while it is read stops at the limit, too.
+        io::Read::read_to_end(&mut io::Read::take(file, max + 1), &mut out)?;
+        if out.len() as u64 > max {
+            return Err(too_big(out.len() as u64));
+        }
         Ok(out)
     }
 
     /// [`Dir::read`], `None` when the file does not exist.
     pub fn read_opt(&self, rel: impl AsRef<Path>) -> io::Result<Option<Vec<u8>>> {
-        match self.read(rel) {
+        self.read_opt_limited(rel, MAX_READ)
+    }
+
+    /// [`Dir::read_limited`], `None` when the file does not exist.
+    pub fn read_opt_limited(&self, rel: impl AsRef<Path>, max: u64) -> io::Result<Option<Vec<u8>>> {
+        match self.read_limited(rel, max) {
             Ok(b) => Ok(Some(b)),
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(e),

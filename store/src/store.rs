@@ -303,6 +303,15 @@ impl<R: Record + Clone> Table<R> {
             let bytes = match dir.read_opt(file.place.name()) {
                 Ok(Some(b)) => b,
                 Ok(None) => continue,
+                // Not a regular file, or too big to be one of ours: the
+                // file is broken, not the machine.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    defects.push(Defect::Unreadable {
+                        file: file.place.shown.clone(),
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
                 Err(e) => return Err(StoreError::io("reading", &file.place.shown)(e)),
             };
             let decoded = match decode_records::<R>(&bytes) {

@@ -194,7 +194,7 @@ fn numbered_diffs(id: &LayerId, layer: &Dir) -> Result<Vec<Dir>, LayoutError> {
 /// The file's content, `None` when it does not exist.
 fn read_optional(id: &LayerId, layer: &Dir, name: &str) -> Result<Option<String>, LayoutError> {
     let path = layer.display(name);
-    match layer.read_opt(name) {
+    match layer.read_opt_limited(name, super::SMALL_FILE_MAX) {
         Ok(Some(bytes)) => String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| bad_entry(id, &path, "(not UTF-8)")),
@@ -204,7 +204,10 @@ fn read_optional(id: &LayerId, layer: &Dir, name: &str) -> Result<Option<String>
 }
 
 fn join_ids(ids: &[LayerId]) -> String {
-    ids.iter().map(LayerId::as_str).collect::<Vec<_>>().join(":")
+    ids.iter()
+        .map(LayerId::as_str)
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn bad_entry(id: &LayerId, path: &Path, entry: &str) -> LayoutError {

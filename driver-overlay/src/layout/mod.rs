@@ -81,6 +81,9 @@ const LOWER_FILE: &str = "lower";
 const LOWER_LAYERS_FILE: &str = "lower-layers";
 /// `<id>/link`: the layer's short link name.
 const LINK_FILE: &str = "link";
+/// The most read of a driver file (`link`, `lower`, `lower-layers`,
+/// `.has-mount-program`): a 500-deep `lower-layers` is 33 KB.
+const SMALL_FILE_MAX: u64 = 1 << 20;
 /// Names in the home that are not layers (besides dotfiles).
 const NOT_LAYERS: [&str; 4] = [LINK_DIR, "staging", "tempdirs", "backingFsBlockDev"];
 
@@ -113,7 +116,10 @@ impl OverlayDriver {
             let Some(graph) = Dir::open_opt(&options.graph_root)? else {
                 return Ok(None);
             };
-            graph.read_opt(Path::new(DRIVER_NAME).join(MOUNT_PROGRAM_FLAG))
+            graph.read_opt_limited(
+                Path::new(DRIVER_NAME).join(MOUNT_PROGRAM_FLAG),
+                SMALL_FILE_MAX,
+            )
         };
         let aufs_whiteouts = match read_flag() {
             Ok(Some(bytes)) => {

@@ -15,6 +15,32 @@ fn tree() -> (tempfile::TempDir, Dir) {
 }
 
 #[test]
+fn reads_refuse_fifos_without_blocking_and_files_beyond_the_limit() {
+    let (tmp, dir) = tree();
+    let fifo = tmp.path().join("store/a/fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        FileType::Fifo,
+        Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let err = dir.read("a/fifo").unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(dir.read_opt("a/fifo").is_err());
+    // A sparse file far larger than memory is refused by its size.
+    let big = fs::File::create(tmp.path().join("store/a/big")).unwrap();
+    big.set_len(1 << 42).unwrap();
+    let err = dir.read("a/big").unwrap_err();
+    assert!(err.to_string().contains("more than"), "{err}");
+    big.set_len(11).unwrap();
+    assert_eq!(dir.read_limited("a/big", 11).unwrap().len(), 11);
+    assert!(dir.read_limited("a/big", 10).is_err());
+    assert_eq!(dir.read_opt_limited("a/none", 10).unwrap(), None);
+}
+
+#[test]
 fn paths_must_be_plain_and_relative() {
     let (_tmp, dir) = tree();
     for bad in ["", "/etc", "../victim", "a/../../victim", "./a"] {

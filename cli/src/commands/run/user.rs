@@ -52,6 +52,9 @@ pub(super) fn check_user_mapped(
     Ok(())
 }
 
+/// The most read of an image's /etc/passwd or /etc/group.
+const ACCOUNTS_MAX: u64 = 16 << 20;
+
 /// Names from the image's /etc/passwd and /etc/group, read without
 /// following links out of the rootfs.
 pub(super) fn resolve_names(
@@ -67,18 +70,29 @@ pub(super) fn resolve_names(
             Mode::empty(),
         )
         .with_context(|| format!("opening the rootfs {}", rootfs.display()))?;
+        // NONBLOCK: a FIFO there must not hang the run; it is refused.
         let fd = openat2(
             &root,
             rel,
-            OFlags::RDONLY | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
             Mode::empty(),
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         )
         .with_context(|| format!("opening /{rel} in the container"))?;
-        let mut text = String::new();
-        io::Read::read_to_string(&mut fs::File::from(fd), &mut text)
-            .with_context(|| format!("reading /{rel} in the container"))?;
-        Ok(text)
+        let st = rustix::fs::fstat(&fd).with_context(|| format!("examining /{rel}"))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            bail!("/{rel} in the container is not a regular file");
+        }
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(
+            &mut io::Read::take(fs::File::from(fd), ACCOUNTS_MAX + 1),
+            &mut bytes,
+        )
+        .with_context(|| format!("reading /{rel} in the container"))?;
+        if bytes.len() as u64 > ACCOUNTS_MAX {
+            bail!("/{rel} in the container is larger than {ACCOUNTS_MAX} bytes");
+        }
+        String::from_utf8(bytes).with_context(|| format!("/{rel} in the container is not UTF-8"))
     };
     let find = |text: &str, name: &str, field: usize| -> Option<(u32, Option<u32>)> {
         text.lines().find_map(|line| {
@@ -136,5 +150,37 @@ mod tests {
         let e = check_user_mapped(70000, 0, &maps, &maps).unwrap_err();
         assert!(e.to_string().contains("uid 70000 is outside"), "{e}");
         assert!(check_user_mapped(70000, 70000, &[], &[]).is_ok());
+    }
+
+    #[test]
+    fn names_come_from_the_images_files_and_odd_files_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let etc = root.path().join("etc");
+        fs::create_dir(&etc).unwrap();
+        fs::write(
+            etc.join("passwd"),
+            "root:x:0:0::/root:/bin/sh\nweb:x:33:34::/:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(etc.join("group"), "root:x:0:\nweb:x:34:\n").unwrap();
+        assert_eq!(resolve_names(root.path(), "web", None).unwrap(), (33, 34));
+        // A FIFO is refused at once (a blocking open would wait forever).
+        fs::remove_file(etc.join("passwd")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            etc.join("passwd"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let e = resolve_names(root.path(), "web", None).unwrap_err();
+        assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+        // A huge sparse file is refused, not read.
+        fs::remove_file(etc.join("passwd")).unwrap();
+        let f = fs::File::create(etc.join("passwd")).unwrap();
+        f.set_len(1 << 40).unwrap();
+        let e = resolve_names(root.path(), "web", None).unwrap_err();
+        assert!(format!("{e:#}").contains("larger than"), "{e:#}");
     }
 }

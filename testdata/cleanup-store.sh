@@ -34,8 +34,10 @@ esac
 
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$SCRIPT_DIR/containers.conf}"
 
+# Each tool gets a minute: a broken store (a FIFO where a record file
+# should be) can make it wait forever, and the store must still go.
 pod() {
-    podman --root "$G" --runroot "$R" --storage-driver overlay \
+    timeout -k 5 60 podman --root "$G" --runroot "$R" --storage-driver overlay \
         --tmpdir "$R/libpod-tmp" "$@"
 }
 
@@ -60,7 +62,7 @@ fi
 # 2. c/storage shutdown (unmounts G/overlay's private bind mount). It fails if
 #    layers are still mounted; step 3 deals with that.
 if [ -d "$G/overlay" ] && command -v containers-storage >/dev/null; then
-    containers-storage -g "$G" -R "$R" -s overlay shutdown >/dev/null 2>&1 ||
+    timeout -k 5 60 containers-storage -g "$G" -R "$R" -s overlay shutdown >/dev/null 2>&1 ||
         echo "warning: containers-storage shutdown failed" >&2
 fi
 

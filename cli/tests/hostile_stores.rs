@@ -51,6 +51,7 @@ fn check(name: &str) {
         .expect("a hostility of the catalogue");
     let scene = Scene::build(LAYERSTORE);
     (h.apply)(&scene);
+    let _disarm = Disarm(&scene);
     let victim = scene.victim_state();
     let graph_before = file_tree(&scene.store.graph);
     for (args, refused_code) in COMMANDS {
@@ -102,6 +103,15 @@ fn check(name: &str) {
     }
 }
 
+/// Disarms the scene however the check ends (podman cleans it up after).
+struct Disarm<'a>(&'a Scene);
+
+impl Drop for Disarm<'_> {
+    fn drop(&mut self) {
+        self.0.disarm();
+    }
+}
+
 macro_rules! hostile_tests {
     ($($test:ident: $name:literal,)*) => {
         $(
@@ -149,6 +159,12 @@ hostile_tests! {
     layers_lock_symlink: "layers.lock is a symlink to a victim file",
     containers_dir_symlink: "the overlay-containers directory is a symlink to the victim",
     tar_split_symlink: "a template's tar-split is a symlink to a victim file",
+    layers_lock_hard_link: "layers.lock is a hard link to a victim file",
+    images_json_fifo: "images.json is a FIFO",
+    sparse_layers_json: "layers.json is a sparse 1 TiB file",
+    runtime_state_dir_symlink: "the runroot's layerstore-runtime is a symlink to the victim",
+    run_containers_dir_symlink: "the runroot's overlay-containers is a symlink to the victim",
+    forged_runtime_state: "a dead run's forged runtime state names a hook",
 }
 
 #[test]

@@ -132,7 +132,12 @@ fn mounts(scene: &Scene) -> BTreeSet<String> {
 
 /// `layerstore info` finds no defect.
 fn assert_trusted(scene: &Scene, what: &str) {
-    let info = scene.store.layerstore(LAYERSTORE).arg("info").output().unwrap();
+    let info = scene
+        .store
+        .layerstore(LAYERSTORE)
+        .arg("info")
+        .output()
+        .unwrap();
     assert!(
         info.status.success(),
         "{what}: {}",
@@ -433,12 +438,22 @@ fn files_that_cannot_be_deleted_wait_in_the_trash() {
     let entries: Vec<_> = fs::read_dir(&trash)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("link") && !p.ends_with("diff"))
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
+    // podman's repair of lost links reads every home directory's `link`
+    // file: with the trash there, it still works.
+    let l = scene.store.graph.join("overlay/l");
+    let base_link = fs::read_to_string(scene.layer_dir(&scene.base_layer).join("link")).unwrap();
+    fs::remove_file(l.join(base_link.trim())).unwrap();
     ok(scene
         .store
         .podman()
         .args(["run", "--rm", "--pull=never", "localhost/base", "true"]));
+    assert!(
+        l.join(base_link.trim()).is_symlink(),
+        "podman repaired the link"
+    );
     let dry = gc(&scene, &["--dry-run"]);
     assert_eq!(dry["done"][0]["kind"], "trash", "{dry:#}");
     // Released, the next gc empties the trash.
@@ -450,6 +465,124 @@ fn files_that_cannot_be_deleted_wait_in_the_trash() {
     let report = gc(&scene, &[]);
     assert_eq!(report["done"][0]["kind"], "trash", "{report:#}");
     assert!(!trash.exists(), "an empty trash is removed");
+    assert!(
+        l.join("LAYERSTORETRASHLAYERSTORET")
+            .symlink_metadata()
+            .is_err(),
+        "the trash's link goes with it"
+    );
     let dry = gc(&scene, &["--dry-run"]);
     assert_eq!(dry["done"], serde_json::json!([]), "{dry:#}");
+}
+
+/// Pids of the processes whose command line contains `pattern`.
+fn pids_of(pattern: &str) -> Vec<String> {
+    let out = Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A run killed while its container runs leaves the container's processes
+/// running; gc kills them (found by cgroup and root, no runtime program is
+/// run), removes the runtime's state and the cgroups, then the storage.
+#[test]
+#[ignore = "privileged: real podman store, runc, mounts, cgroups"]
+fn a_killed_runs_processes_are_ended_by_gc() {
+    require_privileged(TOOLS);
+    let scene = Scene::build(LAYERSTORE);
+    let layers = ids(&scene.layers_json(), "id");
+    let base_layers: BTreeSet<String> = layers
+        .difference(&ids(&scene.containers_json(), "layer"))
+        .cloned()
+        .collect();
+    // Unique arguments, so that pgrep finds this test's processes only.
+    let tag = format!("{}", 600_000 + std::process::id() % 100_000);
+    let script = format!("/bin/busybox sleep {tag} & exec /bin/busybox sleep {tag}");
+    let mut run = scene
+        .store
+        .layerstore(LAYERSTORE)
+        .args([
+            "run",
+            "--name",
+            "doomed",
+            "--uidmap",
+            "0:300000:65536",
+            "localhost/base",
+            "/bin/sh",
+            "-c",
+            &script,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids_of(&format!("busybox sleep {tag}")).len() < 2 {
+        assert!(Instant::now() < deadline, "the container never started");
+        assert!(run.try_wait().unwrap().is_none(), "run ended early");
+        thread::sleep(Duration::from_millis(50));
+    }
+    run.kill().unwrap(); // SIGKILL
+    run.wait().unwrap();
+    thread::sleep(Duration::from_millis(200));
+    let left = pids_of(&format!("busybox sleep {tag}"));
+    assert_eq!(left.len(), 2, "the container's processes outlive the run");
+    let doomed = read_records(&scene.containers_json())
+        .into_iter()
+        .find(|c| c["names"][0] == "doomed")
+        .unwrap();
+    let id = doomed["id"].as_str().unwrap().to_owned();
+    let cgroups: Vec<_> = fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("layerstore").join(&id))
+        .chain([Path::new("/sys/fs/cgroup/layerstore").join(&id)])
+        .filter(|p| p.exists())
+        .collect();
+    assert!(!cgroups.is_empty(), "runc made no cgroup for {id}");
+    assert!(scene
+        .store
+        .run
+        .join("layerstore-runtime")
+        .join(&id)
+        .exists());
+
+    // A dry run changes nothing and says why the container stays.
+    let dry = gc(&scene, &["--dry-run"]);
+    let kept = dry["skipped"].as_array().unwrap();
+    assert!(
+        kept.iter().any(|s| s["id"] == id.as_str()
+            && s["reason"].as_str().unwrap().contains("still runs in it")),
+        "{dry:#}"
+    );
+    assert_eq!(pids_of(&format!("busybox sleep {tag}")).len(), 2);
+
+    let report = gc(&scene, &[]);
+    assert!(
+        report["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "run-container" && a["id"] == id.as_str()),
+        "{report:#}"
+    );
+    assert_eq!(
+        pids_of(&format!("busybox sleep {tag}")),
+        Vec::<String>::new()
+    );
+    for c in &cgroups {
+        assert!(!c.exists(), "cgroup {} stayed", c.display());
+    }
+    assert!(!scene
+        .store
+        .run
+        .join("layerstore-runtime")
+        .join(&id)
+        .exists());
+    assert_clean(&scene, &base_layers, "after the killed run");
 }

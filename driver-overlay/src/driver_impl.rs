@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use layerstore::driver::{Driver, DriverError, LinkEntry, MountOptions, MountsInside};
+use layerstore::driver::{
+    Driver, DriverError, FileIdentity, LinkEntry, MountOptions, MountsInside,
+};
 use layerstore::gc::{usage_in, Usage};
 use layerstore::idmap::{validate, IdMap, IdMappings};
 use layerstore::LayerId;
@@ -54,6 +56,10 @@ impl Driver for OverlayDriver {
 
     fn is_mounted(&self, id: &LayerId) -> bool {
         self.is_layer_mounted(id)
+    }
+
+    fn mounted_root(&self, id: &LayerId) -> Result<Option<FileIdentity>, DriverError> {
+        Ok(OverlayDriver::mounted_root(self, id)?)
     }
 
     /// Upstream c/storage (>= v1.59) native overlay: the host mapping

@@ -303,10 +303,7 @@ fn a_directory_only_the_lower_file_stacks_on_stays() {
         )
         .unwrap();
     assert!(
-        !plan
-            .actions
-            .iter()
-            .any(|a| a.subject() == stray),
+        !plan.actions.iter().any(|a| a.subject() == stray),
         "{:?}",
         plan.actions
     );

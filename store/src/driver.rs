@@ -51,6 +51,25 @@ pub struct MountsInside {
     pub other: Vec<String>,
 }
 
+/// A file's identity: its device and inode number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    /// Device (major, minor).
+    pub dev: (u32, u32),
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl FileIdentity {
+    /// The identity in a `stat` result.
+    pub fn of_stat(st: &rustix::fs::Stat) -> FileIdentity {
+        FileIdentity {
+            dev: (rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev)),
+            ino: st.st_ino,
+        }
+    }
+}
+
 /// The per-layer storage of a store.
 pub trait Driver {
     /// Create the layer's directories on top of `parent`'s, the layer's
@@ -78,6 +97,9 @@ pub trait Driver {
     /// Whether the layer's mount point is mounted right now (looked at
     /// without following symlinks; a recorded mount path is never trusted).
     fn is_mounted(&self, id: &LayerId) -> bool;
+    /// The root directory of the layer's mount, when it is mounted (what
+    /// a process that runs in it has as `/proc/<pid>/root`).
+    fn mounted_root(&self, id: &LayerId) -> Result<Option<FileIdentity>, DriverError>;
     /// Whether the driver can present layers to a container with these
     /// maps without copying them (overlay: root, native overlay, and the
     /// kernel mounts overlay on idmapped lower layers; any map, contiguous

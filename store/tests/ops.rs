@@ -59,6 +59,13 @@ impl Driver for FakeDriver {
     fn is_mounted(&self, id: &LayerId) -> bool {
         self.mounted.borrow().contains(id.as_str())
     }
+
+    fn mounted_root(
+        &self,
+        _id: &LayerId,
+    ) -> Result<Option<layerstore::driver::FileIdentity>, DriverError> {
+        Ok(None)
+    }
 }
 
 fn lid(id: &str) -> LayerId {

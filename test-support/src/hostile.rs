@@ -186,6 +186,30 @@ impl Scene {
             .collect()
     }
 
+    /// Make the store safe for podman again before it is cleaned up: FIFOs
+    /// (podman would wait on them forever) and huge files (it would read
+    /// them) in the record directories are removed.
+    pub fn disarm(&self) {
+        for root in [&self.store.graph, &self.store.run] {
+            for dir in ["overlay-layers", "overlay-images", "overlay-containers"] {
+                let Ok(entries) = fs::read_dir(root.join(dir)) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let Ok(meta) = e.path().symlink_metadata() else {
+                        continue;
+                    };
+                    let t = meta.file_type();
+                    if std::os::unix::fs::FileTypeExt::is_fifo(&t)
+                        || (t.is_file() && meta.len() > 1 << 30)
+                    {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+    }
+
     /// Every path a record names that must exist while its record does:
     /// a layer directory per complete layer record, and the image and
     /// container records themselves (their ids, as read).
@@ -250,6 +274,17 @@ fn replace_with_symlink(path: &Path, target: &Path) {
         let _ = fs::remove_file(path);
     }
     symlink(target, path).unwrap();
+}
+
+fn make_fifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
 }
 
 /// Every hostility of the trust tests.
@@ -472,6 +507,93 @@ pub fn catalogue() -> Vec<Hostility> {
                 let moved = s.store.graph.join("moved-containers");
                 fs::rename(&dir, &moved).unwrap();
                 symlink(&s.victim, &dir).unwrap();
+            },
+            expect: Contained,
+        },
+        Hostility {
+            name: "layers.lock is a hard link to a victim file",
+            apply: |s| {
+                let lock = s.store.graph.join("overlay-layers/layers.lock");
+                let _ = fs::remove_file(&lock);
+                fs::hard_link(s.victim.join("empty"), &lock).unwrap();
+            },
+            expect: Contained,
+        },
+        Hostility {
+            name: "images.json is a FIFO",
+            apply: |s| {
+                fs::remove_file(s.images_json()).unwrap();
+                make_fifo(&s.images_json());
+            },
+            expect: Refused,
+        },
+        Hostility {
+            name: "layers.json is a sparse 1 TiB file",
+            apply: |s| {
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(s.layers_json())
+                    .unwrap();
+                f.set_len(1 << 40).unwrap();
+            },
+            expect: Refused,
+        },
+        Hostility {
+            name: "the runroot's layerstore-runtime is a symlink to the victim",
+            apply: |s| symlink(&s.victim, s.store.run.join("layerstore-runtime")).unwrap(),
+            expect: Contained,
+        },
+        Hostility {
+            name: "the runroot's overlay-containers is a symlink to the victim",
+            apply: |s| {
+                let dir = s.store.run.join("overlay-containers");
+                if dir.exists() {
+                    fs::rename(&dir, s.store.run.join("moved-containers")).unwrap();
+                }
+                symlink(&s.victim, &dir).unwrap();
+            },
+            expect: Contained,
+        },
+        Hostility {
+            name: "a dead run's forged runtime state names a hook",
+            apply: |s| {
+                // ls1 claims a `layerstore run` that died, and the runtime
+                // state beside it asks for a poststop hook (what
+                // `runc delete` would run as root).
+                let ours = s.ours.0.clone();
+                edit(&s.containers_json(), |cs| {
+                    for c in cs.iter_mut().filter(|c| c["id"] == ours.as_str()) {
+                        let mut meta: Value =
+                            serde_json::from_str(c["metadata"].as_str().unwrap_or("{}"))
+                                .unwrap_or_else(|_| serde_json::json!({}));
+                        meta["layerstore-run"] = serde_json::json!({
+                            "pid": 2_147_483_646u32,
+                            "start-time": 1,
+                            "runtime": "runc",
+                        });
+                        c["metadata"] = Value::String(meta.to_string());
+                    }
+                });
+                let state = s.store.run.join("layerstore-runtime").join(&s.ours.0);
+                fs::create_dir_all(&state).unwrap();
+                let hook = format!("touch {}/pwned", s.victim.display());
+                let config = serde_json::json!({
+                    "id": s.ours.0,
+                    "init_process_pid": 2_147_483_646u32,
+                    "init_process_start": 1,
+                    "created": "2026-01-01T00:00:00Z",
+                    "config": {
+                        "rootfs": s.victim,
+                        "hooks": {"poststop": [{"path": "/bin/sh", "args": ["sh", "-c", hook]}]},
+                        "namespaces": [],
+                        "cgroups": {"path": "/layerstore/forged", "devices": [], "memory": 0},
+                    },
+                    "rootless": false,
+                    "cgroup_paths": {},
+                    "namespace_paths": {},
+                    "external_descriptors": [],
+                });
+                fs::write(state.join("state.json"), config.to_string()).unwrap();
             },
             expect: Contained,
         },

@@ -166,8 +166,8 @@ fn collect(global: &GlobalArgs, args: &GcArgs) -> anyhow::Result<Option<GcReport
     if !args.dry_run {
         // What killed runs left running or in their runtime's state goes
         // first, so that their storage is no longer in use.
-        for id in super::run::reap_dead_runs(&store) {
-            tracing::info!(container = %id, "deleted a dead run's runtime state");
+        for id in super::run::reap_dead_runs(&store, &driver) {
+            tracing::info!(container = %id, "ended what a dead run left running");
         }
     }
     let options = GcOptions {

@@ -24,7 +24,24 @@ use super::{
 
 /// `<home>/.layerstore-trash`: layer directories being deleted. A dotfile,
 /// so no tool lists it as a layer.
+///
+/// It exists only while a deletion is unfinished, and then holds a `link`
+/// file ([`TRASH_LINK`]) and an empty `diff` beside the entries, as a
+/// layer directory does: containers/storage's repair of lost links
+/// (`recreateSymlinks`, run when a mount finds an `l/` link missing) reads
+/// the `link` file of every directory in the home and fails on one that
+/// has none. It then makes `l/<TRASH_LINK>` point here; emptying the trash
+/// removes that link too.
 pub(crate) const TRASH_DIR: &str = ".layerstore-trash";
+
+/// The trash's short link name (26 base32 characters, as c/storage's).
+pub(crate) const TRASH_LINK: &str = "LAYERSTORETRASHLAYERSTORET";
+
+/// `l/<TRASH_LINK>`'s target.
+pub(crate) const TRASH_LINK_TARGET: &str = "../.layerstore-trash/diff";
+
+/// The entries of the trash that are not deletions.
+const TRASH_OWN: [&str; 2] = [LINK_FILE, "diff"];
 
 /// Mode of a parentless layer's `diff` (c/storage's `defaultPerms`).
 const DEFAULT_DIFF_MODE: u32 = 0o555;
@@ -152,7 +169,7 @@ impl OverlayDriver {
                 None
             }
         };
-        home.create_dir(TRASH_DIR, 0o700)
+        self.make_trash(&home)
             .map_err(|e| LayoutError::io(id.as_str(), "create", home.display(TRASH_DIR), e))?;
         let trash =
             Path::new(TRASH_DIR).join(format!("{id}-{}", super::links::generate_link_name()?));
@@ -165,9 +182,7 @@ impl OverlayDriver {
         }
         match home.remove_tree(&trash) {
             // An empty trash leaves nothing behind.
-            Ok(_) => {
-                let _ = rustix::fs::unlinkat(home.fd(), TRASH_DIR, AtFlags::REMOVEDIR);
-            }
+            Ok(_) => self.remove_trash_if_empty(&home),
             Err(e) => {
                 tracing::warn!(layer = %id, path = ?home.display(&trash), error = %e, "the removed layer's files stay in the trash (layerstore gc empties it)")
             }
@@ -195,12 +210,52 @@ impl OverlayDriver {
             .into_iter()
             .filter_map(|e| e.name.into_string().ok())
             .filter(|n| !n.contains('/') && n != "." && n != "..")
+            .filter(|n| !TRASH_OWN.contains(&n.as_str()))
             .collect())
+    }
+
+    /// The trash with its `link` file and `diff` (see [`TRASH_DIR`]).
+    fn make_trash(&self, home: &Dir) -> std::io::Result<()> {
+        let trash = home.create_dir_all(TRASH_DIR, 0o700)?;
+        trash.create_dir("diff", 0o700)?;
+        if trash.stat(LINK_FILE)?.is_none() {
+            trash.write_atomic(LINK_FILE, TRASH_LINK.as_bytes(), false)?;
+        }
+        Ok(())
+    }
+
+    /// Remove the trash, its `link`, `diff` and `l/` link, when it holds no
+    /// deletion any more.
+    fn remove_trash_if_empty(&self, home: &Dir) {
+        let Ok(Some(trash)) = home.open_dir_opt(TRASH_DIR) else {
+            return;
+        };
+        let Ok(entries) = trash.entries() else {
+            return;
+        };
+        if entries
+            .iter()
+            .any(|e| !TRASH_OWN.iter().any(|own| e.name == *own))
+        {
+            return;
+        }
+        let link = Path::new(LINK_DIR).join(TRASH_LINK);
+        if matches!(home.read_link(&link), Ok(Some(t)) if t == Path::new(TRASH_LINK_TARGET)) {
+            let _ = home.remove_file(&link);
+        }
+        let _ = trash.remove_file(LINK_FILE);
+        let _ = rustix::fs::unlinkat(trash.fd(), "diff", AtFlags::REMOVEDIR);
+        let _ = rustix::fs::unlinkat(home.fd(), TRASH_DIR, AtFlags::REMOVEDIR);
     }
 
     /// Delete trash entry `name` (never across a mount or a symlink).
     pub fn empty_trash_entry(&self, name: &str) -> Result<(), LayoutError> {
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        if name.is_empty()
+            || name.contains('/')
+            || name == "."
+            || name == ".."
+            || TRASH_OWN.contains(&name)
+        {
             return Err(LayoutError::BadLowerEntry {
                 id: String::new(),
                 path: self.home.join(TRASH_DIR),
@@ -213,7 +268,7 @@ impl OverlayDriver {
         let rel = Path::new(TRASH_DIR).join(name);
         home.remove_tree(&rel)
             .map_err(|e| LayoutError::home_io("remove", home.display(&rel), e))?;
-        let _ = rustix::fs::unlinkat(home.fd(), TRASH_DIR, AtFlags::REMOVEDIR);
+        self.remove_trash_if_empty(&home);
         Ok(())
     }
 
@@ -265,7 +320,7 @@ impl OverlayDriver {
 
         let mut lower = format!("{LINK_DIR}/{link}");
         let parent_lower = parent_dir.join(LOWER_FILE);
-        match layer.read_opt(LOWER_FILE) {
+        match layer.read_opt_limited(LOWER_FILE, super::SMALL_FILE_MAX) {
             Ok(Some(rest)) if !rest.is_empty() => {
                 let rest = String::from_utf8(rest).map_err(|_| LayoutError::BadLowerEntry {
                     id: parent.to_string(),

@@ -203,7 +203,7 @@ impl OverlayDriver {
     ) -> Result<Option<String>, LayoutError> {
         let rel = Path::new(id.as_str()).join(LINK_FILE);
         let path = home.display(&rel);
-        let content = match home.read_opt(&rel) {
+        let content = match home.read_opt_limited(&rel, super::SMALL_FILE_MAX) {
             Ok(Some(c)) => c,
             Ok(None) => return Ok(None),
             Err(e) => return Err(LayoutError::io(id.as_str(), "read", path, e)),
@@ -355,7 +355,15 @@ impl OverlayDriver {
             let Ok(target) = rustix::fs::readlinkat(links.fd(), name.as_str(), Vec::new()) else {
                 continue;
             };
-            let layer = layer_of_link_target(&target.to_string_lossy()).map(LayerId::into_string);
+            let target = target.to_string_lossy();
+            // The trash's own link is the trash's while the trash exists.
+            if name == super::create::TRASH_LINK
+                && target == super::create::TRASH_LINK_TARGET
+                && matches!(home.stat(super::create::TRASH_DIR), Ok(Some(m)) if m.is_dir())
+            {
+                continue;
+            }
+            let layer = layer_of_link_target(&target).map(LayerId::into_string);
             out.push(LinkEntry {
                 name,
                 layer,

@@ -46,6 +46,7 @@ use rustix::mount::{
 };
 
 use layerstore::confined::Dir;
+use layerstore::driver::FileIdentity;
 use layerstore::idmap::IdMap;
 use layerstore::LayerId;
 
@@ -289,6 +290,22 @@ impl OverlayDriver {
             Ok(layer) => layer.is_mount_point("merged").unwrap_or(false),
             Err(_) => false,
         }
+    }
+
+    /// The root of the layer's mount (device and inode), when `merged` is
+    /// a mount point right now.
+    pub fn mounted_root(&self, id: &LayerId) -> Result<Option<FileIdentity>, LayoutError> {
+        let layer = self.open_layer(id)?;
+        let merged = layer.display("merged");
+        let io = |e| LayoutError::io(id.as_str(), "examine", merged.clone(), e);
+        if !layer.is_mount_point("merged").map_err(io)? {
+            return Ok(None);
+        }
+        // The lookup of `merged` crosses into the mount: this is its root.
+        Ok(layer.stat("merged").map_err(io)?.map(|m| FileIdentity {
+            dev: m.dev,
+            ino: m.ino,
+        }))
     }
 
     /// Make `<home>` a private bind mount of itself, as c/storage's

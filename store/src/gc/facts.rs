@@ -18,7 +18,7 @@ use super::{is_temp_name, MetaDir, RunOwner};
 use crate::confined::Dir;
 use crate::driver::{Driver, LinkEntry};
 use crate::error::{driver_error, StoreError};
-use crate::id::{ImageId, LayerId};
+use crate::id::{ContainerId, ImageId, LayerId};
 use crate::snapshot::Snapshot;
 use crate::store::Root;
 use crate::Store;
@@ -69,8 +69,13 @@ pub struct Facts {
     /// their directory (from the mount table, whatever `mountpoints.json`
     /// says).
     pub busy_layers: HashSet<String>,
-    /// Containers with a `layerstore run` marker whose process is gone.
+    /// Containers with a `layerstore run` marker whose process is gone
+    /// and in which no process runs any more.
     pub dead_run_containers: HashSet<String>,
+    /// Containers with a `layerstore run` marker whose process is gone
+    /// but in which processes still run ([`super::run_processes`]): one
+    /// of them, by container. gc keeps them.
+    pub running_dead_runs: HashMap<String, u32>,
     /// For each layer some layer directory's own files (`lower-layers`,
     /// `lower`) say it stacks on: the directories that do. Records may lie
     /// (a damaged `parent`); the driver's files are what a mount uses, so
@@ -133,6 +138,7 @@ impl Default for Facts {
             mounted: HashSet::new(),
             busy_layers: HashSet::new(),
             dead_run_containers: HashSet::new(),
+            running_dead_runs: HashMap::new(),
             stacked_on: HashMap::new(),
             unreadable_lowers: Vec::new(),
             mapped_traces: HashMap::new(),
@@ -273,12 +279,25 @@ impl Facts {
                 }
             }
         }
-        let dead_run_containers: HashSet<String> = snap
-            .containers
-            .iter()
-            .filter(|c| RunOwner::from_metadata(&c.metadata).is_some_and(|o| !o.is_alive()))
-            .map(|c| c.id.clone())
-            .collect();
+        let mut dead_run_containers = HashSet::new();
+        let mut running_dead_runs = HashMap::new();
+        for c in &snap.containers {
+            if RunOwner::from_metadata(&c.metadata).is_none_or(|o| o.is_alive()) {
+                continue;
+            }
+            let Ok(id) = ContainerId::parse(&c.id) else {
+                continue;
+            };
+            let layer = LayerId::parse(&c.layer).ok();
+            match super::run_processes(driver, &id, layer.as_ref()).first() {
+                Some(&pid) => {
+                    running_dead_runs.insert(c.id.clone(), pid);
+                }
+                None => {
+                    dead_run_containers.insert(c.id.clone());
+                }
+            }
+        }
 
         let mut stacked_on: HashMap<String, Vec<String>> = HashMap::new();
         let mut unreadable_lowers = Vec::new();
@@ -341,6 +360,7 @@ impl Facts {
             mounted,
             busy_layers,
             dead_run_containers,
+            running_dead_runs,
             stacked_on,
             unreadable_lowers,
             mapped_traces,

@@ -52,6 +52,7 @@ mod apply;
 mod facts;
 mod owner;
 mod plan;
+mod procs;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -69,6 +70,9 @@ pub use apply::{GcLock, GC_LOCK_FILE};
 pub use facts::{usage_in, DiskEntry, FactFiles, Facts, Usage};
 pub use owner::{start_time_of, RunOwner};
 pub use plan::{plan, store_defects};
+pub use procs::{
+    processes_rooted_at, run_cgroup_tree, run_cgroups, run_processes, runs_in, RUN_CGROUP_PARENT,
+};
 
 /// Unless forced, gc refuses a plan that removes more than
 /// [`MAX_UNRECORDED_FLOOR`] unrecorded layer directories *and* more than

@@ -5,13 +5,13 @@
 //! own containers carry the key `"layerstore-run"`:
 //!
 //! ```text
-//! {"layerstore-run":{"pid":4242,"start-time":123456789,"runtime":"/usr/sbin/runc"}, ...}
+//! {"layerstore-run":{"pid":4242,"start-time":123456789}, ...}
 //! ```
 //!
 //! `start-time` is field 22 of `/proc/<pid>/stat` (clock ticks since boot),
-//! so a recycled pid is not mistaken for the original process; `runtime`
-//! is the OCI runtime the run uses, so that what a killed run left in the
-//! runtime's state can be deleted with it. The marker is written with the
+//! so a recycled pid is not mistaken for the original process. Other keys
+//! (earlier versions wrote the runtime's path) are ignored: nothing in a
+//! record ever names a program to run. The marker is written with the
 //! container record, before anything is mounted. podman's containers never
 //! carry the key; gc never touches them.
 
@@ -28,9 +28,6 @@ pub struct RunOwner {
     /// Its start time: field 22 of `/proc/<pid>/stat`.
     #[serde(rename = "start-time")]
     pub start_time: u64,
-    /// The OCI runtime the run starts the container with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<String>,
 }
 
 impl RunOwner {
@@ -43,7 +40,6 @@ impl RunOwner {
         RunOwner {
             pid,
             start_time: start_time_of(pid).unwrap_or(0),
-            runtime: None,
         }
     }
 
@@ -99,7 +95,6 @@ mod tests {
         let owner = RunOwner {
             pid: 42,
             start_time: 7,
-            runtime: None,
         };
         let meta = owner.to_metadata();
         assert_eq!(meta, r#"{"layerstore-run":{"pid":42,"start-time":7}}"#);
@@ -114,13 +109,14 @@ mod tests {
         ] {
             assert_eq!(RunOwner::from_metadata(other), None, "{other}");
         }
-        let mixed = r#"{"name":"c","layerstore-run":{"pid":1,"start-time":2}}"#;
+        // Other keys in the marker (an earlier version's runtime path) are
+        // read past.
+        let mixed = r#"{"name":"c","layerstore-run":{"pid":1,"start-time":2,"runtime":"/x/evil"}}"#;
         assert_eq!(
             RunOwner::from_metadata(mixed),
             Some(RunOwner {
                 pid: 1,
                 start_time: 2,
-                runtime: None,
             })
         );
     }
@@ -138,13 +134,11 @@ mod tests {
         assert!(!RunOwner {
             pid: 0,
             start_time: 0,
-            runtime: None,
         }
         .is_alive());
         assert!(!RunOwner {
             pid: u32::MAX - 1,
             start_time: 1,
-            runtime: Some("/usr/sbin/runc".into()),
         }
         .is_alive());
         let stat = "12 (a (b) c) S 1 12 12 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000";

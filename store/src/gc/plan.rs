@@ -35,6 +35,14 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
     for c in &snap.containers {
         // Ours only: the marker must be there, whatever the facts claim.
         let ours = super::RunOwner::from_metadata(&c.metadata).is_some();
+        if let Some(pid) = facts.running_dead_runs.get(&c.id).filter(|_| ours) {
+            out.skipped.push(skip(
+                "run-container",
+                &c.id,
+                format!("its run is gone but process {pid} still runs in it"),
+            ));
+            continue;
+        }
         if !ours || !facts.dead_run_containers.contains(&c.id) {
             continue;
         }
@@ -145,7 +153,8 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
         }
     }
 
-    debris(&ix, facts, min_age, &mut out);
+    let lost = lost_container(snap, facts);
+    debris(&ix, facts, min_age, lost.as_deref(), &mut out);
 
     for id in &facts.broken_links {
         if ix.ids.contains(id.as_str()) && !going.contains(id.as_str()) {
@@ -226,7 +235,39 @@ pub fn store_defects(snap: &Snapshot, facts: &Facts) -> Vec<Defect> {
 }
 
 /// Files and directories no record names.
-fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
+/// A graphroot `overlay-containers/<name>` directory that no container
+/// record names and no layer's container flag accounts for, if any: a
+/// container whose record is gone, whose layer's record may be gone with
+/// it (records dropped consistently), so whose layer directory would look
+/// like debris. The first such name, in order.
+fn lost_container(snap: &Snapshot, facts: &Facts) -> Option<String> {
+    let known: HashSet<&str> = snap
+        .containers
+        .iter()
+        .map(|c| c.id.as_str())
+        .chain(
+            snap.layers
+                .iter()
+                .filter_map(|l| l.flags.get(FLAG_CONTAINER)?.as_str()),
+        )
+        .collect();
+    let mut lost: Vec<&str> = facts
+        .all_data_dirs
+        .iter()
+        .filter_map(|n| n.strip_prefix("c/"))
+        .filter(|n| !known.contains(n))
+        .collect();
+    lost.sort_unstable();
+    lost.first().map(|n| (*n).to_owned())
+}
+
+fn debris(
+    ix: &Index<'_>,
+    facts: &Facts,
+    min_age: Duration,
+    lost_container: Option<&str>,
+    out: &mut GcPlan,
+) {
     let old = |mtime: SystemTime| !is_young(mtime, facts.now, min_age);
     let mut keep = |kind: &'static str, name: &str, reason: &str| {
         out.skipped.push(skip(kind, name, reason.to_owned()));
@@ -240,6 +281,12 @@ fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
             .and_then(|s| s.first())
             .map(|s| format!("layer directory {s} stacks on it"))
     };
+    let lost_dir = lost_container.map(|c| {
+        format!(
+            "overlay-containers/{c} has no container record: its container's layer may have \
+             lost its record too (remove that directory if it is debris)"
+        )
+    });
     let mut actions = Vec::new();
     for e in &facts.layer_dirs {
         let name = e.name.as_str();
@@ -250,6 +297,8 @@ fn debris(ix: &Index<'_>, facts: &Facts, min_age: Duration, out: &mut GcPlan) {
             Some(s.as_str())
         } else if facts.unreadable_lowers.iter().any(|u| u.as_str() != name) {
             Some("the lower files of some layer directories cannot be read")
+        } else if let Some(c) = &lost_dir {
+            Some(c.as_str())
         } else if facts.busy_layers.contains(name) {
             Some("something is mounted inside it")
         } else if !old(e.mtime) {

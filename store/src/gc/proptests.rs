@@ -179,7 +179,6 @@ fn build(g: &Gen) -> (Snapshot, Facts) {
                 RunOwner {
                     pid: 1,
                     start_time: 1,
-                    runtime: None,
                 }
                 .to_metadata()
             } else {

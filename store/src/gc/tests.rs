@@ -303,7 +303,6 @@ fn dead_layerstore_run_containers_go_with_their_layers_and_mounts() {
         metadata: RunOwner {
             pid: 1,
             start_time: 1,
-            runtime: None,
         }
         .to_metadata(),
         created: at(1000),
@@ -518,4 +517,68 @@ fn too_many_unrecorded_dirs_need_force() {
     assert!(!big.exceeds_unrecorded_share(), "11 of 44 is a quarter");
     big.recorded_layers = 43;
     assert!(big.exceeds_unrecorded_share());
+}
+
+#[test]
+fn a_container_directory_without_a_record_keeps_layer_directories() {
+    // podman's container record and its layer's record both dropped: its
+    // layer directory looks like debris, but its data directory is left.
+    let (mut snap, mut facts) = store();
+    stray(&mut facts, "lost-layer", 1);
+    facts.all_data_dirs.insert("c/podman-ctr".into());
+    facts.all_data_dirs.insert("c/lost-ctr".into());
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert!(
+        !p.actions.iter().any(|a| a.subject() == "lost-layer"),
+        "{p:?}"
+    );
+    let kept = p.skipped.iter().find(|s| s.id == "lost-layer").unwrap();
+    assert!(
+        kept.reason.contains("overlay-containers/lost-ctr"),
+        "{kept:?}"
+    );
+    // A container directory an orphan layer's flag names is accounted for.
+    let mut orphan = layer("orphan", "");
+    orphan
+        .flags
+        .insert(crate::ops::FLAG_CONTAINER.into(), "lost-ctr".into());
+    snap.layers.push(orphan);
+    facts.all_layer_dirs.insert("orphan".into());
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert!(p
+        .actions
+        .iter()
+        .any(|a| a.kind() == "layer-dir" && a.subject() == "lost-layer"));
+    assert!(p
+        .actions
+        .iter()
+        .any(|a| a.kind() == "orphan-layer" && a.subject() == "orphan"));
+}
+
+#[test]
+fn a_dead_run_whose_processes_still_run_is_kept() {
+    let (mut snap, mut facts) = store();
+    snap.layers.push(layer("run-layer", "m1"));
+    facts.all_layer_dirs.insert("run-layer".into());
+    snap.containers.push(Container {
+        id: "ours".into(),
+        layer: "run-layer".into(),
+        metadata: RunOwner {
+            pid: 1,
+            start_time: 1,
+        }
+        .to_metadata(),
+        created: at(1000),
+        ..Container::default()
+    });
+    facts.running_dead_runs.insert("ours".into(), 4242);
+    let p = plan(&snap, &facts, Duration::ZERO);
+    assert!(!p
+        .actions
+        .iter()
+        .any(|a| a.subject() == "ours" || a.subject() == "run-layer"));
+    let kept = p.skipped.iter().find(|s| s.id == "ours").unwrap();
+    assert!(kept.reason.contains("process 4242"), "{kept:?}");
+    // Its parent template stays too: a child is stacked on it.
+    assert!(!p.removed_layers().contains("m1"));
 }

@@ -273,7 +273,10 @@ fn a_hard_linked_lock_file_is_refused_and_its_other_name_untouched() {
     for mode in [LockMode::ReadWrite, LockMode::ReadOnly] {
         let err = LockFile::open(&dir.path().join("layers.lock"), mode).unwrap_err();
         let msg = anyhow_like(&err);
-        assert!(msg.contains("layers.lock") && msg.contains("hard links"), "{msg}");
+        assert!(
+            msg.contains("layers.lock") && msg.contains("hard links"),
+            "{msg}"
+        );
     }
     assert_eq!(std::fs::read(&victim).unwrap(), b"");
 }

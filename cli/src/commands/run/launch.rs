@@ -160,7 +160,7 @@ impl Launch<'_> {
             uidmap,
             gidmap,
             network: args.network,
-            cgroups_path: format!("/layerstore/{}", self.id()),
+            cgroups_path: format!("/{}/{}", layerstore::gc::RUN_CGROUP_PARENT, self.id()),
         })?;
         let bundle = self.write_bundle(&spec)?;
         let pid = self.create(&bundle, args.keyring)?;
@@ -321,75 +321,136 @@ pub(crate) fn state_root(store: &layerstore::Store) -> PathBuf {
 /// The runtime state directory's name under the runroot.
 const STATE_DIR: &str = "layerstore-runtime";
 
-/// Delete what dead `layerstore run`s (owner killed, marker left) have in
-/// their OCI runtime's state: `<runtime> --root <state> delete --force
-/// <id>` kills a container process the run left behind and drops the
-/// runtime's record of it. gc then unmounts and removes the storage.
-/// Returns the containers reaped; failures are logged (gc goes on).
+/// How long the processes of one dead run get to die after SIGKILL.
+const REAP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// End what dead `layerstore run`s (owner killed, marker left) left
+/// behind outside the store's records, so that gc can then unmount and
+/// remove their storage: every process still running in the container
+/// (found in its cgroups and by its root, never from a state file; each
+/// checked again through a pidfd before SIGKILL, so a recycled pid is
+/// never signalled), then the runtime's state directory
+/// `<runroot>/layerstore-runtime/<id>` (removed beneath the runroot, never
+/// through a symlink) and the container's empty cgroups. Returns the
+/// containers reaped; failures are logged, and a container whose processes
+/// outlive the deadline is left for gc to keep.
 ///
-/// Nothing is done on a store with defects (gc refuses it anyway), and the
-/// marker's `runtime` is never executed as found: only its file name, when
-/// it is `runc` or `crun`, chooses which of them on PATH is used (a record
-/// is not trusted to name a program to run as root).
-pub(crate) fn reap_dead_runs(store: &layerstore::Store) -> Vec<String> {
+/// No program is run: a runtime's state file is written by whoever can
+/// write the runroot, and `runc delete` would run the hooks it names.
+/// Only containers this tool made count (the run marker, the create mark
+/// and, when it has one, its layer's container flag), and nothing is done
+/// on a store with defects (gc refuses it anyway).
+pub(crate) fn reap_dead_runs(
+    store: &layerstore::Store,
+    driver: &dyn layerstore::driver::Driver,
+) -> Vec<String> {
     let Ok(snap) = store.snapshot() else {
         return Vec::new();
     };
     if !snap.defects.is_empty() {
         return Vec::new();
     }
-    let root = state_root(store);
     let mut reaped = Vec::new();
     for c in &snap.containers {
         let Some(owner) = layerstore::gc::RunOwner::from_metadata(&c.metadata) else {
             continue;
         };
-        if owner.is_alive() {
+        if owner.is_alive() || !layerstore::ops::is_created_by_layerstore(c) {
             continue;
         }
         let Ok(id) = layerstore::ContainerId::parse(&c.id) else {
             continue;
         };
-        let has_state = matches!(store.run_dir(), Ok(Some(run)) if run
-            .stat(std::path::Path::new(STATE_DIR).join(id.as_str()))
-            .ok()
-            .flatten()
-            .is_some_and(|m| m.is_dir()));
-        if !has_state {
+        let layer = snap.layers.iter().find(|l| l.id == c.layer);
+        if layer.is_some_and(|l| !l.flags.contains_key(layerstore::ops::FLAG_CONTAINER)) {
             continue;
         }
-        let named = owner
-            .runtime
-            .as_deref()
-            .and_then(|r| Path::new(r).file_name())
-            .and_then(|n| n.to_str())
-            .filter(|n| matches!(*n, "runc" | "crun"));
-        let runtime = match resolve_runtime(named) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(container = %id, "cannot delete its runtime state: {e:#}");
+        let layer = layer.and_then(|l| layerstore::LayerId::parse(&l.id).ok());
+        match end_processes(driver, &id, layer.as_ref()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(container = %id, "killed {n} processes a dead run left"),
+            Err(left) => {
+                tracing::warn!(
+                    container = %id,
+                    "processes {left:?} still run in it after SIGKILL; its storage stays"
+                );
                 continue;
             }
-        };
-        let out = Command::new(&runtime)
-            .arg("--root")
-            .arg(&root)
-            .args(["delete", "--force", id.as_str()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => reaped.push(id.into_string()),
-            Ok(o) => tracing::warn!(
-                container = %id,
-                stderr = %String::from_utf8_lossy(&o.stderr).trim(),
-                "{} delete --force failed", runtime.display()
-            ),
-            Err(e) => tracing::warn!(container = %id, "running {}: {e}", runtime.display()),
+        }
+        let mut done = false;
+        match store.run_dir() {
+            Ok(Some(run)) => match run.open_dir_opt(STATE_DIR) {
+                Ok(Some(states)) => match states.remove_tree(id.as_str()) {
+                    Ok(removed) => done |= removed,
+                    Err(e) => tracing::warn!(
+                        container = %id,
+                        "removing {}: {e}",
+                        states.display(id.as_str()).display()
+                    ),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    container = %id,
+                    "opening {}: {e}",
+                    run.display(STATE_DIR).display()
+                ),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!("opening the runroot: {e}"),
+        }
+        for cgroup in layerstore::gc::run_cgroup_tree(&id) {
+            match fs::remove_dir(&cgroup) {
+                Ok(()) => done = true,
+                Err(e) => {
+                    tracing::warn!(container = %id, "removing cgroup {}: {e}", cgroup.display())
+                }
+            }
+        }
+        if done {
+            reaped.push(id.into_string());
         }
     }
     reaped
+}
+
+/// SIGKILL every process running in the container until none is left;
+/// returns how many were signalled, or those still there at the deadline.
+fn end_processes(
+    driver: &dyn layerstore::driver::Driver,
+    id: &layerstore::ContainerId,
+    layer: Option<&layerstore::LayerId>,
+) -> Result<usize, Vec<u32>> {
+    let root = layer.and_then(|l| driver.mounted_root(l).ok().flatten());
+    let deadline = std::time::Instant::now() + REAP_DEADLINE;
+    let mut signalled = 0;
+    loop {
+        let pids = layerstore::gc::run_processes(driver, id, layer);
+        if pids.is_empty() {
+            return Ok(signalled);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(pids);
+        }
+        for pid in pids {
+            let Some(raw) = Pid::from_raw(pid as i32) else {
+                continue;
+            };
+            // The pidfd pins the process; then it is checked again, so a
+            // pid recycled since the look above is left alone.
+            let Ok(fd) = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+            else {
+                continue;
+            };
+            if !layerstore::gc::runs_in(pid, id, root) {
+                continue;
+            }
+            match rustix::process::pidfd_send_signal(&fd, Signal::KILL) {
+                Ok(()) => signalled += 1,
+                Err(e) => tracing::debug!(pid, error = %e, "SIGKILL failed"),
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Forwards SIGINT, SIGTERM and SIGHUP to `pid` until stopped.

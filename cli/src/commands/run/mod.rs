@@ -245,10 +245,7 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
         check_user_mapped(*uid, gid.unwrap_or(*uid), &uidmap, &gidmap)?;
     }
 
-    let owner = RunOwner {
-        runtime: Some(runtime.display().to_string()),
-        ..RunOwner::current()
-    };
+    let owner = RunOwner::current();
     let metadata = json!({
         "image-name": image.names.first().cloned().unwrap_or_default(),
         "image-id": image.id,

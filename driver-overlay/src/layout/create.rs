@@ -161,12 +161,13 @@ impl OverlayDriver {
         }
         let link = match self.read_link_file(&home, id) {
             Ok(Some(link)) => Some(link),
-            // No `link` file (a create killed before writing it): an l/
-            // link may point here all the same.
+            // No `link` file, or an empty or broken one (a create killed
+            // before or while writing it): an l/ link may point here all
+            // the same, and only such a link is removed.
             Ok(None) => self.find_link_pointing_to(&home, id).unwrap_or(None),
             Err(e) => {
-                tracing::debug!(layer = %id, error = %e, "not removing the layer's l/ link");
-                None
+                tracing::debug!(layer = %id, error = %e, "the layer's link file is broken; looking for its l/ link by target");
+                self.find_link_pointing_to(&home, id).unwrap_or(None)
             }
         };
         self.make_trash(&home)

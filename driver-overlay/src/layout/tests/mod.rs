@@ -464,6 +464,26 @@ fn remove_layer_removes_dir_and_own_link_only() {
 }
 
 #[test]
+fn a_layer_whose_link_file_is_missing_or_empty_loses_its_l_link_too() {
+    // A create killed after making `l/<name>` but before or while writing
+    // the `link` file.
+    for broken in [None, Some(""), Some("../../x")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = driver(tmp.path());
+        chain(&d);
+        let home = d.home().to_owned();
+        let links = link_entries(&d);
+        match broken {
+            None => fs::remove_file(home.join("grand/link")).unwrap(),
+            Some(content) => fs::write(home.join("grand/link"), content).unwrap(),
+        }
+        d.remove_layer(&lid("grand")).unwrap();
+        assert!(!home.join("grand").exists());
+        assert_eq!(link_entries(&d), links - 1, "{broken:?}");
+    }
+}
+
+#[test]
 fn new_reads_the_store_configuration() {
     let tmp = tempfile::tempdir().unwrap();
     let mut opts = options(tmp.path());

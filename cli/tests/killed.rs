@@ -229,16 +229,21 @@ fn assert_clean(scene: &Scene, layers: &BTreeSet<String>, what: &str) {
         .args(["run", "--rm", "--pull=never", "localhost/base", "true"]));
 }
 
+/// A fresh scene, and its layers that are not a container's own.
+fn scene_and_base_layers() -> (Scene, BTreeSet<String>) {
+    let scene = Scene::build(LAYERSTORE);
+    let base_layers = ids(&scene.layers_json(), "id")
+        .difference(&ids(&scene.containers_json(), "layer"))
+        .cloned()
+        .collect();
+    (scene, base_layers)
+}
+
 /// Kill `args` 20 times at random points of its usual duration; after each
 /// kill one gc, then the checks, then `reset` for the next round.
 fn killed(what: &str, args: &dyn Fn(&Scene) -> Vec<String>, reset: &dyn Fn(&Scene)) {
     require_privileged(TOOLS);
-    let scene = Scene::build(LAYERSTORE);
-    let layers = ids(&scene.layers_json(), "id");
-    let base_layers: BTreeSet<String> = layers
-        .difference(&ids(&scene.containers_json(), "layer"))
-        .cloned()
-        .collect();
+    let (scene, base_layers) = scene_and_base_layers();
     let usual = duration_of(&scene, args, reset);
     eprintln!("{what}: usually {usual:?}");
     let mut rng = Rng::seeded(what);
@@ -494,12 +499,7 @@ fn pids_of(pattern: &str) -> Vec<String> {
 #[ignore = "privileged: real podman store, runc, mounts, cgroups"]
 fn a_killed_runs_processes_are_ended_by_gc() {
     require_privileged(TOOLS);
-    let scene = Scene::build(LAYERSTORE);
-    let layers = ids(&scene.layers_json(), "id");
-    let base_layers: BTreeSet<String> = layers
-        .difference(&ids(&scene.containers_json(), "layer"))
-        .cloned()
-        .collect();
+    let (scene, base_layers) = scene_and_base_layers();
     // Unique arguments, so that pgrep finds this test's processes only.
     let tag = format!("{}", 600_000 + std::process::id() % 100_000);
     let script = format!("/bin/busybox sleep {tag} & exec /bin/busybox sleep {tag}");

@@ -103,6 +103,26 @@ fn store() -> (Snapshot, Facts) {
     (snap, facts)
 }
 
+/// Add container `ours`, made by `layerstore run`, on layer `run-layer`
+/// (a child of the template m1).
+fn add_run_container(snap: &mut Snapshot, facts: &mut Facts) {
+    let mut l = layer("run-layer", "m1");
+    l.diff_digest.clear();
+    snap.layers.push(l);
+    facts.all_layer_dirs.insert("run-layer".into());
+    snap.containers.push(Container {
+        id: "ours".into(),
+        layer: "run-layer".into(),
+        metadata: RunOwner {
+            pid: 1,
+            start_time: 1,
+        }
+        .to_metadata(),
+        created: at(1000),
+        ..Container::default()
+    });
+}
+
 /// Add an unrecorded layer directory.
 fn stray(facts: &mut Facts, name: &str, secs: u64) {
     facts.all_layer_dirs.insert(name.to_owned());
@@ -293,21 +313,7 @@ fn debris_links_mounts_and_dangling_entries() {
 #[test]
 fn dead_layerstore_run_containers_go_with_their_layers_and_mounts() {
     let (mut snap, mut facts) = store();
-    let mut l = layer("run-layer", "m1");
-    l.diff_digest.clear();
-    snap.layers.push(l);
-    facts.all_layer_dirs.insert("run-layer".into());
-    snap.containers.push(Container {
-        id: "ours".into(),
-        layer: "run-layer".into(),
-        metadata: RunOwner {
-            pid: 1,
-            start_time: 1,
-        }
-        .to_metadata(),
-        created: at(1000),
-        ..Container::default()
-    });
+    add_run_container(&mut snap, &mut facts);
     facts.dead_run_containers = ["ours".to_owned()].into();
     let p = plan(&snap, &facts, Duration::ZERO);
     // The container and its layer go, and with them m1, its parent.
@@ -558,19 +564,7 @@ fn a_container_directory_without_a_record_keeps_layer_directories() {
 #[test]
 fn a_dead_run_whose_processes_still_run_is_kept() {
     let (mut snap, mut facts) = store();
-    snap.layers.push(layer("run-layer", "m1"));
-    facts.all_layer_dirs.insert("run-layer".into());
-    snap.containers.push(Container {
-        id: "ours".into(),
-        layer: "run-layer".into(),
-        metadata: RunOwner {
-            pid: 1,
-            start_time: 1,
-        }
-        .to_metadata(),
-        created: at(1000),
-        ..Container::default()
-    });
+    add_run_container(&mut snap, &mut facts);
     facts.running_dead_runs.insert("ours".into(), 4242);
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(!p

@@ -105,8 +105,10 @@ fn gc(scene: &Scene, args: &[&str]) -> Value {
     let out = ok(scene
         .store
         .layerstore(LAYERSTORE)
-        .args(["gc", "--json", "--min-age", "0"])
+        .args(["--log-level", "info", "gc", "--json", "--min-age", "0"])
         .args(args));
+    // What gc logged (kills, reaps, warnings): shown when a check fails.
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -585,4 +587,32 @@ fn a_killed_runs_processes_are_ended_by_gc() {
         .join(&id)
         .exists());
     assert_clean(&scene, &base_layers, "after the killed run");
+}
+
+/// Runtime state no container record names (a runtime that failed
+/// half-way): gc removes it without running anything, and leaves what is
+/// not a container's (names that are no id, a symlink's target).
+#[test]
+#[ignore = "privileged: real podman store"]
+fn runtime_state_without_a_container_is_removed() {
+    require_privileged(TOOLS);
+    let (scene, _) = scene_and_base_layers();
+    let states = scene.store.run.join("layerstore-runtime");
+    let stale = "5ca1e".repeat(12) + "0000";
+    fs::create_dir_all(states.join(&stale)).unwrap();
+    fs::write(states.join(&stale).join("state.json"), b"{}").unwrap();
+    fs::create_dir_all(states.join("notes")).unwrap();
+    let linked = "11".repeat(32);
+    std::os::unix::fs::symlink(&scene.victim, states.join(&linked)).unwrap();
+    let victim = scene.victim_state();
+    let dry = gc(&scene, &["--dry-run"]);
+    assert!(
+        states.join(&stale).exists(),
+        "a dry run changes nothing: {dry:#}"
+    );
+    gc(&scene, &[]);
+    assert!(!states.join(&stale).exists());
+    assert!(states.join("notes").is_dir());
+    assert_eq!(scene.victim_state(), victim);
+    assert!(scene.victim.join("precious").exists());
 }

@@ -167,7 +167,7 @@ fn collect(global: &GlobalArgs, args: &GcArgs) -> anyhow::Result<Option<GcReport
         // What killed runs left running or in their runtime's state goes
         // first, so that their storage is no longer in use.
         for id in super::run::reap_dead_runs(&store, &driver) {
-            tracing::info!(container = %id, "ended what a dead run left running");
+            tracing::info!(container = %id, "removed what a dead or failed run left (processes, runtime state, cgroups)");
         }
     }
     let options = GcOptions {

@@ -145,7 +145,14 @@ impl OverlayDriver {
         };
         let dir = self.layer_dir(id);
         match home.stat(id.as_str()) {
-            Ok(None) => return Ok(()),
+            Ok(None) => {
+                // Already in the trash (a removal killed before it took
+                // the link): the l/ link that still points here goes.
+                if let Ok(Some(name)) = self.find_link_pointing_to(&home, id) {
+                    self.remove_own_link(&home, id, &name)?;
+                }
+                return Ok(());
+            }
             Ok(Some(_)) => {}
             Err(e) => return Err(LayoutError::io(id.as_str(), "examine", dir, e)),
         }

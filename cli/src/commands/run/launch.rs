@@ -306,6 +306,10 @@ impl Launch<'_> {
                 Ok(_) => {}
             }
         }
+        // What a runtime that failed half-way left of its state goes too.
+        if let Ok(id) = layerstore::ContainerId::parse(self.id()) {
+            remove_runtime_state(self.engine.store(), &id);
+        }
         self.engine
             .release(&self.rootfs, self.remove || !self.started)
             .with_context(|| format!("releasing container {}", self.id()))
@@ -377,40 +381,84 @@ pub(crate) fn reap_dead_runs(
                 continue;
             }
         }
-        let mut done = false;
-        match store.run_dir() {
-            Ok(Some(run)) => match run.open_dir_opt(STATE_DIR) {
-                Ok(Some(states)) => match states.remove_tree(id.as_str()) {
-                    Ok(removed) => done |= removed,
-                    Err(e) => tracing::warn!(
-                        container = %id,
-                        "removing {}: {e}",
-                        states.display(id.as_str()).display()
-                    ),
-                },
-                Ok(None) => {}
-                Err(e) => tracing::warn!(
-                    container = %id,
-                    "opening {}: {e}",
-                    run.display(STATE_DIR).display()
-                ),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::warn!("opening the runroot: {e}"),
+        if remove_runtime_state(store, &id) {
+            reaped.push(id.into_string());
         }
-        for cgroup in layerstore::gc::run_cgroup_tree(&id) {
-            match fs::remove_dir(&cgroup) {
-                Ok(()) => done = true,
-                Err(e) => {
-                    tracing::warn!(container = %id, "removing cgroup {}: {e}", cgroup.display())
-                }
-            }
+    }
+    // State no container record names (a runtime that failed half-way in
+    // a run that then removed its container): gone once nothing runs in
+    // its cgroups. A run always records its container before it starts
+    // the runtime, so none of these belongs to a run in progress.
+    for name in state_dirs(store) {
+        // Only names a run gives its containers (64 hex digits).
+        if name.len() != 64 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            continue;
         }
-        if done {
+        let Ok(id) = layerstore::ContainerId::parse(&name) else {
+            continue;
+        };
+        if snap.containers.iter().any(|c| c.id == name) {
+            continue;
+        }
+        if !layerstore::gc::run_processes(driver, &id, None).is_empty() {
+            tracing::warn!(container = %id, "runtime state without a container record, but processes run in its cgroup; kept");
+            continue;
+        }
+        if remove_runtime_state(store, &id) {
             reaped.push(id.into_string());
         }
     }
     reaped
+}
+
+/// The names in `<runroot>/layerstore-runtime/`.
+fn state_dirs(store: &layerstore::Store) -> Vec<String> {
+    let Ok(Some(run)) = store.run_dir() else {
+        return Vec::new();
+    };
+    let Ok(Some(states)) = run.open_dir_opt(STATE_DIR) else {
+        return Vec::new();
+    };
+    states
+        .entries()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| e.name.into_string().ok())
+        .collect()
+}
+
+/// Remove container `id`'s runtime state (`<runroot>/layerstore-runtime/<id>`,
+/// beneath the runroot, never through a symlink) and its cgroups, deepest
+/// first. Returns whether anything was removed; failures are logged.
+fn remove_runtime_state(store: &layerstore::Store, id: &layerstore::ContainerId) -> bool {
+    let mut done = false;
+    match store.run_dir() {
+        Ok(Some(run)) => match run.open_dir_opt(STATE_DIR) {
+            Ok(Some(states)) => match states.remove_tree(id.as_str()) {
+                Ok(removed) => done |= removed,
+                Err(e) => tracing::warn!(
+                    container = %id,
+                    "removing {}: {e}",
+                    states.display(id.as_str()).display()
+                ),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                container = %id,
+                "opening {}: {e}",
+                run.display(STATE_DIR).display()
+            ),
+        },
+        Ok(None) => {}
+        Err(e) => tracing::warn!("opening the runroot: {e}"),
+    }
+    for cgroup in layerstore::gc::run_cgroup_tree(id) {
+        match fs::remove_dir(&cgroup) {
+            Ok(()) => done = true,
+            Err(e) => tracing::warn!(container = %id, "removing cgroup {}: {e}", cgroup.display()),
+        }
+    }
+    done
 }
 
 /// SIGKILL every process running in the container until none is left;

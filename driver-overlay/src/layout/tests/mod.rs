@@ -464,7 +464,7 @@ fn remove_layer_removes_dir_and_own_link_only() {
 }
 
 #[test]
-fn a_layer_whose_link_file_is_missing_or_empty_loses_its_l_link_too() {
+fn a_half_made_or_half_removed_layer_loses_its_l_link_too() {
     // A create killed after making `l/<name>` but before or while writing
     // the `link` file.
     for broken in [None, Some(""), Some("../../x")] {
@@ -481,6 +481,16 @@ fn a_layer_whose_link_file_is_missing_or_empty_loses_its_l_link_too() {
         assert!(!home.join("grand").exists());
         assert_eq!(link_entries(&d), links - 1, "{broken:?}");
     }
+    // A removal killed after the directory went, before its link did.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver(tmp.path());
+    chain(&d);
+    let home = d.home().to_owned();
+    let links = link_entries(&d);
+    fs::remove_dir_all(home.join("grand")).unwrap();
+    assert_eq!(link_entries(&d), links);
+    d.remove_layer(&lid("grand")).unwrap();
+    assert_eq!(link_entries(&d), links - 1);
 }
 
 #[test]

@@ -3,10 +3,13 @@
 # the real peers (podman 4.3.1, the containers-storage CLI, runc), uidmap for
 # rootless stores, busybox-static to build test images without a registry and
 # keyutils (keyctl) for the doctor's key-quota test; debootstrap for the
-# Debian image of the run and gc tests and the benchmarks.
+# Debian image of the run and gc tests and the benchmarks; fuse-overlayfs
+# for gc's test with a frozen FUSE filesystem, procps (pgrep) and
+# e2fsprogs (chattr) for the kill tests.
 set -euo pipefail
 
-packages=(podman containers-storage runc uidmap busybox-static keyutils debootstrap)
+packages=(podman containers-storage runc uidmap busybox-static keyutils debootstrap
+          fuse-overlayfs procps e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

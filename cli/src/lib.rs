@@ -19,7 +19,7 @@ use layerstore_overlay::layout::OverlayDriver;
 mod commands;
 mod output;
 
-pub use output::printable;
+pub use output::{printable, printable_lines};
 
 /// Exit code for a failed command.
 pub const EXIT_FAILURE: u8 = 1;
@@ -97,9 +97,12 @@ pub enum Command {
 pub fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colours only for a terminal: a log file or journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 

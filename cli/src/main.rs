@@ -13,9 +13,10 @@ fn main() -> ExitCode {
         Err(err) => {
             // Messages quote what records hold: no control characters
             // but the message's own line breaks.
-            let text = format!("{err:#}");
-            let lines: Vec<_> = text.split('\n').map(layerstore_cli::printable).collect();
-            eprintln!("error: {}", lines.join("\n"));
+            eprintln!(
+                "error: {}",
+                layerstore_cli::printable_lines(&format!("{err:#}"))
+            );
             ExitCode::from(EXIT_FAILURE)
         }
     }

@@ -23,6 +23,14 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// [`printable`] line by line: the message's own line breaks stay.
+pub fn printable_lines(text: &str) -> String {
+    text.split('\n')
+        .map(printable)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// After a listing: the store's defects on stderr, one `warning:` line
 /// each, and an error (exit 1) when there are any. The listing itself
 /// shows the records that could be read.

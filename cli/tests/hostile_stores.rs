@@ -64,6 +64,14 @@ fn check(name: &str) {
         let what = format!("{}: layerstore {}: {}", h.name, args.join(" "), text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{what}");
+        // What records and names hold never drives the terminal.
+        assert!(
+            !out.stdout
+                .iter()
+                .chain(&out.stderr)
+                .any(|&b| b == 0x1b || b == 0x07),
+            "raw control characters in the output; {what}"
+        );
         // Whatever a mount shows is written to: it must be the store's.
         if args[0] == "mount" && code_is_zero(&out) {
             let point = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -165,6 +173,8 @@ hostile_tests! {
     runtime_state_dir_symlink: "the runroot's layerstore-runtime is a symlink to the victim",
     run_containers_dir_symlink: "the runroot's overlay-containers is a symlink to the victim",
     forged_runtime_state: "a dead run's forged runtime state names a hook",
+    escapes_on_disk: "names with terminal escapes on disk",
+    escape_in_a_record: "container records whose layer is a terminal escape",
 }
 
 #[test]

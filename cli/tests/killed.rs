@@ -616,3 +616,87 @@ fn runtime_state_without_a_container_is_removed() {
     assert_eq!(scene.victim_state(), victim);
     assert!(scene.victim.join("precious").exists());
 }
+
+/// Marks written into podman's records: a running podman container that
+/// claims every mark of a dead run keeps its processes (they are not in
+/// layerstore's cgroup) and its storage; a stopped one with only a run
+/// marker is not a candidate at all, and podman starts it after gc.
+#[test]
+#[ignore = "privileged: real podman store, runc"]
+fn podman_containers_with_forged_run_marks_survive_gc() {
+    use layerstore_test_support::hostile::edit;
+    require_privileged(TOOLS);
+    let (scene, _) = scene_and_base_layers();
+    let tag = format!("{}", 700_000 + std::process::id() % 100_000);
+    ok(scene.store.podman().args([
+        "run",
+        "-d",
+        "--pull=never",
+        "--name",
+        "busy",
+        "localhost/base",
+        "/bin/busybox",
+        "sleep",
+        &tag,
+    ]));
+    let record = |name: &str| {
+        read_records(&scene.containers_json())
+            .into_iter()
+            .find(|c| c["names"][0] == name)
+            .unwrap()
+    };
+    let busy = record("busy");
+    let (busy_id, busy_layer) = (
+        busy["id"].as_str().unwrap().to_owned(),
+        busy["layer"].as_str().unwrap().to_owned(),
+    );
+    let pod1 = scene.podmans.0.clone();
+    let forged = |everything: bool| {
+        let mut marks = serde_json::json!({
+            "layerstore-run": {"pid": 2_147_483_646u32, "start-time": 1},
+        });
+        if everything {
+            marks["layerstore"] = serde_json::json!({"version": "0.1.0"});
+        }
+        marks
+    };
+    edit(&scene.containers_json(), |cs| {
+        for c in cs.iter_mut() {
+            let everything = c["id"] == busy_id.as_str();
+            if everything || c["id"] == pod1.as_str() {
+                let mut meta: Value =
+                    serde_json::from_str(c["metadata"].as_str().unwrap_or("{}")).unwrap();
+                for (k, v) in forged(everything).as_object().unwrap() {
+                    meta[k] = v.clone();
+                }
+                c["metadata"] = Value::String(meta.to_string());
+            }
+        }
+    });
+    edit(&scene.layers_json(), |ls| {
+        for l in ls.iter_mut().filter(|l| l["id"] == busy_layer.as_str()) {
+            l["flags"]["layerstore-container"] = Value::String(busy_id.clone());
+        }
+    });
+    let report = gc(&scene, &[]);
+    assert!(
+        !report["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == busy_id.as_str() || a["id"] == pod1.as_str()),
+        "{report:#}"
+    );
+    assert_eq!(
+        pids_of(&format!("busybox sleep {tag}")).len(),
+        1,
+        "podman's process was killed"
+    );
+    assert!(ids(&scene.containers_json(), "id").contains(&busy_id));
+    assert!(scene.layer_dir(&busy_layer).is_dir());
+    ok(scene.store.podman().args(["start", "--attach", "pod1"]));
+    ok(scene
+        .store
+        .podman()
+        .args(["rm", "--force", "--time", "0", "busy"]));
+}

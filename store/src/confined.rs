@@ -576,8 +576,7 @@ impl Dir {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        remove_contents(&fd, &meta, &shown)?;
-        drop(fd);
+        remove_contents(fd, &meta, &shown)?;
         unlink_at(base, name, AtFlags::REMOVEDIR)?;
         Ok(true)
     }
@@ -638,45 +637,139 @@ fn make_writable(fd: BorrowedFd<'_>) -> bool {
     rustix::fs::fchmod(fd, Mode::from_raw_mode(mode | 0o700)).is_ok()
 }
 
-/// Remove everything inside directory `dir` (whose [`Meta`] is `top`).
-fn remove_contents(dir: &OwnedFd, top: &Meta, shown: &Path) -> io::Result<()> {
-    if top.mode & 0o700 != 0o700 {
-        make_writable(dir.as_fd());
+/// How many directories of the way down a removal keeps open; the others
+/// are reopened through `..` (and checked to be the same directory) on the
+/// way back up. Depth is then bounded by memory, not by descriptors.
+const OPEN_LEVELS: usize = 16;
+
+/// One directory on the way down a removal.
+struct Level {
+    /// Open, unless it is more than [`OPEN_LEVELS`] above the bottom.
+    fd: Option<OwnedFd>,
+    meta: Meta,
+    /// Its name in the level above (`None` for the top).
+    name: Option<OsString>,
+    /// What is still to be removed in it.
+    left: Vec<OsString>,
+}
+
+impl Level {
+    fn new(fd: OwnedFd, meta: Meta, name: Option<OsString>) -> io::Result<Level> {
+        if meta.mode & 0o700 != 0o700 {
+            make_writable(fd.as_fd());
+        }
+        let left = rustix::fs::Dir::read_from(&fd)?
+            .filter_map(|e| e.ok())
+            .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_owned())
+            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+            .collect();
+        Ok(Level {
+            fd: Some(fd),
+            meta,
+            name,
+            left,
+        })
     }
-    let names: Vec<OsString> = rustix::fs::Dir::read_from(dir)?
-        .filter_map(|e| e.ok())
-        .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_owned())
-        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+}
+
+/// `top`, then the names on the way down to `name` (for messages only; a
+/// very deep one is shortened in the middle).
+fn shown_path(top: &Path, levels: &[Level], name: &OsStr) -> PathBuf {
+    let mut out = top.to_path_buf();
+    let names: Vec<&OsStr> = levels
+        .iter()
+        .filter_map(|l| l.name.as_deref())
+        .chain([name])
         .collect();
-    for name in names {
-        let Some(meta) = stat_at(dir.as_fd(), &name)? else {
+    if names.len() > 12 {
+        for n in &names[..4] {
+            out.push(n);
+        }
+        out.push(format!("...{} more...", names.len() - 8));
+        for n in &names[names.len() - 4..] {
+            out.push(n);
+        }
+    } else {
+        for n in names {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// Remove everything inside directory `dir` (whose [`Meta`] is `top`),
+/// depth first, without recursion: the memory a removal takes grows with
+/// the tree's depth only by the names on the way down, and at most
+/// [`OPEN_LEVELS`] descriptors are open, however deep the tree.
+fn remove_contents(dir: OwnedFd, top: &Meta, shown: &Path) -> io::Result<()> {
+    let mut levels = vec![Level::new(dir, *top, None)?];
+    loop {
+        let depth = levels.len();
+        let level = levels.last_mut().expect("at least the top level");
+        let Some(name) = level.left.pop() else {
+            // This directory is empty: remove it from the level above.
+            let done = levels.pop().expect("a level");
+            let Some(parent) = levels.last_mut() else {
+                return Ok(());
+            };
+            let name = done.name.clone().expect("a level below the top has a name");
+            if parent.fd.is_none() {
+                let below = done.fd.as_ref().expect("the bottom level is open");
+                let fd = rustix::fs::openat(
+                    below,
+                    "..",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let meta = Meta::from_statx(&rustix::fs::statx(
+                    &fd,
+                    "",
+                    AtFlags::EMPTY_PATH,
+                    statx_mask(),
+                )?);
+                if meta.dev != parent.meta.dev || meta.ino != parent.meta.ino {
+                    return Err(io::Error::other(format!(
+                        "{} moved while it was being removed",
+                        shown_path(shown, &levels, &name).display()
+                    )));
+                }
+                parent.fd = Some(fd);
+            }
+            drop(done);
+            let parent_fd = parent.fd.as_ref().expect("reopened").as_fd();
+            unlink_at(parent_fd, &name, AtFlags::REMOVEDIR)
+                .map_err(|e| with_path(e, "removing", &shown_path(shown, &levels, &name)))?;
             continue;
         };
-        let child = shown.join(&name);
+        let fd = level.fd.as_ref().expect("the bottom level is open").as_fd();
+        let Some(meta) = stat_at(fd, &name)? else {
+            continue;
+        };
         if !meta.is_dir() {
             if meta.mount_root == Some(true) {
-                return Err(mount_point_error(&child));
+                return Err(mount_point_error(&shown_path(shown, &levels, &name)));
             }
-            unlink_at(dir.as_fd(), &name, AtFlags::empty())
-                .map_err(|e| with_path(e, "removing", &child))?;
+            unlink_at(fd, &name, AtFlags::empty())
+                .map_err(|e| with_path(e, "removing", &shown_path(shown, &levels, &name)))?;
             continue;
         }
         if meta.other_mount_than(top) || meta.mount_root == Some(true) {
-            return Err(mount_point_error(&child));
+            return Err(mount_point_error(&shown_path(shown, &levels, &name)));
         }
-        let fd = rustix::fs::openat(
-            dir,
+        let child = rustix::fs::openat(
+            fd,
             name.as_os_str(),
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| with_path(e.into(), "opening", &child))?;
-        remove_contents(&fd, &meta, &child)?;
-        drop(fd);
-        unlink_at(dir.as_fd(), &name, AtFlags::REMOVEDIR)
-            .map_err(|e| with_path(e, "removing", &child))?;
+        .map_err(|e| with_path(e.into(), "opening", &shown_path(shown, &levels, &name)))?;
+        if depth >= OPEN_LEVELS {
+            levels[depth - OPEN_LEVELS].fd = None;
+        }
+        let next = Level::new(child, meta, Some(name.clone()))
+            .map_err(|e| with_path(e, "listing", &shown_path(shown, &levels, &name)))?;
+        levels.push(next);
     }
-    Ok(())
 }
 
 fn with_path(e: io::Error, op: &str, path: &Path) -> io::Error {

@@ -598,6 +598,27 @@ pub fn catalogue() -> Vec<Hostility> {
             expect: Contained,
         },
         Hostility {
+            name: "names with terminal escapes on disk",
+            apply: |s| {
+                let g = &s.store.graph;
+                fs::create_dir(g.join("overlay/\u{1b}[2J\u{1b}]0;owned\u{7}")).unwrap();
+                fs::create_dir(g.join("overlay-containers/\u{1b}]0;LOST\u{7}")).unwrap();
+                symlink("../gone/diff", g.join("overlay/l/\u{1b}[31mRED")).unwrap();
+            },
+            expect: Contained,
+        },
+        Hostility {
+            name: "container records whose layer is a terminal escape",
+            apply: |s| {
+                edit(&s.containers_json(), |cs| {
+                    for c in cs.iter_mut().take(2) {
+                        c["layer"] = Value::String("\u{1b}]0;PWN\u{7}".into());
+                    }
+                })
+            },
+            expect: Refused,
+        },
+        Hostility {
             name: "a template's tar-split is a symlink to a victim file",
             apply: |s| {
                 let ts = s

@@ -9,7 +9,7 @@ use layerstore_overlay::doctor::{diagnose, DoctorOptions, Report, Status};
 use serde_json::json;
 
 use super::run::runtime_keyring_args;
-use crate::output::print_table;
+use crate::output::{print_table, printable};
 use crate::GlobalArgs;
 
 /// Exit code of `doctor` when some check warns (and none fails).
@@ -89,11 +89,11 @@ fn print_report(report: &Report) -> anyhow::Result<()> {
             "{} {}: {}",
             c.status.as_str().to_uppercase(),
             c.id,
-            c.seen
+            printable(&c.seen)
         )?;
-        writeln!(out, "  why: {}", c.why)?;
+        writeln!(out, "  why: {}", printable(&c.why))?;
         if let Some(fix) = &c.fix {
-            writeln!(out, "  fix: {fix}")?;
+            writeln!(out, "  fix: {}", printable(fix))?;
         }
     }
     let counts = |s| report.checks.iter().filter(|c| c.status == s).count();

@@ -11,7 +11,7 @@ use clap::Args;
 use layerstore::gc::{GcOptions, GcReport};
 use layerstore::StoreError;
 
-use crate::output::{human_size, print_table, short_id};
+use crate::output::{human_size, print_table, printable, short_id};
 use crate::GlobalArgs;
 
 /// Exit code when another gc holds the store's gc lock: nothing was done.
@@ -212,8 +212,8 @@ fn print_report(report: &GcReport, full: bool) -> anyhow::Result<()> {
             out,
             "kept {} {}: {}",
             s.kind,
-            short_id(&s.id, full),
-            s.reason
+            printable(&short_id(&s.id, full)),
+            printable(&s.reason)
         )?;
     }
     writeln!(

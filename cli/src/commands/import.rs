@@ -78,7 +78,7 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<()> {
                 if report.names.is_empty() {
                     String::new()
                 } else {
-                    format!(" as {}", report.names.join(", "))
+                    format!(" as {}", crate::output::printable(&report.names.join(", ")))
                 }
             );
         }

@@ -223,10 +223,23 @@ impl OverlayDriver {
     }
 
     /// The trash with its `link` file and `diff` (see [`TRASH_DIR`]).
+    ///
+    /// Whatever else stands at those names (a file or symlink where a
+    /// directory belongs, a `link` with other content) is ours to replace:
+    /// the names are layerstore's, and a trash that cannot be made would
+    /// block every removal.
     fn make_trash(&self, home: &Dir) -> std::io::Result<()> {
+        if home.stat(TRASH_DIR)?.is_some_and(|m| !m.is_dir()) {
+            home.remove_file(TRASH_DIR)?;
+        }
         let trash = home.create_dir_all(TRASH_DIR, 0o700)?;
+        if trash.stat("diff")?.is_some_and(|m| !m.is_dir()) {
+            trash.remove_file("diff")?;
+        }
         trash.create_dir("diff", 0o700)?;
-        if trash.stat(LINK_FILE)?.is_none() {
+        let link_ok = trash.stat(LINK_FILE)?.is_some_and(|m| m.is_file())
+            && trash.read_limited(LINK_FILE, 64).ok().as_deref() == Some(TRASH_LINK.as_bytes());
+        if !link_ok {
             trash.write_atomic(LINK_FILE, TRASH_LINK.as_bytes(), false)?;
         }
         Ok(())
@@ -252,7 +265,7 @@ impl OverlayDriver {
             let _ = home.remove_file(&link);
         }
         let _ = trash.remove_file(LINK_FILE);
-        let _ = rustix::fs::unlinkat(trash.fd(), "diff", AtFlags::REMOVEDIR);
+        let _ = trash.remove_tree("diff");
         let _ = rustix::fs::unlinkat(home.fd(), TRASH_DIR, AtFlags::REMOVEDIR);
     }
 

@@ -65,6 +65,13 @@ pub(crate) fn is_valid_link_name(name: &str) -> bool {
         && !name.chars().any(char::is_control)
 }
 
+/// Whether `name` is one entry of `l/` as a directory listing gives it (a
+/// single path component): what gc may look at and remove, even when it is
+/// no valid link name.
+fn is_entry_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
 /// The layer id in a link target `../<id>/diff`, if it has that form.
 pub(crate) fn layer_of_link_target(target: &str) -> Option<LayerId> {
     let id = target.strip_prefix("../")?.strip_suffix("/diff")?;
@@ -375,7 +382,7 @@ impl OverlayDriver {
 
     /// The mtime of `l/<name>`, if it exists.
     pub fn link_mtime(&self, name: &str) -> Option<SystemTime> {
-        if !is_valid_link_name(name) {
+        if !is_entry_name(name) {
             return None;
         }
         let home = self.home_dir().ok().flatten()?;
@@ -387,7 +394,9 @@ impl OverlayDriver {
 
     /// Remove `l/<name>` if it is a symlink (never what it points to).
     pub fn remove_link(&self, name: &str) -> Result<(), LayoutError> {
-        if !is_valid_link_name(name) {
+        // Any entry of l/: a dangling symlink with an odd name (A:B) is
+        // debris like any other.
+        if !is_entry_name(name) {
             return Err(LayoutError::BadLowerEntry {
                 id: String::new(),
                 path: self.home.join(LINK_DIR),

@@ -37,8 +37,14 @@ impl OverlayDriver {
         let Some(ids) = self.ids_from_lower_layers_file(id, &layer)? else {
             return self.ids_from_lower_file(id, &layer);
         };
+        // A `lower` that is there but empty says "no lower layers" to
+        // v1.43: that disagrees too.
+        let has_lower = layer
+            .stat(LOWER_FILE)
+            .map_err(|e| LayoutError::io(id.as_str(), "examine", layer.display(LOWER_FILE), e))?
+            .is_some();
         match self.ids_from_lower_file(id, &layer) {
-            Ok(from_lower) if !from_lower.is_empty() && from_lower != ids => {
+            Ok(from_lower) if has_lower && from_lower != ids => {
                 Err(LayoutError::LowerFilesDisagree {
                     id: id.to_string(),
                     lower_layers: join_ids(&ids),

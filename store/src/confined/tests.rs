@@ -41,6 +41,66 @@ fn reads_refuse_fifos_without_blocking_and_files_beyond_the_limit() {
 }
 
 #[test]
+fn remove_tree_takes_a_tree_deeper_than_descriptors_and_paths_allow() {
+    // 2,000 levels of 200-character names (400 kB of path, far beyond
+    // PATH_MAX), made as a container would: each level relative to the
+    // last. The removal runs with 48 descriptors at most.
+    let (tmp, dir) = tree();
+    let name = "d".repeat(200);
+    let mut fd = rustix::fs::open(
+        tmp.path().join("store/a"),
+        OFlags::RDONLY | OFlags::DIRECTORY,
+        Mode::empty(),
+    )
+    .unwrap();
+    for level in 0..2000 {
+        rustix::fs::mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        if level % 500 == 0 {
+            let file = rustix::fs::openat(
+                &fd,
+                "f",
+                OFlags::CREATE | OFlags::WRONLY,
+                Mode::from_raw_mode(0o644),
+            )
+            .unwrap();
+            drop(file);
+        }
+        fd = rustix::fs::openat(
+            &fd,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    // The bottom is read-only, as a container may leave it.
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o500)).unwrap();
+    drop(fd);
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    struct Restore(rustix::process::Rlimit);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, self.0);
+        }
+    }
+    let _restore = Restore(limit);
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(48),
+            maximum: limit.maximum,
+        },
+    )
+    .unwrap();
+    assert!(dir.remove_tree("a").unwrap());
+    assert!(!tmp.path().join("store/a").exists());
+    assert_eq!(
+        fs::read(tmp.path().join("victim/precious")).unwrap(),
+        b"keep"
+    );
+}
+
+#[test]
 fn paths_must_be_plain_and_relative() {
     let (_tmp, dir) = tree();
     for bad in ["", "/etc", "../victim", "a/../../victim", "./a"] {

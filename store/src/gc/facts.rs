@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{is_temp_name, MetaDir, RunOwner};
+use super::{is_temp_name, MetaDir};
 use crate::confined::Dir;
 use crate::driver::{Driver, LinkEntry};
 use crate::error::{driver_error, StoreError};
@@ -282,7 +282,7 @@ impl Facts {
         let mut dead_run_containers = HashSet::new();
         let mut running_dead_runs = HashMap::new();
         for c in &snap.containers {
-            if RunOwner::from_metadata(&c.metadata).is_none_or(|o| o.is_alive()) {
+            if super::run_owner_of(c, &snap.layers).is_none_or(|o| o.is_alive()) {
                 continue;
             }
             let Ok(id) = ContainerId::parse(&c.id) else {

@@ -68,10 +68,11 @@ use crate::id::{ContainerId, ImageId, LayerId};
 
 pub use apply::{GcLock, GC_LOCK_FILE};
 pub use facts::{usage_in, DiskEntry, FactFiles, Facts, Usage};
-pub use owner::{start_time_of, RunOwner};
+pub use owner::{run_owner_of, start_time_of, RunOwner};
 pub use plan::{plan, store_defects};
 pub use procs::{
-    processes_rooted_at, run_cgroup_tree, run_cgroups, run_processes, runs_in, RUN_CGROUP_PARENT,
+    processes_rooted_at, run_cgroup_processes, run_cgroup_tree, run_cgroups, run_processes,
+    runs_in, RUN_CGROUP_PARENT,
 };
 
 /// Unless forced, gc refuses a plan that removes more than

@@ -20,6 +20,8 @@ use std::fs;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::records::{Container, Layer};
+
 /// The process that owns a container made by `layerstore run`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunOwner {
@@ -70,6 +72,27 @@ impl RunOwner {
     pub fn is_alive(&self) -> bool {
         self.pid != 0 && start_time_of(self.pid) == Some(self.start_time)
     }
+}
+
+/// The owner of container `c` if `layerstore run` made it, by every mark it
+/// leaves: the run marker, layerstore's create mark
+/// ([`crate::ops::CREATED_KEY`]) and, on its read-write layer (found in
+/// `layers`), the container flag naming this container. Any of them
+/// missing: not a run's container (podman's, or a record that lies), and
+/// gc neither kills in it nor removes it. (Records can be forged like
+/// anything on disk; what all three agree on is at least no accident.)
+pub fn run_owner_of(c: &Container, layers: &[Layer]) -> Option<RunOwner> {
+    let owner = RunOwner::from_metadata(&c.metadata)?;
+    if !crate::ops::is_created_by_layerstore(c) {
+        return None;
+    }
+    let layer = layers.iter().find(|l| l.id == c.layer)?;
+    let flagged = layer
+        .flags
+        .get(crate::ops::FLAG_CONTAINER)
+        .and_then(Value::as_str)
+        == Some(c.id.as_str());
+    flagged.then_some(owner)
 }
 
 /// Field 22 (`starttime`) of `/proc/<pid>/stat`, if the process exists.

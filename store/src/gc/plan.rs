@@ -33,8 +33,9 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
     let mut going: HashSet<&str> = HashSet::new();
 
     for c in &snap.containers {
-        // Ours only: the marker must be there, whatever the facts claim.
-        let ours = super::RunOwner::from_metadata(&c.metadata).is_some();
+        // Ours only: every mark a run leaves must be there, whatever the
+        // facts claim.
+        let ours = super::run_owner_of(c, &snap.layers).is_some();
         if let Some(pid) = facts.running_dead_runs.get(&c.id).filter(|_| ours) {
             out.skipped.push(skip(
                 "run-container",

@@ -13,8 +13,10 @@
 //!   the runtime's `pivot_root` makes the mount the container's `/`).
 //!
 //! Nothing here kills: gc only keeps such a container's storage, and the
-//! CLI's gc kills them first ([`run_processes`] again, per pid, through a
-//! pidfd).
+//! CLI's gc first kills what is in the container's cgroups
+//! ([`run_cgroup_processes`], each pid checked again through a pidfd).
+//! A process found by its root only is never signalled: it keeps the
+//! container.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -69,21 +71,25 @@ fn cgroup_processes(cgroup: &Path, depth: usize, out: &mut Vec<u32>) {
     }
 }
 
-/// Whether process `pid` runs in container `container` right now: it is
-/// in one of the container's cgroups, or its root is `root` (the
-/// container layer's mount root). For checking a pid again once a pidfd
-/// holds it, so that a recycled pid is never signalled.
-pub fn runs_in(pid: u32, container: &ContainerId, root: Option<FileIdentity>) -> bool {
-    let rooted = root.is_some_and(|root| {
-        rustix::fs::stat(format!("/proc/{pid}/root"))
-            .is_ok_and(|st| FileIdentity::of_stat(&st) == root)
-    });
-    rooted
-        || run_cgroups(container).iter().any(|cgroup| {
-            let mut pids = Vec::new();
-            cgroup_processes(cgroup, 0, &mut pids);
-            pids.contains(&pid)
-        })
+/// The processes in the container's cgroups (and those below them): the
+/// only ones gc ever signals.
+pub fn run_cgroup_processes(container: &ContainerId) -> Vec<u32> {
+    let mut out = Vec::new();
+    for cgroup in run_cgroups(container) {
+        cgroup_processes(&cgroup, 0, &mut out);
+    }
+    let me = std::process::id();
+    out.retain(|&p| p != me && p != 0);
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Whether process `pid` is in one of the container's cgroups right now.
+/// For checking a pid again once a pidfd holds it, so that a recycled pid
+/// is never signalled.
+pub fn runs_in(pid: u32, container: &ContainerId) -> bool {
+    run_cgroup_processes(container).contains(&pid)
 }
 
 /// The container's cgroups and those below them, deepest first (the order
@@ -108,6 +114,25 @@ pub fn run_cgroup_tree(container: &ContainerId) -> Vec<PathBuf> {
     out
 }
 
+/// The identity of process `pid`'s root directory. The magic link is
+/// followed without asking the filesystem there for anything
+/// (`AT_STATX_DONT_SYNC`, device and inode only, which the kernel has at
+/// hand): a process rooted in a FUSE filesystem whose server hangs must
+/// not hang gc. `None` for a process that has exited (or is a zombie).
+fn root_of(pid: u32) -> Option<FileIdentity> {
+    let st = rustix::fs::statx(
+        rustix::fs::CWD,
+        format!("/proc/{pid}/root"),
+        rustix::fs::AtFlags::STATX_DONT_SYNC,
+        rustix::fs::StatxFlags::INO,
+    )
+    .ok()?;
+    Some(FileIdentity {
+        dev: (st.stx_dev_major, st.stx_dev_minor),
+        ino: st.stx_ino,
+    })
+}
+
 /// The processes whose root directory is `root` (a mount's root).
 pub fn processes_rooted_at(root: FileIdentity) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -118,12 +143,8 @@ pub fn processes_rooted_at(root: FileIdentity) -> Vec<u32> {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        // stat follows the magic link to the process's root; a process
-        // that has exited (or is a zombie) has none.
-        if let Ok(st) = rustix::fs::stat(format!("/proc/{pid}/root")) {
-            if FileIdentity::of_stat(&st) == root {
-                out.push(pid);
-            }
+        if root_of(pid) == Some(root) {
+            out.push(pid);
         }
     }
     out
@@ -137,10 +158,7 @@ pub fn run_processes(
     container: &ContainerId,
     layer: Option<&LayerId>,
 ) -> Vec<u32> {
-    let mut out = Vec::new();
-    for cgroup in run_cgroups(container) {
-        cgroup_processes(&cgroup, 0, &mut out);
-    }
+    let mut out = run_cgroup_processes(container);
     if let Some(layer) = layer {
         match driver.mounted_root(layer) {
             Ok(Some(root)) => out.extend(processes_rooted_at(root)),
@@ -180,5 +198,105 @@ mod tests {
     fn a_container_without_a_cgroup_has_none() {
         let id = ContainerId::random();
         assert_eq!(run_cgroups(&id), Vec::<PathBuf>::new());
+    }
+
+    /// A process rooted in a FUSE filesystem whose server is stopped: the
+    /// scan of roots returns (a stat that asked the filesystem would wait
+    /// for the server forever).
+    #[test]
+    #[ignore = "privileged: needs root, fuse-overlayfs and busybox-static"]
+    fn a_root_on_a_frozen_fuse_filesystem_does_not_hang_the_scan() {
+        use std::process::{Command, Stdio};
+        layerstore_test_support::require_privileged(&[
+            "fuse-overlayfs",
+            "busybox",
+            "chroot",
+            "pgrep",
+        ]);
+        let tmp = tempfile::tempdir().unwrap();
+        let [lower, upper, work, mnt] = ["lower", "upper", "work", "mnt"].map(|d| {
+            let p = tmp.path().join(d);
+            fs::create_dir(&p).unwrap();
+            p
+        });
+        let busybox = layerstore_test_support::which("busybox").unwrap();
+        fs::copy(&busybox, lower.join("busybox")).unwrap();
+        let ok = Command::new("fuse-overlayfs")
+            .arg("-o")
+            .arg(format!(
+                "lowerdir={},upperdir={},workdir={},timeout=0",
+                lower.display(),
+                upper.display(),
+                work.display()
+            ))
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        struct Cleanup {
+            mnt: PathBuf,
+            pids: Vec<u32>,
+        }
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                for pid in &self.pids {
+                    let _ = Command::new("kill")
+                        .args(["-CONT", &pid.to_string()])
+                        .status();
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            }
+        }
+        let mut cleanup = Cleanup {
+            mnt: mnt.clone(),
+            pids: Vec::new(),
+        };
+        let mut rooted = Command::new("chroot")
+            .arg(&mnt)
+            .args(["/busybox", "sleep", "1000"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        cleanup.pids.push(rooted.id());
+        // The FUSE server: the fuse-overlayfs process serving `mnt`.
+        let out = Command::new("pgrep")
+            .args(["-f", &format!("fuse-overlayfs.*{}", mnt.display())])
+            .output()
+            .unwrap();
+        let server: u32 = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .expect("the fuse-overlayfs server")
+            .parse()
+            .unwrap();
+        cleanup.pids.push(server);
+        // Until the chrooted process runs, its root is not the mount yet.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mnt_root = rustix::fs::stat(&mnt).unwrap();
+        while !processes_rooted_at(FileIdentity::of_stat(&mnt_root)).contains(&rooted.id()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never saw the chrooted process"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(Command::new("kill")
+            .args(["-STOP", &server.to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(processes_rooted_at(FileIdentity::of_stat(&mnt_root)));
+        });
+        let found = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the scan of roots hangs on the frozen FUSE filesystem");
+        assert!(found.contains(&rooted.id()), "{found:?}");
+        drop(cleanup);
+        let _ = rooted.wait();
     }
 }

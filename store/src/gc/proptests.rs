@@ -176,17 +176,31 @@ fn build(g: &Gen) -> (Snapshot, Facts) {
             id: format!("ctr{n}"),
             layer: pick(*layer),
             metadata: if *ours {
-                RunOwner {
-                    pid: 1,
-                    start_time: 1,
-                }
-                .to_metadata()
+                crate::ops::mark_created_by_layerstore(
+                    &RunOwner {
+                        pid: 1,
+                        start_time: 1,
+                    }
+                    .to_metadata(),
+                )
             } else {
                 r#"{"name":"podman"}"#.into()
             },
             ..Container::default()
         })
         .collect();
+    // Most of a run's containers carry every mark (their layer's flag names
+    // them); the others lack the flag, and must count as podman's.
+    for (n, c) in containers.iter().enumerate() {
+        if n % 3 != 0 && RunOwner::from_metadata(&c.metadata).is_some() {
+            if let Some(l) = layers.iter_mut().find(|l| l.id == c.layer) {
+                l.flags.insert(
+                    crate::ops::FLAG_CONTAINER.into(),
+                    serde_json::Value::String(c.id.clone()),
+                );
+            }
+        }
+    }
     let mounts: Vec<MountPoint> = g
         .mounts
         .iter()
@@ -407,7 +421,7 @@ fn check(snap: &Snapshot, facts: &Facts, p: &GcPlan) -> Result<(), TestCaseError
                     .iter()
                     .find(|c| c.id == id.as_str())
                     .unwrap();
-                prop_assert!(RunOwner::from_metadata(&c.metadata).is_some());
+                prop_assert!(super::run_owner_of(c, &snap.layers).is_some());
                 prop_assert!(facts.dead_run_containers.contains(id.as_str()));
             }
             Action::TempFile { name, .. } => prop_assert!(is_temp_name(name)),

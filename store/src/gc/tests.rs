@@ -108,16 +108,20 @@ fn store() -> (Snapshot, Facts) {
 fn add_run_container(snap: &mut Snapshot, facts: &mut Facts) {
     let mut l = layer("run-layer", "m1");
     l.diff_digest.clear();
+    l.flags
+        .insert(crate::ops::FLAG_CONTAINER.into(), "ours".into());
     snap.layers.push(l);
     facts.all_layer_dirs.insert("run-layer".into());
     snap.containers.push(Container {
         id: "ours".into(),
         layer: "run-layer".into(),
-        metadata: RunOwner {
-            pid: 1,
-            start_time: 1,
-        }
-        .to_metadata(),
+        metadata: crate::ops::mark_created_by_layerstore(
+            &RunOwner {
+                pid: 1,
+                start_time: 1,
+            }
+            .to_metadata(),
+        ),
         created: at(1000),
         ..Container::default()
     });
@@ -575,4 +579,39 @@ fn a_dead_run_whose_processes_still_run_is_kept() {
     assert!(kept.reason.contains("process 4242"), "{kept:?}");
     // Its parent template stays too: a child is stacked on it.
     assert!(!p.removed_layers().contains("m1"));
+}
+
+#[test]
+fn a_run_marker_without_the_other_marks_is_podmans() {
+    // podman's container with a run marker written into its metadata; then
+    // with layerstore's create mark too; then with a flag naming another
+    // container: never a run's container.
+    let marker = RunOwner {
+        pid: 1,
+        start_time: 1,
+    }
+    .to_metadata();
+    let marked = crate::ops::mark_created_by_layerstore(&marker);
+    for (metadata, flag) in [
+        (marker.clone(), Some("podman-ctr")),
+        (marked.clone(), None),
+        (marked.clone(), Some("someone-else")),
+    ] {
+        let (mut snap, mut facts) = store();
+        snap.containers[0].metadata = metadata.clone();
+        if let Some(flag) = flag {
+            let c2 = snap.layers.iter_mut().find(|l| l.id == "c2").unwrap();
+            c2.flags
+                .insert(crate::ops::FLAG_CONTAINER.into(), flag.into());
+        }
+        assert_eq!(run_owner_of(&snap.containers[0], &snap.layers), None);
+        facts.dead_run_containers.insert("podman-ctr".into());
+        let p = plan(&snap, &facts, Duration::ZERO);
+        assert!(
+            !p.actions
+                .iter()
+                .any(|a| a.subject() == "podman-ctr" || a.subject() == "c2"),
+            "{metadata} {flag:?}: {p:?}"
+        );
+    }
 }

@@ -52,12 +52,10 @@ pub fn mark_created_by_layerstore(metadata: &str) -> String {
 }
 
 /// Whether container `c` was created by layerstore (its metadata carries
-/// [`CREATED_KEY`] or `layerstore run`'s owner marker).
+/// [`CREATED_KEY`]; `layerstore run`'s owner marker alone does not count).
 pub fn is_created_by_layerstore(c: &Container) -> bool {
     match serde_json::from_str::<Value>(&c.metadata) {
-        Ok(Value::Object(o)) => {
-            o.contains_key(CREATED_KEY) || o.contains_key(crate::gc::RunOwner::METADATA_KEY)
-        }
+        Ok(Value::Object(o)) => o.contains_key(CREATED_KEY),
         _ => false,
     }
 }

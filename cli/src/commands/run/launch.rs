@@ -110,14 +110,15 @@ impl Launch<'_> {
         )
     }
 
-    fn bundle(&self) -> PathBuf {
-        self.engine
-            .store()
-            .options()
-            .run_root
-            .join("overlay-containers")
+    /// The bundle's path below the runroot.
+    fn bundle_rel(&self) -> PathBuf {
+        Path::new("overlay-containers")
             .join(self.id())
             .join("userdata")
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.engine.store().options().run_root.join(self.bundle_rel())
     }
 
     fn runtime_cmd(&self) -> Command {
@@ -180,9 +181,7 @@ impl Launch<'_> {
     fn write_bundle(&self, spec: &oci_spec::runtime::Spec) -> anyhow::Result<PathBuf> {
         let bundle = self.bundle();
         let run = self.engine.store().run_dir_created()?;
-        let rel = Path::new("overlay-containers")
-            .join(self.id())
-            .join("userdata");
+        let rel = self.bundle_rel();
         let dir = run
             .create_dir_all(&rel, 0o700)
             .with_context(|| format!("creating the bundle directory {}", bundle.display()))?;
@@ -224,11 +223,13 @@ impl Launch<'_> {
         // Whatever happened, the runtime may hold state for this id now.
         self.created = true;
         if !status.success() {
-            return Err(self.failure("create", &log_file, status.to_string()).into());
+            return Err(self.failure("create", status.to_string()).into());
         }
-        let pid_text = fs::read_to_string(&pid_file)
+        let pid_text = self
+            .read_bundle_file("pidfile", 64)
             .with_context(|| format!("reading the runtime's pid file {}", pid_file.display()))?;
-        pid_text
+        let pid_text = String::from_utf8_lossy(&pid_text);
+        let pid = pid_text
             .trim()
             .parse::<i32>()
             .ok()
@@ -238,7 +239,30 @@ impl Launch<'_> {
                     "the runtime's pid file {} holds {pid_text:?}",
                     pid_file.display()
                 )
-            })
+            })?;
+        // The init is ours to signal only if it is our child (we are its
+        // subreaper): a pid file rewritten by someone else names another.
+        let parent = fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()))
+            .ok()
+            .and_then(|stat| {
+                let rest = stat[stat.rfind(')')? + 1..].to_owned();
+                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+            });
+        if parent != Some(std::process::id()) {
+            bail!(
+                "the runtime's pid file {} names pid {pid:?}, which is not the container's init \
+                 (not a child of this run)",
+                pid_file.display()
+            );
+        }
+        Ok(pid)
+    }
+
+    /// A file of the bundle, read beneath the runroot without following a
+    /// symlink or waiting on a FIFO, at most `max` bytes.
+    fn read_bundle_file(&self, name: &str, max: u64) -> anyhow::Result<Vec<u8>> {
+        let run = self.engine.store().run_dir_created()?;
+        Ok(run.open_dir(self.bundle_rel())?.read_limited(name, max)?)
     }
 
     /// `<runtime> start`; on failure the created init is killed and reaped.
@@ -265,9 +289,12 @@ impl Launch<'_> {
     }
 
     /// A [`RuntimeFailure`] with the runtime's last error from its log.
-    fn failure(&self, step: &'static str, log: &Path, status: String) -> RuntimeFailure {
-        let message = fs::read_to_string(log)
+    /// The runtime's last error in `runtime.log`, else `status`.
+    fn failure(&self, step: &'static str, status: String) -> RuntimeFailure {
+        let message = self
+            .read_bundle_file("runtime.log", 4 << 20)
             .ok()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .and_then(|text| {
                 text.lines()
                     .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -356,20 +383,16 @@ pub(crate) fn reap_dead_runs(
     }
     let mut reaped = Vec::new();
     for c in &snap.containers {
-        let Some(owner) = layerstore::gc::RunOwner::from_metadata(&c.metadata) else {
+        let Some(owner) = layerstore::gc::run_owner_of(c, &snap.layers) else {
             continue;
         };
-        if owner.is_alive() || !layerstore::ops::is_created_by_layerstore(c) {
+        if owner.is_alive() {
             continue;
         }
         let Ok(id) = layerstore::ContainerId::parse(&c.id) else {
             continue;
         };
-        let layer = snap.layers.iter().find(|l| l.id == c.layer);
-        if layer.is_some_and(|l| !l.flags.contains_key(layerstore::ops::FLAG_CONTAINER)) {
-            continue;
-        }
-        let layer = layer.and_then(|l| layerstore::LayerId::parse(&l.id).ok());
+        let layer = layerstore::LayerId::parse(&c.layer).ok();
         match end_processes(driver, &id, layer.as_ref()) {
             Ok(0) => {}
             Ok(n) => tracing::info!(container = %id, "killed {n} processes a dead run left"),
@@ -461,20 +484,28 @@ fn remove_runtime_state(store: &layerstore::Store, id: &layerstore::ContainerId)
     done
 }
 
-/// SIGKILL every process running in the container until none is left;
-/// returns how many were signalled, or those still there at the deadline.
+/// SIGKILL every process in the container's cgroups until none is left;
+/// returns how many were signalled, or the processes still running in the
+/// container at the deadline. Only the container's cgroups are killed in:
+/// a process that merely has its root in the container's rootfs (found by
+/// [`layerstore::gc::run_processes`]) keeps the container from being
+/// reaped, but is never signalled.
 fn end_processes(
     driver: &dyn layerstore::driver::Driver,
     id: &layerstore::ContainerId,
     layer: Option<&layerstore::LayerId>,
 ) -> Result<usize, Vec<u32>> {
-    let root = layer.and_then(|l| driver.mounted_root(l).ok().flatten());
     let deadline = std::time::Instant::now() + REAP_DEADLINE;
     let mut signalled = 0;
     loop {
-        let pids = layerstore::gc::run_processes(driver, id, layer);
+        let pids = layerstore::gc::run_cgroup_processes(id);
         if pids.is_empty() {
-            return Ok(signalled);
+            let left = layerstore::gc::run_processes(driver, id, layer);
+            return if left.is_empty() {
+                Ok(signalled)
+            } else {
+                Err(left)
+            };
         }
         if std::time::Instant::now() > deadline {
             return Err(pids);
@@ -485,16 +516,21 @@ fn end_processes(
             };
             // The pidfd pins the process; then it is checked again, so a
             // pid recycled since the look above is left alone.
-            let Ok(fd) = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
-            else {
-                continue;
+            let fd = match rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::SRCH) => continue,
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "cannot open a pidfd");
+                    continue;
+                }
             };
-            if !layerstore::gc::runs_in(pid, id, root) {
+            if !layerstore::gc::runs_in(pid, id) {
+                tracing::debug!(pid, "left its cgroup before the kill");
                 continue;
             }
             match rustix::process::pidfd_send_signal(&fd, Signal::KILL) {
                 Ok(()) => signalled += 1,
-                Err(e) => tracing::debug!(pid, error = %e, "SIGKILL failed"),
+                Err(e) => tracing::warn!(pid, error = %e, "SIGKILL failed"),
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

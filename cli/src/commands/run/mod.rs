@@ -115,7 +115,10 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> ExitCode {
     match run_inner(global, args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                crate::output::printable_lines(&format!("{e:#}"))
+            );
             let code = e
                 .downcast_ref::<RuntimeFailure>()
                 .map_or(EXIT_RUN_FAILURE, RuntimeFailure::exit_code);

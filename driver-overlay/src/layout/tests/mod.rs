@@ -658,6 +658,17 @@ fn lower_files_that_disagree_refuse_a_mount_and_both_count_for_gc() {
         d.stacked_layer_ids(&lid("grand")).unwrap(),
         ["other", "child", "base"]
     );
+    // An empty lower (v1.43 mounts no lower layer) disagrees with a
+    // lower-layers that names some.
+    let lower = read(home.join("grand/lower"));
+    fs::write(home.join("grand/lower-layers"), "child:base").unwrap();
+    fs::write(home.join("grand/lower"), "").unwrap();
+    assert!(matches!(
+        d.lower_layer_ids(&lid("grand")),
+        Err(LayoutError::LowerFilesDisagree { .. })
+    ));
+    fs::write(home.join("grand/lower"), lower).unwrap();
+    fs::write(home.join("grand/lower-layers"), "other").unwrap();
     // Agreeing files, or a lower whose links are lost: lower-layers decides.
     fs::write(home.join("grand/lower-layers"), "child:base").unwrap();
     assert_eq!(d.lower_layer_ids(&lid("grand")).unwrap(), ["child", "base"]);
@@ -667,4 +678,47 @@ fn lower_files_that_disagree_refuse_a_mount_and_both_count_for_gc() {
     assert_eq!(d.lower_layer_ids(&lid("grand")).unwrap(), ["child", "base"]);
     // gc cannot tell what the lost link named: an error, not a guess.
     assert!(d.stacked_layer_ids(&lid("grand")).is_err());
+}
+
+#[test]
+fn links_with_odd_names_can_be_removed_as_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver(tmp.path());
+    chain(&d);
+    let l = d.home().join("l");
+    for odd in ["A:B", "x,y", "esc\u{1b}[2J"] {
+        std::os::unix::fs::symlink("../gone/diff", l.join(odd)).unwrap();
+        assert!(d.links().unwrap().iter().any(|e| e.name == odd));
+        assert!(d.link_mtime(odd).is_some());
+        d.remove_link(odd).unwrap();
+        assert!(l.join(odd).symlink_metadata().is_err(), "{odd:?}");
+    }
+    for bad in ["", ".", "..", "../base"] {
+        assert!(d.remove_link(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_broken_trash_is_replaced_not_obeyed() {
+    // The trash a symlink to the victim; then its diff a file and its link
+    // file a symlink to the victim: each layer removal still works, and
+    // the victim is untouched.
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    fs::create_dir(&victim).unwrap();
+    fs::write(victim.join("precious"), b"keep").unwrap();
+    let d = driver(tmp.path());
+    chain(&d);
+    let trash = d.home().join(".layerstore-trash");
+    std::os::unix::fs::symlink(&victim, &trash).unwrap();
+    d.remove_layer(&lid("grand")).unwrap();
+    assert!(!d.home().join("grand").exists());
+    fs::create_dir(&trash).unwrap();
+    fs::write(trash.join("diff"), b"not a directory").unwrap();
+    std::os::unix::fs::symlink(victim.join("precious"), trash.join("link")).unwrap();
+    d.remove_layer(&lid("child")).unwrap();
+    assert!(!d.home().join("child").exists());
+    assert!(!trash.exists(), "an empty trash goes");
+    assert_eq!(fs::read(victim.join("precious")).unwrap(), b"keep");
+    assert_eq!(fs::read_dir(&victim).unwrap().count(), 1);
 }

@@ -363,6 +363,19 @@ impl Immutable {
 impl Drop for Immutable {
     fn drop(&mut self) {
         let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+        // Moved into the trash by a removal: cleared there too, or the
+        // store could not be removed after a failed test.
+        if let Some(home) = self
+            .0
+            .ancestors()
+            .find(|a| a.file_name().is_some_and(|n| n == "overlay"))
+        {
+            let _ = Command::new("chattr")
+                .args(["-R", "-i"])
+                .arg(home.join(".layerstore-trash"))
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -228,10 +228,17 @@ fn gc_removes_dead_layerstore_run_containers_but_never_podmans() {
     child.wait().unwrap();
     let ours = "c0ffee0000000000000000000000000000000000000000000000000000000001";
     let podmans = "c0ffee0000000000000000000000000000000000000000000000000000000002";
-    let marker = format!(r#"{{\"layerstore-run\":{{\"pid\":{pid},\"start-time\":1}}}}"#);
+    // Every mark a run leaves: the run marker, the create mark, and the
+    // layer's flag naming the container.
+    let marker = format!(
+        r#"{{\"layerstore-run\":{{\"pid\":{pid},\"start-time\":1}},\"layerstore\":{{\"version\":\"0.1.0\"}}}}"#
+    );
     fx.write(
         "graph/overlay-layers/layers.json",
-        format!(r#"[{{"id":"{RUN_LAYER}"}},{{"id":"{PODMAN_LAYER}"}}]"#).as_bytes(),
+        format!(
+            r#"[{{"id":"{RUN_LAYER}","flags":{{"layerstore-container":"{ours}"}}}},{{"id":"{PODMAN_LAYER}"}}]"#
+        )
+        .as_bytes(),
     );
     fx.write(
         "graph/overlay-containers/containers.json",

@@ -118,7 +118,11 @@ impl Launch<'_> {
     }
 
     fn bundle(&self) -> PathBuf {
-        self.engine.store().options().run_root.join(self.bundle_rel())
+        self.engine
+            .store()
+            .options()
+            .run_root
+            .join(self.bundle_rel())
     }
 
     fn runtime_cmd(&self) -> Command {

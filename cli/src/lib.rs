@@ -97,12 +97,12 @@ pub enum Command {
 pub fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Colours only for a terminal: a log file or journal gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Plain text, control characters escaped: log fields quote names from
+    // the store, and a colour code could not be told from one of theirs.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
+        .with_writer(|| output::LogWriter)
+        .with_ansi(false)
         .init();
 }
 

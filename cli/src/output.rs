@@ -5,22 +5,56 @@ use std::io::Write;
 use layerstore::records::{encode_file, Record};
 use layerstore::Snapshot;
 
+/// Whether `c` must not reach a terminal as it is: a control character
+/// (C0, DEL, C1: escape sequences, bells, carriage returns) or a
+/// bidirectional override that would show a name reversed.
+fn unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// `text` with control characters (an escape sequence in a name read
-/// from a record) shown escaped, so that what a record holds cannot drive
-/// the terminal. Other characters are kept.
+/// from a record) and bidirectional overrides shown escaped, so that what
+/// a record holds cannot drive the terminal. Other characters are kept.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(unprintable) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() {
+        if unprintable(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// stderr for log lines, with what [`printable`] escapes escaped (the
+/// line's own newline and tabs kept): log fields quote file names and
+/// errors from inside the store.
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let escaped = text
+            .split('\n')
+            .map(|line| {
+                line.split('\t')
+                    .map(|part| printable(part).into_owned())
+                    .collect::<Vec<_>>()
+                    .join("\t")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::io::stderr().lock().write_all(escaped.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// [`printable`] line by line: the message's own line breaks stay.
@@ -129,5 +163,6 @@ mod tests {
         assert_eq!(printable("plain-name ünïcode"), "plain-name ünïcode");
         assert_eq!(printable("a\u{1b}[2Jb\nc\t"), "a\\u{1b}[2Jb\\nc\\t");
         assert!(!printable("\u{7}\u{9b}x").chars().any(char::is_control));
+        assert_eq!(printable("abc\u{202e}fed"), "abc\\u{202e}fed");
     }
 }

@@ -55,9 +55,12 @@ fn check(name: &str) {
     let victim = scene.victim_state();
     let graph_before = file_tree(&scene.store.graph);
     for (args, refused_code) in COMMANDS {
+        // Debug logging: every log line is checked for raw control
+        // characters too.
         let out = scene
             .store
             .layerstore(LAYERSTORE)
+            .args(["--log-level", "debug"])
             .args(*args)
             .output()
             .unwrap();

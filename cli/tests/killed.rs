@@ -713,3 +713,94 @@ fn podman_containers_with_forged_run_marks_survive_gc() {
         .podman()
         .args(["rm", "--force", "--time", "0", "busy"]));
 }
+
+/// A hung FUSE filesystem mounted on a layer's `merged`: gc (which looks
+/// at whether and what is mounted there, under the store's locks) still
+/// finishes, so podman is never left waiting on the locks.
+#[test]
+#[ignore = "privileged: real podman store, fuse-overlayfs"]
+fn a_hung_fuse_mount_on_a_layer_does_not_hang_gc() {
+    require_privileged(&["podman", "runc", "fuse-overlayfs", "pgrep"]);
+    let (scene, _) = scene_and_base_layers();
+    let tmp = tempfile::tempdir().unwrap();
+    let [lower, upper, work] = ["lower", "upper", "work"].map(|d| {
+        let p = tmp.path().join(d);
+        fs::create_dir(&p).unwrap();
+        p
+    });
+    let merged = scene.layer_dir(&scene.ours.1).join("merged");
+    ok(Command::new("fuse-overlayfs")
+        .arg("-o")
+        .arg(format!(
+            "lowerdir={},upperdir={},workdir={},timeout=0",
+            lower.display(),
+            upper.display(),
+            work.display()
+        ))
+        .arg(&merged));
+    struct Thaw {
+        server: Option<String>,
+        mnt: std::path::PathBuf,
+    }
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            if let Some(pid) = &self.server {
+                let _ = Command::new("kill").args(["-CONT", pid]).status();
+                let _ = Command::new("kill").args(["-TERM", pid]).status();
+            }
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+    }
+    let mut thaw = Thaw {
+        server: None,
+        mnt: merged.clone(),
+    };
+    let out =
+        ok(Command::new("pgrep").args(["-f", &format!("fuse-overlayfs.*{}", merged.display())]));
+    let server = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("the fuse-overlayfs server")
+        .to_owned();
+    thaw.server = Some(server.clone());
+    ok(Command::new("kill").args(["-STOP", &server]));
+    for args in [
+        &["gc", "--dry-run", "--min-age", "0"][..],
+        &["gc", "--min-age", "0"],
+    ] {
+        let mut child = scene
+            .store
+            .layerstore(LAYERSTORE)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let stack =
+                    fs::read_to_string(format!("/proc/{}/stack", child.id())).unwrap_or_default();
+                let gdb = Command::new("gdb")
+                    .args([
+                        "-p",
+                        &child.id().to_string(),
+                        "-batch",
+                        "-ex",
+                        "thread apply all bt",
+                    ])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "layerstore {} hangs on the frozen FUSE mount:\n{stack}\n{gdb}",
+                    args.join(" ")
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    drop(thaw);
+}

@@ -689,3 +689,34 @@ fn templates_are_shared_with_podman_both_ways() {
     assert_eq!(record["uidmap"][0]["host_id"], 600_000, "{record}");
     assert_eq!(record["uidmap"][1]["host_id"], 670_000, "{record}");
 }
+
+/// Runroot directories the runtime trusts (its state, the bundle) made by
+/// another user, or writable by others: run refuses before the runtime
+/// sees them, naming the directory; nothing of the run stays.
+#[test]
+#[ignore = "privileged: needs root, overlay mounts and runc"]
+fn runtime_directories_others_can_write_are_refused() {
+    use std::os::unix::fs::chown;
+    require_privileged(TOOLS);
+    let store = busybox_store(PodmanStore::empty());
+    let states = store.run.join("layerstore-runtime");
+    let before = layer_ids(&store);
+    for (owner, mode) in [(65534, 0o755), (0, 0o777)] {
+        fs::create_dir_all(&states).unwrap();
+        chown(&states, Some(owner), Some(owner)).unwrap();
+        fs::set_permissions(&states, fs::Permissions::from_mode(mode)).unwrap();
+        let out = run(&store, &["--rm", "bb", "true"]);
+        assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("layerstore-runtime") && err.contains("writable by it alone"),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(&states).unwrap().count(), 0);
+        assert_eq!(layer_ids(&store), before, "the refused run left a layer");
+        fs::remove_dir(&states).unwrap();
+    }
+    // Owned by root and private: runs.
+    let out = run(&store, &["--rm", "bb", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

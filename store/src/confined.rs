@@ -303,6 +303,34 @@ impl Dir {
         })
     }
 
+    /// The directory `rel` beneath this one as an `O_PATH` descriptor: good
+    /// for naming it (`/proc/self/fd/N` to unmount it, `*at` calls), not
+    /// for listing it. Opening it asks nothing of the filesystem mounted
+    /// there (no permission check), so a hung FUSE server cannot hang it.
+    pub fn open_dir_path(&self, rel: impl AsRef<Path>) -> io::Result<Dir> {
+        let rel = rel.as_ref();
+        let fd = self.open_beneath(rel, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
+        Ok(Dir {
+            fd,
+            path: self.path.join(rel),
+        })
+    }
+
+    /// [`Dir::open_dir_opt`], refusing a directory on another mount than
+    /// this one (a mount point at `rel` or on the way): for directories
+    /// whose contents are deleted (a trash, a runtime's state).
+    pub fn open_dir_same_mount(&self, rel: impl AsRef<Path>) -> io::Result<Option<Dir>> {
+        let rel = rel.as_ref();
+        let Some(dir) = self.open_dir_opt(rel)? else {
+            return Ok(None);
+        };
+        let (meta, own) = (dir.stat_self()?, self.stat_self()?);
+        if meta.other_mount_than(&own) || meta.mount_root == Some(true) {
+            return Err(mount_point_error(&self.path.join(rel)));
+        }
+        Ok(Some(dir))
+    }
+
     /// [`Dir::open_dir`], `None` when it does not exist.
     pub fn open_dir_opt(&self, rel: impl AsRef<Path>) -> io::Result<Option<Dir>> {
         match self.open_dir(rel) {
@@ -467,8 +495,7 @@ impl Dir {
 
     /// What this directory itself is.
     pub fn stat_self(&self) -> io::Result<Meta> {
-        let st = rustix::fs::statx(&self.fd, "", AtFlags::EMPTY_PATH, statx_mask())?;
-        Ok(Meta::from_statx(&st))
+        fd_meta(&self.fd)
     }
 
     /// The target of symlink `rel`; `None` when it does not exist.
@@ -529,6 +556,12 @@ impl Dir {
             return Ok(false);
         };
         let base = parent.as_ref().map_or(self.fd(), Dir::fd);
+        // Never a file of another mount (a bind mount on the way).
+        if let Some(meta) = stat_at(base, name)? {
+            if meta.other_mount_than(&self.stat_self()?) || meta.mount_root == Some(true) {
+                return Err(mount_point_error(&self.path.join(rel)));
+            }
+        }
         match rustix::fs::unlinkat(base, name, AtFlags::empty()) {
             Ok(()) => Ok(true),
             Err(Errno::NOENT) => Ok(false),
@@ -556,19 +589,20 @@ impl Dir {
         let Some(meta) = stat_at(base, name)? else {
             return Ok(false);
         };
+        let parent_meta = fd_meta_at(base)?;
+        let shown = self.path.join(rel);
+        // On this directory's own mount, whatever it is: not below a mount
+        // on the way (`rel`'s parent a mount point) either.
+        let own = self.stat_self()?;
+        if meta.other_mount_than(&parent_meta)
+            || meta.other_mount_than(&own)
+            || meta.mount_root == Some(true)
+        {
+            return Err(mount_point_error(&shown));
+        }
         if !meta.is_dir() {
             unlink_at(base, name, AtFlags::empty())?;
             return Ok(true);
-        }
-        let parent_meta = Meta::from_statx(&rustix::fs::statx(
-            base,
-            "",
-            AtFlags::EMPTY_PATH,
-            statx_mask(),
-        )?);
-        let shown = self.path.join(rel);
-        if meta.other_mount_than(&parent_meta) || meta.mount_root == Some(true) {
-            return Err(mount_point_error(&shown));
         }
         let fd = rustix::fs::openat(
             base,
@@ -578,6 +612,36 @@ impl Dir {
         )?;
         remove_contents(fd, &meta, &shown)?;
         unlink_at(base, name, AtFlags::REMOVEDIR)?;
+        Ok(true)
+    }
+
+    /// Hand what `rel` is, and when it is a directory everything below it
+    /// on the same mount, to `count`: not following symlinks, not entering
+    /// other mounts, iteratively with a bounded number of descriptors (see
+    /// [`Dir::remove_tree`]). `Ok(false)` when `rel` does not exist.
+    pub fn walk_tree(
+        &self,
+        rel: impl AsRef<Path>,
+        count: &mut dyn FnMut(&Meta),
+    ) -> io::Result<bool> {
+        let rel = rel.as_ref();
+        let Some((parent, name)) = self.existing_parent_of(rel)? else {
+            return Ok(false);
+        };
+        let base = parent.as_ref().map_or(self.fd(), Dir::fd);
+        let Some(meta) = stat_at(base, name)? else {
+            return Ok(false);
+        };
+        count(&meta);
+        if !meta.is_dir() || meta.mount_root == Some(true) {
+            return Ok(true);
+        }
+        let fd = open_dir_at(base, name)?;
+        let opened = fd_meta(&fd)?;
+        if opened.dev != meta.dev || opened.ino != meta.ino {
+            return Ok(true);
+        }
+        traverse(fd, &opened, &self.path.join(rel), &mut Measure(count))?;
         Ok(true)
     }
 
@@ -604,7 +668,14 @@ fn statx_mask() -> StatxFlags {
 }
 
 fn stat_at(base: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Meta>> {
-    match rustix::fs::statx(base, name, AtFlags::SYMLINK_NOFOLLOW, statx_mask()) {
+    // DONT_SYNC: what the kernel has cached; a FUSE server that hangs (a
+    // hostile mount on a layer's `merged`) is never asked.
+    match rustix::fs::statx(
+        base,
+        name,
+        AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
+        statx_mask(),
+    ) {
         Ok(st) => Ok(Some(Meta::from_statx(&st))),
         Err(Errno::NOENT) => Ok(None),
         Err(e) => Err(e.into()),
@@ -637,27 +708,23 @@ fn make_writable(fd: BorrowedFd<'_>) -> bool {
     rustix::fs::fchmod(fd, Mode::from_raw_mode(mode | 0o700)).is_ok()
 }
 
-/// How many directories of the way down a removal keeps open; the others
-/// are reopened through `..` (and checked to be the same directory) on the
-/// way back up. Depth is then bounded by memory, not by descriptors.
+/// How many directories of the way down a traversal keeps open; the
+/// others are reopened through `..` (and checked to be the same directory)
+/// on the way back up. Depth is then bounded by memory, not by
+/// descriptors.
 const OPEN_LEVELS: usize = 16;
 
-/// One directory on the way down a removal.
+/// One directory on the way down a traversal.
 struct Level {
     /// Open, unless it is more than [`OPEN_LEVELS`] above the bottom.
     fd: Option<OwnedFd>,
     meta: Meta,
-    /// Its name in the level above (`None` for the top).
-    name: Option<OsString>,
-    /// What is still to be removed in it.
+    /// What is still to be visited in it.
     left: Vec<OsString>,
 }
 
 impl Level {
-    fn new(fd: OwnedFd, meta: Meta, name: Option<OsString>) -> io::Result<Level> {
-        if meta.mode & 0o700 != 0o700 {
-            make_writable(fd.as_fd());
-        }
+    fn new(fd: OwnedFd, meta: Meta) -> io::Result<Level> {
         let left = rustix::fs::Dir::read_from(&fd)?
             .filter_map(|e| e.ok())
             .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_owned())
@@ -666,109 +733,224 @@ impl Level {
         Ok(Level {
             fd: Some(fd),
             meta,
-            name,
             left,
         })
     }
 }
 
-/// `top`, then the names on the way down to `name` (for messages only; a
-/// very deep one is shortened in the middle).
-fn shown_path(top: &Path, levels: &[Level], name: &OsStr) -> PathBuf {
+/// `top`, then the names on the way down, then `name` (for messages only;
+/// a very deep one is shortened in the middle).
+fn shown_path(top: &Path, names: &[OsString], name: &OsStr) -> PathBuf {
     let mut out = top.to_path_buf();
-    let names: Vec<&OsStr> = levels
+    let all: Vec<&OsStr> = names
         .iter()
-        .filter_map(|l| l.name.as_deref())
+        .map(OsString::as_os_str)
         .chain([name])
         .collect();
-    if names.len() > 12 {
-        for n in &names[..4] {
+    if all.len() > 12 {
+        for n in &all[..4] {
             out.push(n);
         }
-        out.push(format!("...{} more...", names.len() - 8));
-        for n in &names[names.len() - 4..] {
+        out.push(format!("...{} more...", all.len() - 8));
+        for n in &all[all.len() - 4..] {
             out.push(n);
         }
     } else {
-        for n in names {
+        for n in all {
             out.push(n);
         }
     }
     out
 }
 
-/// Remove everything inside directory `dir` (whose [`Meta`] is `top`),
-/// depth first, without recursion: the memory a removal takes grows with
-/// the tree's depth only by the names on the way down, and at most
-/// [`OPEN_LEVELS`] descriptors are open, however deep the tree.
-fn remove_contents(dir: OwnedFd, top: &Meta, shown: &Path) -> io::Result<()> {
-    let mut levels = vec![Level::new(dir, *top, None)?];
+/// What a traversal does at each step ([`traverse`]).
+trait Visit {
+    /// Directory `fd` is about to be listed.
+    fn entering(&mut self, _fd: BorrowedFd<'_>, _meta: &Meta) {}
+    /// Entry `name` of directory `dir`, with what it is and whether it is
+    /// on another mount than the top (or the root of a mount). Returns
+    /// whether to descend into it (only ever done for a directory on the
+    /// top's mount).
+    fn entry(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        meta: &Meta,
+        other_mount: bool,
+        shown: &dyn Fn() -> PathBuf,
+    ) -> io::Result<bool>;
+    /// Directory `name` of `parent` has been visited to the end.
+    fn left(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        shown: &dyn Fn() -> PathBuf,
+    ) -> io::Result<()>;
+}
+
+/// Visit everything inside directory `dir` (whose [`Meta`] is `top`),
+/// depth first, without recursion: the memory a traversal takes grows
+/// with the tree's depth only by the names on the way down, and at most
+/// [`OPEN_LEVELS`] descriptors are open, however deep the tree. Nothing is
+/// followed: no symlink, and no directory that is not the one just looked
+/// at (checked by device and inode after the open).
+fn traverse(dir: OwnedFd, top: &Meta, shown: &Path, visit: &mut dyn Visit) -> io::Result<()> {
+    visit.entering(dir.as_fd(), top);
+    let mut levels = vec![Level::new(dir, *top)?];
+    // The name of each level below the top, in its parent.
+    let mut names: Vec<OsString> = Vec::new();
     loop {
         let depth = levels.len();
-        let level = levels.last_mut().expect("at least the top level");
-        let Some(name) = level.left.pop() else {
-            // This directory is empty: remove it from the level above.
+        let next = levels
+            .last_mut()
+            .expect("at least the top level")
+            .left
+            .pop();
+        let Some(name) = next else {
             let done = levels.pop().expect("a level");
             let Some(parent) = levels.last_mut() else {
                 return Ok(());
             };
-            let name = done.name.clone().expect("a level below the top has a name");
+            let name = names.pop().expect("a level below the top has a name");
             if parent.fd.is_none() {
                 let below = done.fd.as_ref().expect("the bottom level is open");
-                let fd = rustix::fs::openat(
-                    below,
-                    "..",
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
-                let meta = Meta::from_statx(&rustix::fs::statx(
-                    &fd,
-                    "",
-                    AtFlags::EMPTY_PATH,
-                    statx_mask(),
-                )?);
+                let fd = open_dir_at(below.as_fd(), OsStr::new(".."))?;
+                let meta = fd_meta(&fd)?;
                 if meta.dev != parent.meta.dev || meta.ino != parent.meta.ino {
                     return Err(io::Error::other(format!(
-                        "{} moved while it was being removed",
-                        shown_path(shown, &levels, &name).display()
+                        "{} moved while it was being walked",
+                        shown_path(shown, &names, &name).display()
                     )));
                 }
                 parent.fd = Some(fd);
             }
             drop(done);
             let parent_fd = parent.fd.as_ref().expect("reopened").as_fd();
-            unlink_at(parent_fd, &name, AtFlags::REMOVEDIR)
-                .map_err(|e| with_path(e, "removing", &shown_path(shown, &levels, &name)))?;
+            visit.left(parent_fd, &name, &|| shown_path(shown, &names, &name))?;
             continue;
         };
+        let level = levels.last().expect("at least the top level");
         let fd = level.fd.as_ref().expect("the bottom level is open").as_fd();
         let Some(meta) = stat_at(fd, &name)? else {
             continue;
         };
-        if !meta.is_dir() {
-            if meta.mount_root == Some(true) {
-                return Err(mount_point_error(&shown_path(shown, &levels, &name)));
-            }
-            unlink_at(fd, &name, AtFlags::empty())
-                .map_err(|e| with_path(e, "removing", &shown_path(shown, &levels, &name)))?;
+        let other_mount = meta.other_mount_than(top) || meta.mount_root == Some(true);
+        let shown_here = || shown_path(shown, &names, &name);
+        let descend = visit.entry(fd, &name, &meta, other_mount, &shown_here)?;
+        if !descend || !meta.is_dir() || other_mount {
             continue;
         }
-        if meta.other_mount_than(top) || meta.mount_root == Some(true) {
-            return Err(mount_point_error(&shown_path(shown, &levels, &name)));
+        let child = open_dir_at(fd, &name).map_err(|e| with_path(e, "opening", &shown_here()))?;
+        let opened = fd_meta(&child)?;
+        if opened.dev != meta.dev || opened.ino != meta.ino || opened.other_mount_than(top) {
+            return Err(io::Error::other(format!(
+                "{} changed while it was being walked",
+                shown_here().display()
+            )));
         }
-        let child = rustix::fs::openat(
-            fd,
-            name.as_os_str(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| with_path(e.into(), "opening", &shown_path(shown, &levels, &name)))?;
+        visit.entering(child.as_fd(), &opened);
+        let next = Level::new(child, opened).map_err(|e| with_path(e, "listing", &shown_here()))?;
         if depth >= OPEN_LEVELS {
             levels[depth - OPEN_LEVELS].fd = None;
         }
-        let next = Level::new(child, meta, Some(name.clone()))
-            .map_err(|e| with_path(e, "listing", &shown_path(shown, &levels, &name)))?;
         levels.push(next);
+        names.push(name);
+    }
+}
+
+fn open_dir_at(base: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        base,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+fn fd_meta(fd: &OwnedFd) -> io::Result<Meta> {
+    fd_meta_at(fd.as_fd())
+}
+
+fn fd_meta_at(fd: BorrowedFd<'_>) -> io::Result<Meta> {
+    Ok(Meta::from_statx(&rustix::fs::statx(
+        fd,
+        "",
+        AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+        statx_mask(),
+    )?))
+}
+
+/// Removal: files unlinked, directories emptied then removed; a mount
+/// anywhere stops it before anything on that mount is touched.
+struct Remove;
+
+impl Visit for Remove {
+    fn entering(&mut self, fd: BorrowedFd<'_>, meta: &Meta) {
+        if meta.mode & 0o700 != 0o700 {
+            make_writable(fd);
+        }
+    }
+
+    fn entry(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        meta: &Meta,
+        other_mount: bool,
+        shown: &dyn Fn() -> PathBuf,
+    ) -> io::Result<bool> {
+        if other_mount {
+            return Err(mount_point_error(&shown()));
+        }
+        if meta.is_dir() {
+            return Ok(true);
+        }
+        unlink_at(dir, name, AtFlags::empty()).map_err(|e| with_path(e, "removing", &shown()))?;
+        Ok(false)
+    }
+
+    fn left(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        shown: &dyn Fn() -> PathBuf,
+    ) -> io::Result<()> {
+        unlink_at(parent, name, AtFlags::REMOVEDIR).map_err(|e| with_path(e, "removing", &shown()))
+    }
+}
+
+/// Remove everything inside directory `dir` (see [`traverse`]).
+fn remove_contents(dir: OwnedFd, top: &Meta, shown: &Path) -> io::Result<()> {
+    traverse(dir, top, shown, &mut Remove)
+}
+
+/// Measuring: every entry on the top's mount is handed to `count`;
+/// other mounts are skipped.
+struct Measure<'a>(&'a mut dyn FnMut(&Meta));
+
+impl Visit for Measure<'_> {
+    fn entry(
+        &mut self,
+        _dir: BorrowedFd<'_>,
+        _name: &OsStr,
+        meta: &Meta,
+        other_mount: bool,
+        _shown: &dyn Fn() -> PathBuf,
+    ) -> io::Result<bool> {
+        if other_mount {
+            return Ok(false);
+        }
+        (self.0)(meta);
+        Ok(meta.is_dir())
+    }
+
+    fn left(
+        &mut self,
+        _parent: BorrowedFd<'_>,
+        _name: &OsStr,
+        _shown: &dyn Fn() -> PathBuf,
+    ) -> io::Result<()> {
+        Ok(())
     }
 }
 

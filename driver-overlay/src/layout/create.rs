@@ -206,7 +206,7 @@ impl OverlayDriver {
             return Ok(Vec::new());
         };
         let Some(trash) = home
-            .open_dir_opt(TRASH_DIR)
+            .open_dir_same_mount(TRASH_DIR)
             .map_err(|e| LayoutError::home_io("open", home.display(TRASH_DIR), e))?
         else {
             return Ok(Vec::new());
@@ -232,7 +232,10 @@ impl OverlayDriver {
         if home.stat(TRASH_DIR)?.is_some_and(|m| !m.is_dir()) {
             home.remove_file(TRASH_DIR)?;
         }
-        let trash = home.create_dir_all(TRASH_DIR, 0o700)?;
+        home.create_dir_all(TRASH_DIR, 0o700)?;
+        let trash = home
+            .open_dir_same_mount(TRASH_DIR)?
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
         if trash.stat("diff")?.is_some_and(|m| !m.is_dir()) {
             trash.remove_file("diff")?;
         }
@@ -248,7 +251,7 @@ impl OverlayDriver {
     /// Remove the trash, its `link`, `diff` and `l/` link, when it holds no
     /// deletion any more.
     fn remove_trash_if_empty(&self, home: &Dir) {
-        let Ok(Some(trash)) = home.open_dir_opt(TRASH_DIR) else {
+        let Ok(Some(trash)) = home.open_dir_same_mount(TRASH_DIR) else {
             return;
         };
         let Ok(entries) = trash.entries() else {

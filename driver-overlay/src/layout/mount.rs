@@ -236,7 +236,7 @@ impl OverlayDriver {
         if let Ok(Some(mapped)) = layer.open_dir_opt("mapped") {
             for entry in mapped.entries().unwrap_or_default() {
                 if mapped.is_mount_point(&entry.name).unwrap_or(false) {
-                    if let Ok(point) = mapped.open_dir(&entry.name) {
+                    if let Ok(point) = mapped.open_dir_path(&entry.name) {
                         let _ = unmount(point.proc_path(), UnmountFlags::DETACH);
                     }
                 }
@@ -244,8 +244,10 @@ impl OverlayDriver {
         }
         let mounted = layer.is_mount_point("merged").unwrap_or(false);
         if mounted {
+            // O_PATH: nothing is asked of what is mounted there (a hung
+            // FUSE server would hang a real open).
             let point = layer
-                .open_dir("merged")
+                .open_dir_path("merged")
                 .map_err(|e| LayoutError::io(id.as_str(), "open", &target, e))?;
             match unmount(point.proc_path(), UnmountFlags::DETACH) {
                 Ok(()) | Err(Errno::INVAL) | Err(Errno::NOENT) => {}

@@ -40,21 +40,13 @@ fn reads_refuse_fifos_without_blocking_and_files_beyond_the_limit() {
     assert_eq!(dir.read_opt_limited("a/none", 10).unwrap(), None);
 }
 
-#[test]
-fn remove_tree_takes_a_tree_deeper_than_descriptors_and_paths_allow() {
-    // 2,000 levels of 200-character names (400 kB of path, far beyond
-    // PATH_MAX), made as a container would: each level relative to the
-    // last. The removal runs with 48 descriptors at most.
-    let (tmp, dir) = tree();
-    let name = "d".repeat(200);
-    let mut fd = rustix::fs::open(
-        tmp.path().join("store/a"),
-        OFlags::RDONLY | OFlags::DIRECTORY,
-        Mode::empty(),
-    )
-    .unwrap();
-    for level in 0..2000 {
-        rustix::fs::mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+/// `levels` nested directories named `name` below `dir` (made as a
+/// container would: each level relative to the last, far beyond PATH_MAX),
+/// with a file every 500 levels.
+fn deep_tree(dir: &Path, name: &str, levels: usize) {
+    let mut fd = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    for level in 0..levels {
+        rustix::fs::mkdirat(&fd, name, Mode::from_raw_mode(0o755)).unwrap();
         if level % 500 == 0 {
             let file = rustix::fs::openat(
                 &fd,
@@ -65,39 +57,68 @@ fn remove_tree_takes_a_tree_deeper_than_descriptors_and_paths_allow() {
             .unwrap();
             drop(file);
         }
-        fd = rustix::fs::openat(
-            &fd,
-            name.as_str(),
-            OFlags::RDONLY | OFlags::DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
+        fd = rustix::fs::openat(&fd, name, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            .unwrap();
     }
     // The bottom is read-only, as a container may leave it.
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o500)).unwrap();
-    drop(fd);
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    struct Restore(rustix::process::Rlimit);
+}
+
+/// Runs `f` with at most 48 descriptors (restored after, also on failure).
+fn with_few_descriptors(f: impl FnOnce()) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    struct Restore(Rlimit);
     impl Drop for Restore {
         fn drop(&mut self) {
-            let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, self.0);
+            let _ = setrlimit(Resource::Nofile, self.0);
         }
     }
+    let limit = getrlimit(Resource::Nofile);
     let _restore = Restore(limit);
-    rustix::process::setrlimit(
-        rustix::process::Resource::Nofile,
-        rustix::process::Rlimit {
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
             current: Some(48),
             maximum: limit.maximum,
         },
     )
     .unwrap();
-    assert!(dir.remove_tree("a").unwrap());
+    f();
+}
+
+#[test]
+fn remove_tree_takes_a_tree_deeper_than_descriptors_and_paths_allow() {
+    // 2,000 levels of 200-character names: 400 kB of path.
+    let (tmp, dir) = tree();
+    deep_tree(&tmp.path().join("store/a"), &"d".repeat(200), 2000);
+    with_few_descriptors(|| assert!(dir.remove_tree("a").unwrap()));
     assert!(!tmp.path().join("store/a").exists());
     assert_eq!(
         fs::read(tmp.path().join("victim/precious")).unwrap(),
         b"keep"
     );
+}
+
+#[test]
+fn walk_tree_measures_a_tree_deeper_than_the_stack_and_descriptors_allow() {
+    // 30,000 levels: a recursive walk overflows the stack on the way.
+    let (tmp, dir) = tree();
+    fs::create_dir(tmp.path().join("store/deep")).unwrap();
+    deep_tree(&tmp.path().join("store/deep"), "d", 30_000);
+    let mut dirs = 0;
+    let mut files = 0;
+    with_few_descriptors(|| {
+        assert!(dir
+            .walk_tree("deep", &mut |m| if m.is_dir() {
+                dirs += 1
+            } else {
+                files += 1
+            })
+            .unwrap());
+    });
+    assert_eq!((dirs, files), (30_001, 60));
+    assert!(!dir.walk_tree("missing", &mut |_| {}).unwrap());
+    assert!(dir.remove_tree("deep").unwrap());
 }
 
 #[test]
@@ -231,4 +252,14 @@ fn privileged_remove_tree_never_crosses_a_mount() {
     // The mount point itself is refused too.
     assert!(dir.remove_tree("a/bind").is_err());
     assert!(dir.remove_tree("a/b/mnt").is_err());
+    // Below a mount point: an entry of the bind mount (the victim's own
+    // file), and the mount as a directory whose contents go.
+    assert!(dir.remove_tree("a/bind/precious").is_err());
+    assert!(dir.remove_file("a/bind/precious").is_err());
+    assert!(dir.open_dir_same_mount("a/bind").is_err());
+    assert!(dir.open_dir_same_mount("a/b").unwrap().is_some());
+    assert_eq!(
+        fs::read(tmp.path().join("victim/precious")).unwrap(),
+        b"keep"
+    );
 }

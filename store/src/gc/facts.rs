@@ -458,56 +458,24 @@ impl std::ops::AddAssign for Usage {
 }
 
 /// What the trees at `rels` beneath `dir` hold, not following symlinks and
-/// not descending into other mounts. Missing or unreadable parts count as
-/// nothing. (Hard links are counted once within one call.)
+/// not descending into other mounts ([`Dir::walk_tree`]: iterative, with a
+/// bounded number of descriptors, however deep a container made a tree).
+/// Missing or unreadable parts count as nothing. (Hard links are counted
+/// once within one call.)
 pub fn usage_in(dir: &Dir, rels: &[&Path]) -> Usage {
     let mut seen = HashSet::new();
     let mut total = Usage::default();
-    let top = dir.stat_self().ok();
     for rel in rels {
-        let Ok(Some(meta)) = dir.stat(rel) else {
-            continue;
-        };
-        count(&mut seen, &mut total, &meta);
-        if meta.is_dir() {
-            if let Ok(sub) = dir.open_dir(rel) {
-                walk(&sub, &mut seen, &mut total, top.as_ref());
+        let mut count = |meta: &crate::confined::Meta| {
+            // Only files with other links can be met twice.
+            if meta.is_dir() || meta.nlink <= 1 || seen.insert((meta.dev, meta.ino)) {
+                total.inodes += 1;
+                total.bytes += meta.blocks * 512;
             }
+        };
+        if let Err(e) = dir.walk_tree(rel, &mut count) {
+            tracing::debug!(path = ?dir.display(rel), error = %e, "measuring stopped early");
         }
     }
     total
-}
-
-fn count(seen: &mut HashSet<((u32, u32), u64)>, total: &mut Usage, meta: &crate::confined::Meta) {
-    if seen.insert((meta.dev, meta.ino)) {
-        total.inodes += 1;
-        total.bytes += meta.blocks * 512;
-    }
-}
-
-fn walk(
-    dir: &Dir,
-    seen: &mut HashSet<((u32, u32), u64)>,
-    total: &mut Usage,
-    top: Option<&crate::confined::Meta>,
-) {
-    let Ok(entries) = dir.entries() else {
-        return;
-    };
-    for e in entries {
-        let Ok(Some(meta)) = dir.stat(&e.name) else {
-            continue;
-        };
-        if meta.mount_root == Some(true)
-            || top.is_some_and(|t| t.mnt_id.is_some() && meta.mnt_id != t.mnt_id)
-        {
-            continue;
-        }
-        count(seen, total, &meta);
-        if meta.is_dir() {
-            if let Ok(sub) = dir.open_dir(&e.name) {
-                walk(&sub, seen, total, top);
-            }
-        }
-    }
 }

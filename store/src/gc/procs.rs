@@ -13,9 +13,9 @@
 //!   the runtime's `pivot_root` makes the mount the container's `/`).
 //!
 //! Nothing here kills: gc only keeps such a container's storage, and the
-//! CLI's gc first kills what is in the container's cgroups
-//! ([`run_cgroup_processes`], each pid checked again through a pidfd).
-//! A process found by its root only is never signalled: it keeps the
+//! CLI's gc first kills what is in the container's cgroups *and* rooted in
+//! its layer's mount ([`runs_in`], each pid checked again through a
+//! pidfd). A process found one way only is never signalled: it keeps the
 //! container.
 
 use std::fs;
@@ -85,11 +85,15 @@ pub fn run_cgroup_processes(container: &ContainerId) -> Vec<u32> {
     out
 }
 
-/// Whether process `pid` is in one of the container's cgroups right now.
-/// For checking a pid again once a pidfd holds it, so that a recycled pid
-/// is never signalled.
-pub fn runs_in(pid: u32, container: &ContainerId) -> bool {
-    run_cgroup_processes(container).contains(&pid)
+/// Whether gc may signal process `pid` for container `container`: it is in
+/// one of the container's cgroups *and* its root is `root`, the root of the
+/// container layer's mount in this store. The cgroup alone is not enough:
+/// its path is the same for every store, and a hostile store could name
+/// another store's container; the root alone is not either (a podman
+/// container's process never runs in layerstore's cgroup). Checked again
+/// once a pidfd holds the pid, so a recycled pid is never signalled.
+pub fn runs_in(pid: u32, container: &ContainerId, root: FileIdentity) -> bool {
+    root_of(pid) == Some(root) && run_cgroup_processes(container).contains(&pid)
 }
 
 /// The container's cgroups and those below them, deepest first (the order

@@ -189,11 +189,30 @@ impl Launch<'_> {
         let dir = run
             .create_dir_all(&rel, 0o700)
             .with_context(|| format!("creating the bundle directory {}", bundle.display()))?;
+        let states = run
+            .create_dir_all(STATE_DIR, 0o700)
+            .with_context(|| format!("creating {}", self.state_root.display()))?;
+        // The runtime runs as root on what these hold (its state's hooks
+        // at `delete`, the bundle's config): nobody else may write them.
+        for (d, shown) in [
+            (&run, run.path().to_owned()),
+            (
+                &run.open_dir("overlay-containers")?,
+                run.path().join("overlay-containers"),
+            ),
+            (
+                &run.open_dir(Path::new("overlay-containers").join(self.id()))?,
+                bundle.parent().map(Path::to_owned).unwrap_or_default(),
+            ),
+            (&dir, bundle.clone()),
+            (&states, self.state_root.clone()),
+        ] {
+            private_to_us(d, &shown)?;
+        }
+        safe_ancestors(&run.proc_path(), run.path())?;
         let data = serde_json::to_vec_pretty(spec)?;
         dir.write_atomic("config.json", &data, false)
             .with_context(|| format!("writing {}", bundle.join("config.json").display()))?;
-        run.create_dir_all(STATE_DIR, 0o700)
-            .with_context(|| format!("creating {}", self.state_root.display()))?;
         Ok(bundle)
     }
 
@@ -206,7 +225,11 @@ impl Launch<'_> {
             .context("becoming a child subreaper")?;
         let pid_file = bundle.join("pidfile");
         let log_file = bundle.join("runtime.log");
-        let _ = fs::remove_file(&pid_file);
+        if let Ok(run) = self.engine.store().run_dir_created() {
+            if let Ok(bundle) = run.open_dir(self.bundle_rel()) {
+                let _ = bundle.remove_file("pidfile");
+            }
+        }
         let mut create = self.runtime_cmd();
         create
             .arg("--log")
@@ -347,6 +370,51 @@ impl Launch<'_> {
     }
 }
 
+/// Refuse a directory the runtime would trust that someone else owns or
+/// can write (a runroot directory made by another user, or 0777).
+fn private_to_us(dir: &layerstore::confined::Dir, shown: &Path) -> anyhow::Result<()> {
+    let meta = dir
+        .stat_self()
+        .with_context(|| format!("examining {}", shown.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid != me || meta.mode & 0o022 != 0 {
+        bail!(
+            "{} is owned by uid {} with mode {:o}: the runtime would trust what others can write \
+             there; it must be owned by uid {me} and writable by it alone",
+            shown.display(),
+            meta.uid,
+            meta.mode
+        );
+    }
+    Ok(())
+}
+
+/// Refuse a runroot below a directory someone else could rename it out of
+/// (the runtime is handed paths, not descriptors): every directory above
+/// it must be owned by root or by us, and writable by others only when
+/// sticky (as /tmp is).
+fn safe_ancestors(fd_path: &Path, shown: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let real = fs::read_link(fd_path).with_context(|| format!("resolving {}", shown.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    for dir in real.ancestors().skip(1) {
+        let meta =
+            fs::symlink_metadata(dir).with_context(|| format!("examining {}", dir.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if (meta.uid() != 0 && meta.uid() != me) || (meta.mode() & 0o022 != 0 && !sticky) {
+            bail!(
+                "the runroot {} is below {} (uid {}, mode {:o}), which others could change: \
+                 the runtime would trust paths through it",
+                shown.display(),
+                dir.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `<runroot>/layerstore-runtime`: the OCI runtime's state of `run`'s
 /// containers.
 pub(crate) fn state_root(store: &layerstore::Store) -> PathBuf {
@@ -443,7 +511,7 @@ fn state_dirs(store: &layerstore::Store) -> Vec<String> {
     let Ok(Some(run)) = store.run_dir() else {
         return Vec::new();
     };
-    let Ok(Some(states)) = run.open_dir_opt(STATE_DIR) else {
+    let Ok(Some(states)) = run.open_dir_same_mount(STATE_DIR) else {
         return Vec::new();
     };
     states
@@ -460,7 +528,7 @@ fn state_dirs(store: &layerstore::Store) -> Vec<String> {
 fn remove_runtime_state(store: &layerstore::Store, id: &layerstore::ContainerId) -> bool {
     let mut done = false;
     match store.run_dir() {
-        Ok(Some(run)) => match run.open_dir_opt(STATE_DIR) {
+        Ok(Some(run)) => match run.open_dir_same_mount(STATE_DIR) {
             Ok(Some(states)) => match states.remove_tree(id.as_str()) {
                 Ok(removed) => done |= removed,
                 Err(e) => tracing::warn!(
@@ -488,22 +556,31 @@ fn remove_runtime_state(store: &layerstore::Store, id: &layerstore::ContainerId)
     done
 }
 
-/// SIGKILL every process in the container's cgroups until none is left;
-/// returns how many were signalled, or the processes still running in the
-/// container at the deadline. Only the container's cgroups are killed in:
-/// a process that merely has its root in the container's rootfs (found by
-/// [`layerstore::gc::run_processes`]) keeps the container from being
-/// reaped, but is never signalled.
+/// SIGKILL every process of the container until none is left; returns how
+/// many were signalled, or the processes still running in it at the
+/// deadline. Only processes in the container's cgroups *and* rooted in the
+/// container layer's mount here are signalled
+/// ([`layerstore::gc::runs_in`]): the cgroup path is the same for every
+/// store, so a hostile store naming another store's container never gets
+/// that container killed. Any other process found in the container keeps
+/// it (with a warning), and is never signalled.
 fn end_processes(
     driver: &dyn layerstore::driver::Driver,
     id: &layerstore::ContainerId,
     layer: Option<&layerstore::LayerId>,
 ) -> Result<usize, Vec<u32>> {
+    let root = layer.and_then(|l| driver.mounted_root(l).ok().flatten());
     let deadline = std::time::Instant::now() + REAP_DEADLINE;
     let mut signalled = 0;
     loop {
-        let pids = layerstore::gc::run_cgroup_processes(id);
-        if pids.is_empty() {
+        let killable: Vec<u32> = match root {
+            Some(root) => layerstore::gc::run_cgroup_processes(id)
+                .into_iter()
+                .filter(|&pid| layerstore::gc::runs_in(pid, id, root))
+                .collect(),
+            None => Vec::new(),
+        };
+        if killable.is_empty() {
             let left = layerstore::gc::run_processes(driver, id, layer);
             return if left.is_empty() {
                 Ok(signalled)
@@ -512,9 +589,9 @@ fn end_processes(
             };
         }
         if std::time::Instant::now() > deadline {
-            return Err(pids);
+            return Err(killable);
         }
-        for pid in pids {
+        for pid in killable {
             let Some(raw) = Pid::from_raw(pid as i32) else {
                 continue;
             };
@@ -528,8 +605,9 @@ fn end_processes(
                     continue;
                 }
             };
-            if !layerstore::gc::runs_in(pid, id) {
-                tracing::debug!(pid, "left its cgroup before the kill");
+            let Some(root) = root else { continue };
+            if !layerstore::gc::runs_in(pid, id, root) {
+                tracing::debug!(pid, "left the container before the kill");
                 continue;
             }
             match rustix::process::pidfd_send_signal(&fd, Signal::KILL) {

@@ -507,16 +507,10 @@ fn pids_of(pattern: &str) -> Vec<String> {
         .collect()
 }
 
-/// A run killed while its container runs leaves the container's processes
-/// running; gc kills them (found by cgroup and root, no runtime program is
-/// run), removes the runtime's state and the cgroups, then the storage.
-#[test]
-#[ignore = "privileged: real podman store, runc, mounts, cgroups"]
-fn a_killed_runs_processes_are_ended_by_gc() {
-    require_privileged(TOOLS);
-    let (scene, base_layers) = scene_and_base_layers();
-    // Unique arguments, so that pgrep finds this test's processes only.
-    let tag = format!("{}", 600_000 + std::process::id() % 100_000);
+/// Starts `layerstore run --name <name>` of two `busybox sleep <tag>`
+/// processes, kills the run (SIGKILL) once both run, and returns the
+/// container's id: its processes outlive the run.
+fn killed_run(scene: &Scene, name: &str, tag: &str) -> String {
     let script = format!("/bin/busybox sleep {tag} & exec /bin/busybox sleep {tag}");
     let mut run = scene
         .store
@@ -524,7 +518,7 @@ fn a_killed_runs_processes_are_ended_by_gc() {
         .args([
             "run",
             "--name",
-            "doomed",
+            name,
             "--uidmap",
             "0:300000:65536",
             "localhost/base",
@@ -547,11 +541,24 @@ fn a_killed_runs_processes_are_ended_by_gc() {
     thread::sleep(Duration::from_millis(200));
     let left = pids_of(&format!("busybox sleep {tag}"));
     assert_eq!(left.len(), 2, "the container's processes outlive the run");
-    let doomed = read_records(&scene.containers_json())
+    let record = read_records(&scene.containers_json())
         .into_iter()
-        .find(|c| c["names"][0] == "doomed")
+        .find(|c| c["names"][0] == name)
         .unwrap();
-    let id = doomed["id"].as_str().unwrap().to_owned();
+    record["id"].as_str().unwrap().to_owned()
+}
+
+/// A run killed while its container runs leaves the container's processes
+/// running; gc kills them (found by cgroup and root, no runtime program is
+/// run), removes the runtime's state and the cgroups, then the storage.
+#[test]
+#[ignore = "privileged: real podman store, runc, mounts, cgroups"]
+fn a_killed_runs_processes_are_ended_by_gc() {
+    require_privileged(TOOLS);
+    let (scene, base_layers) = scene_and_base_layers();
+    // Unique arguments, so that pgrep finds this test's processes only.
+    let tag = format!("{}", 600_000 + std::process::id() % 100_000);
+    let id = killed_run(&scene, "doomed", &tag);
     let cgroups: Vec<_> = fs::read_dir("/sys/fs/cgroup")
         .unwrap()
         .flatten()
@@ -803,4 +810,78 @@ fn a_hung_fuse_mount_on_a_layer_does_not_hang_gc() {
         }
     }
     drop(thaw);
+}
+
+/// Two stores share the host's cgroup tree: a container in store B that
+/// forges every mark of a dead run under the id of a container running
+/// from store A (its layer mounted in B) makes gc on B kill nothing of A's
+/// (A's processes are not rooted in B's mount) and keep B's container.
+#[test]
+#[ignore = "privileged: two real podman stores, runc, mounts, cgroups"]
+fn gc_never_kills_another_stores_run_with_the_same_id() {
+    use layerstore_test_support::hostile::edit;
+    require_privileged(TOOLS);
+    let (a, _) = scene_and_base_layers();
+    let (b, _) = scene_and_base_layers();
+    let tag = format!("{}", 800_000 + std::process::id() % 100_000);
+    let id = killed_run(&a, "running", &tag);
+
+    let out =
+        ok(b.store
+            .layerstore(LAYERSTORE)
+            .args(["create", "--name", "forger", "localhost/base"]));
+    let own = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    ok(b.store.layerstore(LAYERSTORE).args(["mount", "forger"]));
+    let layer = read_records(&b.containers_json())
+        .into_iter()
+        .find(|c| c["names"][0] == "forger")
+        .unwrap()["layer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    edit(&b.containers_json(), |cs| {
+        for c in cs.iter_mut().filter(|c| c["names"][0] == "forger") {
+            c["id"] = Value::String(id.clone());
+            let mut meta: Value =
+                serde_json::from_str(c["metadata"].as_str().unwrap_or("{}")).unwrap();
+            meta["layerstore-run"] = serde_json::json!({"pid": 2_147_483_646u32, "start-time": 1});
+            c["metadata"] = Value::String(meta.to_string());
+        }
+    });
+    edit(&b.layers_json(), |ls| {
+        for l in ls.iter_mut().filter(|l| l["id"] == layer.as_str()) {
+            l["flags"]["layerstore-container"] = Value::String(id.clone());
+        }
+    });
+    assert_ne!(own, id);
+
+    let report = gc(&b, &[]);
+    assert_eq!(
+        pids_of(&format!("busybox sleep {tag}")).len(),
+        2,
+        "gc on B killed A's container: {report:#}"
+    );
+    assert!(
+        !report["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == id.as_str()),
+        "{report:#}"
+    );
+    assert!(b.layer_dir(&layer).is_dir(), "B's container layer stays");
+
+    // A's own gc ends A's run; then nothing runs in B's forged container
+    // and B's gc removes it as the dead run it claims to be.
+    gc(&a, &[]);
+    assert_eq!(
+        pids_of(&format!("busybox sleep {tag}")),
+        Vec::<String>::new()
+    );
+    gc(&b, &[]);
+    assert!(
+        !b.layer_dir(&layer).exists(),
+        "{:#}",
+        gc(&b, &["--dry-run"])
+    );
 }

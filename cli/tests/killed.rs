@@ -736,15 +736,7 @@ fn a_hung_fuse_mount_on_a_layer_does_not_hang_gc() {
         p
     });
     let merged = scene.layer_dir(&scene.ours.1).join("merged");
-    ok(Command::new("fuse-overlayfs")
-        .arg("-o")
-        .arg(format!(
-            "lowerdir={},upperdir={},workdir={},timeout=0",
-            lower.display(),
-            upper.display(),
-            work.display()
-        ))
-        .arg(&merged));
+    layerstore_test_support::mount_fuse_overlay(&lower, &upper, &work, &merged);
     struct Thaw {
         server: Option<String>,
         mnt: std::path::PathBuf,

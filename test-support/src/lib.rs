@@ -63,6 +63,23 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Mount a fuse-overlayfs of `lower` (with `upper` and `work` beside it)
+/// at `at`, attribute caching off (every stat asks the server); panics if
+/// the mount fails. Unmounting is the caller's.
+pub fn mount_fuse_overlay(lower: &Path, upper: &Path, work: &Path, at: &Path) {
+    run_ok(
+        Command::new("fuse-overlayfs")
+            .arg("-o")
+            .arg(format!(
+                "lowerdir={},upperdir={},workdir={},timeout=0",
+                lower.display(),
+                upper.display(),
+                work.display()
+            ))
+            .arg(at),
+    );
+}
+
 /// Run a command; panic with its output if it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd

@@ -225,18 +225,7 @@ mod tests {
         });
         let busybox = layerstore_test_support::which("busybox").unwrap();
         fs::copy(&busybox, lower.join("busybox")).unwrap();
-        let ok = Command::new("fuse-overlayfs")
-            .arg("-o")
-            .arg(format!(
-                "lowerdir={},upperdir={},workdir={},timeout=0",
-                lower.display(),
-                upper.display(),
-                work.display()
-            ))
-            .arg(&mnt)
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        layerstore_test_support::mount_fuse_overlay(&lower, &upper, &work, &mnt);
         struct Cleanup {
             mnt: PathBuf,
             pids: Vec<u32>,

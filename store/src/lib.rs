@@ -47,5 +47,5 @@ mod store;
 
 pub use error::StoreError;
 pub use id::{ContainerId, ImageId, InvalidId, LayerId};
-pub use snapshot::{LayerUsers, Snapshot};
+pub use snapshot::{Index, LayerUsers, Snapshot};
 pub use store::Store;

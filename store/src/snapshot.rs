@@ -11,6 +11,9 @@ use crate::consistency::Defect;
 use crate::error::StoreError;
 use crate::records::{Container, Image, Layer, MountPoint, Record};
 
+mod index;
+pub use index::Index;
+
 /// The records of a store, read under its locks at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -141,6 +144,13 @@ impl Snapshot {
         }
     }
 
+    /// Indexes over the records, built in O(records), for callers that
+    /// ask about many records: every answer of the methods below in O(1)
+    /// or O(log records) instead of a scan.
+    pub fn index(&self) -> Index<'_> {
+        Index::new(self)
+    }
+
     /// A layer by id, name or unique id prefix.
     pub fn layer(&self, query: &str) -> Result<&Layer, StoreError> {
         lookup(&self.layers, query)
@@ -173,7 +183,11 @@ impl Snapshot {
 
     /// A layer and its ancestors, nearest first.
     pub fn layer_chain(&self, layer_id: &str) -> Result<Vec<&Layer>, StoreError> {
-        let by_id: HashMap<&str, &Layer> = self.layers.iter().map(|l| (l.id.as_str(), l)).collect();
+        // The first record of an id wins, as in a lookup.
+        let mut by_id: HashMap<&str, &Layer> = HashMap::with_capacity(self.layers.len());
+        for l in &self.layers {
+            by_id.entry(l.id.as_str()).or_insert(l);
+        }
         let mut chain: Vec<&Layer> = Vec::new();
         let mut next = Some(layer_id);
         while let Some(id) = next.filter(|id| !id.is_empty()) {

@@ -50,11 +50,13 @@ pub fn run(global: &GlobalArgs, args: &InfoArgs) -> anyhow::Result<()> {
         rootless: o.rootless,
         transient_store: o.transient_store,
         layers: snap.layers.len(),
-        mapped_layers: snap
-            .layers
-            .iter()
-            .filter(|l| !snap.layer_users(&l.id).mapped_for_images.is_empty())
-            .count(),
+        mapped_layers: {
+            let ix = snap.index();
+            snap.layers
+                .iter()
+                .filter(|l| ix.is_mapped_copy(&l.id))
+                .count()
+        },
         incomplete_layers: snap.layers.iter().filter(|l| l.is_incomplete()).count(),
         images: snap.images.len(),
         containers: snap.containers.len(),

@@ -3,7 +3,7 @@
 
 use clap::Args;
 use layerstore::idmap::format_id_map;
-use layerstore::Snapshot;
+use layerstore::Index;
 
 use crate::output::{finish_listing, human_size, print_records, print_table, short_id};
 use crate::GlobalArgs;
@@ -26,6 +26,7 @@ pub fn layers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
         print_records(&snap.layers)?;
         return finish_listing(&snap);
     }
+    let ix = snap.index();
     let rows: Vec<Vec<String>> = snap
         .layers
         .iter()
@@ -35,7 +36,7 @@ pub fn layers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
                 l.names.join(","),
                 short_id(&l.parent, args.no_trunc),
                 human_size(l.diff_size),
-                layer_state(&snap, &l.id),
+                layer_state(&ix, l),
                 l.created.0.format("%Y-%m-%d %H:%M:%S").to_string(),
             ]
         })
@@ -48,28 +49,27 @@ pub fn layers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
 }
 
 /// What a person wants to know about a layer at a glance.
-fn layer_state(snap: &Snapshot, id: &str) -> String {
+fn layer_state(ix: &Index<'_>, layer: &layerstore::records::Layer) -> String {
     let mut words = Vec::new();
-    let layer = snap.layer(id).ok();
-    if layer.is_some_and(|l| l.is_incomplete()) {
+    if layer.is_incomplete() {
         words.push("incomplete".to_owned());
     }
-    let users = snap.layer_users(id);
+    let users = ix.layer_users(&layer.id);
     if !users.top_of_images.is_empty() {
         words.push("image-top".to_owned());
     }
     if !users.mapped_for_images.is_empty() {
         words.push("mapped-copy".to_owned());
-    } else if layer.is_some_and(|l| l.is_mapped()) {
+    } else if layer.is_mapped() {
         words.push("mapped".to_owned());
     }
     if !users.containers.is_empty() {
         words.push("container".to_owned());
     }
-    if let Some(m) = snap.mount_of(id) {
+    if let Some(m) = ix.mount_of(&layer.id) {
         words.push(format!("mounted({})", m.count));
     }
-    if layer.is_some_and(|l| l.volatile) {
+    if layer.volatile {
         words.push("volatile".to_owned());
     }
     words.join(",")
@@ -82,14 +82,15 @@ pub fn images(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
         print_records(&snap.images)?;
         return finish_listing(&snap);
     }
+    let ix = snap.index();
     let rows: Vec<Vec<String>> = snap
         .images
         .iter()
         .map(|i| {
             // A chain that cannot be followed (a missing layer: a defect,
             // reported after the table) has no size to show.
-            let size = snap
-                .image_layer_chain(i)
+            let size = ix
+                .layer_chain(&i.top_layer)
                 .map(|chain| human_size(chain.iter().map(|l| l.diff_size).sum()))
                 .unwrap_or_else(|_| "?".to_owned());
             vec![
@@ -116,11 +117,12 @@ pub fn containers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
         print_records(&snap.containers)?;
         return finish_listing(&snap);
     }
+    let ix = snap.index();
     let rows: Vec<Vec<String>> = snap
         .containers
         .iter()
         .map(|c| {
-            let image = snap
+            let image = ix
                 .image(&c.image)
                 .ok()
                 .and_then(|i| i.names.first().cloned())

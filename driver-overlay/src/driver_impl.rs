@@ -102,7 +102,7 @@ impl Driver for OverlayDriver {
 
     fn layer_usage(&self, id: &LayerId) -> Usage {
         match self.home_dir() {
-            Ok(Some(home)) => usage_in(&home, &[Path::new(id.as_str())]),
+            Ok(Some(home)) => usage_in(home, &[Path::new(id.as_str())]),
             _ => Usage::default(),
         }
     }
@@ -122,7 +122,7 @@ impl Driver for OverlayDriver {
     fn link_usage(&self, name: &str) -> Usage {
         match self.home_dir() {
             Ok(Some(home)) if crate::layout::is_link_name(name) => {
-                usage_in(&home, &[&Path::new("l").join(name)])
+                usage_in(home, &[&Path::new("l").join(name)])
             }
             _ => Usage::default(),
         }
@@ -139,7 +139,7 @@ impl Driver for OverlayDriver {
     fn trash_usage(&self, name: &str) -> Usage {
         match self.home_dir() {
             Ok(Some(home)) if !name.contains('/') && !name.starts_with('.') => {
-                usage_in(&home, &[&Path::new(".layerstore-trash").join(name)])
+                usage_in(home, &[&Path::new(".layerstore-trash").join(name)])
             }
             _ => Usage::default(),
         }
@@ -155,6 +155,20 @@ impl Driver for OverlayDriver {
 
     fn stacked_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, DriverError> {
         Ok(OverlayDriver::stacked_layer_ids(self, id)?)
+    }
+
+    fn stacked_layer_ids_of(
+        &self,
+        ids: &[LayerId],
+        links: &[LinkEntry],
+    ) -> Vec<Result<Vec<LayerId>, DriverError>> {
+        let by_name: std::collections::HashMap<&str, LayerId> = links
+            .iter()
+            .filter_map(|l| Some((l.name.as_str(), LayerId::parse(l.layer.as_deref()?).ok()?)))
+            .collect();
+        ids.iter()
+            .map(|id| Ok(self.stacked_layer_ids_by(id, Some(&by_name))?))
+            .collect()
     }
 
     fn has_link_file(&self, id: &LayerId) -> bool {

@@ -201,6 +201,18 @@ pub trait Driver {
         let _ = id;
         Ok(Vec::new())
     }
+    /// [`Driver::stacked_layer_ids`] of each of `ids`, in order, where the
+    /// caller already has the short links (`links`, from [`Driver::links`]
+    /// under the same locks): a driver may resolve names through them
+    /// instead of reading each link again.
+    fn stacked_layer_ids_of(
+        &self,
+        ids: &[LayerId],
+        links: &[LinkEntry],
+    ) -> Vec<Result<Vec<LayerId>, DriverError>> {
+        let _ = links;
+        ids.iter().map(|id| self.stacked_layer_ids(id)).collect()
+    }
     /// Whether layer `id` has the file naming its short link (overlay:
     /// `<id>/link`); drivers without short links say `true`.
     fn has_link_file(&self, id: &LayerId) -> bool {

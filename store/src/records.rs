@@ -408,27 +408,36 @@ pub fn decode_records<R: Record>(bytes: &[u8]) -> Result<Vec<Result<R, DecodeErr
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
-    let raw: Vec<Value> = serde_json::from_slice(bytes).map_err(|e| DecodeError {
-        index: None,
-        id: None,
-        message: e.to_string(),
-    })?;
+    // Each element borrowed as its text, so that the file is parsed once
+    // into records, not first into a tree of values as large again.
+    let raw: Vec<&serde_json::value::RawValue> =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError {
+            index: None,
+            id: None,
+            message: e.to_string(),
+        })?;
     Ok(raw
         .into_iter()
         .enumerate()
-        .map(|(index, v)| {
-            R::deserialize(&v).map_err(|e| {
-                let message = e.to_string();
-                DecodeError {
-                    index: Some(index),
-                    id: v.get("id").and_then(Value::as_str).map(str::to_owned),
-                    message: match first_bad_field::<R>(&v) {
-                        Some(key) if !message.contains(&format!("`{key}`")) => {
-                            format!("field {key:?}: {message}")
-                        }
-                        _ => message,
-                    },
-                }
+        .map(|(index, text)| {
+            serde_json::from_str::<R>(text.get()).or_else(|_| {
+                // Only a record the fast path refuses is parsed again: as
+                // a tree of values, which takes a repeated key's last
+                // value as Go does, and else says which field is bad.
+                let v: Value = serde_json::from_str(text.get()).unwrap_or(Value::Null);
+                R::deserialize(&v).map_err(|e| {
+                    let message = e.to_string();
+                    DecodeError {
+                        index: Some(index),
+                        id: v.get("id").and_then(Value::as_str).map(str::to_owned),
+                        message: match first_bad_field::<R>(&v) {
+                            Some(key) if !message.contains(&format!("`{key}`")) => {
+                                format!("field {key:?}: {message}")
+                            }
+                            _ => message,
+                        },
+                    }
+                })
             })
         })
         .collect())
@@ -452,6 +461,19 @@ mod tests {
     use super::*;
 
     const LAYER: &str = r#"[{"id":"7748","names":["a"],"parent":"p","created":"2026-11-22T14:07:39.848479976Z","compressed-diff-digest":"sha256:a1","compressed-size":1996800,"diff-digest":"sha256:a1","diff-size":1996800,"uidset":[0,1000],"gidset":[0],"flags":{"incomplete":true},"uidmap":[{"container_id":531571,"host_id":531571,"size":1},{"container_id":0,"host_id":1065537,"size":65536}],"gidmap":[{"container_id":0,"host_id":1065537,"size":65536}],"big-data-names":["x"]}]"#;
+
+    #[test]
+    fn a_repeated_key_takes_its_last_value_as_in_go() {
+        let d = decode_records::<Layer>(
+            br#"[{"id":"a","id":"b","diff-size":1,"diff-size":2},{"id":7}]"#,
+        )
+        .unwrap();
+        let first = d[0].as_ref().unwrap();
+        assert_eq!((first.id.as_str(), first.diff_size), ("b", 2));
+        let bad = d[1].as_ref().unwrap_err();
+        assert_eq!(bad.index, Some(1));
+        assert!(bad.message.contains("id"), "{}", bad.message);
+    }
 
     #[test]
     fn layer_round_trips_byte_for_byte() {

@@ -19,6 +19,7 @@
 //! applies the change, validates, writes the new token and then replaces the
 //! JSON atomically (the upstream, crash-safe order).
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::ErrorKind;
@@ -296,7 +297,13 @@ impl<R: Record + Clone> Table<R> {
         let mtimes = self.mtimes();
         let mut records: Vec<R> = Vec::new();
         let mut defects = Vec::new();
+        // Ids read so far, once a volatile file is read: the first
+        // occurrence of an id wins, as in containers/storage.
+        let mut seen: Option<HashSet<String>> = None;
         for file in &self.files {
+            if file.volatile && seen.is_none() {
+                seen = Some(records.iter().map(|r| r.id().to_owned()).collect());
+            }
             let Some(dir) = self.parent_dir(&file.place)? else {
                 continue;
             };
@@ -347,9 +354,10 @@ impl<R: Record + Clone> Table<R> {
                     });
                     continue;
                 }
-                // The first occurrence of an id wins, as in containers/storage.
-                if file.volatile && records.iter().any(|seen| seen.id() == r.id()) {
-                    continue;
+                if let Some(seen) = seen.as_mut().filter(|_| file.volatile) {
+                    if !seen.insert(r.id().to_owned()) {
+                        continue;
+                    }
                 }
                 r.set_volatile(file.volatile);
                 records.push(r);

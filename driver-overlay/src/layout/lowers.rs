@@ -8,6 +8,7 @@
 //! <id>/diff1..diffN   own older uppers, stacked right under <id>/diff
 //! ```
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use layerstore::confined::Dir;
@@ -35,7 +36,7 @@ impl OverlayDriver {
     pub fn lower_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, LayoutError> {
         let layer = self.open_layer(id)?;
         let Some(ids) = self.ids_from_lower_layers_file(id, &layer)? else {
-            return self.ids_from_lower_file(id, &layer);
+            return self.ids_from_lower_file(id, &layer, None);
         };
         // A `lower` that is there but empty says "no lower layers" to
         // v1.43: that disagrees too.
@@ -43,7 +44,7 @@ impl OverlayDriver {
             .stat(LOWER_FILE)
             .map_err(|e| LayoutError::io(id.as_str(), "examine", layer.display(LOWER_FILE), e))?
             .is_some();
-        match self.ids_from_lower_file(id, &layer) {
+        match self.ids_from_lower_file(id, &layer, None) {
             Ok(from_lower) if has_lower && from_lower != ids => {
                 Err(LayoutError::LowerFilesDisagree {
                     id: id.to_string(),
@@ -62,11 +63,23 @@ impl OverlayDriver {
     /// containers/storage may mount under it, so what gc must keep while
     /// `id` stays. Either file failing to read or resolve is an error.
     pub fn stacked_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, LayoutError> {
+        self.stacked_layer_ids_by(id, None)
+    }
+
+    /// [`OverlayDriver::stacked_layer_ids`], resolving `l/` names through
+    /// `links` (name to layer, as [`OverlayDriver::links`] read them under
+    /// the same locks) instead of a readlink each; a name not there is
+    /// read as usual.
+    pub fn stacked_layer_ids_by(
+        &self,
+        id: &LayerId,
+        links: Option<&HashMap<&str, LayerId>>,
+    ) -> Result<Vec<LayerId>, LayoutError> {
         let layer = self.open_layer(id)?;
         let mut ids = self
             .ids_from_lower_layers_file(id, &layer)?
             .unwrap_or_default();
-        for lower in self.ids_from_lower_file(id, &layer)? {
+        for lower in self.ids_from_lower_file(id, &layer, links)? {
             if !ids.contains(&lower) {
                 ids.push(lower);
             }
@@ -142,7 +155,12 @@ impl OverlayDriver {
 
     /// Resolve the `l/<link>` entries of a `lower` file to layer ids.
     /// Empty entries are skipped, as v1.43 does.
-    fn ids_from_lower_file(&self, id: &LayerId, layer: &Dir) -> Result<Vec<LayerId>, LayoutError> {
+    fn ids_from_lower_file(
+        &self,
+        id: &LayerId,
+        layer: &Dir,
+        links: Option<&HashMap<&str, LayerId>>,
+    ) -> Result<Vec<LayerId>, LayoutError> {
         let Some(content) = read_optional(id, layer, LOWER_FILE)? else {
             return Ok(Vec::new());
         };
@@ -155,9 +173,13 @@ impl OverlayDriver {
                 .and_then(|rest| rest.strip_prefix('/'))
                 .filter(|name| is_valid_link_name(name))
                 .ok_or_else(|| bad_entry(id, &path, entry))?;
-            let lower = match self.layer_of_link(&home, id, name)? {
+            if let Some(lower) = links.and_then(|l| l.get(name)) {
+                ids.push(lower.clone());
+                continue;
+            }
+            let lower = match self.layer_of_link(home, id, name)? {
                 Some(lower) => lower,
-                None => self.layer_with_link_name(&home, name)?.ok_or_else(|| {
+                None => self.layer_with_link_name(home, name)?.ok_or_else(|| {
                     LayoutError::LowerLinkMissing {
                         id: id.to_string(),
                         link: entry.to_owned(),

@@ -97,6 +97,10 @@ pub struct OverlayDriver {
     aufs_whiteouts: bool,
     default_mount_options: Vec<String>,
     skip_mount_home: bool,
+    /// The home once opened: one open per driver, not one per call (the
+    /// store is a directory tree of ours; a home replaced meanwhile makes
+    /// later calls fail, never reach elsewhere).
+    pub(super) home_fd: std::sync::Arc<std::sync::OnceLock<Dir>>,
 }
 
 impl OverlayDriver {
@@ -160,6 +164,7 @@ impl OverlayDriver {
             aufs_whiteouts,
             default_mount_options,
             skip_mount_home,
+            home_fd: Default::default(),
         })
     }
 
@@ -245,19 +250,26 @@ impl OverlayDriver {
 
     /// The home, opened beneath the graphroot without following symlinks;
     /// `None` when it does not exist yet.
-    pub(crate) fn home_dir(&self) -> Result<Option<Dir>, LayoutError> {
+    pub(crate) fn home_dir(&self) -> Result<Option<&Dir>, LayoutError> {
+        if let Some(home) = self.home_fd.get() {
+            return Ok(Some(home));
+        }
         let Some(graph) = Dir::open_opt(&self.graph_root)
             .map_err(|e| LayoutError::home_io("open", &self.graph_root, e))?
         else {
             return Ok(None);
         };
-        graph
+        let Some(home) = graph
             .open_dir_opt(DRIVER_NAME)
-            .map_err(|e| LayoutError::home_io("open", &self.home, e))
+            .map_err(|e| LayoutError::home_io("open", &self.home, e))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(self.home_fd.get_or_init(|| home)))
     }
 
     /// The home, which must exist.
-    pub(crate) fn home_required(&self) -> Result<Dir, LayoutError> {
+    pub(crate) fn home_required(&self) -> Result<&Dir, LayoutError> {
         self.home_dir()?.ok_or_else(|| {
             LayoutError::home_io("open", &self.home, io::Error::from(io::ErrorKind::NotFound))
         })

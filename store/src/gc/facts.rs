@@ -309,11 +309,13 @@ impl Facts {
                     || l.flags.contains_key(crate::ops::FLAG_CONTAINER)
             });
         if removable {
-            for name in &all_dirs {
-                let Ok(id) = LayerId::parse(name) else {
-                    continue;
-                };
-                match driver.stacked_layer_ids(&id) {
+            let ids: Vec<LayerId> = all_dirs
+                .iter()
+                .filter_map(|name| LayerId::parse(name).ok())
+                .collect();
+            let stacks = driver.stacked_layer_ids_of(&ids, &links);
+            for (id, stack) in ids.iter().zip(stacks) {
+                match stack {
                     Ok(lowers) => {
                         for lower in lowers {
                             stacked_on

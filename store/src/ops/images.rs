@@ -217,32 +217,45 @@ fn layers_to_remove(
     images: &[Image],
     containers: &[crate::records::Container],
 ) -> Vec<String> {
-    let others: Vec<&String> = images
+    use std::collections::{HashMap, HashSet};
+    let others: HashSet<&str> = images
         .iter()
         .filter(|i| i.id != image.id)
         .flat_map(|i| std::iter::once(&i.top_layer).chain(&i.mapped_layers))
+        .map(String::as_str)
         .collect();
-    let exists = |id: &String| layers.iter().any(|l| &l.id == id);
-    let mut doomed: Vec<String> = image
-        .mapped_layers
-        .iter()
-        .filter(|m| exists(m))
-        .cloned()
-        .collect();
-    let mut next = image.top_layer.clone();
+    let by_id: HashMap<&str, &Layer> = layers.iter().map(|l| (l.id.as_str(), l)).collect();
+    let mut doomed: Vec<String> = Vec::new();
+    let mut slated: HashSet<&str> = HashSet::new();
+    // A copy listed twice is removed once.
+    for m in &image.mapped_layers {
+        if by_id.contains_key(m.as_str()) && slated.insert(m.as_str()) {
+            doomed.push(m.clone());
+        }
+    }
+    let in_containers: HashSet<&str> = containers.iter().map(|c| c.layer.as_str()).collect();
+    let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+    for l in layers {
+        children
+            .entry(l.parent.as_str())
+            .or_default()
+            .push(l.id.as_str());
+    }
+    let mut next = image.top_layer.as_str();
     while !next.is_empty() {
-        let Some(layer) = layers.iter().find(|l| l.id == next) else {
+        let Some(layer) = by_id.get(next).copied() else {
             break;
         };
-        let used = containers.iter().any(|c| c.layer == layer.id) || others.contains(&&layer.id);
-        let foreign_child = layers
-            .iter()
-            .any(|l| l.parent == layer.id && !doomed.contains(&l.id));
+        let used = in_containers.contains(layer.id.as_str()) || others.contains(layer.id.as_str());
+        let foreign_child = children
+            .get(layer.id.as_str())
+            .is_some_and(|c| c.iter().any(|child| !slated.contains(child)));
         if used || foreign_child {
             break;
         }
         doomed.push(layer.id.clone());
-        next = layer.parent.clone();
+        slated.insert(layer.id.as_str());
+        next = layer.parent.as_str();
     }
     doomed
 }

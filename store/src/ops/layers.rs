@@ -237,7 +237,8 @@ impl Store {
         driver: &dyn Driver,
         ids: &[LayerId],
     ) -> Result<(), StoreError> {
-        let doomed = |l: &Layer| ids.iter().any(|id| *id == l.id);
+        let ids_set: std::collections::HashSet<&str> = ids.iter().map(LayerId::as_str).collect();
+        let doomed = |l: &Layer| ids_set.contains(l.id.as_str());
         let mut flagged = Vec::new();
         for layer in txn.records.iter_mut().filter(|l| doomed(l)) {
             if !layer.is_incomplete() {

@@ -102,7 +102,7 @@ impl Driver for OverlayDriver {
 
     fn layer_usage(&self, id: &LayerId) -> Usage {
         match self.home_dir() {
-            Ok(Some(home)) => usage_in(home, &[Path::new(id.as_str())]),
+            Ok(Some(home)) => usage_in(&home, &[Path::new(id.as_str())]),
             _ => Usage::default(),
         }
     }
@@ -122,7 +122,7 @@ impl Driver for OverlayDriver {
     fn link_usage(&self, name: &str) -> Usage {
         match self.home_dir() {
             Ok(Some(home)) if crate::layout::is_link_name(name) => {
-                usage_in(home, &[&Path::new("l").join(name)])
+                usage_in(&home, &[&Path::new("l").join(name)])
             }
             _ => Usage::default(),
         }
@@ -139,7 +139,7 @@ impl Driver for OverlayDriver {
     fn trash_usage(&self, name: &str) -> Usage {
         match self.home_dir() {
             Ok(Some(home)) if !name.contains('/') && !name.starts_with('.') => {
-                usage_in(home, &[&Path::new(".layerstore-trash").join(name)])
+                usage_in(&home, &[&Path::new(".layerstore-trash").join(name)])
             }
             _ => Usage::default(),
         }
@@ -166,13 +166,30 @@ impl Driver for OverlayDriver {
             .iter()
             .filter_map(|l| Some((l.name.as_str(), LayerId::parse(l.layer.as_deref()?).ok()?)))
             .collect();
+        // One home for all (each layer's error, when there is none).
+        let Ok(home) = self.home_required() else {
+            return ids
+                .iter()
+                .map(|id| Ok(OverlayDriver::stacked_layer_ids(self, id)?))
+                .collect();
+        };
         ids.iter()
-            .map(|id| Ok(self.stacked_layer_ids_by(id, Some(&by_name))?))
+            .map(|id| Ok(self.stacked_layer_ids_in(&home, id, Some(&by_name))?))
             .collect()
     }
 
     fn has_link_file(&self, id: &LayerId) -> bool {
         OverlayDriver::has_link_file(self, id)
+    }
+
+    fn have_link_files(&self, ids: &[LayerId]) -> Vec<bool> {
+        match self.home_dir() {
+            Ok(Some(home)) => ids
+                .iter()
+                .map(|id| OverlayDriver::has_link_file_in(&home, id))
+                .collect(),
+            _ => vec![false; ids.len()],
+        }
     }
 
     fn repair_link(&self, id: &LayerId) -> Result<bool, DriverError> {

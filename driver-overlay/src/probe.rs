@@ -139,7 +139,7 @@ impl OverlayDriver {
     /// under the driver home (creating the home if it is missing).
     pub fn probe_idmapped_lowers(&self) -> ProbeOutcome {
         match self.home_dir_created() {
-            Ok(home) => outcome(probe(home)),
+            Ok(home) => outcome(probe(&home)),
             Err(e) => outcome(Err(format!("opening the overlay home: {e}"))),
         }
     }

@@ -219,6 +219,11 @@ pub trait Driver {
         let _ = id;
         true
     }
+    /// [`Driver::has_link_file`] of each of `ids`, in order (a driver may
+    /// open what they share once).
+    fn have_link_files(&self, ids: &[LayerId]) -> Vec<bool> {
+        ids.iter().map(|id| self.has_link_file(id)).collect()
+    }
     /// Recreate layer `id`'s short link as containers/storage would;
     /// returns whether anything was repaired.
     fn repair_link(&self, id: &LayerId) -> Result<bool, DriverError> {

@@ -118,7 +118,7 @@ pub fn layer_entries(driver: &OverlayDriver, id: &str) -> io::Result<u64> {
         rels.push(rel);
     }
     let rels: Vec<&Path> = rels.iter().map(|p| p.as_path()).collect();
-    Ok(layerstore::gc::usage_in(home, &rels).inodes)
+    Ok(layerstore::gc::usage_in(&home, &rels).inodes)
 }
 
 /// Every inode check.

@@ -90,7 +90,7 @@ impl OverlayDriver {
             Err(e) => return Err(LayoutError::io(id.as_str(), "create", dir, e)),
         }
         let mut guard = CreateGuard {
-            home,
+            home: &home,
             id,
             link: None,
             done: false,
@@ -105,7 +105,7 @@ impl OverlayDriver {
             .as_ref()
             .map_or((root_owner, DEFAULT_DIFF_MODE), |p| (p.owner, p.diff_mode));
         mkdir_owned(id.as_str(), &layer, "diff", diff_mode, owner)?;
-        let link = self.create_link(home, id)?;
+        let link = self.create_link(&home, id)?;
         guard.link = Some(link.clone());
         write_new_at(id.as_str(), &layer, LINK_FILE, link.as_bytes())?;
         mkdir_owned(id.as_str(), &layer, "work", 0o700, owner)?;
@@ -148,8 +148,8 @@ impl OverlayDriver {
             Ok(None) => {
                 // Already in the trash (a removal killed before it took
                 // the link): the l/ link that still points here goes.
-                if let Ok(Some(name)) = self.find_link_pointing_to(home, id) {
-                    self.remove_own_link(home, id, &name)?;
+                if let Ok(Some(name)) = self.find_link_pointing_to(&home, id) {
+                    self.remove_own_link(&home, id, &name)?;
                 }
                 return Ok(());
             }
@@ -166,31 +166,31 @@ impl OverlayDriver {
                 path: mounted,
             });
         }
-        let link = match self.read_link_file(home, id) {
+        let link = match self.read_link_file(&home, id) {
             Ok(Some(link)) => Some(link),
             // No `link` file, or an empty or broken one (a create killed
             // before or while writing it): an l/ link may point here all
             // the same, and only such a link is removed.
-            Ok(None) => self.find_link_pointing_to(home, id).unwrap_or(None),
+            Ok(None) => self.find_link_pointing_to(&home, id).unwrap_or(None),
             Err(e) => {
                 tracing::debug!(layer = %id, error = %e, "the layer's link file is broken; looking for its l/ link by target");
-                self.find_link_pointing_to(home, id).unwrap_or(None)
+                self.find_link_pointing_to(&home, id).unwrap_or(None)
             }
         };
-        self.make_trash(home)
+        self.make_trash(&home)
             .map_err(|e| LayoutError::io(id.as_str(), "create", home.display(TRASH_DIR), e))?;
         let trash =
             Path::new(TRASH_DIR).join(format!("{id}-{}", super::links::generate_link_name()?));
         home.rename(id.as_str(), &trash)
             .map_err(|e| LayoutError::io(id.as_str(), "move to the trash", &dir, e))?;
         if let Some(name) = link {
-            if let Err(e) = self.remove_own_link(home, id, &name) {
+            if let Err(e) = self.remove_own_link(&home, id, &name) {
                 tracing::warn!(layer = %id, error = %e, "the layer's l/ link stays (gc removes it)");
             }
         }
         match home.remove_tree(&trash) {
             // An empty trash leaves nothing behind.
-            Ok(_) => self.remove_trash_if_empty(home),
+            Ok(_) => self.remove_trash_if_empty(&home),
             Err(e) => {
                 tracing::warn!(layer = %id, path = ?home.display(&trash), error = %e, "the removed layer's files stay in the trash (layerstore gc empties it)")
             }
@@ -292,7 +292,7 @@ impl OverlayDriver {
         let rel = Path::new(TRASH_DIR).join(name);
         home.remove_tree(&rel)
             .map_err(|e| LayoutError::home_io("remove", home.display(&rel), e))?;
-        self.remove_trash_if_empty(home);
+        self.remove_trash_if_empty(&home);
         Ok(())
     }
 
@@ -339,7 +339,7 @@ impl OverlayDriver {
             }
         };
         let link = self
-            .read_link_file(home, parent)?
+            .read_link_file(&home, parent)?
             .ok_or_else(|| missing(&parent_dir.join(LINK_FILE)))?;
 
         let mut lower = format!("{LINK_DIR}/{link}");
@@ -379,15 +379,15 @@ impl OverlayDriver {
 
     /// The home, created when missing (0700, with `.has-mount-program` =
     /// `false`, as c/storage's first `Init` leaves it), with `l/`.
-    pub(crate) fn ensure_home(&self) -> Result<&Dir, LayoutError> {
+    pub(crate) fn ensure_home(&self) -> Result<Dir, LayoutError> {
         let home = self.home_dir_created()?;
-        ensure_link_dir(home)?;
+        ensure_link_dir(&home)?;
         Ok(home)
     }
 
     /// The home, created when missing (0700, with `.has-mount-program` =
     /// `false`), without `l/`.
-    pub(crate) fn home_dir_created(&self) -> Result<&Dir, LayoutError> {
+    pub(crate) fn home_dir_created(&self) -> Result<Dir, LayoutError> {
         let home = match self.home_dir()? {
             Some(home) => home,
             None => {
@@ -418,7 +418,7 @@ impl OverlayDriver {
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(LayoutError::home_io("create", &flag, e)),
                 }
-                self.home_fd.get_or_init(|| home)
+                home
             }
         };
         Ok(home)

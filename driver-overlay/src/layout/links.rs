@@ -89,14 +89,14 @@ impl OverlayDriver {
     pub fn repair_link(&self, id: &LayerId) -> Result<bool, LayoutError> {
         let layer = self.open_layer(id)?;
         let home = self.home_required()?;
-        ensure_link_dir(home)?;
+        ensure_link_dir(&home)?;
         let expected = format!("../{id}/diff");
-        let name = match self.read_link_file(home, id)? {
+        let name = match self.read_link_file(&home, id)? {
             Some(name) => name,
             None => {
-                let name = match self.find_link_pointing_to(home, id)? {
+                let name = match self.find_link_pointing_to(&home, id)? {
                     Some(name) => name,
-                    None => self.create_link(home, id)?,
+                    None => self.create_link(&home, id)?,
                 };
                 write_replace(id.as_str(), &layer, LINK_FILE, name.as_bytes())?;
                 tracing::info!(layer = %id, link = %name, "rewrote the layer's link file");
@@ -174,7 +174,15 @@ impl OverlayDriver {
 
     /// Whether `<id>/link` exists (one `statx`, not following it).
     pub fn has_link_file(&self, id: &LayerId) -> bool {
-        matches!(self.home_dir(), Ok(Some(home)) if home.stat(Path::new(id.as_str()).join(LINK_FILE)).ok().flatten().is_some())
+        matches!(self.home_dir(), Ok(Some(home)) if Self::has_link_file_in(&home, id))
+    }
+
+    /// [`OverlayDriver::has_link_file`] through a home the caller opened.
+    pub(crate) fn has_link_file_in(home: &Dir, id: &LayerId) -> bool {
+        home.stat(Path::new(id.as_str()).join(LINK_FILE))
+            .ok()
+            .flatten()
+            .is_some()
     }
 
     /// Whether [`OverlayDriver::repair_link`] would change anything for
@@ -193,7 +201,7 @@ impl OverlayDriver {
         {
             return false;
         }
-        match self.read_link_file(home, id) {
+        match self.read_link_file(&home, id) {
             Ok(Some(name)) => matches!(home.stat(Path::new(LINK_DIR).join(name)), Ok(None)),
             Ok(None) => true,
             Err(_) => false,

@@ -36,7 +36,7 @@ impl OverlayDriver {
     pub fn lower_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, LayoutError> {
         let layer = self.open_layer(id)?;
         let Some(ids) = self.ids_from_lower_layers_file(id, &layer)? else {
-            return self.ids_from_lower_file(id, &layer, None);
+            return self.ids_from_lower_file(id, &layer);
         };
         // A `lower` that is there but empty says "no lower layers" to
         // v1.43: that disagrees too.
@@ -44,7 +44,7 @@ impl OverlayDriver {
             .stat(LOWER_FILE)
             .map_err(|e| LayoutError::io(id.as_str(), "examine", layer.display(LOWER_FILE), e))?
             .is_some();
-        match self.ids_from_lower_file(id, &layer, None) {
+        match self.ids_from_lower_file(id, &layer) {
             Ok(from_lower) if has_lower && from_lower != ids => {
                 Err(LayoutError::LowerFilesDisagree {
                     id: id.to_string(),
@@ -63,23 +63,27 @@ impl OverlayDriver {
     /// containers/storage may mount under it, so what gc must keep while
     /// `id` stays. Either file failing to read or resolve is an error.
     pub fn stacked_layer_ids(&self, id: &LayerId) -> Result<Vec<LayerId>, LayoutError> {
-        self.stacked_layer_ids_by(id, None)
+        self.stacked_layer_ids_in(&self.home_required()?, id, None)
     }
 
-    /// [`OverlayDriver::stacked_layer_ids`], resolving `l/` names through
+    /// [`OverlayDriver::stacked_layer_ids`] through a `home` the caller
+    /// opened (one open for many layers), resolving `l/` names through
     /// `links` (name to layer, as [`OverlayDriver::links`] read them under
     /// the same locks) instead of a readlink each; a name not there is
-    /// read as usual.
-    pub fn stacked_layer_ids_by(
+    /// read as usual. Only files are read through `home`, no mount is
+    /// looked at, so a home bind-mounted since it was opened changes
+    /// nothing.
+    pub fn stacked_layer_ids_in(
         &self,
+        home: &Dir,
         id: &LayerId,
         links: Option<&HashMap<&str, LayerId>>,
     ) -> Result<Vec<LayerId>, LayoutError> {
-        let layer = self.open_layer(id)?;
+        let layer = self.open_layer_in(home, id)?;
         let mut ids = self
             .ids_from_lower_layers_file(id, &layer)?
             .unwrap_or_default();
-        for lower in self.ids_from_lower_file(id, &layer, links)? {
+        for lower in self.ids_from_lower_file_in(home, id, &layer, links)? {
             if !ids.contains(&lower) {
                 ids.push(lower);
             }
@@ -155,8 +159,15 @@ impl OverlayDriver {
 
     /// Resolve the `l/<link>` entries of a `lower` file to layer ids.
     /// Empty entries are skipped, as v1.43 does.
-    fn ids_from_lower_file(
+    fn ids_from_lower_file(&self, id: &LayerId, layer: &Dir) -> Result<Vec<LayerId>, LayoutError> {
+        self.ids_from_lower_file_in(&self.home_required()?, id, layer, None)
+    }
+
+    /// [`Self::ids_from_lower_file`] through `home`, names looked up in
+    /// `links` first.
+    fn ids_from_lower_file_in(
         &self,
+        home: &Dir,
         id: &LayerId,
         layer: &Dir,
         links: Option<&HashMap<&str, LayerId>>,
@@ -165,7 +176,6 @@ impl OverlayDriver {
             return Ok(Vec::new());
         };
         let path = layer.display(LOWER_FILE);
-        let home = self.home_required()?;
         let mut ids = Vec::new();
         for entry in content.split(':').filter(|e| !e.is_empty()) {
             let name = entry

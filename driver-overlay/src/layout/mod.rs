@@ -97,10 +97,6 @@ pub struct OverlayDriver {
     aufs_whiteouts: bool,
     default_mount_options: Vec<String>,
     skip_mount_home: bool,
-    /// The home once opened: one open per driver, not one per call (the
-    /// store is a directory tree of ours; a home replaced meanwhile makes
-    /// later calls fail, never reach elsewhere).
-    pub(super) home_fd: std::sync::Arc<std::sync::OnceLock<Dir>>,
 }
 
 impl OverlayDriver {
@@ -164,7 +160,6 @@ impl OverlayDriver {
             aufs_whiteouts,
             default_mount_options,
             skip_mount_home,
-            home_fd: Default::default(),
         })
     }
 
@@ -250,26 +245,19 @@ impl OverlayDriver {
 
     /// The home, opened beneath the graphroot without following symlinks;
     /// `None` when it does not exist yet.
-    pub(crate) fn home_dir(&self) -> Result<Option<&Dir>, LayoutError> {
-        if let Some(home) = self.home_fd.get() {
-            return Ok(Some(home));
-        }
+    pub(crate) fn home_dir(&self) -> Result<Option<Dir>, LayoutError> {
         let Some(graph) = Dir::open_opt(&self.graph_root)
             .map_err(|e| LayoutError::home_io("open", &self.graph_root, e))?
         else {
             return Ok(None);
         };
-        let Some(home) = graph
+        graph
             .open_dir_opt(DRIVER_NAME)
-            .map_err(|e| LayoutError::home_io("open", &self.home, e))?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(self.home_fd.get_or_init(|| home)))
+            .map_err(|e| LayoutError::home_io("open", &self.home, e))
     }
 
     /// The home, which must exist.
-    pub(crate) fn home_required(&self) -> Result<&Dir, LayoutError> {
+    pub(crate) fn home_required(&self) -> Result<Dir, LayoutError> {
         self.home_dir()?.ok_or_else(|| {
             LayoutError::home_io("open", &self.home, io::Error::from(io::ErrorKind::NotFound))
         })
@@ -277,12 +265,20 @@ impl OverlayDriver {
 
     /// `<home>/<id>`, which must exist as a directory (not a symlink).
     pub(crate) fn open_layer(&self, id: &LayerId) -> Result<Dir, LayoutError> {
+        let Some(home) = self.home_dir()? else {
+            return Err(LayoutError::LayerNotFound {
+                id: id.to_string(),
+                path: self.layer_dir(id),
+            });
+        };
+        self.open_layer_in(&home, id)
+    }
+
+    /// [`OverlayDriver::open_layer`] through a home the caller opened.
+    pub(crate) fn open_layer_in(&self, home: &Dir, id: &LayerId) -> Result<Dir, LayoutError> {
         let not_found = || LayoutError::LayerNotFound {
             id: id.to_string(),
             path: self.layer_dir(id),
-        };
-        let Some(home) = self.home_dir()? else {
-            return Err(not_found());
         };
         match home.stat(id.as_str()) {
             Ok(Some(m)) if m.is_dir() => home

@@ -184,7 +184,7 @@ impl OverlayDriver {
         }
         // Bad maps are refused here, before anything on disk changes.
         let mapping = Mapping::new(id.as_str(), &req.uidmap, &req.gidmap)?;
-        self.ensure_home_private(self.home_required()?)?;
+        self.ensure_home_private(&self.home_required()?)?;
         // Everything is opened after the home's bind mount, through it: a
         // descriptor opened before would reach the mount underneath, which
         // the bind mount hides.
@@ -218,7 +218,7 @@ impl OverlayDriver {
             label: req.mount_label.as_deref(),
         };
         match &mapping {
-            Some(mapping) => mapping.mount(&mut plan, home, &layer, forced, attach_idmap)?,
+            Some(mapping) => mapping.mount(&mut plan, &home, &layer, forced, attach_idmap)?,
             None => plan.mount(forced)?,
         }
         tracing::debug!(layer = %id, target = ?target_path, idmapped = mapping.is_some(), "mounted layer");

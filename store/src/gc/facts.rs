@@ -244,23 +244,37 @@ impl Facts {
         let linked: HashSet<&str> = links.iter().filter_map(|l| l.layer.as_deref()).collect();
         // A layer some l/ link points to needs at most its `link` file
         // (one stat); only layers without any link get the full check.
-        let mut broken_links = Vec::new();
-        for l in snap.layers.iter() {
+        // In the records' order (a stat each, through one home).
+        let mut unlinked = Vec::new();
+        let mut linked_ids = Vec::new();
+        for (n, l) in snap.layers.iter().enumerate() {
             if l.is_incomplete() || !dirs.contains(l.id.as_str()) {
                 continue;
             }
             let Ok(id) = LayerId::parse(&l.id) else {
                 continue;
             };
-            let broken = if linked.contains(l.id.as_str()) {
-                !driver.has_link_file(&id)
-            } else {
-                driver.link_needs_repair(&id)
-            };
-            if broken {
-                broken_links.push(id);
+            if linked.contains(l.id.as_str()) {
+                linked_ids.push((n, id));
+            } else if driver.link_needs_repair(&id) {
+                unlinked.push((n, id));
             }
         }
+        let present = driver.have_link_files(
+            &linked_ids
+                .iter()
+                .map(|(_, id)| id.clone())
+                .collect::<Vec<_>>(),
+        );
+        let mut broken: Vec<(usize, LayerId)> = linked_ids
+            .into_iter()
+            .zip(present)
+            .filter(|(_, has)| !has)
+            .map(|(entry, _)| entry)
+            .chain(unlinked)
+            .collect();
+        broken.sort_unstable_by_key(|(n, _)| *n);
+        let broken_links: Vec<LayerId> = broken.into_iter().map(|(_, id)| id).collect();
 
         let inside = driver
             .mounts_inside_layers()

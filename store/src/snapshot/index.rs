@@ -3,45 +3,68 @@
 //! store's size instead of scanning every table for every record.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use crate::error::StoreError;
 use crate::records::{Container, Image, Layer, MountPoint, Record};
 
 use super::{LayerUsers, Snapshot};
 
-/// One table's records by id, by name, and sorted ids for prefixes.
+/// One table's records by id, by name, and sorted ids for prefixes; each
+/// map built when first asked for.
 #[derive(Debug)]
 struct Table<'a, R> {
     records: &'a [R],
-    by_id: HashMap<&'a str, usize>,
-    by_name: HashMap<&'a str, usize>,
+    by_id: OnceLock<HashMap<&'a str, usize>>,
+    by_name: OnceLock<HashMap<&'a str, usize>>,
     /// Indices into `records`, sorted by id.
-    sorted: Vec<usize>,
+    sorted: OnceLock<Vec<usize>>,
 }
 
 impl<'a, R: Record> Table<'a, R> {
     fn new(records: &'a [R]) -> Self {
-        let mut by_id = HashMap::with_capacity(records.len());
-        let mut by_name = HashMap::new();
-        for (i, r) in records.iter().enumerate() {
-            // The first record wins, as a scan in file order finds it.
-            by_id.entry(r.id()).or_insert(i);
-            for n in r.names() {
-                by_name.entry(n.as_str()).or_insert(i);
-            }
-        }
-        let mut sorted: Vec<usize> = (0..records.len()).collect();
-        sorted.sort_unstable_by(|&a, &b| records[a].id().cmp(records[b].id()));
         Table {
             records,
-            by_id,
-            by_name,
-            sorted,
+            by_id: OnceLock::new(),
+            by_name: OnceLock::new(),
+            sorted: OnceLock::new(),
         }
     }
 
     fn by_id(&self, id: &str) -> Option<&'a R> {
-        self.by_id.get(id).map(|&i| &self.records[i])
+        let records = self.records;
+        let map = self.by_id.get_or_init(|| {
+            let mut by_id = HashMap::with_capacity(records.len());
+            for (i, r) in records.iter().enumerate() {
+                // The first record wins, as a scan in file order finds it.
+                by_id.entry(r.id()).or_insert(i);
+            }
+            by_id
+        });
+        map.get(id).map(|&i| &records[i])
+    }
+
+    fn by_name(&self, name: &str) -> Option<&'a R> {
+        let records = self.records;
+        let map = self.by_name.get_or_init(|| {
+            let mut by_name = HashMap::new();
+            for (i, r) in records.iter().enumerate() {
+                for n in r.names() {
+                    by_name.entry(n.as_str()).or_insert(i);
+                }
+            }
+            by_name
+        });
+        map.get(name).map(|&i| &records[i])
+    }
+
+    fn sorted(&self) -> &[usize] {
+        let records = self.records;
+        self.sorted.get_or_init(|| {
+            let mut sorted: Vec<usize> = (0..records.len()).collect();
+            sorted.sort_unstable_by(|&a, &b| records[a].id().cmp(records[b].id()));
+            sorted
+        })
     }
 
     /// As [`super::lookup`]: exact id, then exact name, then unique id
@@ -57,13 +80,12 @@ impl<'a, R: Record> Table<'a, R> {
         if let Some(r) = self.by_id(query) {
             return Ok(r);
         }
-        if let Some(&i) = self.by_name.get(query) {
-            return Ok(&self.records[i]);
+        if let Some(r) = self.by_name(query) {
+            return Ok(r);
         }
-        let start = self
-            .sorted
-            .partition_point(|&i| self.records[i].id() < query);
-        let matches: Vec<&'a R> = self.sorted[start..]
+        let sorted = self.sorted();
+        let start = sorted.partition_point(|&i| self.records[i].id() < query);
+        let matches: Vec<&'a R> = sorted[start..]
             .iter()
             .map(|&i| &self.records[i])
             .take_while(|r| r.id().starts_with(query))
@@ -73,7 +95,7 @@ impl<'a, R: Record> Table<'a, R> {
             [] => Err(not_found()),
             _ => {
                 // In file order, as the scan reports them.
-                let mut ids: Vec<(usize, String)> = self.sorted[start..start + matches.len()]
+                let mut ids: Vec<(usize, String)> = sorted[start..start + matches.len()]
                     .iter()
                     .map(|&i| (i, self.records[i].id().to_owned()))
                     .collect();
@@ -89,23 +111,29 @@ impl<'a, R: Record> Table<'a, R> {
 }
 
 /// Lookups and "who uses it" answers for every record of a [`Snapshot`],
-/// each O(1) or O(log records) once built ([`Snapshot::index`], O(records)).
-/// Answers are the same as the [`Snapshot`] methods of the same names, in
-/// the same order.
+/// each O(1) or O(log records) once built ([`Snapshot::index`]; each map
+/// is built in O(records) when a question first needs it). Answers are the
+/// same as the [`Snapshot`] methods of the same names, in the same order.
 #[derive(Debug)]
 pub struct Index<'a> {
     snap: &'a Snapshot,
     layers: Table<'a, Layer>,
     images: Table<'a, Image>,
     containers: Table<'a, Container>,
+    users: OnceLock<Users<'a>>,
+    mapped: OnceLock<HashMap<&'a str, Vec<&'a str>>>,
+    mounts: OnceLock<HashMap<&'a str, &'a MountPoint>>,
+}
+
+/// Who refers to a layer or an image, by id, each list in file order.
+#[derive(Debug, Default)]
+struct Users<'a> {
     /// Containers by read-write layer id (first in file order wins).
     container_of_layer: HashMap<&'a str, usize>,
     children: HashMap<&'a str, Vec<&'a str>>,
     layer_containers: HashMap<&'a str, Vec<&'a str>>,
     tops: HashMap<&'a str, Vec<&'a str>>,
-    mapped: HashMap<&'a str, Vec<&'a str>>,
     image_containers: HashMap<&'a str, Vec<&'a str>>,
-    mounts: HashMap<&'a str, &'a MountPoint>,
 }
 
 fn push<'a>(map: &mut HashMap<&'a str, Vec<&'a str>>, key: &'a str, value: &'a str) {
@@ -114,48 +142,52 @@ fn push<'a>(map: &mut HashMap<&'a str, Vec<&'a str>>, key: &'a str, value: &'a s
 
 impl<'a> Index<'a> {
     pub(super) fn new(snap: &'a Snapshot) -> Self {
-        let mut children = HashMap::new();
-        for l in &snap.layers {
-            push(&mut children, &l.parent, &l.id);
-        }
-        let mut layer_containers = HashMap::new();
-        let mut image_containers = HashMap::new();
-        let mut container_of_layer = HashMap::new();
-        for (i, c) in snap.containers.iter().enumerate() {
-            push(&mut layer_containers, &c.layer, &c.id);
-            push(&mut image_containers, &c.image, &c.id);
-            container_of_layer.entry(c.layer.as_str()).or_insert(i);
-        }
-        let mut tops = HashMap::new();
-        let mut mapped = HashMap::new();
-        let mut listed = std::collections::HashSet::new();
-        for i in &snap.images {
-            push(&mut tops, &i.top_layer, &i.id);
-            // An image that lists a layer twice is one user of it.
-            listed.clear();
-            for m in &i.mapped_layers {
-                if listed.insert(m.as_str()) {
-                    push(&mut mapped, m, &i.id);
-                }
-            }
-        }
-        let mut mounts = HashMap::new();
-        for m in snap.mounts.iter().filter(|m| m.count > 0) {
-            mounts.entry(m.id.as_str()).or_insert(m);
-        }
         Index {
             snap,
             layers: Table::new(&snap.layers),
             images: Table::new(&snap.images),
             containers: Table::new(&snap.containers),
-            container_of_layer,
-            children,
-            layer_containers,
-            tops,
-            mapped,
-            image_containers,
-            mounts,
+            users: OnceLock::new(),
+            mapped: OnceLock::new(),
+            mounts: OnceLock::new(),
         }
+    }
+
+    fn users(&self) -> &Users<'a> {
+        let snap = self.snap;
+        self.users.get_or_init(|| {
+            let mut u = Users::default();
+            for l in &snap.layers {
+                push(&mut u.children, &l.parent, &l.id);
+            }
+            for (i, c) in snap.containers.iter().enumerate() {
+                push(&mut u.layer_containers, &c.layer, &c.id);
+                push(&mut u.image_containers, &c.image, &c.id);
+                u.container_of_layer.entry(c.layer.as_str()).or_insert(i);
+            }
+            for i in &snap.images {
+                push(&mut u.tops, &i.top_layer, &i.id);
+            }
+            u
+        })
+    }
+
+    fn mapped(&self) -> &HashMap<&'a str, Vec<&'a str>> {
+        let snap = self.snap;
+        self.mapped.get_or_init(|| {
+            let mut mapped = HashMap::new();
+            let mut listed = std::collections::HashSet::new();
+            for i in &snap.images {
+                // An image that lists a layer twice is one user of it.
+                listed.clear();
+                for m in &i.mapped_layers {
+                    if listed.insert(m.as_str()) {
+                        push(&mut mapped, m, &i.id);
+                    }
+                }
+            }
+            mapped
+        })
     }
 
     /// The snapshot indexed.
@@ -187,6 +219,7 @@ impl<'a> Index<'a> {
     pub fn container(&self, query: &str) -> Result<&'a Container, StoreError> {
         match self.containers.lookup(query) {
             Err(StoreError::NotFound { .. }) if !query.is_empty() => self
+                .users()
                 .container_of_layer
                 .get(query)
                 .map(|&i| &self.snap.containers[i])
@@ -205,24 +238,38 @@ impl<'a> Index<'a> {
 
     /// The mount record of a layer, if it is recorded as mounted.
     pub fn mount_of(&self, layer_id: &str) -> Option<&'a MountPoint> {
-        self.mounts.get(layer_id).copied()
+        let snap = self.snap;
+        self.mounts
+            .get_or_init(|| {
+                let mut mounts = HashMap::new();
+                for m in snap.mounts.iter().filter(|m| m.count > 0) {
+                    mounts.entry(m.id.as_str()).or_insert(m);
+                }
+                mounts
+            })
+            .get(layer_id)
+            .copied()
     }
 
     /// Layers whose parent is `layer_id`, in file order.
     pub fn children(&self, layer_id: &str) -> &[&'a str] {
-        self.children.get(layer_id).map_or(&[], Vec::as_slice)
+        self.users()
+            .children
+            .get(layer_id)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Containers made from image `image_id`, in file order.
     pub fn containers_of_image(&self, image_id: &str) -> &[&'a str] {
-        self.image_containers
+        self.users()
+            .image_containers
             .get(image_id)
             .map_or(&[], Vec::as_slice)
     }
 
     /// Whether some image lists `layer_id` in its `mapped-layers`.
     pub fn is_mapped_copy(&self, layer_id: &str) -> bool {
-        self.mapped.contains_key(layer_id)
+        self.mapped().contains_key(layer_id)
     }
 
     /// Who uses the layer `layer_id`.
@@ -238,9 +285,9 @@ impl<'a> Index<'a> {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
-            containers: get(&self.layer_containers),
-            top_of_images: get(&self.tops),
-            mapped_for_images: get(&self.mapped),
+            containers: get(&self.users().layer_containers),
+            top_of_images: get(&self.users().tops),
+            mapped_for_images: get(self.mapped()),
         }
     }
 

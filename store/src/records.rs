@@ -373,6 +373,12 @@ impl Record for MountPoint {
 /// Encode a whole file's records as containers/storage writes them
 /// (compact JSON array, `[]` when empty, no trailing newline).
 pub fn encode_file<R: Record>(records: &[R]) -> Vec<u8> {
+    encode_records(records)
+}
+
+/// [`encode_file`] of records given by reference (a table's main or
+/// volatile share, without copying them).
+pub fn encode_records<'a, R: Record + 'a>(records: impl IntoIterator<Item = &'a R>) -> Vec<u8> {
     let mut w = GoWriter::new();
     w.begin_array();
     for r in records {

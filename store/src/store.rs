@@ -34,7 +34,7 @@ use crate::consistency::{self, check_unique, cross_check, Defect, Files};
 use crate::error::StoreError;
 use crate::id::id_problem;
 use crate::lockfile::{LockFile, LockMode, ReadGuard, Token, WriteGuard};
-use crate::records::{decode_records, encode_file, Container, Image, Layer, MountPoint, Record};
+use crate::records::{decode_records, encode_records, Container, Image, Layer, MountPoint, Record};
 use crate::snapshot::Snapshot;
 
 /// The driver name whose metadata directories we read (`overlay-layers`, ...).
@@ -485,25 +485,24 @@ impl<R: Record + Clone> Txn<'_, R> {
         (self.validate)(table.main_file(), &self.records)?;
         self.guard.record_write()?;
         for file in &table.files {
-            let mine: Vec<R> = self
-                .records
-                .iter()
-                .filter(|r| r.is_volatile() == file.volatile)
-                .cloned()
-                .collect();
+            let mine = || {
+                self.records
+                    .iter()
+                    .filter(|r| r.is_volatile() == file.volatile)
+            };
             let dir = match table.parent_dir(&file.place)? {
                 Some(d) => d,
-                None if file.volatile && mine.is_empty() => continue,
+                None if file.volatile && mine().next().is_none() => continue,
                 None => table.parent_dir_created(&file.place)?,
             };
             let exists = dir
                 .stat(file.place.name())
                 .map_err(StoreError::io("reading", &file.place.shown))?
                 .is_some();
-            if file.volatile && mine.is_empty() && !exists {
+            if file.volatile && mine().next().is_none() && !exists {
                 continue;
             }
-            dir.write_atomic(file.place.name(), &encode_file(&mine), !file.volatile)
+            dir.write_atomic(file.place.name(), &encode_records(mine()), !file.volatile)
                 .map_err(StoreError::io("writing", &file.place.shown))?;
         }
         let cached = Cached {

@@ -187,11 +187,13 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
     }
     let runtime = resolve_runtime(args.runtime.as_deref())?;
     let (store, driver) = global.open_store_and_driver()?;
-    store.snapshot()?.check()?;
-
-    let image_id =
+    // One look at the records (each lock taken once) finds the image.
+    let snap = store.snapshot()?;
+    snap.check()?;
+    let image =
         if args.image.starts_with("oci-archive:") || args.image.starts_with("docker-archive:") {
-            import_image(
+            drop(snap);
+            let id = import_image(
                 &store,
                 &driver,
                 &Source::parse(&args.image),
@@ -199,9 +201,9 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
                 &NoProgress,
             )
             .with_context(|| format!("importing {}", args.image))?
-            .image_id
+            .image_id;
+            store.snapshot()?.image(&id)?.clone()
         } else {
-            let snap = store.snapshot()?;
             find_image(&snap, &args.image)
                 .with_context(|| {
                     format!(
@@ -210,10 +212,8 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
                         store.options().graph_root.display()
                     )
                 })?
-                .id
                 .clone()
         };
-    let image = store.snapshot()?.image(&image_id)?.clone();
     let config = image_run_config(&store, &image)?;
     let argv: Vec<String> = if args.command.is_empty() {
         config

@@ -470,8 +470,17 @@ impl LockFile {
             FlockOperation::NonBlockingLockShared | FlockOperation::NonBlockingLockExclusive
         );
         let path = || self.path.clone();
+        let asked = std::time::Instant::now();
         match self.fcntl_retrying(op) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                // What benchmarks of parallel starts add up.
+                tracing::trace!(
+                    lock = %self.path.display(),
+                    waited_us = asked.elapsed().as_micros() as u64,
+                    "lock taken"
+                );
+                Ok(true)
+            }
             Err(Errno::AGAIN | Errno::ACCESS) if nonblocking => Ok(false),
             Err(Errno::DEADLK) => Err(LockError::Deadlock { path: path() }),
             Err(e) => Err(LockError::Lock {

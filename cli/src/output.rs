@@ -105,7 +105,8 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> 
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = std::io::stdout().lock();
+    // Buffered: one write for the table, not one per line.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let line = |cells: &mut dyn Iterator<Item = &str>| -> String {
         let padded: Vec<String> = cells
             .zip(&widths)
@@ -117,6 +118,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> 
     for row in rows {
         writeln!(out, "{}", line(&mut row.iter().map(String::as_str)))?;
     }
+    out.flush()?;
     Ok(())
 }
 

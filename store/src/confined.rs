@@ -725,11 +725,18 @@ struct Level {
 
 impl Level {
     fn new(fd: OwnedFd, meta: Meta) -> io::Result<Level> {
-        let left = rustix::fs::Dir::read_from(&fd)?
-            .filter_map(|e| e.ok())
-            .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_owned())
-            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-            .collect();
+        // getdents on the level's own descriptor (its position is never
+        // used again): no second descriptor to list through.
+        let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 << 10];
+        let mut dir = rustix::fs::RawDir::new(&fd, &mut buf);
+        let mut left = Vec::new();
+        while let Some(entry) = dir.next() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                left.push(OsStr::from_bytes(name).to_owned());
+            }
+        }
         Ok(Level {
             fd: Some(fd),
             meta,

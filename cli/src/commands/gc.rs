@@ -206,7 +206,7 @@ fn print_report(report: &GcReport, full: bool) -> anyhow::Result<()> {
     if !rows.is_empty() {
         print_table(&["KIND", "ID", "SIZE", "INODES"], &rows)?;
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     for s in &report.skipped {
         writeln!(
             out,
@@ -233,6 +233,7 @@ fn print_report(report: &GcReport, full: bool) -> anyhow::Result<()> {
             String::new()
         }
     )?;
+    out.flush()?;
     Ok(())
 }
 

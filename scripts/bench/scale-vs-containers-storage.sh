@@ -19,10 +19,12 @@
 #   create --name X IMG; rm X     create-container IMG; delete-container ID
 #
 # Each size's store is generated once and cached under
-# ${LAYERSTORE_CACHE:-$HOME/.cache/layerstore}/scale-N (delete it to
-# regenerate; 1,000,000 layers take about 7 M inodes and 28 GB of
-# directory blocks on ext4, see `df -i`). create/rm leave the records as
-# they were (checked: the three record files' sha256 before and after).
+# ${LAYERSTORE_CACHE:-$HOME/.cache/layerstore}/scale-N, with the sha256 of
+# its three record files: a store whose records differ (create/rm are
+# expected to leave them byte for byte as they were) is generated again.
+# Delete scale-N to regenerate by hand. 1,000,000 layers take about 7 M
+# inodes and 31 GB of 4 KiB directory and file blocks on ext4 (see
+# `df -i`), 5-9 minutes to generate on 2 cores and longer to delete.
 #
 # ROUNDS interleaved rounds (each command of both tools once per round, the
 # tool order alternating between rounds); wall time from `date +%s%N`
@@ -78,19 +80,32 @@ trap 'rm -rf -- "$work"' EXIT
 : >"$work/results"
 
 # --- stores ------------------------------------------------------------------
-# store N: make sure $cache/scale-N holds a complete generated store
-# (storegen.txt is written last: a store without it is made again).
+# store N: make sure $cache/scale-N holds a complete generated store whose
+# records are as generated (records.sha256 is written last; a store
+# without it, or whose records differ, e.g. after an interrupted
+# create/rm, is made again).
 store() {
     local n=$1 dir=$cache/scale-$1 t0 t1
-    [ ! -f "$dir/storegen.txt" ] || return 0
+    if [ -f "$dir/records.sha256" ]; then
+        if sha256sum --quiet --check "$dir/records.sha256" >/dev/null 2>&1; then
+            return 0
+        fi
+        say "the records in $dir are not as generated: generating them again"
+    fi
+    # containers-storage (and layerstore) bind-mount the overlay home onto
+    # itself and leave it so: a mount point cannot be removed.
+    if mountpoint -q "$dir/graph/overlay"; then
+        umount -R "$dir/graph/overlay"
+    fi
     rm -rf --one-file-system -- "$dir"
     mkdir -p "$cache"
     say "generating $n layer records into $dir"
     t0=$(date +%s%N)
     "$gen_bin" --layers "$n" "$dir" >"$work/gen.txt"
     t1=$(date +%s%N)
-    { cat "$work/gen.txt"; echo "generated in $(ms "$t0" "$t1") s, $(date -u '+%Y-%m-%d %H:%M UTC')"; } >"$dir/storegen.txt.tmp"
-    mv -- "$dir/storegen.txt.tmp" "$dir/storegen.txt"
+    { cat "$work/gen.txt"; echo "generated in $(ms "$t0" "$t1") s, $(date -u '+%Y-%m-%d %H:%M UTC')"; } >"$dir/storegen.txt"
+    records_sum "$dir" >"$dir/records.sha256.tmp"
+    mv -- "$dir/records.sha256.tmp" "$dir/records.sha256"
     say "$(head -n 1 "$dir/storegen.txt")"
 }
 records_sum() { sha256sum "$1"/graph/overlay-{layers/layers,images/images,containers/containers}.json; }
@@ -218,7 +233,6 @@ for n in $sizes; do
     store_dir=$cache/scale-$n
     json_mb=$(stat -c %s "$store_dir/graph/overlay-layers/layers.json" | awk '{ printf "%.1f", $1 / 1e6 }')
     cat "$store_dir/graph/overlay-layers/layers.json" >/dev/null # warm the page cache
-    before=$(records_sum "$store_dir")
     declare -A gave_up=()
     for round in $(seq "$rounds"); do
         tools=(layerstore containers-storage)
@@ -236,14 +250,15 @@ for n in $sizes; do
         done
     done
     unset gave_up
-    if [ "$(records_sum "$store_dir")" != "$before" ]; then
-        say "WARNING: the records of $store_dir changed during the runs; it will be regenerated next time"
-        rm -f -- "$store_dir/storegen.txt"
+    changed=""
+    if ! sha256sum --quiet --check "$store_dir/records.sha256" >/dev/null 2>&1; then
+        changed=" WARNING: the records changed during the runs (regenerated next time)"
+        say "$changed"
     fi
 
     echo
-    echo "== $n layer records: $(head -n 1 "$store_dir/storegen.txt" | sed 's/^storegen: //; s/ in .*//' ||
-        echo 'records changed, see above'); layers.json $json_mb MB; median of $rounds rounds"
+    echo "== $n layer records: $(head -n 1 "$store_dir/storegen.txt" | sed 's/^storegen: //; s/ in .*//');" \
+         "layers.json $json_mb MB; median of $rounds rounds$changed"
     printf '%-48s %10s %10s %8s %9s %9s %9s\n' command 'ls s' 'cs s' 'ls/cs' 'ls RSS MB' 'cs RSS MB' 'json MB'
     for cmd in "${commands[@]}"; do
         a=$(median "$n" "$cmd" layerstore 5) b=$(median "$n" "$cmd" containers-storage 5)

@@ -165,7 +165,7 @@ pub(crate) fn container_name(i: usize, k: usize) -> String {
     format!("ctr{i}-{k}")
 }
 
-/// The OCI config and manifest of an image of `layers`, and their digests.
+/// The OCI config and manifest of an image of `layers`.
 fn config_and_manifest(layers: &[&Layer], created: &GoTime) -> (Vec<u8>, Vec<u8>) {
     let when = created.to_go_string();
     let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_digest.as_str()).collect();
@@ -210,13 +210,36 @@ fn config_and_manifest(layers: &[&Layer], created: &GoTime) -> (Vec<u8>, Vec<u8>
     (config, manifest)
 }
 
-/// The image record podman 4.3.1 writes after a pull: id = config digest,
-/// `digest` = manifest digest, big data config, manifest (twice) and an
-/// empty signature list.
-fn image_record(i: usize, top: &Layer, big_data: &[(String, Vec<u8>)], created: GoTime) -> Image {
+/// The big data podman 4.3.1 stores for a pulled image, in its order:
+/// config (keyed by its digest), manifest (by digest and as `manifest`),
+/// an empty signature list; with the image id (the config digest's hex)
+/// and digest (the manifest's).
+fn big_data(config: Vec<u8>, manifest: Vec<u8>) -> (Vec<(String, Vec<u8>)>, String, String) {
+    let id = sha_hex(&config);
+    let digest = format!("sha256:{}", sha_hex(&manifest));
+    let items = vec![
+        (format!("sha256:{id}"), config),
+        (format!("manifest-{digest}"), manifest.clone()),
+        ("manifest".to_string(), manifest),
+        (
+            format!("signature-{}", &digest["sha256:".len()..]),
+            Vec::new(),
+        ),
+    ];
+    (items, id, digest)
+}
+
+/// The image record podman 4.3.1 writes after a pull, with its big data.
+fn image_record(
+    i: usize,
+    (id, digest): (String, String),
+    top: &Layer,
+    big_data: &[(String, Vec<u8>)],
+    created: GoTime,
+) -> Image {
     let mut image = Image {
-        id: big_data[0].0["sha256:".len()..].to_string(),
-        digest: big_data[1].0["manifest-".len()..].to_string(),
+        id,
+        digest,
         names: vec![image_name(i)],
         names_history: vec![image_name(i)],
         top_layer: top.id.clone(),
@@ -258,17 +281,8 @@ pub(crate) fn image(shape: &Shape, i: usize) -> ImagePlan {
 
     let image_created = created(seq - 1, 1_000_000);
     let (config, manifest) = config_and_manifest(&[&base, &top], &image_created);
-    let manifest_digest = format!("sha256:{}", sha_hex(&manifest));
-    let big_data = vec![
-        (format!("sha256:{}", sha_hex(&config)), config),
-        (format!("manifest-{manifest_digest}"), manifest.clone()),
-        ("manifest".to_string(), manifest),
-        (
-            format!("signature-{}", &manifest_digest["sha256:".len()..]),
-            Vec::new(),
-        ),
-    ];
-    let mut image = image_record(i, &top, &big_data, image_created);
+    let (big_data, id, digest) = big_data(config, manifest);
+    let mut image = image_record(i, (id, digest), &top, &big_data, image_created);
 
     let base_link = link_name(&base.id);
     let top_link = link_name(&top.id);

@@ -1,5 +1,6 @@
 use std::collections::HashSet;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 
 use layerstore::config::StoreOptions;
 use layerstore::records::encode_file;
@@ -150,6 +151,14 @@ fn generated_store_opens_without_defects() {
                 }
             }
             Err(_) => assert!(l.parent.is_empty() && home.join(&l.id).join("empty").is_dir()),
+        }
+    }
+    // As root, a mapped copy and the container layer on it belong to the
+    // copy's mapping, as containers/storage leaves them; the rest to root.
+    if g.chowned {
+        for l in &layers {
+            let uid = fs::metadata(home.join(&l.id)).unwrap().uid();
+            assert_eq!(uid, l.uidmap.first().map_or(0, |m| m.host_id), "{}", l.id);
         }
     }
     for c in &containers {

@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| encode_file(black_box(&layers)))
     });
     let snap = Snapshot {
-        layers,
+        layers: layers.into(),
         ..Snapshot::default()
     };
     let prefix = format!("{:064x}", 9_999);

@@ -110,7 +110,7 @@ fn a_running_podman_sees_layerstore_saves() {
     // Control: the change written without a new token is not noticed.
     let images_json: &Path = &store.graph.join("overlay-images/images.json");
     let ls = open(&store);
-    let mut images = ls.snapshot().unwrap().images;
+    let mut images = ls.snapshot().unwrap().images.to_vec();
     add_name(&mut images, "localhost/unannounced:1");
     write_atomic(images_json, &encode_file(&images), true).unwrap();
     assert_eq!(

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::consistency::Defect;
 use crate::error::StoreError;
@@ -15,14 +16,18 @@ mod index;
 pub use index::Index;
 
 /// The records of a store, read under its locks at one moment.
+///
+/// The record lists are shared (with the store's cache and other
+/// snapshots): cloning a snapshot copies no record, and a caller that
+/// changes one gets its own copy (`Arc::make_mut`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// `layers.json` followed by `volatile-layers.json`.
-    pub layers: Vec<Layer>,
+    pub layers: Arc<Vec<Layer>>,
     /// `images.json`.
-    pub images: Vec<Image>,
+    pub images: Arc<Vec<Image>>,
     /// `containers.json` followed by `volatile-containers.json`.
-    pub containers: Vec<Container>,
+    pub containers: Arc<Vec<Container>>,
     /// `mountpoints.json` entries whose layer exists.
     pub mounts: Vec<MountPoint>,
     /// What is wrong with the store's records: files or records that could
@@ -185,7 +190,7 @@ impl Snapshot {
     pub fn layer_chain(&self, layer_id: &str) -> Result<Vec<&Layer>, StoreError> {
         // The first record of an id wins, as in a lookup.
         let mut by_id: HashMap<&str, &Layer> = HashMap::with_capacity(self.layers.len());
-        for l in &self.layers {
+        for l in self.layers.iter() {
             by_id.entry(l.id.as_str()).or_insert(l);
         }
         let mut chain: Vec<&Layer> = Vec::new();
@@ -259,21 +264,24 @@ mod tests {
                 layer("aab222", "aaa111", &[]),
                 layer("bbb333", "aaa111", &[]),
                 layer("ccc444", "aab222", &[]),
-            ],
+            ]
+            .into(),
             images: vec![Image {
                 id: "img1".into(),
                 names: vec!["localhost/x:latest".into()],
                 top_layer: "aab222".into(),
                 mapped_layers: vec!["bbb333".into()],
                 ..Image::default()
-            }],
+            }]
+            .into(),
             containers: vec![Container {
                 id: "ctr1".into(),
                 names: vec!["web".into()],
                 image: "img1".into(),
                 layer: "ccc444".into(),
                 ..Container::default()
-            }],
+            }]
+            .into(),
             mounts: vec![],
             defects: vec![],
         }
@@ -317,7 +325,7 @@ mod tests {
     #[test]
     fn cycles_and_bad_records_are_reported() {
         let mut s = snapshot();
-        s.layers[0].parent = "ccc444".into();
+        std::sync::Arc::make_mut(&mut s.layers)[0].parent = "ccc444".into();
         assert!(matches!(
             s.layer_chain("ccc444"),
             Err(StoreError::ParentCycle { .. })

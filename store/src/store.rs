@@ -124,14 +124,15 @@ struct DataFile {
 /// (records that did not decode or had invalid ids are not in `records`).
 #[derive(Debug, Clone)]
 pub(crate) struct Loaded<R> {
-    pub(crate) records: Vec<R>,
+    /// Shared with the table's cache and the snapshots made from it.
+    pub(crate) records: Arc<Vec<R>>,
     pub(crate) defects: Vec<Defect>,
 }
 
 impl<R> Default for Loaded<R> {
     fn default() -> Self {
         Loaded {
-            records: Vec::new(),
+            records: Arc::new(Vec::new()),
             defects: Vec::new(),
         }
     }
@@ -365,7 +366,10 @@ impl<R: Record + Clone> Table<R> {
         }
         defects.extend(check_unique(self.main_file(), &mut records));
         Ok(Cached {
-            loaded: Loaded { records, defects },
+            loaded: Loaded {
+                records: Arc::new(records),
+                defects,
+            },
             mtimes,
             token,
         })
@@ -398,6 +402,8 @@ impl<R: Record + Clone> Table<R> {
             .map_err(StoreError::io("creating", &self.dir.shown))?;
         let guard = self.lockfile()?.write()?;
         let Loaded { records, defects } = self.load(None)?.loaded;
+        // Just read, so not shared: no copy.
+        let records = Arc::try_unwrap(records).unwrap_or_else(|shared| (*shared).clone());
         Ok(Txn {
             table: self,
             guard,
@@ -507,7 +513,7 @@ impl<R: Record + Clone> Txn<'_, R> {
         }
         let cached = Cached {
             loaded: Loaded {
-                records: self.records.clone(),
+                records: Arc::new(self.records.clone()),
                 defects: Vec::new(),
             },
             mtimes: table.mtimes(),
@@ -722,7 +728,7 @@ impl Store {
             &images.records,
             &containers.records,
         ));
-        let mounts = consistency::mounts_of_layers(mounts.records, &layers.records);
+        let mounts = consistency::mounts_of_layers(mounts.records.to_vec(), &layers.records);
         let snap = Snapshot {
             layers: layers.records,
             images: images.records,

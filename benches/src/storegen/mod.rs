@@ -183,9 +183,9 @@ pub fn records(shape: &Shape) -> (Vec<Layer>, Vec<Image>, Vec<Container>) {
 pub fn snapshot(shape: &Shape) -> Snapshot {
     let (layers, images, containers) = records(shape);
     Snapshot {
-        layers,
-        images,
-        containers,
+        layers: layers.into(),
+        images: images.into(),
+        containers: containers.into(),
         ..Snapshot::default()
     }
 }

@@ -116,9 +116,9 @@ fn generated_store_opens_without_defects() {
         (20, 1, 2)
     );
     let (layers, images, containers) = records(&shape);
-    assert_eq!(snap.layers, layers);
-    assert_eq!(snap.images, images);
-    assert_eq!(snap.containers, containers);
+    assert_eq!(snap.layers, layers.clone().into());
+    assert_eq!(snap.images, images.clone().into());
+    assert_eq!(snap.containers, containers.clone().into());
     snap.check().unwrap();
     assert_eq!(snap.image_layer_chain(&snap.images[0]).unwrap().len(), 2);
     assert!(snap.images[0].names.contains(&g.image_name));

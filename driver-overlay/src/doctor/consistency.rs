@@ -48,7 +48,7 @@ pub fn find(store: &Store, driver: &OverlayDriver, snap: &Snapshot) -> Findings 
         .into_iter()
         .collect();
     let mut f = Findings::default();
-    for layer in &snap.layers {
+    for layer in snap.layers.iter() {
         let Ok(id) = LayerId::parse(&layer.id) else {
             continue;
         };

@@ -139,7 +139,7 @@ pub fn checks(
     };
     // Templates: layers some image lists in mapped-layers.
     let mut templates: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
-    for image in &snap.images {
+    for image in snap.images.iter() {
         for id in &image.mapped_layers {
             if snap.layers.iter().any(|l| &l.id == id) {
                 let name = image
@@ -155,7 +155,7 @@ pub fn checks(
         entry.0 = count(id);
     }
     let mut largest: Option<(String, u64)> = None;
-    for image in &snap.images {
+    for image in snap.images.iter() {
         if image.top_layer.is_empty() {
             continue;
         }

@@ -215,9 +215,9 @@ impl Store {
         ));
         let snap = Snapshot {
             mounts: crate::consistency::mounts_of_layers(mounts.records.clone(), &layers.records),
-            layers: layers.records.clone(),
-            images: images.records.clone(),
-            containers: containers.records.clone(),
+            layers: std::sync::Arc::new(layers.records.clone()),
+            images: std::sync::Arc::new(images.records.clone()),
+            containers: std::sync::Arc::new(containers.records.clone()),
             defects,
         };
         let facts = Facts::gather(self, driver, &snap)?;

@@ -295,7 +295,7 @@ impl Facts {
         }
         let mut dead_run_containers = HashSet::new();
         let mut running_dead_runs = HashMap::new();
-        for c in &snap.containers {
+        for c in snap.containers.iter() {
             if super::run_owner_of(c, &snap.layers).is_none_or(|o| o.is_alive()) {
                 continue;
             }
@@ -347,7 +347,7 @@ impl Facts {
         }
 
         let mut mapped_traces = HashMap::new();
-        for image in &snap.images {
+        for image in snap.images.iter() {
             for m in &image.mapped_layers {
                 if layer_ids.contains(m.as_str()) {
                     continue;

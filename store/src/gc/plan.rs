@@ -32,7 +32,7 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
     let young = |created: SystemTime| is_young(created, facts.now, min_age);
     let mut going: HashSet<&str> = HashSet::new();
 
-    for c in &snap.containers {
+    for c in snap.containers.iter() {
         // Ours only: every mark a run leaves must be there, whatever the
         // facts claim.
         let ours = super::run_owner_of(c, &snap.layers).is_some();
@@ -91,7 +91,7 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
     // its child's stays.
     loop {
         let mut more = false;
-        for l in &snap.layers {
+        for l in snap.layers.iter() {
             if going.contains(l.id.as_str()) {
                 continue;
             }
@@ -112,7 +112,7 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
             break;
         }
     }
-    for l in &snap.layers {
+    for l in snap.layers.iter() {
         if going.contains(l.id.as_str()) {
             continue;
         }
@@ -127,7 +127,7 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
         }
     }
 
-    for image in &snap.images {
+    for image in snap.images.iter() {
         for m in &image.mapped_layers {
             if !ix.ids.contains(m.as_str()) && !facts.mapped_traces.contains_key(m) {
                 if let Ok(image) = ImageId::parse(&image.id) {
@@ -191,7 +191,7 @@ pub fn store_defects(snap: &Snapshot, facts: &Facts) -> Vec<Defect> {
             });
         }
     }
-    for l in &snap.layers {
+    for l in snap.layers.iter() {
         if !l.is_incomplete() && !facts.all_layer_dirs.contains(&l.id) {
             out.push(Defect::LayerDirMissing {
                 file: files.layers.clone(),
@@ -200,7 +200,7 @@ pub fn store_defects(snap: &Snapshot, facts: &Facts) -> Vec<Defect> {
             });
         }
     }
-    for i in &snap.images {
+    for i in snap.images.iter() {
         if !i.big_data_names.is_empty() && !facts.all_data_dirs.contains(&format!("i/{}", i.id)) {
             out.push(Defect::DataDirMissing {
                 file: files.images.clone(),
@@ -210,7 +210,7 @@ pub fn store_defects(snap: &Snapshot, facts: &Facts) -> Vec<Defect> {
             });
         }
     }
-    for c in &snap.containers {
+    for c in snap.containers.iter() {
         if !c.big_data_names.is_empty() && !facts.all_data_dirs.contains(&format!("c/{}", c.id)) {
             out.push(Defect::DataDirMissing {
                 file: files.containers.clone(),
@@ -220,7 +220,7 @@ pub fn store_defects(snap: &Snapshot, facts: &Facts) -> Vec<Defect> {
             });
         }
     }
-    for i in &snap.images {
+    for i in snap.images.iter() {
         for m in &i.mapped_layers {
             if let Some(trace) = facts.mapped_traces.get(m) {
                 out.push(Defect::MappedLayerRecordLost {
@@ -426,7 +426,7 @@ impl<'a> Index<'a> {
     fn new(snap: &'a Snapshot, facts: &'a Facts) -> Self {
         let by_id: HashMap<&str, &Layer> = snap.layers.iter().map(|l| (l.id.as_str(), l)).collect();
         let mut mapped_of: HashMap<&str, Vec<String>> = HashMap::new();
-        for image in &snap.images {
+        for image in snap.images.iter() {
             for m in &image.mapped_layers {
                 mapped_of
                     .entry(m.as_str())
@@ -435,15 +435,15 @@ impl<'a> Index<'a> {
             }
         }
         let mut named_layers: HashSet<&str> = HashSet::new();
-        for l in &snap.layers {
+        for l in snap.layers.iter() {
             named_layers.insert(&l.id);
             named_layers.insert(&l.parent);
         }
-        for i in &snap.images {
+        for i in snap.images.iter() {
             named_layers.insert(&i.top_layer);
             named_layers.extend(i.mapped_layers.iter().map(String::as_str));
         }
-        for c in &snap.containers {
+        for c in snap.containers.iter() {
             named_layers.insert(&c.layer);
         }
         for m in &snap.mounts {

@@ -298,9 +298,9 @@ fn build(g: &Gen) -> (Snapshot, Facts) {
         ..Facts::default()
     };
     let snap = Snapshot {
-        layers,
-        images,
-        containers,
+        layers: layers.into(),
+        images: images.into(),
+        containers: containers.into(),
         mounts,
         defects,
     };
@@ -310,16 +310,16 @@ fn build(g: &Gen) -> (Snapshot, Facts) {
 /// Every string any record holds, as an id or a reference.
 fn named(snap: &Snapshot) -> HashSet<String> {
     let mut out = HashSet::new();
-    for l in &snap.layers {
+    for l in snap.layers.iter() {
         out.insert(l.id.clone());
         out.insert(l.parent.clone());
     }
-    for i in &snap.images {
+    for i in snap.images.iter() {
         out.insert(i.id.clone());
         out.insert(i.top_layer.clone());
         out.extend(i.mapped_layers.iter().cloned());
     }
-    for c in &snap.containers {
+    for c in snap.containers.iter() {
         out.insert(c.id.clone());
         out.insert(c.layer.clone());
         out.insert(c.image.clone());

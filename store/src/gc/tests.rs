@@ -70,19 +70,21 @@ fn store() -> (Snapshot, Facts) {
     c2.diff_digest.clear();
     layers.push(c2);
     let snap = Snapshot {
-        layers,
+        layers: layers.into(),
         images: vec![Image {
             id: "img".into(),
             top_layer: "top".into(),
             mapped_layers: vec!["m1".into(), "m2".into(), "m3".into()],
             ..Image::default()
-        }],
+        }]
+        .into(),
         containers: vec![Container {
             id: "podman-ctr".into(),
             layer: "c2".into(),
             metadata: r#"{"image-name":"x","name":"c"}"#.into(),
             ..Container::default()
-        }],
+        }]
+        .into(),
         mounts: vec![MountPoint {
             id: "m3".into(),
             path: "/g/overlay/m3/merged".into(),
@@ -110,9 +112,9 @@ fn add_run_container(snap: &mut Snapshot, facts: &mut Facts) {
     l.diff_digest.clear();
     l.flags
         .insert(crate::ops::FLAG_CONTAINER.into(), "ours".into());
-    snap.layers.push(l);
+    std::sync::Arc::make_mut(&mut snap.layers).push(l);
     facts.all_layer_dirs.insert("run-layer".into());
-    snap.containers.push(Container {
+    std::sync::Arc::make_mut(&mut snap.containers).push(Container {
         id: "ours".into(),
         layer: "run-layer".into(),
         metadata: crate::ops::mark_created_by_layerstore(
@@ -176,16 +178,18 @@ fn orphaned_templates_go_used_ones_stay() {
 fn never_a_top_layer_a_parent_a_container_layer_or_a_named_layer() {
     let (mut snap, facts) = store();
     // The top layer listed as mapped (corrupt, but never removed).
-    snap.images[0].mapped_layers.push("top".into());
+    std::sync::Arc::make_mut(&mut snap.images)[0]
+        .mapped_layers
+        .push("top".into());
     // A container layer with maps on the top's parent, podman's.
     let mut cl = copy_of("cl", &snap.layers[1]);
     cl.parent = "base".into();
-    snap.layers.push(cl);
+    std::sync::Arc::make_mut(&mut snap.layers).push(cl);
     let mut facts = facts;
     facts
         .all_layer_dirs
         .extend(["cl".to_owned(), "named".to_owned()]);
-    snap.containers.push(Container {
+    std::sync::Arc::make_mut(&mut snap.containers).push(Container {
         id: "other".into(),
         layer: "cl".into(),
         ..Container::default()
@@ -193,7 +197,7 @@ fn never_a_top_layer_a_parent_a_container_layer_or_a_named_layer() {
     // A named mapped copy: somebody's own layer.
     let mut named = copy_of("named", &snap.layers[1]);
     named.names = vec!["keep-me".into()];
-    snap.layers.push(named);
+    std::sync::Arc::make_mut(&mut snap.layers).push(named);
     let p = plan(&snap, &facts, Duration::ZERO);
     let removed = p.removed_layers();
     for kept in ["base", "top", "m2", "m3", "c2", "cl", "named"] {
@@ -204,7 +208,7 @@ fn never_a_top_layer_a_parent_a_container_layer_or_a_named_layer() {
 #[test]
 fn min_age_protects_young_records_and_debris() {
     let (mut snap, mut facts) = store();
-    snap.layers[2].created = at(9_990);
+    std::sync::Arc::make_mut(&mut snap.layers)[2].created = at(9_990);
     stray(&mut facts, "stray", 9_999);
     stray(&mut facts, "old-stray", 10);
     let p = plan(&snap, &facts, Duration::from_secs(60));
@@ -246,12 +250,14 @@ fn incomplete_layers_go_unless_something_stands_on_them() {
     let mut inc = layer("inc", "base");
     inc.flags
         .insert(FLAG_INCOMPLETE.into(), serde_json::Value::Bool(true));
-    snap.layers.push(inc.clone());
+    std::sync::Arc::make_mut(&mut snap.layers).push(inc.clone());
     let mut inc_parent = inc.clone();
     inc_parent.id = "inc2".into();
-    snap.layers.push(inc_parent);
-    snap.layers.push(layer("on-inc2", "inc2"));
-    snap.images[0].mapped_layers.push("inc".into());
+    std::sync::Arc::make_mut(&mut snap.layers).push(inc_parent);
+    std::sync::Arc::make_mut(&mut snap.layers).push(layer("on-inc2", "inc2"));
+    std::sync::Arc::make_mut(&mut snap.images)[0]
+        .mapped_layers
+        .push("inc".into());
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(p.actions.contains(&Action::IncompleteLayer {
         id: lid("inc"),
@@ -263,7 +269,9 @@ fn incomplete_layers_go_unless_something_stands_on_them() {
 #[test]
 fn debris_links_mounts_and_dangling_entries() {
     let (mut snap, mut facts) = store();
-    snap.images[0].mapped_layers.push("gone".into());
+    std::sync::Arc::make_mut(&mut snap.images)[0]
+        .mapped_layers
+        .push("gone".into());
     snap.mounts.push(MountPoint {
         id: "top".into(),
         path: "/g/overlay/top/merged".into(),
@@ -356,12 +364,12 @@ fn a_containers_layer_whose_container_is_gone_is_an_orphan() {
         crate::ops::FLAG_CONTAINER.into(),
         serde_json::Value::String("gone-ctr".into()),
     );
-    snap.layers.push(l.clone());
+    std::sync::Arc::make_mut(&mut snap.layers).push(l.clone());
     // The same flag on a layer whose container exists: kept.
     let mut kept = l.clone();
     kept.id = "kept".into();
-    snap.layers.push(kept);
-    snap.containers.push(Container {
+    std::sync::Arc::make_mut(&mut snap.layers).push(kept);
+    std::sync::Arc::make_mut(&mut snap.containers).push(Container {
         id: "gone-ctr-2".into(),
         layer: "kept".into(),
         ..Container::default()
@@ -404,14 +412,16 @@ fn a_containers_layer_whose_container_is_gone_is_an_orphan() {
 fn a_template_whose_only_child_goes_goes_in_the_same_gc_after_it() {
     let (mut snap, mut facts) = store();
     let top = snap.layers[1].clone();
-    snap.layers.push(copy_of("m5", &top));
-    snap.images[0].mapped_layers.push("m5".into());
+    std::sync::Arc::make_mut(&mut snap.layers).push(copy_of("m5", &top));
+    std::sync::Arc::make_mut(&mut snap.images)[0]
+        .mapped_layers
+        .push("m5".into());
     let mut orphan = layer("orphan", "m5");
     orphan.flags.insert(
         crate::ops::FLAG_CONTAINER.into(),
         serde_json::Value::String("killed-create".into()),
     );
-    snap.layers.push(orphan);
+    std::sync::Arc::make_mut(&mut snap.layers).push(orphan);
     facts.all_layer_dirs.extend(["m5".into(), "orphan".into()]);
     let p = plan(&snap, &facts, Duration::ZERO);
     let order: Vec<&str> = p
@@ -436,8 +446,8 @@ fn a_template_whose_only_child_goes_goes_in_the_same_gc_after_it() {
 fn untrustworthy_stores_get_no_actions_and_every_reason() {
     // layers.json empty beside directories and images that name layers.
     let (mut snap, facts) = store();
-    snap.layers.clear();
-    snap.containers.clear();
+    std::sync::Arc::make_mut(&mut snap.layers).clear();
+    std::sync::Arc::make_mut(&mut snap.containers).clear();
     snap.mounts.clear();
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(p.actions.is_empty());
@@ -448,7 +458,7 @@ fn untrustworthy_stores_get_no_actions_and_every_reason() {
     );
     // A record whose directory is gone (a mutated id).
     let (mut snap, mut facts) = store();
-    snap.layers[5].id = "m4x".into();
+    std::sync::Arc::make_mut(&mut snap.layers)[5].id = "m4x".into();
     facts.layer_dirs.push(entry("m4", 1));
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(p.actions.is_empty(), "{p:?}");
@@ -458,7 +468,7 @@ fn untrustworthy_stores_get_no_actions_and_every_reason() {
         .any(|d| d.to_string().contains("m4x is recorded, but its directory")));
     // A mapped entry whose layer record is gone while its directory is not.
     let (mut snap, mut facts) = store();
-    snap.layers.retain(|l| l.id != "m1");
+    std::sync::Arc::make_mut(&mut snap.layers).retain(|l| l.id != "m1");
     facts
         .mapped_traces
         .insert("m1".into(), "/g/overlay/m1".into());
@@ -552,7 +562,7 @@ fn a_container_directory_without_a_record_keeps_layer_directories() {
     orphan
         .flags
         .insert(crate::ops::FLAG_CONTAINER.into(), "lost-ctr".into());
-    snap.layers.push(orphan);
+    std::sync::Arc::make_mut(&mut snap.layers).push(orphan);
     facts.all_layer_dirs.insert("orphan".into());
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(p
@@ -598,9 +608,12 @@ fn a_run_marker_without_the_other_marks_is_podmans() {
         (marked.clone(), Some("someone-else")),
     ] {
         let (mut snap, mut facts) = store();
-        snap.containers[0].metadata = metadata.clone();
+        std::sync::Arc::make_mut(&mut snap.containers)[0].metadata = metadata.clone();
         if let Some(flag) = flag {
-            let c2 = snap.layers.iter_mut().find(|l| l.id == "c2").unwrap();
+            let c2 = std::sync::Arc::make_mut(&mut snap.layers)
+                .iter_mut()
+                .find(|l| l.id == "c2")
+                .unwrap();
             c2.flags
                 .insert(crate::ops::FLAG_CONTAINER.into(), flag.into());
         }

@@ -157,7 +157,7 @@ impl<'a> Index<'a> {
         let snap = self.snap;
         self.users.get_or_init(|| {
             let mut u = Users::default();
-            for l in &snap.layers {
+            for l in snap.layers.iter() {
                 push(&mut u.children, &l.parent, &l.id);
             }
             for (i, c) in snap.containers.iter().enumerate() {
@@ -165,7 +165,7 @@ impl<'a> Index<'a> {
                 push(&mut u.image_containers, &c.image, &c.id);
                 u.container_of_layer.entry(c.layer.as_str()).or_insert(i);
             }
-            for i in &snap.images {
+            for i in snap.images.iter() {
                 push(&mut u.tops, &i.top_layer, &i.id);
             }
             u
@@ -177,7 +177,7 @@ impl<'a> Index<'a> {
         self.mapped.get_or_init(|| {
             let mut mapped = HashMap::new();
             let mut listed = std::collections::HashSet::new();
-            for i in &snap.images {
+            for i in snap.images.iter() {
                 // An image that lists a layer twice is one user of it.
                 listed.clear();
                 for m in &i.mapped_layers {

@@ -454,7 +454,7 @@ pub(crate) fn reap_dead_runs(
         return Vec::new();
     }
     let mut reaped = Vec::new();
-    for c in &snap.containers {
+    for c in snap.containers.iter() {
         let Some(owner) = layerstore::gc::run_owner_of(c, &snap.layers) else {
             continue;
         };

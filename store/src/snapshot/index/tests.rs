@@ -39,7 +39,8 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                     names: n.map(|n| vec![format!("n{n}")]).unwrap_or_default(),
                     ..Layer::default()
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             images: is
                 .into_iter()
                 .map(|(i, top, mapped, n)| Image {
@@ -49,7 +50,8 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                     names: n.map(|n| vec![format!("n{n}")]).unwrap_or_default(),
                     ..Image::default()
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             containers: cs
                 .into_iter()
                 .map(|(i, image, layer, n)| Container {
@@ -59,7 +61,8 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                     names: n.map(|n| vec![format!("n{n}")]).unwrap_or_default(),
                     ..Container::default()
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             mounts: ms
                 .into_iter()
                 .map(|(i, count)| MountPoint {

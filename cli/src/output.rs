@@ -94,9 +94,10 @@ pub fn print_records<R: Record>(records: &[R]) -> anyhow::Result<()> {
 
 /// Print rows under a header, columns padded to their widest cell.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
-    let rows: Vec<Vec<String>> = rows
+    // Escaped where needed; a cell with nothing to escape is not copied.
+    let rows: Vec<Vec<std::borrow::Cow<'_, str>>> = rows
         .iter()
-        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .map(|r| r.iter().map(|c| printable(c)).collect())
         .collect();
     let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -116,7 +117,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> 
     };
     writeln!(out, "{}", line(&mut header.iter().copied()))?;
     for row in rows {
-        writeln!(out, "{}", line(&mut row.iter().map(String::as_str)))?;
+        writeln!(out, "{}", line(&mut row.iter().map(|c| c.as_ref())))?;
     }
     out.flush()?;
     Ok(())

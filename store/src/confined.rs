@@ -423,6 +423,32 @@ impl Dir {
     /// `max` bytes. Anything else at `rel` (a FIFO, a device) is refused
     /// without blocking: the open does not wait for a writer.
     pub fn read_limited(&self, rel: impl AsRef<Path>, max: u64) -> io::Result<Vec<u8>> {
+        let (file, size) = self.open_regular(rel, max)?;
+        let mut out = Vec::with_capacity(size as usize);
+        // A file growing while it is read stops at the limit, too.
+        io::Read::read_to_end(&mut io::Read::take(file, max + 1), &mut out)?;
+        if out.len() as u64 > max {
+            return Err(too_big(out.len() as u64, max));
+        }
+        Ok(out)
+    }
+
+    /// Regular file `rel` opened for reading, with its size, to be read as
+    /// a stream (at most `max` bytes: take that many); refused as
+    /// [`Dir::read_limited`] refuses. `None` when it does not exist.
+    pub fn open_regular_opt(
+        &self,
+        rel: impl AsRef<Path>,
+        max: u64,
+    ) -> io::Result<Option<(std::fs::File, u64)>> {
+        match self.open_regular(rel, max) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_regular(&self, rel: impl AsRef<Path>, max: u64) -> io::Result<(std::fs::File, u64)> {
         let rel = rel.as_ref();
         let fd = self.open_file(rel, OFlags::RDONLY | OFlags::NONBLOCK, 0)?;
         let st = rustix::fs::fstat(&fd)?;
@@ -432,24 +458,11 @@ impl Dir {
                 "it is not a regular file",
             ));
         }
-        let too_big = |size: u64| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("it holds {size} bytes, more than the {max} this reads"),
-            )
-        };
         let size = st.st_size.max(0) as u64;
         if size > max {
-            return Err(too_big(size));
+            return Err(too_big(size, max));
         }
-        let mut out = Vec::with_capacity(size as usize);
-        let file = std::fs::File::from(fd);
-        // A file growing while it is read stops at the limit, too.
-        io::Read::read_to_end(&mut io::Read::take(file, max + 1), &mut out)?;
-        if out.len() as u64 > max {
-            return Err(too_big(out.len() as u64));
-        }
-        Ok(out)
+        Ok((std::fs::File::from(fd), size))
     }
 
     /// [`Dir::read`], `None` when the file does not exist.
@@ -697,6 +710,13 @@ fn unlink_at(base: BorrowedFd<'_>, name: &OsStr, flags: AtFlags) -> io::Result<(
 }
 
 /// Add owner rwx to directory `fd`; whether that changed anything.
+fn too_big(size: u64, max: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("it holds {size} bytes, more than the {max} this reads"),
+    )
+}
+
 fn make_writable(fd: BorrowedFd<'_>) -> bool {
     let Ok(st) = rustix::fs::fstat(fd) else {
         return false;

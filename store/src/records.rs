@@ -411,42 +411,92 @@ pub fn decode_file<R: Record>(bytes: &[u8]) -> Result<Vec<R>, DecodeError> {
 /// not a JSON array, else one result per element, so that one bad record
 /// does not hide the rest.
 pub fn decode_records<R: Record>(bytes: &[u8]) -> Result<Vec<Result<R, DecodeError>>, DecodeError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Vec::new());
-    }
-    // Each element borrowed as its text, so that the file is parsed once
-    // into records, not first into a tree of values as large again.
-    let raw: Vec<&serde_json::value::RawValue> =
-        serde_json::from_slice(bytes).map_err(|e| DecodeError {
+    match decode_records_from::<R>(bytes) {
+        Ok(decoded) => decoded,
+        // A slice never fails to read.
+        Err(e) => Err(DecodeError {
             index: None,
             id: None,
             message: e.to_string(),
-        })?;
-    Ok(raw
-        .into_iter()
-        .enumerate()
-        .map(|(index, text)| {
-            serde_json::from_str::<R>(text.get()).or_else(|_| {
-                // Only a record the fast path refuses is parsed again: as
-                // a tree of values, which takes a repeated key's last
-                // value as Go does, and else says which field is bad.
-                let v: Value = serde_json::from_str(text.get()).unwrap_or(Value::Null);
-                R::deserialize(&v).map_err(|e| {
-                    let message = e.to_string();
-                    DecodeError {
-                        index: Some(index),
-                        id: v.get("id").and_then(Value::as_str).map(str::to_owned),
-                        message: match first_bad_field::<R>(&v) {
-                            Some(key) if !message.contains(&format!("`{key}`")) => {
-                                format!("field {key:?}: {message}")
-                            }
-                            _ => message,
-                        },
+        }),
+    }
+}
+
+/// [`decode_records`] of a file read as it is parsed: one element's text
+/// at a time is held besides the records, never the whole file (a 500 MB
+/// `layers.json` is not read into memory first). `Err` is a failure to
+/// read; `Ok(Err(..))` a file that is not a JSON array.
+pub fn decode_records_from<R: Record>(
+    reader: impl std::io::Read,
+) -> std::io::Result<Result<Vec<Result<R, DecodeError>>, DecodeError>> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
+    // An empty (or whitespace-only) file is an empty list.
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        let blank = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        if blank < buf.len() {
+            break;
+        }
+        reader.consume(blank);
+    }
+    let mut out = Vec::new();
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let parsed =
+        serde::Deserializer::deserialize_seq(&mut de, EachRecord(&mut out)).and_then(|()| de.end());
+    match parsed {
+        Ok(()) => Ok(Ok(out)),
+        Err(e) if e.is_io() => Err(e.into()),
+        Err(e) => Ok(Err(DecodeError {
+            index: None,
+            id: None,
+            message: e.to_string(),
+        })),
+    }
+}
+
+/// Decodes each element of a JSON array into `R` as it is read.
+struct EachRecord<'a, R>(&'a mut Vec<Result<R, DecodeError>>);
+
+impl<'de, R: Record> serde::de::Visitor<'de> for EachRecord<'_, R> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(text) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
+            let index = self.0.len();
+            self.0.push(decode_one::<R>(index, text.get()));
+        }
+        Ok(())
+    }
+}
+
+/// One record from its JSON text: straight into `R`, else (a record the
+/// fast path refuses) as a tree of values, which takes a repeated key's
+/// last value as Go does, and else says which field is bad.
+fn decode_one<R: Record>(index: usize, text: &str) -> Result<R, DecodeError> {
+    serde_json::from_str::<R>(text).or_else(|_| {
+        let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        R::deserialize(&v).map_err(|e| {
+            let message = e.to_string();
+            DecodeError {
+                index: Some(index),
+                id: v.get("id").and_then(Value::as_str).map(str::to_owned),
+                message: match first_bad_field::<R>(&v) {
+                    Some(key) if !message.contains(&format!("`{key}`")) => {
+                        format!("field {key:?}: {message}")
                     }
-                })
-            })
+                    _ => message,
+                },
+            }
         })
-        .collect())
+    })
 }
 
 /// The first key of record `v` whose value alone makes decoding fail

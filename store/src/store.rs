@@ -34,7 +34,9 @@ use crate::consistency::{self, check_unique, cross_check, Defect, Files};
 use crate::error::StoreError;
 use crate::id::id_problem;
 use crate::lockfile::{LockFile, LockMode, ReadGuard, Token, WriteGuard};
-use crate::records::{decode_records, encode_records, Container, Image, Layer, MountPoint, Record};
+use crate::records::{
+    decode_records_from, encode_records, Container, Image, Layer, MountPoint, Record,
+};
 use crate::snapshot::Snapshot;
 
 /// The driver name whose metadata directories we read (`overlay-layers`, ...).
@@ -308,21 +310,27 @@ impl<R: Record + Clone> Table<R> {
             let Some(dir) = self.parent_dir(&file.place)? else {
                 continue;
             };
-            let bytes = match dir.read_opt(file.place.name()) {
-                Ok(Some(b)) => b,
-                Ok(None) => continue,
-                // Not a regular file, or too big to be one of ours: the
-                // file is broken, not the machine.
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    defects.push(Defect::Unreadable {
-                        file: file.place.shown.clone(),
-                        message: e.to_string(),
-                    });
-                    continue;
-                }
-                Err(e) => return Err(StoreError::io("reading", &file.place.shown)(e)),
-            };
-            let decoded = match decode_records::<R>(&bytes) {
+            // Parsed as it is read: the file's bytes are never all in
+            // memory beside its records.
+            let (reader, _) =
+                match dir.open_regular_opt(file.place.name(), crate::confined::MAX_READ) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => continue,
+                    // Not a regular file, or too big to be one of ours: the
+                    // file is broken, not the machine.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        defects.push(Defect::Unreadable {
+                            file: file.place.shown.clone(),
+                            message: e.to_string(),
+                        });
+                        continue;
+                    }
+                    Err(e) => return Err(StoreError::io("reading", &file.place.shown)(e)),
+                };
+            let limited = std::io::Read::take(reader, crate::confined::MAX_READ);
+            let decoded = match decode_records_from::<R>(limited)
+                .map_err(StoreError::io("reading", &file.place.shown))?
+            {
                 Ok(d) => d,
                 Err(e) => {
                     defects.push(Defect::Unreadable {

@@ -23,7 +23,6 @@
 //! ([`crate::gc`]), as it does for an empty `layers.json` beside layer
 //! directories.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -335,7 +334,7 @@ pub fn cross_check(
     images: &[Image],
     containers: &[Container],
 ) -> Vec<Defect> {
-    let ids: HashSet<&str> = layers.iter().map(|l| l.id.as_str()).collect();
+    let ids: crate::FastSet<&str> = layers.iter().map(|l| l.id.as_str()).collect();
     let mut out = Vec::new();
     for l in layers {
         if !l.parent.is_empty() && !ids.contains(l.parent.as_str()) {
@@ -372,7 +371,7 @@ pub fn cross_check(
             });
         }
     }
-    let mut owner: HashMap<&str, &str> = HashMap::new();
+    let mut owner: crate::FastMap<&str, &str> = crate::FastMap::default();
     for c in containers {
         if let Some(first) = owner.insert(c.layer.as_str(), c.id.as_str()) {
             out.push(Defect::SharedContainerLayer {
@@ -396,13 +395,13 @@ pub fn cross_check(
 /// Every loop of parent links, each once, as the chain of ids around it
 /// with its first id repeated at the end. O(layers).
 pub fn parent_cycles(layers: &[Layer]) -> Vec<Vec<String>> {
-    let parent: HashMap<&str, &str> = layers
+    let parent: crate::FastMap<&str, &str> = layers
         .iter()
         .filter(|l| !l.parent.is_empty())
         .map(|l| (l.id.as_str(), l.parent.as_str()))
         .collect();
     // 0: unvisited, 1: on the current path, 2: done.
-    let mut state: HashMap<&str, u8> = HashMap::new();
+    let mut state: crate::FastMap<&str, u8> = crate::FastMap::default();
     let mut cycles = Vec::new();
     for l in layers {
         let mut path: Vec<&str> = Vec::new();
@@ -436,20 +435,26 @@ pub fn parent_cycles(layers: &[Layer]) -> Vec<Vec<String>> {
 /// unique, for one table's records as read from `file`.
 pub fn check_unique<R: Record>(file: &Path, records: &mut Vec<R>) -> Vec<Defect> {
     let mut out = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
+    // Which records repeat an earlier id, found without copying the ids.
+    let repeated: Vec<bool> = {
+        let mut seen: crate::FastSet<&str> =
+            crate::FastSet::with_capacity_and_hasher(records.len(), Default::default());
+        records.iter().map(|r| !seen.insert(r.id())).collect()
+    };
+    let mut index = 0;
     records.retain(|r| {
-        if seen.insert(r.id().to_owned()) {
-            true
-        } else {
+        let keep = !repeated[index];
+        index += 1;
+        if !keep {
             out.push(Defect::DuplicateId {
                 file: file.to_owned(),
                 kind: R::KIND,
                 id: r.id().to_owned(),
             });
-            false
         }
+        keep
     });
-    let mut names: HashMap<&str, &str> = HashMap::new();
+    let mut names: crate::FastMap<&str, &str> = crate::FastMap::default();
     for r in records.iter() {
         for name in r.names() {
             if let Some(first) = names.insert(name, r.id()) {
@@ -469,7 +474,7 @@ pub fn check_unique<R: Record>(file: &Path, records: &mut Vec<R>) -> Vec<Defect>
 /// Mount records: only their ids are checked (a record of a layer that
 /// does not exist is ignored, as containers/storage ignores it).
 pub fn mounts_of_layers(mounts: Vec<MountPoint>, layers: &[Layer]) -> Vec<MountPoint> {
-    let ids: HashSet<&str> = layers.iter().map(|l| l.id.as_str()).collect();
+    let ids: crate::FastSet<&str> = layers.iter().map(|l| l.id.as_str()).collect();
     mounts
         .into_iter()
         .filter(|m| ids.contains(m.id.as_str()))

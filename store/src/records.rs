@@ -422,67 +422,179 @@ pub fn decode_records<R: Record>(bytes: &[u8]) -> Result<Vec<Result<R, DecodeErr
     }
 }
 
-/// [`decode_records`] of a file read as it is parsed: one element's text
-/// at a time is held besides the records, never the whole file (a 500 MB
-/// `layers.json` is not read into memory first). `Err` is a failure to
-/// read; `Ok(Err(..))` a file that is not a JSON array.
+/// [`decode_records`] of a file read as it is parsed: one element's bytes
+/// at a time are held besides the records, never the whole file (a 500 MB
+/// `layers.json` is not read into memory first). The array is split into
+/// its elements by a scan that follows strings and nesting, and each
+/// element is decoded from its own bytes. `Err` is a failure to read;
+/// `Ok(Err(..))` a file that is not a JSON array.
 pub fn decode_records_from<R: Record>(
     reader: impl std::io::Read,
 ) -> std::io::Result<Result<Vec<Result<R, DecodeError>>, DecodeError>> {
-    use std::io::BufRead;
-    let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
-    // An empty (or whitespace-only) file is an empty list.
-    loop {
-        let buf = reader.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(Ok(Vec::new()));
-        }
-        let blank = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
-        if blank < buf.len() {
-            break;
-        }
-        reader.consume(blank);
-    }
+    let mut elements = Elements::new(std::io::BufReader::with_capacity(1 << 16, reader));
     let mut out = Vec::new();
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    let parsed =
-        serde::Deserializer::deserialize_seq(&mut de, EachRecord(&mut out)).and_then(|()| de.end());
-    match parsed {
-        Ok(()) => Ok(Ok(out)),
-        Err(e) if e.is_io() => Err(e.into()),
-        Err(e) => Ok(Err(DecodeError {
-            index: None,
-            id: None,
-            message: e.to_string(),
-        })),
+    let mut element = Vec::new();
+    loop {
+        match elements.next(&mut element)? {
+            Ok(true) => {
+                let index = out.len();
+                out.push(decode_one::<R>(index, &element));
+            }
+            Ok(false) => return Ok(Ok(out)),
+            Err(message) => {
+                return Ok(Err(DecodeError {
+                    index: None,
+                    id: None,
+                    message,
+                }))
+            }
+        }
     }
 }
 
-/// Decodes each element of a JSON array into `R` as it is read.
-struct EachRecord<'a, R>(&'a mut Vec<Result<R, DecodeError>>);
+/// Splits a JSON array read from a stream into its elements' bytes.
+struct Elements<R> {
+    reader: R,
+    /// Bytes consumed so far (for messages).
+    offset: u64,
+    /// `[` seen; `]` seen.
+    opened: bool,
+    closed: bool,
+}
 
-impl<'de, R: Record> serde::de::Visitor<'de> for EachRecord<'_, R> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a sequence")
+impl<R: std::io::BufRead> Elements<R> {
+    fn new(reader: R) -> Self {
+        Elements {
+            reader,
+            offset: 0,
+            opened: false,
+            closed: false,
+        }
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(text) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
-            let index = self.0.len();
-            self.0.push(decode_one::<R>(index, text.get()));
+    /// The next byte that is not JSON whitespace, not consumed.
+    fn peek_token(&mut self) -> std::io::Result<Option<u8>> {
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let blank = buf
+                .iter()
+                .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+                .count();
+            if blank < buf.len() {
+                let b = buf[blank];
+                self.consume(blank);
+                return Ok(Some(b));
+            }
+            let n = buf.len();
+            self.consume(n);
         }
-        Ok(())
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.reader.consume(n);
+        self.offset += n as u64;
+    }
+
+    fn bad(&self, what: &str) -> String {
+        format!("{what} at byte {}", self.offset)
+    }
+
+    /// The next element into `element`: `Ok(Ok(true))`, or `Ok(Ok(false))`
+    /// after the closing `]` (nothing but whitespace may follow; an empty
+    /// or blank file is an empty array), or `Ok(Err(message))` when the
+    /// text is not a JSON array.
+    fn next(&mut self, element: &mut Vec<u8>) -> std::io::Result<Result<bool, String>> {
+        element.clear();
+        if self.closed {
+            return Ok(Ok(false));
+        }
+        if !self.opened {
+            match self.peek_token()? {
+                None => return Ok(Ok(false)),
+                Some(b'[') => {
+                    self.consume(1);
+                    self.opened = true;
+                    if self.peek_token()? == Some(b']') {
+                        self.consume(1);
+                        return self.end();
+                    }
+                }
+                Some(_) => return Ok(Err(self.bad("invalid type: expected a sequence"))),
+            }
+        } else {
+            match self.peek_token()? {
+                Some(b',') => self.consume(1),
+                Some(b']') => {
+                    self.consume(1);
+                    return self.end();
+                }
+                None => return Ok(Err(self.bad("EOF while parsing a list"))),
+                Some(_) => return Ok(Err(self.bad("expected `,` or `]`"))),
+            }
+        }
+        // One element: up to the `,` or `]` outside strings at depth 0.
+        match self.peek_token()? {
+            None => return Ok(Err(self.bad("EOF while parsing a value"))),
+            Some(b',' | b']') => return Ok(Err(self.bad("expected value"))),
+            Some(_) => {}
+        }
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(Err(self.bad("EOF while parsing a value")));
+            }
+            let mut end = None;
+            for (i, &b) in buf.iter().enumerate() {
+                if in_string {
+                    if escaped {
+                        escaped = false;
+                    } else if b == b'\\' {
+                        escaped = true;
+                    } else if b == b'"' {
+                        in_string = false;
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth > 0 => depth -= 1,
+                    b',' | b']' if depth == 0 => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let take = end.unwrap_or(buf.len());
+            element.extend_from_slice(&buf[..take]);
+            self.consume(take);
+            if end.is_some() {
+                return Ok(Ok(true));
+            }
+        }
+    }
+
+    /// After `]`: only whitespace may follow.
+    fn end(&mut self) -> std::io::Result<Result<bool, String>> {
+        self.closed = true;
+        match self.peek_token()? {
+            None => Ok(Ok(false)),
+            Some(_) => Ok(Err(self.bad("trailing characters"))),
+        }
     }
 }
 
 /// One record from its JSON text: straight into `R`, else (a record the
 /// fast path refuses) as a tree of values, which takes a repeated key's
 /// last value as Go does, and else says which field is bad.
-fn decode_one<R: Record>(index: usize, text: &str) -> Result<R, DecodeError> {
-    serde_json::from_str::<R>(text).or_else(|_| {
-        let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+fn decode_one<R: Record>(index: usize, text: &[u8]) -> Result<R, DecodeError> {
+    serde_json::from_slice::<R>(text).or_else(|_| {
+        let v: Value = serde_json::from_slice(text).unwrap_or(Value::Null);
         R::deserialize(&v).map_err(|e| {
             let message = e.to_string();
             DecodeError {
@@ -517,6 +629,73 @@ mod tests {
     use super::*;
 
     const LAYER: &str = r#"[{"id":"7748","names":["a"],"parent":"p","created":"2026-11-22T14:07:39.848479976Z","compressed-diff-digest":"sha256:a1","compressed-size":1996800,"diff-digest":"sha256:a1","diff-size":1996800,"uidset":[0,1000],"gidset":[0],"flags":{"incomplete":true},"uidmap":[{"container_id":531571,"host_id":531571,"size":1},{"container_id":0,"host_id":1065537,"size":65536}],"gidmap":[{"container_id":0,"host_id":1065537,"size":65536}],"big-data-names":["x"]}]"#;
+
+    /// A reader handing out `n` bytes at a time (elements cross buffers).
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn ids_streamed(input: &[u8], chunk: usize) -> Result<Vec<Result<String, usize>>, String> {
+        let decoded = decode_records_from::<Layer>(Trickle(input, chunk)).unwrap();
+        decoded
+            .map(|records| {
+                records
+                    .into_iter()
+                    .map(|r| r.map(|l| l.id).map_err(|e| e.index.unwrap()))
+                    .collect()
+            })
+            .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn a_streamed_array_splits_where_json_does() {
+        let tricky =
+            br#" [ {"id":"a,]}\"[{","names":["x]","y,"]} ,{"id":"b","flags":{"k":[1,[2]]}},
+            {"id":"c"}] "#;
+        for chunk in [1, 2, 3, 7, 64, 1 << 16] {
+            assert_eq!(
+                ids_streamed(tricky, chunk),
+                Ok(vec![
+                    Ok("a,]}\"[{".to_owned()),
+                    Ok("b".to_owned()),
+                    Ok("c".to_owned())
+                ]),
+                "chunk {chunk}"
+            );
+            for blank in [&b""[..], b"  \n", b"[]", b" [ ] "] {
+                assert_eq!(ids_streamed(blank, chunk), Ok(vec![]));
+            }
+            // One bad element is that record's defect; the others stay.
+            assert_eq!(
+                ids_streamed(br#"[{"id":"a"},{"id":7},{"id":"c"} x,{"id":"d"}]"#, chunk),
+                Ok(vec![Ok("a".to_owned()), Err(1), Err(2), Ok("d".to_owned())])
+            );
+            // Not an array, or not one array: the whole file.
+            for bad in [
+                &br#"{"id":"a"}"#[..],
+                br#"[{"id":"a"}"#,
+                br#"[{"id":"a"},]"#,
+                br#"[{"id":"a"}] x"#,
+                br#"[{"id":"a"}][]"#,
+                br#"[,{"id":"a"}]"#,
+                br#"[{"id":"a"} {"id":"b"}"#,
+                b"[\"unterminated",
+            ] {
+                assert!(
+                    ids_streamed(bad, chunk).is_err(),
+                    "{}",
+                    String::from_utf8_lossy(bad)
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_repeated_key_takes_its_last_value_as_in_go() {

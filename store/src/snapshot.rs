@@ -4,7 +4,6 @@
 //! [`Snapshot`] under the store's read locks, with the records that are
 //! sound and the [`Defect`]s that name the rest.
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -95,8 +94,8 @@ pub fn lookup<'a, R: Record>(records: &'a [R], query: &str) -> Result<&'a R, Sto
 
 /// Check one file's worth of records: ids and names unique.
 pub fn check_unique<R: Record>(path: &Path, records: &[R]) -> Result<(), StoreError> {
-    let mut ids = HashSet::new();
-    let mut names: HashMap<&str, &str> = HashMap::new();
+    let mut ids = crate::FastSet::default();
+    let mut names: crate::FastMap<&str, &str> = crate::FastMap::default();
     for r in records {
         if !ids.insert(r.id()) {
             return Err(StoreError::DuplicateId {
@@ -122,7 +121,7 @@ pub fn check_unique<R: Record>(path: &Path, records: &[R]) -> Result<(), StoreEr
 
 /// Check that every layer's parent is a layer of the same store.
 pub fn check_parents(path: &Path, layers: &[Layer]) -> Result<(), StoreError> {
-    let ids: HashSet<&str> = layers.iter().map(|l| l.id.as_str()).collect();
+    let ids: crate::FastSet<&str> = layers.iter().map(|l| l.id.as_str()).collect();
     match layers
         .iter()
         .find(|l| !l.parent.is_empty() && !ids.contains(l.parent.as_str()))
@@ -189,7 +188,8 @@ impl Snapshot {
     /// A layer and its ancestors, nearest first.
     pub fn layer_chain(&self, layer_id: &str) -> Result<Vec<&Layer>, StoreError> {
         // The first record of an id wins, as in a lookup.
-        let mut by_id: HashMap<&str, &Layer> = HashMap::with_capacity(self.layers.len());
+        let mut by_id: crate::FastMap<&str, &Layer> =
+            crate::FastMap::with_capacity_and_hasher(self.layers.len(), Default::default());
         for l in self.layers.iter() {
             by_id.entry(l.id.as_str()).or_insert(l);
         }

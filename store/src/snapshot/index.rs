@@ -2,7 +2,6 @@
 //! asking a question per record (a listing, gc's plan) stays linear in the
 //! store's size instead of scanning every table for every record.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use crate::error::StoreError;
@@ -15,8 +14,8 @@ use super::{LayerUsers, Snapshot};
 #[derive(Debug)]
 struct Table<'a, R> {
     records: &'a [R],
-    by_id: OnceLock<HashMap<&'a str, usize>>,
-    by_name: OnceLock<HashMap<&'a str, usize>>,
+    by_id: OnceLock<crate::FastMap<&'a str, usize>>,
+    by_name: OnceLock<crate::FastMap<&'a str, usize>>,
     /// Indices into `records`, sorted by id.
     sorted: OnceLock<Vec<usize>>,
 }
@@ -34,7 +33,8 @@ impl<'a, R: Record> Table<'a, R> {
     fn by_id(&self, id: &str) -> Option<&'a R> {
         let records = self.records;
         let map = self.by_id.get_or_init(|| {
-            let mut by_id = HashMap::with_capacity(records.len());
+            let mut by_id =
+                crate::FastMap::with_capacity_and_hasher(records.len(), Default::default());
             for (i, r) in records.iter().enumerate() {
                 // The first record wins, as a scan in file order finds it.
                 by_id.entry(r.id()).or_insert(i);
@@ -47,7 +47,7 @@ impl<'a, R: Record> Table<'a, R> {
     fn by_name(&self, name: &str) -> Option<&'a R> {
         let records = self.records;
         let map = self.by_name.get_or_init(|| {
-            let mut by_name = HashMap::new();
+            let mut by_name = crate::FastMap::default();
             for (i, r) in records.iter().enumerate() {
                 for n in r.names() {
                     by_name.entry(n.as_str()).or_insert(i);
@@ -121,22 +121,22 @@ pub struct Index<'a> {
     images: Table<'a, Image>,
     containers: Table<'a, Container>,
     users: OnceLock<Users<'a>>,
-    mapped: OnceLock<HashMap<&'a str, Vec<&'a str>>>,
-    mounts: OnceLock<HashMap<&'a str, &'a MountPoint>>,
+    mapped: OnceLock<crate::FastMap<&'a str, Vec<&'a str>>>,
+    mounts: OnceLock<crate::FastMap<&'a str, &'a MountPoint>>,
 }
 
 /// Who refers to a layer or an image, by id, each list in file order.
 #[derive(Debug, Default)]
 struct Users<'a> {
     /// Containers by read-write layer id (first in file order wins).
-    container_of_layer: HashMap<&'a str, usize>,
-    children: HashMap<&'a str, Vec<&'a str>>,
-    layer_containers: HashMap<&'a str, Vec<&'a str>>,
-    tops: HashMap<&'a str, Vec<&'a str>>,
-    image_containers: HashMap<&'a str, Vec<&'a str>>,
+    container_of_layer: crate::FastMap<&'a str, usize>,
+    children: crate::FastMap<&'a str, Vec<&'a str>>,
+    layer_containers: crate::FastMap<&'a str, Vec<&'a str>>,
+    tops: crate::FastMap<&'a str, Vec<&'a str>>,
+    image_containers: crate::FastMap<&'a str, Vec<&'a str>>,
 }
 
-fn push<'a>(map: &mut HashMap<&'a str, Vec<&'a str>>, key: &'a str, value: &'a str) {
+fn push<'a>(map: &mut crate::FastMap<&'a str, Vec<&'a str>>, key: &'a str, value: &'a str) {
     map.entry(key).or_default().push(value);
 }
 
@@ -172,11 +172,11 @@ impl<'a> Index<'a> {
         })
     }
 
-    fn mapped(&self) -> &HashMap<&'a str, Vec<&'a str>> {
+    fn mapped(&self) -> &crate::FastMap<&'a str, Vec<&'a str>> {
         let snap = self.snap;
         self.mapped.get_or_init(|| {
-            let mut mapped = HashMap::new();
-            let mut listed = std::collections::HashSet::new();
+            let mut mapped = crate::FastMap::default();
+            let mut listed = crate::FastSet::default();
             for i in snap.images.iter() {
                 // An image that lists a layer twice is one user of it.
                 listed.clear();
@@ -241,7 +241,7 @@ impl<'a> Index<'a> {
         let snap = self.snap;
         self.mounts
             .get_or_init(|| {
-                let mut mounts = HashMap::new();
+                let mut mounts = crate::FastMap::default();
                 for m in snap.mounts.iter().filter(|m| m.count > 0) {
                     mounts.entry(m.id.as_str()).or_insert(m);
                 }
@@ -274,7 +274,7 @@ impl<'a> Index<'a> {
 
     /// Who uses the layer `layer_id`.
     pub fn layer_users(&self, layer_id: &str) -> LayerUsers {
-        let get = |m: &HashMap<&'a str, Vec<&'a str>>| -> Vec<String> {
+        let get = |m: &crate::FastMap<&'a str, Vec<&'a str>>| -> Vec<String> {
             m.get(layer_id)
                 .map(|v| v.iter().map(|s| (*s).to_owned()).collect())
                 .unwrap_or_default()
@@ -294,7 +294,7 @@ impl<'a> Index<'a> {
     /// A layer and its ancestors, nearest first.
     pub fn layer_chain(&self, layer_id: &str) -> Result<Vec<&'a Layer>, StoreError> {
         let mut chain: Vec<&'a Layer> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = crate::FastSet::default();
         let mut next = layer_id;
         while !next.is_empty() {
             let layer = self.layer_by_id(next).ok_or_else(|| StoreError::NotFound {

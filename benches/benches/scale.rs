@@ -28,8 +28,19 @@ fn bench(c: &mut Criterion) {
             &bytes,
             |b, bytes| b.iter(|| decode_records::<Layer>(black_box(bytes)).unwrap().len()),
         );
+        // Maps are built when first asked for: one question of each kind
+        // builds them all.
+        let last = snap.layers.last().map(|l| l.id.clone()).unwrap_or_default();
         group.bench_with_input(BenchmarkId::new("build the index", n), &snap, |b, snap| {
-            b.iter(|| black_box(snap.index()).snapshot().layers.len())
+            b.iter(|| {
+                let ix = snap.index();
+                (
+                    ix.layer(black_box(&last[..16])).is_ok(),
+                    ix.layer_users(&last).is_empty(),
+                    ix.mount_of(&last).is_some(),
+                    ix.container(&last).is_ok(),
+                )
+            })
         });
         group.bench_with_input(
             BenchmarkId::new("users and mount of every layer", n),

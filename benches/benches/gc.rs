@@ -44,11 +44,11 @@ fn snapshot() -> Snapshot {
         let base = id(1, i, 0);
         let top = id(2, i, 0);
         let digest = format!("sha256:{top}");
-        std::sync::Arc::make_mut(&mut snap.layers).push(Layer {
+        snap.layers.make_mut().push(Layer {
             id: base.clone(),
             ..Layer::default()
         });
-        std::sync::Arc::make_mut(&mut snap.layers).push(Layer {
+        snap.layers.make_mut().push(Layer {
             id: top.clone(),
             parent: base.clone(),
             diff_digest: digest.clone(),
@@ -61,7 +61,7 @@ fn snapshot() -> Snapshot {
         };
         for n in 0..MAPPED_PER_IMAGE {
             let m = id(3, i, n);
-            std::sync::Arc::make_mut(&mut snap.layers).push(Layer {
+            snap.layers.make_mut().push(Layer {
                 id: m.clone(),
                 parent: base.clone(),
                 diff_digest: digest.clone(),
@@ -71,7 +71,7 @@ fn snapshot() -> Snapshot {
             });
             image.mapped_layers.push(m);
         }
-        std::sync::Arc::make_mut(&mut snap.images).push(image);
+        snap.images.make_mut().push(image);
     }
     snap
 }

@@ -47,7 +47,7 @@ mod store;
 
 pub use error::StoreError;
 pub use id::{ContainerId, ImageId, InvalidId, LayerId};
-pub use snapshot::{Index, LayerUsers, Snapshot};
+pub use snapshot::{Index, LayerUsers, Records, Snapshot};
 pub use store::Store;
 
 /// Hash maps and sets over ids and names: a fast seeded hash (foldhash)

@@ -16,23 +16,67 @@ pub use index::Index;
 
 /// The records of a store, read under its locks at one moment.
 ///
-/// The record lists are shared (with the store's cache and other
-/// snapshots): cloning a snapshot copies no record, and a caller that
-/// changes one gets its own copy (`Arc::make_mut`).
+/// The record lists are [`Records`], shared with the store's cache and
+/// other snapshots: cloning a snapshot copies no record.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// `layers.json` followed by `volatile-layers.json`.
-    pub layers: Arc<Vec<Layer>>,
+    pub layers: Records<Layer>,
     /// `images.json`.
-    pub images: Arc<Vec<Image>>,
+    pub images: Records<Image>,
     /// `containers.json` followed by `volatile-containers.json`.
-    pub containers: Arc<Vec<Container>>,
+    pub containers: Records<Container>,
     /// `mountpoints.json` entries whose layer exists.
     pub mounts: Vec<MountPoint>,
     /// What is wrong with the store's records: files or records that could
     /// not be used (they are not in the lists above) and contradictions
     /// between records. Listing such a store is fine; changing it is not.
     pub defects: Vec<Defect>,
+}
+
+/// A list of records shared between the store's cache and the snapshots
+/// made from it. Reads like a `Vec` (`len`, `iter`, indexing, `for r in
+/// &list`); [`Records::make_mut`] gives a caller its own copy to change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Records<T>(Arc<Vec<T>>);
+
+impl<T> Default for Records<T> {
+    fn default() -> Self {
+        Records(Arc::new(Vec::new()))
+    }
+}
+
+impl<T> std::ops::Deref for Records<T> {
+    type Target = Vec<T>;
+    fn deref(&self) -> &Vec<T> {
+        &self.0
+    }
+}
+
+impl<T> From<Vec<T>> for Records<T> {
+    fn from(records: Vec<T>) -> Self {
+        Records(Arc::new(records))
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Records<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<T: Clone> Records<T> {
+    /// The list to change: copied first if anyone else shares it.
+    pub fn make_mut(&mut self) -> &mut Vec<T> {
+        Arc::make_mut(&mut self.0)
+    }
+
+    /// The list itself, copied only if anyone else shares it.
+    pub fn into_vec(self) -> Vec<T> {
+        Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
+    }
 }
 
 /// Who depends on a layer.
@@ -325,7 +369,7 @@ mod tests {
     #[test]
     fn cycles_and_bad_records_are_reported() {
         let mut s = snapshot();
-        std::sync::Arc::make_mut(&mut s.layers)[0].parent = "ccc444".into();
+        s.layers.make_mut()[0].parent = "ccc444".into();
         assert!(matches!(
             s.layer_chain("ccc444"),
             Err(StoreError::ParentCycle { .. })

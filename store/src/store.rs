@@ -37,6 +37,7 @@ use crate::lockfile::{LockFile, LockMode, ReadGuard, Token, WriteGuard};
 use crate::records::{
     decode_records_from, encode_records, Container, Image, Layer, MountPoint, Record,
 };
+use crate::snapshot::Records;
 use crate::snapshot::Snapshot;
 
 /// The driver name whose metadata directories we read (`overlay-layers`, ...).
@@ -127,14 +128,14 @@ struct DataFile {
 #[derive(Debug, Clone)]
 pub(crate) struct Loaded<R> {
     /// Shared with the table's cache and the snapshots made from it.
-    pub(crate) records: Arc<Vec<R>>,
+    pub(crate) records: Records<R>,
     pub(crate) defects: Vec<Defect>,
 }
 
 impl<R> Default for Loaded<R> {
     fn default() -> Self {
         Loaded {
-            records: Arc::new(Vec::new()),
+            records: Records::default(),
             defects: Vec::new(),
         }
     }
@@ -375,7 +376,7 @@ impl<R: Record + Clone> Table<R> {
         defects.extend(check_unique(self.main_file(), &mut records));
         Ok(Cached {
             loaded: Loaded {
-                records: Arc::new(records),
+                records: records.into(),
                 defects,
             },
             mtimes,
@@ -411,7 +412,7 @@ impl<R: Record + Clone> Table<R> {
         let guard = self.lockfile()?.write()?;
         let Loaded { records, defects } = self.load(None)?.loaded;
         // Just read, so not shared: no copy.
-        let records = Arc::try_unwrap(records).unwrap_or_else(|shared| (*shared).clone());
+        let records = records.into_vec();
         Ok(Txn {
             table: self,
             guard,
@@ -521,7 +522,7 @@ impl<R: Record + Clone> Txn<'_, R> {
         }
         let cached = Cached {
             loaded: Loaded {
-                records: Arc::new(self.records.clone()),
+                records: self.records.clone().into(),
                 defects: Vec::new(),
             },
             mtimes: table.mtimes(),

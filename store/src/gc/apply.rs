@@ -215,9 +215,9 @@ impl Store {
         ));
         let snap = Snapshot {
             mounts: crate::consistency::mounts_of_layers(mounts.records.clone(), &layers.records),
-            layers: std::sync::Arc::new(layers.records.clone()),
-            images: std::sync::Arc::new(images.records.clone()),
-            containers: std::sync::Arc::new(containers.records.clone()),
+            layers: layers.records.clone().into(),
+            images: images.records.clone().into(),
+            containers: containers.records.clone().into(),
             defects,
         };
         let facts = Facts::gather(self, driver, &snap)?;

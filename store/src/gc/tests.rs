@@ -112,9 +112,9 @@ fn add_run_container(snap: &mut Snapshot, facts: &mut Facts) {
     l.diff_digest.clear();
     l.flags
         .insert(crate::ops::FLAG_CONTAINER.into(), "ours".into());
-    std::sync::Arc::make_mut(&mut snap.layers).push(l);
+    snap.layers.make_mut().push(l);
     facts.all_layer_dirs.insert("run-layer".into());
-    std::sync::Arc::make_mut(&mut snap.containers).push(Container {
+    snap.containers.make_mut().push(Container {
         id: "ours".into(),
         layer: "run-layer".into(),
         metadata: crate::ops::mark_created_by_layerstore(
@@ -178,18 +178,16 @@ fn orphaned_templates_go_used_ones_stay() {
 fn never_a_top_layer_a_parent_a_container_layer_or_a_named_layer() {
     let (mut snap, facts) = store();
     // The top layer listed as mapped (corrupt, but never removed).
-    std::sync::Arc::make_mut(&mut snap.images)[0]
-        .mapped_layers
-        .push("top".into());
+    snap.images.make_mut()[0].mapped_layers.push("top".into());
     // A container layer with maps on the top's parent, podman's.
     let mut cl = copy_of("cl", &snap.layers[1]);
     cl.parent = "base".into();
-    std::sync::Arc::make_mut(&mut snap.layers).push(cl);
+    snap.layers.make_mut().push(cl);
     let mut facts = facts;
     facts
         .all_layer_dirs
         .extend(["cl".to_owned(), "named".to_owned()]);
-    std::sync::Arc::make_mut(&mut snap.containers).push(Container {
+    snap.containers.make_mut().push(Container {
         id: "other".into(),
         layer: "cl".into(),
         ..Container::default()
@@ -197,7 +195,7 @@ fn never_a_top_layer_a_parent_a_container_layer_or_a_named_layer() {
     // A named mapped copy: somebody's own layer.
     let mut named = copy_of("named", &snap.layers[1]);
     named.names = vec!["keep-me".into()];
-    std::sync::Arc::make_mut(&mut snap.layers).push(named);
+    snap.layers.make_mut().push(named);
     let p = plan(&snap, &facts, Duration::ZERO);
     let removed = p.removed_layers();
     for kept in ["base", "top", "m2", "m3", "c2", "cl", "named"] {
@@ -208,7 +206,7 @@ fn never_a_top_layer_a_parent_a_container_layer_or_a_named_layer() {
 #[test]
 fn min_age_protects_young_records_and_debris() {
     let (mut snap, mut facts) = store();
-    std::sync::Arc::make_mut(&mut snap.layers)[2].created = at(9_990);
+    snap.layers.make_mut()[2].created = at(9_990);
     stray(&mut facts, "stray", 9_999);
     stray(&mut facts, "old-stray", 10);
     let p = plan(&snap, &facts, Duration::from_secs(60));
@@ -250,14 +248,12 @@ fn incomplete_layers_go_unless_something_stands_on_them() {
     let mut inc = layer("inc", "base");
     inc.flags
         .insert(FLAG_INCOMPLETE.into(), serde_json::Value::Bool(true));
-    std::sync::Arc::make_mut(&mut snap.layers).push(inc.clone());
+    snap.layers.make_mut().push(inc.clone());
     let mut inc_parent = inc.clone();
     inc_parent.id = "inc2".into();
-    std::sync::Arc::make_mut(&mut snap.layers).push(inc_parent);
-    std::sync::Arc::make_mut(&mut snap.layers).push(layer("on-inc2", "inc2"));
-    std::sync::Arc::make_mut(&mut snap.images)[0]
-        .mapped_layers
-        .push("inc".into());
+    snap.layers.make_mut().push(inc_parent);
+    snap.layers.make_mut().push(layer("on-inc2", "inc2"));
+    snap.images.make_mut()[0].mapped_layers.push("inc".into());
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(p.actions.contains(&Action::IncompleteLayer {
         id: lid("inc"),
@@ -269,9 +265,7 @@ fn incomplete_layers_go_unless_something_stands_on_them() {
 #[test]
 fn debris_links_mounts_and_dangling_entries() {
     let (mut snap, mut facts) = store();
-    std::sync::Arc::make_mut(&mut snap.images)[0]
-        .mapped_layers
-        .push("gone".into());
+    snap.images.make_mut()[0].mapped_layers.push("gone".into());
     snap.mounts.push(MountPoint {
         id: "top".into(),
         path: "/g/overlay/top/merged".into(),
@@ -364,12 +358,12 @@ fn a_containers_layer_whose_container_is_gone_is_an_orphan() {
         crate::ops::FLAG_CONTAINER.into(),
         serde_json::Value::String("gone-ctr".into()),
     );
-    std::sync::Arc::make_mut(&mut snap.layers).push(l.clone());
+    snap.layers.make_mut().push(l.clone());
     // The same flag on a layer whose container exists: kept.
     let mut kept = l.clone();
     kept.id = "kept".into();
-    std::sync::Arc::make_mut(&mut snap.layers).push(kept);
-    std::sync::Arc::make_mut(&mut snap.containers).push(Container {
+    snap.layers.make_mut().push(kept);
+    snap.containers.make_mut().push(Container {
         id: "gone-ctr-2".into(),
         layer: "kept".into(),
         ..Container::default()
@@ -412,16 +406,14 @@ fn a_containers_layer_whose_container_is_gone_is_an_orphan() {
 fn a_template_whose_only_child_goes_goes_in_the_same_gc_after_it() {
     let (mut snap, mut facts) = store();
     let top = snap.layers[1].clone();
-    std::sync::Arc::make_mut(&mut snap.layers).push(copy_of("m5", &top));
-    std::sync::Arc::make_mut(&mut snap.images)[0]
-        .mapped_layers
-        .push("m5".into());
+    snap.layers.make_mut().push(copy_of("m5", &top));
+    snap.images.make_mut()[0].mapped_layers.push("m5".into());
     let mut orphan = layer("orphan", "m5");
     orphan.flags.insert(
         crate::ops::FLAG_CONTAINER.into(),
         serde_json::Value::String("killed-create".into()),
     );
-    std::sync::Arc::make_mut(&mut snap.layers).push(orphan);
+    snap.layers.make_mut().push(orphan);
     facts.all_layer_dirs.extend(["m5".into(), "orphan".into()]);
     let p = plan(&snap, &facts, Duration::ZERO);
     let order: Vec<&str> = p
@@ -446,8 +438,8 @@ fn a_template_whose_only_child_goes_goes_in_the_same_gc_after_it() {
 fn untrustworthy_stores_get_no_actions_and_every_reason() {
     // layers.json empty beside directories and images that name layers.
     let (mut snap, facts) = store();
-    std::sync::Arc::make_mut(&mut snap.layers).clear();
-    std::sync::Arc::make_mut(&mut snap.containers).clear();
+    snap.layers.make_mut().clear();
+    snap.containers.make_mut().clear();
     snap.mounts.clear();
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(p.actions.is_empty());
@@ -458,7 +450,7 @@ fn untrustworthy_stores_get_no_actions_and_every_reason() {
     );
     // A record whose directory is gone (a mutated id).
     let (mut snap, mut facts) = store();
-    std::sync::Arc::make_mut(&mut snap.layers)[5].id = "m4x".into();
+    snap.layers.make_mut()[5].id = "m4x".into();
     facts.layer_dirs.push(entry("m4", 1));
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(p.actions.is_empty(), "{p:?}");
@@ -468,7 +460,7 @@ fn untrustworthy_stores_get_no_actions_and_every_reason() {
         .any(|d| d.to_string().contains("m4x is recorded, but its directory")));
     // A mapped entry whose layer record is gone while its directory is not.
     let (mut snap, mut facts) = store();
-    std::sync::Arc::make_mut(&mut snap.layers).retain(|l| l.id != "m1");
+    snap.layers.make_mut().retain(|l| l.id != "m1");
     facts
         .mapped_traces
         .insert("m1".into(), "/g/overlay/m1".into());
@@ -562,7 +554,7 @@ fn a_container_directory_without_a_record_keeps_layer_directories() {
     orphan
         .flags
         .insert(crate::ops::FLAG_CONTAINER.into(), "lost-ctr".into());
-    std::sync::Arc::make_mut(&mut snap.layers).push(orphan);
+    snap.layers.make_mut().push(orphan);
     facts.all_layer_dirs.insert("orphan".into());
     let p = plan(&snap, &facts, Duration::ZERO);
     assert!(p
@@ -608,9 +600,11 @@ fn a_run_marker_without_the_other_marks_is_podmans() {
         (marked.clone(), Some("someone-else")),
     ] {
         let (mut snap, mut facts) = store();
-        std::sync::Arc::make_mut(&mut snap.containers)[0].metadata = metadata.clone();
+        snap.containers.make_mut()[0].metadata = metadata.clone();
         if let Some(flag) = flag {
-            let c2 = std::sync::Arc::make_mut(&mut snap.layers)
+            let c2 = snap
+                .layers
+                .make_mut()
                 .iter_mut()
                 .find(|l| l.id == "c2")
                 .unwrap();

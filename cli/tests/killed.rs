@@ -507,6 +507,18 @@ fn pids_of(pattern: &str) -> Vec<String> {
         .collect()
 }
 
+/// Kills what still runs `busybox sleep <tag>` when dropped, so that a
+/// failing test leaves no container process behind.
+struct Sleepers(String);
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &format!("busybox sleep {}", self.0)])
+            .status();
+    }
+}
+
 /// Starts `layerstore run --name <name>` of two `busybox sleep <tag>`
 /// processes, kills the run (SIGKILL) once both run, and returns the
 /// container's id: its processes outlive the run.
@@ -558,6 +570,7 @@ fn a_killed_runs_processes_are_ended_by_gc() {
     let (scene, base_layers) = scene_and_base_layers();
     // Unique arguments, so that pgrep finds this test's processes only.
     let tag = format!("{}", 600_000 + std::process::id() % 100_000);
+    let _sleepers = Sleepers(tag.clone());
     let id = killed_run(&scene, "doomed", &tag);
     let cgroups: Vec<_> = fs::read_dir("/sys/fs/cgroup")
         .unwrap()
@@ -648,6 +661,7 @@ fn podman_containers_with_forged_run_marks_survive_gc() {
     require_privileged(TOOLS);
     let (scene, _) = scene_and_base_layers();
     let tag = format!("{}", 700_000 + std::process::id() % 100_000);
+    let _sleepers = Sleepers(tag.clone());
     ok(scene.store.podman().args([
         "run",
         "-d",
@@ -816,6 +830,7 @@ fn gc_never_kills_another_stores_run_with_the_same_id() {
     let (a, _) = scene_and_base_layers();
     let (b, _) = scene_and_base_layers();
     let tag = format!("{}", 800_000 + std::process::id() % 100_000);
+    let _sleepers = Sleepers(tag.clone());
     let id = killed_run(&a, "running", &tag);
 
     let out =

@@ -30,7 +30,7 @@ cleanup() {
     for s in ls cs pm; do
         testdata/cleanup-store.sh "$work/$s/g" "$work/$s/r" >/dev/null 2>&1 || true
     done
-    rm -rf "$work"
+    rm -rf --one-file-system -- "$work"
 }
 trap cleanup EXIT
 

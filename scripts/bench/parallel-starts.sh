@@ -22,7 +22,7 @@ tar=$(scripts/bench/debian-rootfs.sh)
 work=$(mktemp -d /tmp/layerstore-starts.XXXXXX)
 cleanup() {
     testdata/cleanup-store.sh "$work/g" "$work/r" >/dev/null 2>&1 || true
-    rm -rf "$work"
+    rm -rf --one-file-system -- "$work"
 }
 trap cleanup EXIT
 LS="$ls --root $work/g --runroot $work/r --storage-driver overlay"

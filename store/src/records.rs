@@ -23,6 +23,8 @@ use serde_json::{Map, Value};
 use crate::gojson::{null_as_default, GoTime, GoWriter};
 use crate::idmap::IdMap;
 
+mod stream;
+
 /// The layer flag containers/storage sets while a layer is being created or
 /// deleted; a read-write process that finds it deletes the layer.
 pub const FLAG_INCOMPLETE: &str = "incomplete";
@@ -431,7 +433,7 @@ pub fn decode_records<R: Record>(bytes: &[u8]) -> Result<Vec<Result<R, DecodeErr
 pub fn decode_records_from<R: Record>(
     reader: impl std::io::Read,
 ) -> std::io::Result<Result<Vec<Result<R, DecodeError>>, DecodeError>> {
-    let mut elements = Elements::new(std::io::BufReader::with_capacity(1 << 16, reader));
+    let mut elements = stream::Elements::new(std::io::BufReader::with_capacity(1 << 16, reader));
     let mut out = Vec::new();
     let mut element = Vec::new();
     loop {
@@ -448,143 +450,6 @@ pub fn decode_records_from<R: Record>(
                     message,
                 }))
             }
-        }
-    }
-}
-
-/// Splits a JSON array read from a stream into its elements' bytes.
-struct Elements<R> {
-    reader: R,
-    /// Bytes consumed so far (for messages).
-    offset: u64,
-    /// `[` seen; `]` seen.
-    opened: bool,
-    closed: bool,
-}
-
-impl<R: std::io::BufRead> Elements<R> {
-    fn new(reader: R) -> Self {
-        Elements {
-            reader,
-            offset: 0,
-            opened: false,
-            closed: false,
-        }
-    }
-
-    /// The next byte that is not JSON whitespace, not consumed.
-    fn peek_token(&mut self) -> std::io::Result<Option<u8>> {
-        loop {
-            let buf = self.reader.fill_buf()?;
-            if buf.is_empty() {
-                return Ok(None);
-            }
-            let blank = buf
-                .iter()
-                .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-                .count();
-            if blank < buf.len() {
-                let b = buf[blank];
-                self.consume(blank);
-                return Ok(Some(b));
-            }
-            let n = buf.len();
-            self.consume(n);
-        }
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.reader.consume(n);
-        self.offset += n as u64;
-    }
-
-    fn bad(&self, what: &str) -> String {
-        format!("{what} at byte {}", self.offset)
-    }
-
-    /// The next element into `element`: `Ok(Ok(true))`, or `Ok(Ok(false))`
-    /// after the closing `]` (nothing but whitespace may follow; an empty
-    /// or blank file is an empty array), or `Ok(Err(message))` when the
-    /// text is not a JSON array.
-    fn next(&mut self, element: &mut Vec<u8>) -> std::io::Result<Result<bool, String>> {
-        element.clear();
-        if self.closed {
-            return Ok(Ok(false));
-        }
-        if !self.opened {
-            match self.peek_token()? {
-                None => return Ok(Ok(false)),
-                Some(b'[') => {
-                    self.consume(1);
-                    self.opened = true;
-                    if self.peek_token()? == Some(b']') {
-                        self.consume(1);
-                        return self.end();
-                    }
-                }
-                Some(_) => return Ok(Err(self.bad("invalid type: expected a sequence"))),
-            }
-        } else {
-            match self.peek_token()? {
-                Some(b',') => self.consume(1),
-                Some(b']') => {
-                    self.consume(1);
-                    return self.end();
-                }
-                None => return Ok(Err(self.bad("EOF while parsing a list"))),
-                Some(_) => return Ok(Err(self.bad("expected `,` or `]`"))),
-            }
-        }
-        // One element: up to the `,` or `]` outside strings at depth 0.
-        match self.peek_token()? {
-            None => return Ok(Err(self.bad("EOF while parsing a value"))),
-            Some(b',' | b']') => return Ok(Err(self.bad("expected value"))),
-            Some(_) => {}
-        }
-        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-        loop {
-            let buf = self.reader.fill_buf()?;
-            if buf.is_empty() {
-                return Ok(Err(self.bad("EOF while parsing a value")));
-            }
-            let mut end = None;
-            for (i, &b) in buf.iter().enumerate() {
-                if in_string {
-                    if escaped {
-                        escaped = false;
-                    } else if b == b'\\' {
-                        escaped = true;
-                    } else if b == b'"' {
-                        in_string = false;
-                    }
-                    continue;
-                }
-                match b {
-                    b'"' => in_string = true,
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' if depth > 0 => depth -= 1,
-                    b',' | b']' if depth == 0 => {
-                        end = Some(i);
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            let take = end.unwrap_or(buf.len());
-            element.extend_from_slice(&buf[..take]);
-            self.consume(take);
-            if end.is_some() {
-                return Ok(Ok(true));
-            }
-        }
-    }
-
-    /// After `]`: only whitespace may follow.
-    fn end(&mut self) -> std::io::Result<Result<bool, String>> {
-        self.closed = true;
-        match self.peek_token()? {
-            None => Ok(Ok(false)),
-            Some(_) => Ok(Err(self.bad("trailing characters"))),
         }
     }
 }

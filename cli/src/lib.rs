@@ -18,7 +18,9 @@ use layerstore_overlay::layout::OverlayDriver;
 
 mod commands;
 mod output;
+mod podman;
 
+pub use commands::run::shim_main;
 pub use output::{printable, printable_lines};
 
 /// Exit code for a failed command.
@@ -85,7 +87,13 @@ pub enum Command {
     Rm(commands::containers::RmArgs),
     /// Run a command in a new container of an image (podman-run-like; exits
     /// with the command's exit code, 125-127 for failures to run it).
-    Run(commands::run::RunArgs),
+    Run(commands::run::RunCommand),
+    /// The precreate OCI hook podman runs for `layerstore run`'s containers
+    /// (refuses a start while the root filesystem is not mounted).
+    OciHook(commands::oci_hook::OciHookArgs),
+    /// Mount again the root filesystems `run` handed to podman whose podman
+    /// containers still exist (at boot, before podman starts them).
+    Remount(commands::remount::RemountArgs),
     /// Check the host and the store: key quotas, inodes, idmapped mounts,
     /// kernel bugs, records vs directories (exit 0 ok, 1 warnings, 2 failures).
     Doctor(commands::doctor::DoctorArgs),
@@ -143,6 +151,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Run(args) => return Ok(commands::run::run(&cli.global, args)),
         Command::Doctor(args) => return commands::doctor::run(&cli.global, args),
+        Command::OciHook(args) => commands::oci_hook::run(args),
+        Command::Remount(args) => return commands::remount::run(&cli.global, args),
         Command::Info(args) => commands::info::run(&cli.global, args),
         Command::Layers(args) => commands::list::layers(&cli.global, args),
         Command::Images(args) => commands::list::images(&cli.global, args),

@@ -295,6 +295,7 @@ fn killed_run_leaves_nothing_after_gc() {
         &|_| {
             [
                 "run",
+                "--direct",
                 "--uidmap",
                 "0:200000:65536",
                 "localhost/base",
@@ -529,6 +530,7 @@ fn killed_run(scene: &Scene, name: &str, tag: &str) -> String {
         .layerstore(LAYERSTORE)
         .args([
             "run",
+            "--direct",
             "--name",
             name,
             "--uidmap",

@@ -50,7 +50,7 @@ fn stderr(o: &Output) -> String {
 fn run(store: &PodmanStore, args: &[&str]) -> Output {
     store
         .layerstore(LAYERSTORE)
-        .arg("run")
+        .args(["run", "--direct"])
         .args(args)
         .output()
         .expect("starting layerstore")
@@ -462,7 +462,9 @@ fn runs_like_podman_run() {
 fn signal_reaches_the_container(store: &PodmanStore, signal: rustix::process::Signal, code: i32) {
     let mut child = store
         .layerstore(LAYERSTORE)
-        .args(["run", "--rm", "--name", "sleeper", "bb", "sh", "-c"])
+        .args([
+            "run", "--direct", "--rm", "--name", "sleeper", "bb", "sh", "-c",
+        ])
         // As PID 1 it only reacts to signals it handles (as under podman).
         .arg("trap 'exit 42' TERM; trap 'exit 43' INT; echo ready; while true; do sleep 0.1; done")
         .stdout(Stdio::piped())

@@ -39,6 +39,7 @@ use std::path::PathBuf;
 
 use layerstore::config::StoreOptions;
 use layerstore::idmap::{root_pair, IdMap};
+use layerstore::mapping::{Decision, Presentation};
 use layerstore::ops::NewContainer;
 use layerstore::records::Container;
 use layerstore::{Store, StoreError};
@@ -111,6 +112,48 @@ pub struct RootfsOptions {
     pub mount_label: String,
 }
 
+/// Which way [`Engine::prepare`] made the root filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RootfsPath {
+    /// No mapping: the image's layers as they are.
+    Host,
+    /// The image's own layers, idmapped for the mapping: no copy.
+    Idmapped,
+    /// The image's own layers as they are, files keeping their on-disk
+    /// owners (`no_cache` where idmapped mounts are impossible): no copy.
+    OnDisk,
+    /// A mapped template, as containers/storage makes them (a copy,
+    /// reused when one for the same mapping exists).
+    Template,
+}
+
+impl RootfsPath {
+    fn of(decision: Option<&Decision>, mapped: bool) -> RootfsPath {
+        match decision {
+            None if mapped => RootfsPath::Idmapped,
+            None => RootfsPath::Host,
+            Some(Decision::Use { presentation, .. }) => match presentation {
+                Presentation::Host => RootfsPath::Host,
+                Presentation::Idmapped => RootfsPath::Idmapped,
+                Presentation::OnDisk => RootfsPath::OnDisk,
+                Presentation::Owned => RootfsPath::Template,
+            },
+            Some(_) => RootfsPath::Template,
+        }
+    }
+
+    /// The word for it in messages: host, idmapped, on-disk, template.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RootfsPath::Host => "host",
+            RootfsPath::Idmapped => "idmapped",
+            RootfsPath::OnDisk => "on-disk",
+            RootfsPath::Template => "template",
+        }
+    }
+}
+
 /// A prepared, mounted container root filesystem.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rootfs {
@@ -118,6 +161,8 @@ pub struct Rootfs {
     pub container: Container,
     /// Where its root filesystem is mounted.
     pub path: PathBuf,
+    /// Which way it was made.
+    pub how: RootfsPath,
 }
 
 /// A store and its overlay driver, for engines.
@@ -159,7 +204,7 @@ impl Engine {
     /// # Locking
     /// As [`Store::create_container`], then as [`Store::mount_container`].
     pub fn prepare(&self, image: &str, options: &RootfsOptions) -> Result<Rootfs, EngineError> {
-        let container = self.store.create_container(
+        let (container, decision) = self.store.create_container_decided(
             &self.driver,
             NewContainer {
                 names: options.name.iter().cloned().collect(),
@@ -172,6 +217,9 @@ impl Engine {
                 ..NewContainer::default()
             },
         )?;
+        let mapped = !container.uidmap.is_empty() || !container.gidmap.is_empty();
+        let how = RootfsPath::of(decision.as_ref(), mapped);
+        tracing::info!(container = %container.id, path = how.as_str(), "root filesystem prepared");
         match self
             .store
             .mount_container(&self.driver, &container.id, options.no_cache)
@@ -185,9 +233,17 @@ impl Engine {
                         .and_then(|owner| make_accessible(&path, owner))
                 };
                 match accessible {
-                    Ok(()) => Ok(Rootfs { container, path }),
+                    Ok(()) => Ok(Rootfs {
+                        container,
+                        path,
+                        how,
+                    }),
                     Err(e) => {
-                        let rootfs = Rootfs { container, path };
+                        let rootfs = Rootfs {
+                            container,
+                            path,
+                            how,
+                        };
                         match self.release(&rootfs, true) {
                             Ok(()) => Err(e.into()),
                             Err(source) => Err(EngineError::Cleanup {

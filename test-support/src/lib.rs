@@ -205,6 +205,34 @@ impl PodmanStore {
         st.f_files - st.f_ffree
     }
 
+    /// A containers.conf for this store alone, next to it: the test one
+    /// (`testdata/containers.conf`) plus `log_driver = "k8s-file"` (for
+    /// `podman logs` without journald), this store's `tmp_dir` (what
+    /// [`PodmanStore::podman`] passes as `--tmpdir`, for the commands that
+    /// `layerstore run` starts podman with) and `hooks_dir`. Point
+    /// `CONTAINERS_CONF` at it for both podman and layerstore.
+    pub fn private_conf(&self, hooks_dir: &Path) -> PathBuf {
+        let base = std::fs::read_to_string(testdata("containers.conf"))
+            .expect("reading the test containers.conf");
+        let mut text = base.replacen(
+            "[containers]\n",
+            "[containers]\nlog_driver = \"k8s-file\"\n",
+            1,
+        );
+        assert!(
+            text.trim_end().ends_with("lock_type = \"file\""),
+            "the test containers.conf must end in [engine]"
+        );
+        text.push_str(&format!(
+            "tmp_dir = \"{}\"\nhooks_dir = [\"{}\"]\n",
+            self.run.join("libpod-tmp").display(),
+            hooks_dir.display()
+        ));
+        let path = self.graph.parent().unwrap().join("containers.conf");
+        std::fs::write(&path, text).expect("writing the private containers.conf");
+        path
+    }
+
     /// `podman` with this store's flags and the test containers.conf.
     pub fn podman(&self) -> Command {
         let mut cmd = Command::new("podman");

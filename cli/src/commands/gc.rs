@@ -1,5 +1,6 @@
 //! `layerstore gc`: reclaim orphaned mapped templates and store debris.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
-use layerstore::gc::{GcOptions, GcReport};
+use layerstore::gc::{
+    run_owner_of, GcOptions, GcReport, PodmanAnswer, PodmanContainers, PodmanUse,
+};
 use layerstore::StoreError;
 
 use crate::output::{human_size, print_table, printable, short_id};
@@ -110,7 +113,7 @@ fn rerun_in_user_namespace(global: &GlobalArgs) -> anyhow::Result<Option<ExitCod
     {
         return Ok(None);
     }
-    let Some(podman) = find_on_path("podman") else {
+    let Some(podman) = crate::podman::find() else {
         tracing::warn!(
             "podman is not on PATH: collecting outside podman's user namespace, \
              files owned by subordinate ids cannot be removed"
@@ -121,19 +124,8 @@ fn rerun_in_user_namespace(global: &GlobalArgs) -> anyhow::Result<Option<ExitCod
     // podman gets the same store flags, so that it opens this store (and
     // does not create the user's default one) while setting up.
     let mut cmd = std::process::Command::new(&podman);
-    if let Some(root) = &global.root {
-        cmd.arg("--root").arg(root);
-    }
-    if let Some(runroot) = &global.runroot {
-        cmd.arg("--runroot").arg(runroot);
-    }
-    if let Some(driver) = &global.storage_driver {
-        cmd.arg("--storage-driver").arg(driver);
-    }
-    for opt in &global.storage_opt {
-        cmd.arg("--storage-opt").arg(opt);
-    }
     let status = cmd
+        .args(crate::podman::store_flags(global))
         .arg("unshare")
         .arg(&exe)
         .args(std::env::args_os().skip(1))
@@ -154,10 +146,36 @@ fn rerun_in_user_namespace(global: &GlobalArgs) -> anyhow::Result<Option<ExitCod
     )))
 }
 
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
+/// podman's containers, asked only when some storage container `layerstore
+/// run` handed podman has lost its run (after that was seen: see
+/// [`PodmanContainers::dead_before`]).
+fn ask_podman(global: &GlobalArgs, store: &layerstore::Store) -> PodmanAnswer {
+    let Ok(snap) = store.snapshot() else {
+        // gc itself reports what is wrong with the records.
+        return PodmanAnswer::NotAsked;
+    };
+    let dead: HashSet<String> = snap
+        .containers
+        .iter()
+        .filter(|c| PodmanUse::from_metadata(&c.metadata).is_some())
+        .filter(|c| run_owner_of(c, &snap.layers).is_some_and(|o| !o.is_alive()))
+        .map(|c| c.id.clone())
+        .collect();
+    if dead.is_empty() {
+        return PodmanAnswer::NotAsked;
+    }
+    match crate::podman::containers(global) {
+        Ok(view) => PodmanAnswer::Answered(PodmanContainers {
+            dead_before: dead,
+            ..view
+        }),
+        Err(e) => {
+            tracing::warn!(
+                "asking podman which containers use the storage `layerstore run` handed it: {e:#}"
+            );
+            PodmanAnswer::Failed(format!("{e:#}"))
+        }
+    }
 }
 
 /// The report, or `None` when another gc is running.
@@ -174,6 +192,7 @@ fn collect(global: &GlobalArgs, args: &GcArgs) -> anyhow::Result<Option<GcReport
         min_age: args.min_age,
         dry_run: args.dry_run,
         force: args.force,
+        podman: ask_podman(global, &store),
         ..GcOptions::default()
     };
     match store.gc(&driver, &options) {

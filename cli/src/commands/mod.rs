@@ -6,4 +6,6 @@ pub mod gc;
 pub mod import;
 pub mod info;
 pub mod list;
+pub mod oci_hook;
+pub mod remount;
 pub mod run;

@@ -122,7 +122,8 @@ impl Store {
         // records: a podman deleting a layer meanwhile would otherwise
         // look like a record without its directory.
         let (snap, _locked) = self.snapshot_held()?;
-        let facts = Facts::gather(self, driver, &snap)?;
+        let mut facts = Facts::gather(self, driver, &snap)?;
+        facts.podman = options.podman.clone();
         let planned = plan(&snap, &facts, options.min_age);
         refuse(&planned, options)?;
         Ok(planned)
@@ -220,7 +221,8 @@ impl Store {
             containers: containers.records.clone().into(),
             defects,
         };
-        let facts = Facts::gather(self, driver, &snap)?;
+        let mut facts = Facts::gather(self, driver, &snap)?;
+        facts.podman = options.podman.clone();
         let fresh = plan(&snap, &facts, options.min_age);
         if !fresh.defects.is_empty() {
             return Err(StoreError::Inconsistent {

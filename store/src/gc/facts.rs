@@ -89,6 +89,8 @@ pub struct Facts {
     /// For each `mapped-layers` entry naming no layer: what on disk still
     /// carries its id, if anything.
     pub mapped_traces: HashMap<String, PathBuf>,
+    /// podman's answer about its containers ([`super::GcOptions::podman`]).
+    pub podman: super::PodmanAnswer,
     /// Paths named in defects.
     pub files: FactFiles,
 }
@@ -142,6 +144,7 @@ impl Default for Facts {
             stacked_on: HashMap::new(),
             unreadable_lowers: Vec::new(),
             mapped_traces: HashMap::new(),
+            podman: super::PodmanAnswer::NotAsked,
             files: FactFiles::default(),
         }
     }
@@ -380,6 +383,7 @@ impl Facts {
             stacked_on,
             unreadable_lowers,
             mapped_traces,
+            podman: super::PodmanAnswer::NotAsked,
             files: FactFiles {
                 layers: store.files().layers.to_owned(),
                 images: store.files().images.to_owned(),

@@ -58,7 +58,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -68,7 +68,7 @@ use crate::id::{ContainerId, ImageId, LayerId};
 
 pub use apply::{GcLock, GC_LOCK_FILE};
 pub use facts::{usage_in, DiskEntry, FactFiles, Facts, Usage};
-pub use owner::{run_owner_of, start_time_of, RunOwner};
+pub use owner::{run_owner_of, start_time_of, PodmanUse, RunOwner};
 pub use plan::{plan, store_defects};
 pub use procs::{
     processes_rooted_at, run_cgroup_processes, run_cgroup_tree, run_cgroups, run_processes,
@@ -86,7 +86,7 @@ pub const MAX_UNRECORDED_SHARE: (usize, usize) = (1, 4);
 pub const MAX_UNRECORDED_FLOOR: usize = 10;
 
 /// How gc decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcOptions {
     /// Skip candidates younger than this (record `created`, or the mtime of
     /// a directory or file no record names).
@@ -104,6 +104,37 @@ pub struct GcOptions {
     /// [`MAX_UNRECORDED_SHARE`] (never anything a record names, and never
     /// in a store with defects).
     pub force: bool,
+    /// What podman said about its containers, for the storage containers
+    /// `layerstore run` handed it (the library runs no program: the caller
+    /// asks podman).
+    pub podman: PodmanAnswer,
+}
+
+/// podman's answer to "which of your containers use which storage
+/// container", asked after the runs of the storage containers in
+/// `dead_before` were seen gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodmanContainers {
+    /// The ids of all of podman's containers.
+    pub ids: HashSet<String>,
+    /// Storage container id -> the podman container whose label
+    /// (`io.layerstore.storage-container`) names it.
+    pub storage_users: HashMap<String, String>,
+    /// The storage containers whose run was already gone when podman was
+    /// asked: only these may be released on this answer.
+    pub dead_before: HashSet<String>,
+}
+
+/// Whether podman was asked about its containers, and what it said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PodmanAnswer {
+    /// Not asked: storage containers handed to podman all stay.
+    #[default]
+    NotAsked,
+    /// Asking failed (podman missing, or its answer unreadable): they stay.
+    Failed(String),
+    /// podman's answer.
+    Answered(PodmanContainers),
 }
 
 impl Default for GcOptions {
@@ -113,6 +144,7 @@ impl Default for GcOptions {
             dry_run: false,
             batch: 64,
             hold: Duration::from_millis(250),
+            podman: PodmanAnswer::NotAsked,
             force: false,
         }
     }

@@ -74,6 +74,54 @@ impl RunOwner {
     }
 }
 
+/// The second marker of a container `layerstore run` made for podman (its
+/// default mode): the storage container under a podman container that
+/// `podman run --rootfs` runs on its mount.
+///
+/// ```text
+/// {"layerstore-run":{...},"layerstore-podman":{"nocache":false,"container":"<podman id>"}}
+/// ```
+///
+/// `container` is empty until podman made its container. gc releases such
+/// a storage container only when its run is gone and podman, asked, has no
+/// container using it (see [`PodmanContainers`](super::PodmanContainers)).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodmanUse {
+    /// Mounted with on-disk owners where idmapped mounts are impossible.
+    #[serde(default)]
+    pub nocache: bool,
+    /// The podman container's id, once known.
+    #[serde(default)]
+    pub container: String,
+}
+
+impl PodmanUse {
+    /// The key of the marker in a container's metadata object.
+    pub const METADATA_KEY: &'static str = "layerstore-podman";
+
+    /// The marker in a container's `metadata` string, if it has one.
+    pub fn from_metadata(metadata: &str) -> Option<PodmanUse> {
+        let value: Value = serde_json::from_str(metadata).ok()?;
+        let marker = value.as_object()?.get(Self::METADATA_KEY)?;
+        serde_json::from_value(marker.clone()).ok()
+    }
+
+    /// `metadata` (a JSON object) with this marker in it.
+    pub fn put_into(&self, metadata: &str) -> String {
+        let mut value: Value = serde_json::from_str(metadata).unwrap_or(Value::Null);
+        if !value.is_object() {
+            value = Value::Object(serde_json::Map::new());
+        }
+        if let Some(object) = value.as_object_mut() {
+            object.insert(
+                Self::METADATA_KEY.to_owned(),
+                serde_json::to_value(self).unwrap_or(Value::Null),
+            );
+        }
+        value.to_string()
+    }
+}
+
 /// The owner of container `c` if `layerstore run` made it, by every mark it
 /// leaves: the run marker, layerstore's create mark
 /// ([`crate::ops::CREATED_KEY`]) and, on its read-write layer (found in

@@ -4,11 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use super::{is_young, Action, Facts, GcPlan, Skipped};
+use super::{is_young, Action, Facts, GcPlan, PodmanAnswer, Skipped};
 use crate::consistency::Defect;
 use crate::id::{ContainerId, ImageId, LayerId};
 use crate::ops::FLAG_CONTAINER;
-use crate::records::Layer;
+use crate::records::{Container, Layer};
 use crate::snapshot::Snapshot;
 
 /// Decide what gc does with `snap`, given `facts` gathered at the same
@@ -45,6 +45,10 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
             continue;
         }
         if !ours || !facts.dead_run_containers.contains(&c.id) {
+            continue;
+        }
+        if let Some(reason) = podman_keeps(c, facts) {
+            out.skipped.push(skip("run-container", &c.id, reason));
             continue;
         }
         let Ok(id) = ContainerId::parse(&c.id) else {
@@ -233,6 +237,37 @@ pub fn store_defects(snap: &Snapshot, facts: &Facts) -> Vec<Defect> {
         }
     }
     out
+}
+
+/// Why storage container `c`, handed to podman by `layerstore run`, must
+/// stay although its run is gone: podman uses it, or podman's answer does
+/// not show that it does not. `None`: not handed to podman, or released.
+fn podman_keeps(c: &Container, facts: &Facts) -> Option<String> {
+    let marker = super::PodmanUse::from_metadata(&c.metadata)?;
+    let view = match &facts.podman {
+        PodmanAnswer::NotAsked => {
+            return Some("podman was not asked whether a container of its uses it".to_owned())
+        }
+        PodmanAnswer::Failed(why) => {
+            return Some(format!(
+                "podman could not be asked whether a container of its uses it: {why}"
+            ))
+        }
+        PodmanAnswer::Answered(view) => view,
+    };
+    if !view.dead_before.contains(&c.id) {
+        return Some("its run ended after podman was asked; the next gc decides".to_owned());
+    }
+    if let Some(user) = view.storage_users.get(&c.id) {
+        return Some(format!("podman container {user} uses it"));
+    }
+    let recorded = marker.container.as_str();
+    if !recorded.is_empty()
+        && (view.ids.contains(recorded) || facts.all_data_dirs.contains(&format!("c/{recorded}")))
+    {
+        return Some(format!("podman container {recorded} still exists"));
+    }
+    None
 }
 
 /// Files and directories no record names.

@@ -103,6 +103,21 @@ impl Store {
         driver: &dyn Driver,
         new: NewContainer,
     ) -> Result<Container, StoreError> {
+        self.create_container_decided(driver, new).map(|(c, _)| c)
+    }
+
+    /// [`Store::create_container`], also saying which layer the mapping
+    /// decision chose and how it is presented (`None`: no image, a
+    /// parentless layer).
+    ///
+    /// # Locking
+    /// As [`Store::create_container`].
+    pub fn create_container_decided(
+        &self,
+        driver: &dyn Driver,
+        new: NewContainer,
+    ) -> Result<(Container, Option<Decision>), StoreError> {
+        let mut decided = None;
         let mapped = !new.uidmap.is_empty() || !new.gidmap.is_empty();
         if mapped {
             validate(&new.uidmap)?;
@@ -167,6 +182,7 @@ impl Store {
                 };
                 let decision = top_layer_for_mapping(image, &sources, &request, caps)?;
                 tracing::debug!(?decision, "mapping decision");
+                decided = Some(decision.clone());
                 self.stack_container_layer(
                     &mut layers,
                     &mut images,
@@ -208,7 +224,7 @@ impl Store {
             }
             return Err(e);
         }
-        Ok(container)
+        Ok((container, decided))
     }
 
     /// Delete a container that is not mounted: its record, its

@@ -19,25 +19,33 @@
 //! created.
 
 mod launch;
+mod podman;
+mod podman_conf;
+mod podman_flags;
+mod shim;
 mod spec;
+mod targets;
 mod user;
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 use layerstore::gc::RunOwner;
 use layerstore::ops::big_data_file_name;
 use layerstore::records::Image;
 use layerstore::{ImageId, Store};
 use layerstore_overlay::engine::{Engine, RootfsOptions};
 use layerstore_overlay::import::{import_image, NoProgress, Source};
+use layerstore_overlay::layout::OverlayDriver;
 use serde_json::{json, Value};
 
 use super::containers::{find_image, MappingArgs};
 use crate::GlobalArgs;
 pub(crate) use launch::reap_dead_runs;
 use launch::{resolve_runtime, state_root, Launch, RuntimeFailure};
+pub use shim::shim_main;
 use user::{check_user_mapped, parse_user, UserSpec};
 
 /// Exit code for a failure of `layerstore run` itself (as podman's 125).
@@ -68,7 +76,29 @@ pub enum Network {
     Host,
 }
 
-/// Flags of `run`.
+/// `layerstore run`: everything after `run`, parsed by [`run`] (podman's
+/// flags in podman mode, [`RunArgs`] with `--direct`).
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct RunCommand {
+    /// [LAYERSTORE FLAGS] [PODMAN RUN FLAGS] IMAGE [COMMAND [ARG...]]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<String>,
+}
+
+/// `layerstore run --direct`, parsed alone.
+#[derive(Debug, Parser)]
+#[command(name = "layerstore run --direct", no_binary_name = true)]
+struct DirectCli {
+    #[command(flatten)]
+    args: RunArgs,
+}
+
+/// Flags of `run --direct` (layerstore's own launcher).
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The container's user namespace mapping.
@@ -109,12 +139,75 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+const HELP: &str = "\
+Run a command in a new container of an image, without a copy for a new mapping.
+
+Usage: layerstore [GLOBAL FLAGS] run [LAYERSTORE FLAGS] [PODMAN RUN FLAGS] IMAGE [COMMAND [ARG...]]
+
+By default podman runs the container (podman run --rootfs on the prepared root
+filesystem): every podman run flag works, and the container is podman's.
+
+Layerstore flags:
+      --nocache   Never copy the image for the mapping: idmapped where the
+                  kernel allows, else files keep their on-disk owners
+      --keyring   Let the runtime give the container a new session keyring
+                  (default: none, as containers.conf keyring = false)
+      --direct    Run without podman, with layerstore's own launcher
+                  (see layerstore run --direct --help)
+
+The mapping is podman's --uidmap/--gidmap. Which flags layerstore reads and
+which it passes to podman: docs/run.md. Exit code: podman's (125 when
+layerstore run itself fails).
+";
+
 /// `layerstore run`: returns the container's exit code, or 125/126/127 for
 /// failures as podman does.
-pub fn run(global: &GlobalArgs, args: &RunArgs) -> ExitCode {
-    match run_inner(global, args) {
+pub fn run(global: &GlobalArgs, cmd: &RunCommand) -> ExitCode {
+    let line = podman_flags::parse(&cmd.args);
+    let direct = match &line {
+        Ok(l) => l.is_set("direct"),
+        Err(_) => cmd.args.iter().any(|a| a == "--direct"),
+    };
+    let level = line
+        .as_ref()
+        .ok()
+        .and_then(|l| l.last("log-level"))
+        .unwrap_or(&global.log_level);
+    crate::init_logging(level);
+    let result = if direct {
+        let rest = cmd.args.iter().filter(|a| *a != "--direct");
+        match DirectCli::try_parse_from(rest) {
+            Ok(d) => run_inner(global, &d.args),
+            Err(e) if !e.use_stderr() => {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                let _ = e.print();
+                return ExitCode::from(EXIT_RUN_FAILURE);
+            }
+        }
+    } else {
+        match line {
+            Ok(l) if l.is_set("help") => {
+                print!("{HELP}");
+                return ExitCode::SUCCESS;
+            }
+            Ok(l) => podman::run(global, &l),
+            Err(e) => Err(e.into()),
+        }
+    };
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            if let Some(usage) = e.downcast_ref::<podman_flags::UsageError>() {
+                // As podman prints it.
+                eprintln!(
+                    "Error: {}",
+                    crate::output::printable_lines(&usage.to_string())
+                );
+                return ExitCode::from(EXIT_RUN_FAILURE);
+            }
             eprintln!(
                 "error: {}",
                 crate::output::printable_lines(&format!("{e:#}"))
@@ -127,6 +220,32 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> ExitCode {
     }
 }
 
+/// The image `query` names (id, name, unique prefix), or imported from
+/// `oci-archive:PATH` / `docker-archive:PATH` on first use.
+fn find_or_import_image(
+    store: &Store,
+    driver: &OverlayDriver,
+    query: &str,
+) -> anyhow::Result<Image> {
+    let snap = store.snapshot()?;
+    snap.check()?;
+    if query.starts_with("oci-archive:") || query.starts_with("docker-archive:") {
+        drop(snap);
+        let id = import_image(store, driver, &Source::parse(query), &[], &NoProgress)
+            .with_context(|| format!("importing {query}"))?
+            .image_id;
+        return Ok(store.snapshot()?.image(&id)?.clone());
+    }
+    Ok(find_image(&snap, query)
+        .with_context(|| {
+            format!(
+                "image {query} is not in the store at {}",
+                store.options().graph_root.display()
+            )
+        })?
+        .clone())
+}
+
 /// What the image's config says about running it.
 #[derive(Debug, Default)]
 struct ImageRunConfig {
@@ -135,6 +254,8 @@ struct ImageRunConfig {
     pub(super) cmd: Vec<String>,
     pub(super) workdir: String,
     pub(super) user: String,
+    pub(super) stop_signal: String,
+    pub(super) labels: BTreeMap<String, String>,
 }
 
 fn image_run_config(store: &Store, image: &Image) -> anyhow::Result<ImageRunConfig> {
@@ -165,6 +286,8 @@ fn image_run_config(store: &Store, image: &Image) -> anyhow::Result<ImageRunConf
         cmd: strings(&config["Cmd"]),
         workdir: config["WorkingDir"].as_str().unwrap_or_default().to_owned(),
         user: config["User"].as_str().unwrap_or_default().to_owned(),
+        stop_signal: config["StopSignal"].as_str().unwrap_or_default().to_owned(),
+        labels: podman::labels_of(config),
     })
 }
 
@@ -188,32 +311,7 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
     let runtime = resolve_runtime(args.runtime.as_deref())?;
     let (store, driver) = global.open_store_and_driver()?;
     // One look at the records (each lock taken once) finds the image.
-    let snap = store.snapshot()?;
-    snap.check()?;
-    let image =
-        if args.image.starts_with("oci-archive:") || args.image.starts_with("docker-archive:") {
-            drop(snap);
-            let id = import_image(
-                &store,
-                &driver,
-                &Source::parse(&args.image),
-                &[],
-                &NoProgress,
-            )
-            .with_context(|| format!("importing {}", args.image))?
-            .image_id;
-            store.snapshot()?.image(&id)?.clone()
-        } else {
-            find_image(&snap, &args.image)
-                .with_context(|| {
-                    format!(
-                        "image {} is not in the store at {}",
-                        args.image,
-                        store.options().graph_root.display()
-                    )
-                })?
-                .clone()
-        };
+    let image = find_or_import_image(&store, &driver, &args.image)?;
     let config = image_run_config(&store, &image)?;
     let argv: Vec<String> = if args.command.is_empty() {
         config

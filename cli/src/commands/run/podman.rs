@@ -1,0 +1,605 @@
+//! `layerstore run` in podman mode (the default): the storage container is
+//! made and mounted without a copy, then `podman run --rootfs` runs the
+//! container on it, so that every podman run flag, podman's security
+//! defaults and podman's lifecycle apply, and the container is podman's.
+//!
+//! ```text
+//! parse podman's command line; refuse what podman would (exit 125)
+//! find the image, read its config                         (nothing made yet)
+//! create + mount the storage container (idmapped / on-disk / template)
+//! podman [store flags] run --runtime=<keyring shim> --cidfile=<userdata>/podman.cid
+//!     --label/--annotation io.layerstore.storage-container=<id> ...
+//!     --env-file/--label-file <the image's, lowest precedence>
+//!     [--entrypoint --workdir --user --stop-signal from the image]
+//!     <the caller's flags> --rootfs <mount point> [COMMAND]
+//! podman exited: no cidfile -> podman made no container: release at once;
+//!   foreground --rm and podman removed its container -> release;
+//!   otherwise record podman's container id; gc releases it later.
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use layerstore::gc::{PodmanUse, RunOwner};
+use layerstore::records::Image;
+use layerstore::Store;
+use layerstore_overlay::engine::{Engine, Rootfs, RootfsOptions, RootfsPath};
+use serde_json::json;
+
+use super::podman_flags::{RunLine, UsageError};
+use super::user::{check_user_mapped, parse_user, UserSpec};
+use super::{find_or_import_image, image_run_config, ImageRunConfig};
+use crate::commands::containers::MappingArgs;
+use crate::commands::oci_hook::{
+    ANNOTATION_CONTAINER, ANNOTATION_DRIVER, ANNOTATION_GRAPHROOT, ANNOTATION_OPTS,
+    ANNOTATION_RUNROOT,
+};
+use crate::GlobalArgs;
+
+/// Store flags podman takes after `run` too; layerstore uses them for its
+/// store and passes them to podman before `run`.
+const STORE_FLAGS: &[&str] = &["root", "runroot", "storage-driver", "storage-opt"];
+
+/// Flags podman has that cannot work with a root filesystem layerstore
+/// mounts on this host, and why.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "rootfs",
+        "layerstore run makes the root filesystem itself; for a directory of yours, use podman run --rootfs",
+    ),
+    ("remote", "a remote podman cannot run on this host's mounts"),
+    ("url", "a remote podman cannot run on this host's mounts"),
+    ("connection", "a remote podman cannot run on this host's mounts"),
+    ("identity", "a remote podman cannot run on this host's mounts"),
+    ("ssh", "a remote podman cannot run on this host's mounts"),
+    (
+        "subuidname",
+        "give the mapping as --uidmap/--gidmap (layerstore prepares the rootfs for it)",
+    ),
+    (
+        "subgidname",
+        "give the mapping as --uidmap/--gidmap (layerstore prepares the rootfs for it)",
+    ),
+];
+
+/// The podman executable: `podman` on PATH.
+fn find_podman() -> anyhow::Result<PathBuf> {
+    crate::podman::find().context(
+        "podman is not installed (no podman on PATH): install it, or run the container \
+         without podman with `layerstore run --direct ...` (layerstore's own launcher)",
+    )
+}
+
+/// The global flags after `run` applied to `global` (they win, being
+/// later on the line).
+fn store_args(global: &GlobalArgs, line: &RunLine) -> GlobalArgs {
+    let last = |name| line.last(name).map(str::to_owned);
+    let mut opts = global.storage_opt.clone();
+    opts.extend(line.values("storage-opt").into_iter().map(str::to_owned));
+    GlobalArgs {
+        root: last("root")
+            .map(PathBuf::from)
+            .or_else(|| global.root.clone()),
+        runroot: last("runroot")
+            .map(PathBuf::from)
+            .or_else(|| global.runroot.clone()),
+        storage_driver: last("storage-driver").or_else(|| global.storage_driver.clone()),
+        storage_opt: opts,
+        log_level: line
+            .last("log-level")
+            .map_or_else(|| global.log_level.clone(), str::to_owned),
+    }
+}
+
+/// What `layerstore run` refuses before anything is made.
+fn refuse(line: &RunLine) -> Result<(), UsageError> {
+    if line.image.is_empty() {
+        return Err(UsageError(
+            "requires at least 1 arg(s), only received 0".to_owned(),
+        ));
+    }
+    for (flag, why) in REFUSED {
+        if line.given(flag) {
+            return Err(UsageError(format!("--{flag}: {why}")));
+        }
+    }
+    if let Some(userns) = line.last("userns") {
+        if !matches!(userns, "" | "host") {
+            return Err(UsageError(format!(
+                "--userns={userns}: not supported by layerstore run; give the mapping as --uidmap/--gidmap"
+            )));
+        }
+        if userns == "host" && (line.given("uidmap") || line.given("gidmap")) {
+            return Err(UsageError(
+                "--userns=host cannot be combined with --uidmap/--gidmap".to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A memory file holding `text`, inherited by podman (no close-on-exec),
+/// and the path podman opens it by.
+fn memfd_with(name: &str, text: &str) -> anyhow::Result<(OwnedFd, String)> {
+    let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::empty())
+        .with_context(|| format!("creating the memory file {name}"))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing the memory file {name}"))?;
+    let fd = OwnedFd::from(file);
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok((fd, path))
+}
+
+/// `KEY=VALUE` lines for podman's `--env-file`/`--label-file`, and the
+/// entries a line cannot hold (a line break in them).
+fn kv_file<'a>(entries: impl Iterator<Item = (&'a str, &'a str)>) -> (String, Vec<String>) {
+    let mut text = String::new();
+    let mut rest = Vec::new();
+    for (k, v) in entries {
+        let kv = format!("{k}={v}");
+        if kv.contains(['\n', '\r'])
+            || k.is_empty()
+            || k.starts_with('#')
+            || k.contains(char::is_whitespace)
+        {
+            rest.push(kv);
+        } else {
+            text.push_str(&kv);
+            text.push('\n');
+        }
+    }
+    (text, rest)
+}
+
+/// Everything podman is given, in order.
+struct PodmanCall<'a> {
+    store_flags: Vec<String>,
+    line: &'a RunLine,
+    config: &'a ImageRunConfig,
+    storage: &'a Rootfs,
+    store: &'a Store,
+    runtime: Option<PathBuf>,
+    cidfile: Option<PathBuf>,
+    env_file: Option<String>,
+    label_file: Option<String>,
+    leftovers: (Vec<String>, Vec<String>),
+}
+
+impl PodmanCall<'_> {
+    fn argv(&self) -> Vec<String> {
+        let line = self.line;
+        let config = self.config;
+        let id = &self.storage.container.id;
+        let options = self.store.options();
+        let mut a = self.store_flags.clone();
+        a.push("run".to_owned());
+        if let Some(rt) = &self.runtime {
+            a.push(format!("--runtime={}", rt.display()));
+        }
+        if let Some(cid) = &self.cidfile {
+            a.push(format!("--cidfile={}", cid.display()));
+        }
+        a.push(format!(
+            "--label={}={id}",
+            crate::podman::LABEL_STORAGE_CONTAINER
+        ));
+        let annotations = [
+            (ANNOTATION_CONTAINER, id.clone()),
+            (
+                ANNOTATION_GRAPHROOT,
+                options.graph_root.display().to_string(),
+            ),
+            (ANNOTATION_RUNROOT, options.run_root.display().to_string()),
+            (ANNOTATION_DRIVER, options.driver.clone()),
+            (
+                ANNOTATION_OPTS,
+                serde_json::to_string(&options.driver_options).unwrap_or_default(),
+            ),
+        ];
+        for (k, v) in annotations {
+            a.push(format!("--annotation={k}={v}"));
+        }
+        // The image's, below everything the caller gives.
+        if let Some(f) = &self.env_file {
+            a.push(format!("--env-file={f}"));
+        }
+        for kv in &self.leftovers.0 {
+            a.push(format!("--env={kv}"));
+        }
+        if let Some(f) = &self.label_file {
+            a.push(format!("--label-file={f}"));
+        }
+        for kv in &self.leftovers.1 {
+            a.push(format!("--label={kv}"));
+        }
+        if !line.given("entrypoint") && !config.entrypoint.is_empty() {
+            a.push(format!(
+                "--entrypoint={}",
+                serde_json::to_string(&config.entrypoint).unwrap_or_default()
+            ));
+        }
+        if !line.given("workdir") && !config.workdir.is_empty() {
+            a.push(format!("--workdir={}", config.workdir));
+        }
+        if !line.given("user") && !config.user.is_empty() {
+            a.push(format!("--user={}", config.user));
+        }
+        if !line.given("stop-signal") && !config.stop_signal.is_empty() {
+            a.push(format!("--stop-signal={}", config.stop_signal));
+        }
+        a.extend(line.podman_args(&[STORE_FLAGS, &["runtime"]].concat()));
+        a.push("--rootfs".to_owned());
+        a.push(self.storage.path.display().to_string());
+        a.extend(self.command());
+        a
+    }
+
+    /// The command: the caller's, else the image's Cmd (unless the caller
+    /// set the entrypoint: then the image's Cmd does not apply, as in
+    /// podman).
+    fn command(&self) -> Vec<String> {
+        if !self.line.command.is_empty() || self.line.given("entrypoint") {
+            self.line.command.clone()
+        } else {
+            self.config.cmd.clone()
+        }
+    }
+}
+
+/// Run the container through podman; podman's exit code.
+pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
+    refuse(line)?;
+    let podman = find_podman()?;
+    let store_args = store_args(global, line);
+    let mapping = MappingArgs {
+        uidmap: line
+            .values("uidmap")
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        gidmap: line
+            .values("gidmap")
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        nocache: line.is_set("nocache"),
+    };
+    let (uidmap, gidmap) = mapping.maps()?;
+    let given_user = line.last("user").map(parse_user).transpose()?;
+    if let Some(UserSpec::Ids(uid, gid)) = &given_user {
+        check_user_mapped(*uid, gid.unwrap_or(*uid), &uidmap, &gidmap)?;
+    }
+    let keyring = line.is_set("keyring");
+    let conf = super::podman_conf::load()?;
+    let real_runtime = (!keyring)
+        .then(|| conf.runtime(line.last("runtime")))
+        .transpose()?;
+
+    let (store, driver) = store_args.open_store_and_driver()?;
+    let image: Image = find_or_import_image(&store, &driver, &line.image)?;
+    let config = image_run_config(&store, &image)?;
+    if line.command.is_empty()
+        && !line.given("entrypoint")
+        && config.entrypoint.is_empty()
+        && config.cmd.is_empty()
+    {
+        bail!(
+            "no command given, and image {} has no Entrypoint or Cmd",
+            image.names.first().unwrap_or(&image.id)
+        );
+    }
+    if let (None, Ok(UserSpec::Ids(uid, gid))) = (&given_user, parse_user(&config.user)) {
+        check_user_mapped(uid, gid.unwrap_or(uid), &uidmap, &gidmap)
+            .with_context(|| format!("the image's User {:?}", config.user))?;
+    }
+    let runtime = real_runtime
+        .map(|real| super::shim::install(&store, &real))
+        .transpose()?;
+
+    let marker = PodmanUse {
+        nocache: mapping.nocache,
+        container: String::new(),
+    };
+    let metadata = json!({
+        "image-name": image.names.first().cloned().unwrap_or_default(),
+        "image-id": image.id,
+        "name": line.last("name").unwrap_or_default(),
+        RunOwner::METADATA_KEY: RunOwner::current().to_metadata_value(),
+    });
+    let engine = Engine::new(store, driver);
+    let rootfs = engine.prepare(
+        &image.id,
+        &RootfsOptions {
+            uidmap,
+            gidmap,
+            no_cache: mapping.nocache,
+            metadata: marker.put_into(&metadata.to_string()),
+            ..RootfsOptions::default()
+        },
+    )?;
+    if rootfs.how == RootfsPath::OnDisk {
+        if let Err(e) = super::targets::precreate(&rootfs.path, line) {
+            return match engine.release(&rootfs, true) {
+                Ok(()) => Err(e),
+                Err(c) => Err(e.context(format!(
+                    "and releasing storage container {} failed too: {c:#}",
+                    rootfs.container.id
+                ))),
+            };
+        }
+    }
+    tracing::info!(
+        container = %rootfs.container.id,
+        path = rootfs.how.as_str(),
+        rootfs = %rootfs.path.display(),
+        "handing the root filesystem to podman"
+    );
+    let result = hand_to_podman(
+        &engine,
+        &rootfs,
+        &podman,
+        &store_args,
+        line,
+        &config,
+        runtime,
+    );
+    match result {
+        Ok((code, Some(podman_id))) => {
+            if let Err(e) = record_podman_container(engine.store(), &rootfs, &podman_id) {
+                tracing::warn!(container = %rootfs.container.id, "recording podman container {podman_id}: {e:#}");
+            }
+            Ok(code)
+        }
+        Ok((code, None)) => {
+            engine
+                .release(&rootfs, true)
+                .with_context(|| format!("releasing storage container {}", rootfs.container.id))?;
+            Ok(code)
+        }
+        Err(e) => match engine.release(&rootfs, true) {
+            Ok(()) => Err(e),
+            Err(c) => Err(e.context(format!(
+                "and releasing storage container {} failed too: {c:#}",
+                rootfs.container.id
+            ))),
+        },
+    }
+}
+
+/// Run podman; its exit code and, when the storage container stays in
+/// use, podman's container id (`None`: release it now).
+fn hand_to_podman(
+    engine: &Engine,
+    rootfs: &Rootfs,
+    podman: &Path,
+    store_args: &GlobalArgs,
+    line: &RunLine,
+    config: &ImageRunConfig,
+    runtime: Option<PathBuf>,
+) -> anyhow::Result<(u8, Option<String>)> {
+    let store = engine.store();
+    let caller_cidfile = line.last("cidfile").map(PathBuf::from);
+    let own_cidfile = caller_cidfile
+        .is_none()
+        .then(|| userdata_dir(store, &rootfs.container.id).map(|d| d.join("podman.cid")))
+        .transpose()?;
+    let (env_text, env_rest) = kv_file(
+        config
+            .env
+            .iter()
+            .map(|kv| kv.split_once('=').unwrap_or((kv, ""))),
+    );
+    let (label_text, label_rest) =
+        kv_file(config.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let env = (!env_text.is_empty())
+        .then(|| memfd_with("layerstore-image-env", &env_text))
+        .transpose()?;
+    let labels = (!label_text.is_empty())
+        .then(|| memfd_with("layerstore-image-labels", &label_text))
+        .transpose()?;
+    let call = PodmanCall {
+        store_flags: crate::podman::store_flags(store_args),
+        line,
+        config,
+        storage: rootfs,
+        store,
+        runtime,
+        cidfile: own_cidfile.clone(),
+        env_file: env.as_ref().map(|(_, p)| p.clone()),
+        label_file: labels.as_ref().map(|(_, p)| p.clone()),
+        leftovers: (env_rest, label_rest),
+    };
+    let argv = call.argv();
+    tracing::debug!(?argv, "running podman");
+    let mut child = Command::new(podman)
+        .args(&argv)
+        .spawn()
+        .with_context(|| format!("running {}", podman.display()))?;
+    drop((env, labels));
+    let forwarder = forward_to(child.id())?;
+    let status = child.wait().context("waiting for podman");
+    forwarder.stop();
+    let status = status?;
+    let code = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (Some(c), _) => c as u8,
+        (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
+        (None, None) => super::EXIT_RUN_FAILURE,
+    };
+    let cidfile = caller_cidfile.or(own_cidfile);
+    let podman_id = cidfile.as_deref().and_then(read_cidfile);
+    let Some(podman_id) = podman_id else {
+        tracing::info!("podman made no container: releasing the storage container");
+        return Ok((code, None));
+    };
+    let foreground_rm = line.is_set("rm") && !line.is_set("detach");
+    if foreground_rm && !podman_container_dir(store, &podman_id).exists() {
+        tracing::info!(podman = %podman_id, "podman removed its container: releasing the storage container");
+        return Ok((code, None));
+    }
+    Ok((code, Some(podman_id)))
+}
+
+/// `<runroot>/overlay-containers/<id>/userdata`, created if missing (the
+/// storage container's own run directory: removed with it).
+fn userdata_dir(store: &Store, id: &str) -> anyhow::Result<PathBuf> {
+    let rel = Path::new("overlay-containers").join(id).join("userdata");
+    let run = store.run_dir_created()?;
+    run.create_dir_all(&rel, 0o700)
+        .with_context(|| format!("creating {}", store.options().run_root.join(&rel).display()))?;
+    Ok(store.options().run_root.join(rel))
+}
+
+/// The directory podman keeps a `--rootfs` container's files in
+/// (`<graphroot>/overlay-containers/<id>/`); podman removes it with the
+/// container.
+pub(crate) fn podman_container_dir(store: &Store, podman_id: &str) -> PathBuf {
+    store
+        .options()
+        .graph_root
+        .join("overlay-containers")
+        .join(podman_id)
+}
+
+/// The podman container id in a cidfile, if it holds one.
+fn read_cidfile(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(256)
+        .read_to_string(&mut text)
+        .ok()?;
+    let id = text.trim();
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+}
+
+/// Note podman's container in the storage container's marker.
+fn record_podman_container(store: &Store, rootfs: &Rootfs, podman_id: &str) -> anyhow::Result<()> {
+    store.modify_containers(|records| {
+        if let Some(c) = records.iter_mut().find(|c| c.id == rootfs.container.id) {
+            let mut marker = PodmanUse::from_metadata(&c.metadata).unwrap_or_default();
+            marker.container = podman_id.to_owned();
+            c.metadata = marker.put_into(&c.metadata);
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Forwards SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 to podman, which proxies
+/// them to the container. SIGINT and SIGQUIT are ignored meanwhile, as
+/// `system(3)` does: from a terminal they reach podman directly (it is in
+/// the same process group), and a second copy would reach the container
+/// twice.
+struct Forwarder {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forwarder {
+    fn stop(mut self) {
+        self.handle.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn forward_to(pid: u32) -> anyhow::Result<Forwarder> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGINT, SIGQUIT])
+            .context("installing signal handlers")?;
+    let handle = signals.handle();
+    let pid = rustix::process::Pid::from_raw(pid as i32).context("podman's pid")?;
+    let thread = std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if sig == SIGINT || sig == SIGQUIT {
+                continue;
+            }
+            if let Some(signal) = rustix::process::Signal::from_named_raw(sig) {
+                tracing::debug!(sig, "forwarding a signal to podman");
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+        }
+    });
+    Ok(Forwarder {
+        handle,
+        thread: Some(thread),
+    })
+}
+
+/// The image's labels, for [`ImageRunConfig::labels`].
+pub(super) fn labels_of(config: &serde_json::Value) -> BTreeMap<String, String> {
+    config["Labels"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_files_hold_what_a_line_can() {
+        let (text, rest) = kv_file(
+            [
+                ("A", "1"),
+                ("B", "x=y"),
+                ("C", "two\nlines"),
+                ("#D", "1"),
+                ("E F", "1"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(text, "A=1\nB=x=y\n");
+        assert_eq!(rest, ["C=two\nlines", "#D=1", "E F=1"]);
+    }
+
+    #[test]
+    fn cidfiles_hold_one_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cid");
+        let id = "a".repeat(64);
+        std::fs::write(&p, format!("{id}\n")).unwrap();
+        assert_eq!(read_cidfile(&p), Some(id));
+        std::fs::write(&p, "../../etc").unwrap();
+        assert_eq!(read_cidfile(&p), None);
+        assert_eq!(read_cidfile(&dir.path().join("none")), None);
+    }
+
+    #[test]
+    fn refused_flags_name_themselves() {
+        let line = |s: &str| {
+            super::super::podman_flags::parse(&s.split(' ').map(str::to_owned).collect::<Vec<_>>())
+                .unwrap()
+        };
+        assert!(refuse(&line("--rootfs img"))
+            .unwrap_err()
+            .0
+            .contains("--rootfs"));
+        assert!(refuse(&line("--userns=auto img"))
+            .unwrap_err()
+            .0
+            .contains("--userns=auto"));
+        assert!(refuse(&line("--rm"))
+            .unwrap_err()
+            .0
+            .contains("requires at least 1 arg"));
+        assert!(refuse(&line("--userns=host img")).is_ok());
+        assert!(refuse(&line("--uidmap 0:1:1 img")).is_ok());
+    }
+}

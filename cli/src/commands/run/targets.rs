@@ -1,0 +1,180 @@
+//! Mount targets for a root filesystem whose files keep their on-disk
+//! owners (`--nocache` where idmapped mounts are impossible).
+//!
+//! The runtime creates a missing mount target as the container's root,
+//! which there is a host id that owns none of the image's directories: the
+//! start fails with EACCES on `/etc/hostname`, `/proc`, a volume's
+//! destination. So before podman runs, what podman always mounts (and
+//! every `-v`, `--mount` and `--tmpfs` destination) is created where it is
+//! missing, empty, owned by root like the image's files; nothing that
+//! exists is touched, and nothing is created through a symlink.
+
+use std::path::{Component, Path, PathBuf};
+
+use layerstore::confined::Dir;
+use rustix::fs::OFlags;
+
+use super::podman_flags::RunLine;
+
+/// Directories podman mounts on.
+const DIRS: &[&str] = &["proc", "sys", "dev", "run", "tmp", "etc"];
+/// Files podman bind-mounts onto.
+const FILES: &[&str] = &[
+    "etc/hostname",
+    "etc/hosts",
+    "etc/resolv.conf",
+    "run/.containerenv",
+];
+
+/// A destination inside the rootfs as a relative path (`None`: not an
+/// absolute path, or one that climbs).
+fn relative(dest: &str) -> Option<PathBuf> {
+    let p = Path::new(dest);
+    if !p.is_absolute() {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// The destinations of the caller's volumes, mounts and tmpfs, with
+/// whether the source is a file.
+pub(super) fn volume_targets(line: &RunLine) -> Vec<(PathBuf, bool)> {
+    let mut out = Vec::new();
+    for v in line.values("volume") {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (src, dest) = match parts.as_slice() {
+            [dest] => (None, *dest),
+            [src, dest, ..] => (Some(*src), *dest),
+            [] => continue,
+        };
+        let file = src.is_some_and(|s| s.starts_with('/') && Path::new(s).is_file());
+        out.extend(relative(dest).map(|d| (d, file)));
+    }
+    for m in line.values("mount") {
+        let mut dest = None;
+        let mut src = None;
+        for kv in m.split(',') {
+            match kv.split_once('=') {
+                Some(("destination" | "dst" | "target", d)) => dest = Some(d),
+                Some(("source" | "src", s)) => src = Some(s),
+                _ => {}
+            }
+        }
+        let file = src.is_some_and(|s| s.starts_with('/') && Path::new(s).is_file());
+        out.extend(dest.and_then(relative).map(|d| (d, file)));
+    }
+    for t in line.values("tmpfs") {
+        let dest = t.split(':').next().unwrap_or_default();
+        out.extend(relative(dest).map(|d| (d, false)));
+    }
+    out
+}
+
+/// Create the missing ones of `rel`'s components as directories, and `rel`
+/// itself as a file when `file`; stop at anything that is not a directory.
+fn create(root: &Dir, rel: &Path, file: bool) -> std::io::Result<()> {
+    let parts: Vec<_> = rel.components().collect();
+    let mut sofar = PathBuf::new();
+    for (i, part) in parts.iter().enumerate() {
+        sofar.push(part);
+        let last = i + 1 == parts.len();
+        match root.stat(&sofar)? {
+            Some(m) if m.is_dir() => continue,
+            Some(_) => return Ok(()),
+            None if last && file => {
+                root.open_file(
+                    &sofar,
+                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY,
+                    0o644,
+                )?;
+            }
+            None => {
+                root.create_dir(&sofar, 0o755)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Create what the runtime would fail to create in `rootfs`.
+pub(super) fn precreate(rootfs: &Path, line: &RunLine) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let root = Dir::open(rootfs).with_context(|| format!("opening {}", rootfs.display()))?;
+    let fixed = DIRS
+        .iter()
+        .map(|d| (PathBuf::from(d), false))
+        .chain(FILES.iter().map(|f| (PathBuf::from(f), true)));
+    for (rel, file) in fixed.chain(volume_targets(line)) {
+        // A symlink on the way (ELOOP from the confined walk) is left to
+        // the runtime, as anything else that exists.
+        match create(&root, &rel, file) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("creating mount target {}", root.display(&rel).display())
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(s: &str) -> RunLine {
+        super::super::podman_flags::parse(&s.split(' ').map(str::to_owned).collect::<Vec<_>>())
+            .unwrap()
+    }
+
+    #[test]
+    fn destinations_of_volumes_mounts_and_tmpfs() {
+        let l = line("-v /etc/hostname:/x/f:ro -v /srv:/data -v /anon --mount type=bind,src=/srv,dst=/m --tmpfs /t:size=1m -v rel:../../up img");
+        let t = volume_targets(&l);
+        assert_eq!(
+            t,
+            [
+                (PathBuf::from("x/f"), true),
+                (PathBuf::from("data"), false),
+                (PathBuf::from("anon"), false),
+                (PathBuf::from("m"), false),
+                (PathBuf::from("t"), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_what_is_missing_and_never_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/hosts"), "kept").unwrap();
+        std::os::unix::fs::symlink("/tmp", r.join("run")).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), r.join("data")).unwrap();
+        precreate(r, &line("-v /srv:/data/sub img")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/hosts")).unwrap(),
+            "kept"
+        );
+        assert!(r.join("etc/hostname").is_file() && r.join("proc").is_dir());
+        assert!(std::fs::symlink_metadata(r.join("run"))
+            .unwrap()
+            .is_symlink());
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "nothing made through the symlink"
+        );
+    }
+}

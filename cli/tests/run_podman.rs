@@ -1,0 +1,606 @@
+//! `layerstore run` in podman mode against the real podman 4.3.1, runc and
+//! kernel: the container is podman's (ps, exec, logs, stop/start, rm), it
+//! runs on the image's own layers for a non-contiguous mapping (no
+//! template), with podman's seccomp profile and no session keyring, gc
+//! releases its storage only once podman has no container on it, and bad
+//! input changes nothing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use layerstore_test_support::{require_privileged, run_ok, PodmanStore};
+use serde_json::Value;
+
+const LAYERSTORE: &str = env!("CARGO_BIN_EXE_layerstore");
+const TOOLS: &[&str] = &["podman", "runc", "busybox"];
+
+/// A busybox system: root, a user bob, a group staff.
+const BUSYBOX: &str = "
+d bin 0755 0:0
+F bin/busybox 0755 0:0 /bin/busybox
+l bin/sh busybox
+l bin/stat busybox
+l bin/id busybox
+l bin/cat busybox
+l bin/ls busybox
+l bin/grep busybox
+l bin/sleep busybox
+l bin/true busybox
+d etc 0755 0:0
+f etc/passwd 0644 0:0 root:x:0:0:root:/root:/bin/sh\\nbob:x:1005:5::/:/bin/sh\\n
+f etc/group 0644 0:0 root:x:0:\\ntty:x:5:\\n
+d tmp 1777 0:0
+";
+
+/// Non-contiguous: uids 0-999 at 1000000, 1000-1009 at 1200000.
+const MAPS: &[&str] = &[
+    "--uidmap",
+    "0:1000000:1000",
+    "--uidmap",
+    "1000:1200000:10",
+    "--gidmap",
+    "0:1000000:2000",
+];
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_owned()
+}
+
+/// A store with the busybox image, its private containers.conf and a hooks
+/// directory holding layerstore's hook.
+struct Scene {
+    store: PodmanStore,
+    conf: PathBuf,
+    _hooks: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new(store: PodmanStore) -> Scene {
+        let hooks = tempfile::tempdir().unwrap();
+        let conf = store.private_conf(hooks.path());
+        let hook = run_ok(Command::new(LAYERSTORE).args(["oci-hook", "--print-config"]));
+        fs::write(hooks.path().join("layerstore.json"), hook.stdout).unwrap();
+        store.import_layer_spec(LAYERSTORE, BUSYBOX, "bb");
+        Scene {
+            store,
+            conf,
+            _hooks: hooks,
+        }
+    }
+
+    fn podman(&self) -> Command {
+        let mut cmd = self.store.podman();
+        cmd.env("CONTAINERS_CONF", &self.conf);
+        cmd
+    }
+
+    fn layerstore(&self) -> Command {
+        let mut cmd = self.store.layerstore(LAYERSTORE);
+        cmd.env("CONTAINERS_CONF", &self.conf);
+        cmd
+    }
+
+    /// `layerstore run ARGS`, output captured.
+    fn run(&self, args: &[&str]) -> Output {
+        self.layerstore()
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("starting layerstore")
+    }
+
+    fn records(&self, file: &str) -> Vec<Value> {
+        match fs::read(self.store.graph.join(file)) {
+            Ok(b) => serde_json::from_slice(&b).unwrap(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn layers(&self) -> Vec<Value> {
+        self.records("overlay-layers/layers.json")
+    }
+
+    fn containers(&self) -> Vec<Value> {
+        self.records("overlay-containers/containers.json")
+    }
+
+    /// The containers layerstore made (its create mark in the metadata).
+    fn storage_containers(&self) -> Vec<Value> {
+        self.containers()
+            .into_iter()
+            .filter(|c| {
+                c["metadata"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("\"layerstore-podman\""))
+            })
+            .collect()
+    }
+
+    /// What must be as before once every container is gone: the record
+    /// files and the layer directories and links (podman's own database
+    /// and layerstore's runtime shim aside).
+    fn state(&self) -> (Vec<Value>, Vec<String>) {
+        let mut dirs: Vec<String> = fs::read_dir(self.store.graph.join("overlay"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        dirs.sort();
+        let mut links: Vec<String> = fs::read_dir(self.store.graph.join("overlay/l"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        links.sort();
+        dirs.extend(links);
+        (
+            vec![
+                Value::Array(self.layers()),
+                Value::Array(self.records("overlay-images/images.json")),
+                Value::Array(self.containers()),
+            ],
+            dirs,
+        )
+    }
+
+    fn mounts(&self) -> Vec<String> {
+        let home = self.store.graph.join("overlay");
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .filter(|m| {
+                let p = Path::new(m);
+                p.starts_with(&self.store.graph) && p != home
+            })
+            .collect()
+    }
+
+    fn gc(&self) -> Value {
+        let out = run_ok(self.layerstore().args(["gc", "--json", "--min-age", "0"]));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// Keys and bytes charged to host uid `uid` (`/proc/key-users`): (keys,
+/// bytes), zero when the uid has none.
+fn keys_of(uid: u32) -> (u64, u64) {
+    let text = fs::read_to_string("/proc/key-users").unwrap();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        if f.next() == Some(&format!("{uid}:")) {
+            let _usage = f.next();
+            let _inst = f.next();
+            let keys = f
+                .next()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let bytes = f
+                .next()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            return (keys, bytes);
+        }
+    }
+    (0, 0)
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+#[ignore = "privileged: real podman 4.3.1, runc, overlay and idmapped mounts"]
+fn podman_owns_the_container_on_a_noncontiguous_mapping_without_a_template() {
+    require_privileged(TOOLS);
+    let scene = Scene::new(PodmanStore::empty());
+    let before = scene.state();
+    let layers_before = scene.layers().len();
+    let host = tempfile::tempdir().unwrap();
+    fs::write(host.path().join("note"), "from-the-volume\n").unwrap();
+    fs::set_permissions(
+        host.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let volume = format!("{}:/data:ro", host.path().display());
+    let keys_before = keys_of(1_000_000);
+
+    let mut args = vec!["-d", "--name", "lsp1", "--user", "1005:5"];
+    args.extend(MAPS);
+    args.extend(["-v", &volume, "bb", "sh", "-c"]);
+    let script = "cat /data/note; grep Seccomp: /proc/self/status; stat -c 'owner=%u:%g' /bin/busybox; exec sleep 1000";
+    args.push(script);
+    let out = scene.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let podman_id = stdout(&out);
+    assert_eq!(
+        podman_id.len(),
+        64,
+        "podman run -d prints the id: {podman_id}"
+    );
+
+    // podman's container: ps, exec, logs, inspect.
+    let names = stdout(&run_ok(scene.podman().args([
+        "ps",
+        "--format",
+        "{{.Names}}",
+    ])));
+    assert!(names.lines().any(|n| n == "lsp1"), "{names}");
+    let id = stdout(&run_ok(scene.podman().args(["exec", "lsp1", "id", "-u"])));
+    assert_eq!(id, "1005");
+    let uid_map = stdout(&run_ok(scene.podman().args([
+        "exec",
+        "lsp1",
+        "cat",
+        "/proc/self/uid_map",
+    ])));
+    let extents: Vec<Vec<&str>> = uid_map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        extents,
+        [["0", "1000000", "1000"], ["1000", "1200000", "10"]]
+    );
+    wait_for("the container's output", || {
+        stdout(&run_ok(scene.podman().args(["logs", "lsp1"]))).contains("owner=")
+    });
+    let logs = stdout(&run_ok(scene.podman().args(["logs", "lsp1"])));
+    assert!(logs.contains("from-the-volume"), "{logs}");
+    assert!(
+        logs.contains("Seccomp:\t2"),
+        "podman's seccomp profile: {logs}"
+    );
+    assert!(
+        logs.contains("owner=0:0"),
+        "the image's files are root's inside: {logs}"
+    );
+    let label = stdout(&run_ok(scene.podman().args([
+        "inspect",
+        "lsp1",
+        "--format",
+        "{{index .Config.Labels \"io.layerstore.storage-container\"}}",
+    ])));
+    let storage = scene.storage_containers();
+    assert_eq!(storage.len(), 1);
+    assert_eq!(
+        storage[0]["id"].as_str().unwrap(),
+        label,
+        "the label names the storage container"
+    );
+    assert!(
+        storage[0]["metadata"]
+            .as_str()
+            .unwrap()
+            .contains(&podman_id),
+        "the storage container records podman's container"
+    );
+
+    // No template: two new layers, both container layers without maps (ours
+    // on the image's top layer, and the empty one podman makes for any
+    // --rootfs container); the image gained no mapped layer.
+    let layers = scene.layers();
+    assert_eq!(layers.len(), layers_before + 2, "{layers:#?}");
+    let image_top = scene.records("overlay-images/images.json")[0]["layer"].clone();
+    let ours = layers
+        .iter()
+        .find(|l| l["id"] == storage[0]["layer"])
+        .unwrap();
+    assert_eq!(
+        ours["parent"], image_top,
+        "stacked on the image's own top layer"
+    );
+    for l in &layers {
+        assert!(
+            l.get("uidmap").is_none() && l.get("gidmap").is_none(),
+            "no mapped layer: {l}"
+        );
+    }
+    assert!(scene.records("overlay-images/images.json")[0]
+        .get("mapped-layers")
+        .is_none());
+
+    // No new session keyring per container: a second container, and the
+    // control (--keyring, podman's default) that shows the count can grow.
+    let mut second = vec!["-d", "--name", "lsp2"];
+    second.extend(MAPS);
+    second.extend(["bb", "sleep", "1000"]);
+    assert!(scene.run(&second).status.success());
+    assert_eq!(
+        keys_of(1_000_000),
+        keys_before,
+        "no keyring for the mapped root"
+    );
+    let mut control = vec!["-d", "--keyring", "--name", "lsp3"];
+    control.extend(MAPS);
+    control.extend(["bb", "sleep", "1000"]);
+    let out = scene.run(&control);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        keys_of(1_000_000).0 > keys_before.0,
+        "the control made a keyring"
+    );
+    run_ok(scene.podman().args(["rm", "-f", "-t", "0", "lsp2", "lsp3"]));
+
+    // stop + start; gc keeps the storage of a stopped container.
+    run_ok(scene.podman().args(["stop", "-t", "0", "lsp1"]));
+    let report = scene.gc();
+    assert_eq!(scene.storage_containers().len(), 1, "gc kept it: {report}");
+    let skipped = report["skipped"].to_string();
+    assert!(
+        skipped.contains(&format!("podman container {podman_id} uses it")),
+        "{skipped}"
+    );
+    run_ok(scene.podman().args(["start", "lsp1"]));
+    assert_eq!(
+        stdout(&run_ok(scene.podman().args(["exec", "lsp1", "id", "-u"]))),
+        "1005"
+    );
+
+    // As after a reboot: the mount is gone, the mount point empty. The
+    // hook stops the start with what to do; `layerstore remount` (the boot
+    // unit's command) makes it work again.
+    run_ok(scene.podman().args(["stop", "-t", "0", "lsp1"]));
+    let sid = label.as_str();
+    run_ok(scene.layerstore().args(["umount", sid]));
+    assert!(scene.mounts().is_empty(), "{:?}", scene.mounts());
+    let merged = scene
+        .store
+        .graph
+        .join("overlay")
+        .join(storage[0]["layer"].as_str().unwrap())
+        .join("merged");
+    fs::create_dir_all(&merged).unwrap();
+    let refused = scene.podman().args(["start", "lsp1"]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("run-layerstore-remount"),
+        "{}",
+        stderr(&refused)
+    );
+    let remounted = run_ok(scene.layerstore().arg("remount"));
+    assert_eq!(stdout(&remounted), sid);
+    run_ok(scene.podman().args(["start", "lsp1"]));
+    assert_eq!(
+        stdout(&run_ok(scene.podman().args(["exec", "lsp1", "id", "-u"]))),
+        "1005"
+    );
+    assert_eq!(
+        stdout(&run_ok(scene.podman().args([
+            "exec",
+            "lsp1",
+            "cat",
+            "/data/note"
+        ]))),
+        "from-the-volume"
+    );
+
+    // podman rm, then gc: the store as before.
+    run_ok(scene.podman().args(["rm", "-f", "-t", "0", "lsp1"]));
+    let report = scene.gc();
+    assert!(scene.storage_containers().is_empty(), "{report}");
+    assert!(scene.mounts().is_empty(), "{:?}", scene.mounts());
+    assert_eq!(scene.state(), before, "the store as before: {report}");
+}
+
+#[test]
+#[ignore = "privileged: real podman 4.3.1, runc, overlay mounts"]
+fn foreground_rm_passes_the_exit_code_and_leaves_nothing() {
+    require_privileged(TOOLS);
+    let scene = Scene::new(PodmanStore::empty());
+    let before = scene.state();
+    let mut args = vec!["--rm"];
+    args.extend(MAPS);
+    args.extend(["bb", "sh", "-c", "echo out; exit 7"]);
+    let out = scene.run(&args);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "out");
+    assert_eq!(scene.state(), before);
+    assert!(scene.mounts().is_empty());
+    // The image's config becomes podman's flags: its Cmd when none is given.
+    let bare = scene.run(&["--rm", "bb"]);
+    assert!(!bare.status.success(), "bb has no Cmd");
+    assert!(
+        stderr(&bare).contains("no command given"),
+        "{}",
+        stderr(&bare)
+    );
+    assert_eq!(scene.state(), before);
+}
+
+#[test]
+#[ignore = "privileged: real podman 4.3.1, runc, overlay mounts"]
+fn nocache_without_idmapped_lowers_runs_on_disk_owners_and_makes_no_layer() {
+    require_privileged(TOOLS);
+    let store = PodmanStore::empty();
+    store.force_templates();
+    let scene = Scene::new(store);
+    let before = scene.state();
+    let layers_before = scene.layers().len();
+    let mut args = vec!["-d", "--nocache", "--name", "nc"];
+    args.extend(MAPS);
+    args.extend(["bb", "sleep", "1000"]);
+    let out = scene.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let owner = stdout(&run_ok(scene.podman().args([
+        "exec",
+        "nc",
+        "stat",
+        "-c",
+        "%u:%g",
+        "/bin/busybox",
+    ])));
+    assert_eq!(
+        owner, "65534:65534",
+        "on-disk owner (host root) is unmapped inside"
+    );
+    let layers = scene.layers();
+    assert_eq!(
+        layers.len(),
+        layers_before + 2,
+        "only the two container layers"
+    );
+    assert!(
+        layers.iter().all(|l| l.get("uidmap").is_none()),
+        "no template"
+    );
+    run_ok(scene.podman().args(["rm", "-f", "-t", "0", "nc"]));
+    scene.gc();
+    assert_eq!(scene.state(), before);
+}
+
+#[test]
+#[ignore = "privileged: real podman 4.3.1, overlay mounts"]
+fn bad_input_exits_125_and_changes_nothing() {
+    require_privileged(TOOLS);
+    let scene = Scene::new(PodmanStore::empty());
+    let before = scene.state();
+    let check = |args: &[&str], expect: &str| {
+        let out = scene.run(args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expect), "{args:?}: {}", stderr(&out));
+        assert_eq!(scene.state(), before, "{args:?}");
+        assert!(scene.mounts().is_empty(), "{args:?}");
+    };
+    check(&["--bogus", "bb", "true"], "Error: unknown flag: --bogus");
+    check(&["-Z", "bb", "true"], "unknown shorthand flag: 'Z' in -Z");
+    check(&["--rootfs", "/", "true"], "--rootfs");
+    check(&["--userns=auto", "bb", "true"], "--userns=auto");
+    check(
+        &["localhost/nosuch:1", "true"],
+        "image localhost/nosuch:1 is not in the store",
+    );
+    check(
+        &["--uidmap", "0:1:1", "--uidmap", "0:5:1", "bb", "true"],
+        "--uidmap",
+    );
+    check(
+        &["--user", "70000", "--uidmap", "0:100000:1000", "bb", "true"],
+        "uid 70000",
+    );
+    // podman missing: the message names the direct mode.
+    let out = scene
+        .layerstore()
+        .env("PATH", "/nonexistent")
+        .args(["run", "bb", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("layerstore run --direct"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(scene.state(), before);
+    // A name podman already uses: podman's own message, and our storage
+    // container is released.
+    run_ok(
+        scene
+            .podman()
+            .args(["create", "--name", "taken", "--rootfs", "/", "true"]),
+    );
+    let with_taken = scene.state();
+    let out = scene.run(&["--name", "taken", "bb", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("taken"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("in use"),
+        "podman's message: {}",
+        stderr(&out)
+    );
+    assert_eq!(scene.state(), with_taken);
+    assert!(scene.mounts().is_empty());
+    run_ok(scene.podman().args(["rm", "taken"]));
+}
+
+#[test]
+#[ignore = "privileged: real podman 4.3.1, runc, overlay mounts"]
+fn a_killed_run_is_reclaimed_by_gc_once_podman_has_no_container_on_it() {
+    require_privileged(TOOLS);
+    let scene = Scene::new(PodmanStore::empty());
+    let before = scene.state();
+    for (i, delay_ms) in [0u64, 20, 40, 60, 90, 120, 160, 220, 300, 450]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("killed{i}");
+        let mut child = scene
+            .layerstore()
+            .arg("run")
+            .args(["-d", "--name", &name])
+            .args(MAPS)
+            .args(["bb", "sleep", "1000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        // podman, if it was started, finishes on its own.
+        wait_for("podman run to finish", || {
+            !fs::read_dir("/proc").unwrap().any(|e| {
+                let p = e.unwrap().path().join("cmdline");
+                fs::read(p).is_ok_and(|c| {
+                    c.split(|b| *b == 0)
+                        .any(|a| a == format!("--name={name}").as_bytes())
+                })
+            })
+        });
+        // gc never releases what a podman container uses.
+        let report = scene.gc();
+        let used: Vec<String> = stdout(&run_ok(scene.podman().args([
+            "ps",
+            "-a",
+            "--format",
+            "{{index .Labels \"io.layerstore.storage-container\"}}",
+        ])))
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+        let kept: Vec<String> = scene
+            .storage_containers()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect();
+        for u in &used {
+            assert!(
+                kept.contains(u),
+                "kill at {delay_ms} ms: gc released {u}, which podman uses"
+            );
+        }
+        assert_eq!(
+            kept.len(),
+            used.len(),
+            "kill at {delay_ms} ms: gc left {kept:?}, podman uses {used:?}: {report}"
+        );
+    }
+    run_ok(scene.podman().args(["rm", "-a", "-f", "-t", "0"]));
+    scene.gc();
+    assert!(scene.mounts().is_empty(), "{:?}", scene.mounts());
+    assert_eq!(scene.state(), before);
+}

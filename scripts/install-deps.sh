@@ -5,11 +5,12 @@
 # keyutils (keyctl) for the doctor's key-quota test; debootstrap for the
 # Debian image of the run and gc tests and the benchmarks; fuse-overlayfs
 # for gc's test with a frozen FUSE filesystem, procps (pgrep) and
-# e2fsprogs (chattr) for the kill tests.
+# e2fsprogs (chattr) for the kill tests; systemd (systemd-analyze) to check
+# the boot unit in contrib/
 set -euo pipefail
 
 packages=(podman containers-storage runc uidmap busybox-static keyutils debootstrap
-          fuse-overlayfs procps e2fsprogs)
+          fuse-overlayfs procps e2fsprogs systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

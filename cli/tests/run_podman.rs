@@ -250,6 +250,25 @@ fn podman_owns_the_container_on_a_noncontiguous_mapping_without_a_template() {
     assert!(names.lines().any(|n| n == "lsp1"), "{names}");
     let id = stdout(&run_ok(scene.podman().args(["exec", "lsp1", "id", "-u"])));
     assert_eq!(id, "1005");
+    // The files podman makes are the container root's, as in podman's own
+    // containers (the hook gives them: podman --rootfs records no maps).
+    let owners = stdout(&run_ok(scene.podman().args([
+        "exec",
+        "lsp1",
+        "sh",
+        "-c",
+        "for f in /etc/hosts /etc/hostname /etc/resolv.conf /run/.containerenv /etc/mtab; do \
+         [ -e $f ] || [ -L $f ] && stat -c '%n %u:%g' $f; done",
+    ])));
+    for f in [
+        "/etc/hosts 0:0",
+        "/etc/hostname 0:0",
+        "/run/.containerenv 0:0",
+        "/etc/mtab 0:0",
+    ] {
+        assert!(owners.lines().any(|l| l == f), "{f}: {owners}");
+    }
+    assert!(owners.lines().all(|l| l.ends_with(" 0:0")), "{owners}");
     let uid_map = stdout(&run_ok(scene.podman().args([
         "exec",
         "lsp1",

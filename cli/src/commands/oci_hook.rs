@@ -103,6 +103,115 @@ pub fn run(args: &OciHookArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The host id container id 0 maps to in `maps` (an OCI `uidMappings` /
+/// `gidMappings` list); `None` without a mapping or when 0 is unmapped.
+fn host_root(maps: &Value) -> Option<u32> {
+    maps.as_array()?.iter().find_map(|m| {
+        let c = m.get("containerID")?.as_u64()?;
+        let h = m.get("hostID")?.as_u64()?;
+        let n = m.get("size")?.as_u64()?;
+        (c == 0 && n > 0).then(|| u32::try_from(h).ok()).flatten()
+    })
+}
+
+/// The files podman makes for the container, owned by the container's
+/// root as podman owns them for its own containers. podman 4.3.1 records
+/// no id mappings for a `--rootfs` container, so it leaves its generated
+/// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`, `/run/.containerenv`
+/// (in its run directory) and the `/etc/mtab` link it makes in the rootfs
+/// owned by the host's root, which the container sees as nobody. Only
+/// files below `<runroot>/overlay-containers/` that are regular, have one
+/// link and belong to the host's root are changed, reached without
+/// following symlinks; the mtab link only while the host's root owns it.
+fn give_files_to_the_container_root(
+    spec: &Value,
+    run_root: &Path,
+    rootfs: &Path,
+) -> anyhow::Result<()> {
+    use layerstore::confined::Dir;
+    use rustix::fs::{AtFlags, OFlags};
+    let linux = &spec["linux"];
+    let (Some(uid), Some(gid)) = (
+        host_root(&linux["uidMappings"]),
+        host_root(&linux["gidMappings"]),
+    ) else {
+        return Ok(());
+    };
+    if uid == 0 && gid == 0 {
+        return Ok(());
+    }
+    let owner = (
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    );
+    let podman_dir = run_root.join("overlay-containers");
+    let run =
+        Dir::open(&podman_dir).with_context(|| format!("opening {}", podman_dir.display()))?;
+    let mounts = spec["mounts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for m in mounts {
+        let dest = m["destination"].as_str().unwrap_or_default();
+        if !matches!(
+            dest,
+            "/etc/hosts" | "/etc/hostname" | "/etc/resolv.conf" | "/run/.containerenv"
+        ) {
+            continue;
+        }
+        let Some(rel) = m["source"]
+            .as_str()
+            .and_then(|s| Path::new(s).strip_prefix(&podman_dir).ok())
+        else {
+            continue;
+        };
+        let fd = match run.open_file(rel, OFlags::PATH, 0) {
+            Ok(fd) => fd,
+            Err(_) => continue,
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        let regular =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
+        if regular && st.st_nlink == 1 && st.st_uid == 0 {
+            // An O_PATH descriptor: chown through its /proc name.
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
+                owner.0,
+                owner.1,
+                AtFlags::empty(),
+            )
+            .with_context(|| {
+                format!(
+                    "giving {} to the container's root",
+                    run.display(rel).display()
+                )
+            })?;
+        }
+    }
+    let root = Dir::open(rootfs).with_context(|| format!("opening {}", rootfs.display()))?;
+    if let Ok(Some(etc)) = root.open_dir_opt("etc") {
+        if let Ok(Some(meta)) = etc.stat("mtab") {
+            if meta.is_symlink() && meta.uid == 0 {
+                rustix::fs::chownat(
+                    etc.fd(),
+                    "mtab",
+                    owner.0,
+                    owner.1,
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .with_context(|| {
+                    format!(
+                        "giving {} to the container's root",
+                        etc.display("mtab").display()
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn annotation<'a>(spec: &'a Value, key: &str) -> Option<&'a str> {
     spec.get("annotations")?.get(key)?.as_str()
 }
@@ -171,6 +280,7 @@ fn ensure_mounted(spec: &Value) -> anyhow::Result<()> {
     }
     drop(snap);
     if layerstore::driver::Driver::is_mounted(&driver, &layer) {
+        give_files_to_the_container_root(spec, &options.run_root, &mount_point)?;
         return Ok(());
     }
     bail!(

@@ -280,6 +280,24 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
         .then(|| conf.runtime(line.last("runtime")))
         .transpose()?;
 
+    if !conf.has_layerstore_hook() {
+        let dirs: Vec<String> = conf
+            .hooks_dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        tracing::warn!(
+            "podman's hooks directories ({}) hold no layerstore hook: the files podman makes \
+             (/etc/hosts, /etc/hostname) stay the host root's, and a start before `layerstore \
+             remount` is not refused; install it with `layerstore oci-hook --print-config > \
+             /etc/containers/oci/hooks.d/layerstore.json` (docs/run.md)",
+            if dirs.is_empty() {
+                "none".to_owned()
+            } else {
+                dirs.join(", ")
+            }
+        );
+    }
     let (store, driver) = store_args.open_store_and_driver()?;
     let image: Image = find_or_import_image(&store, &driver, &line.image)?;
     let config = image_run_config(&store, &image)?;

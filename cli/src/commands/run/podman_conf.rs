@@ -142,6 +142,46 @@ fn merge(conf: &mut EngineConf, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// podman's default hooks directories (when containers.conf sets none;
+/// rootless podman then uses none).
+const DEFAULT_HOOKS_DIRS: &[&str] = &[
+    "/usr/share/containers/oci/hooks.d",
+    "/etc/containers/oci/hooks.d",
+];
+
+impl EngineConf {
+    /// The hooks directories podman reads.
+    pub(crate) fn hooks_dirs(&self) -> Vec<PathBuf> {
+        match &self.hooks_dir {
+            Some(dirs) => dirs.iter().map(PathBuf::from).collect(),
+            None if rustix::process::geteuid().is_root() => {
+                DEFAULT_HOOKS_DIRS.iter().map(PathBuf::from).collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether one of podman's hooks directories holds layerstore's hook (a
+    /// `*.json` file naming `oci-hook` and the storage container
+    /// annotation).
+    pub(crate) fn has_layerstore_hook(&self) -> bool {
+        self.hooks_dirs().iter().any(|dir| {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    let p = e.path();
+                    p.extension().is_some_and(|x| x == "json")
+                        && std::fs::read_to_string(&p).is_ok_and(|t| {
+                            t.contains("oci-hook")
+                                && t.contains("io\\\\.layerstore\\\\.storage-container")
+                        })
+                })
+        })
+    }
+}
+
 fn executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -233,6 +273,29 @@ mod tests {
         let e = merge(&mut conf, "[engine]\nhooks_dir = [1]\n").unwrap_err();
         assert!(format!("{e:#}").contains("hooks_dir"), "{e:#}");
         assert!(merge(&mut conf, "not = [toml").is_err());
+    }
+
+    #[test]
+    fn the_hook_is_found_by_its_printed_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = EngineConf {
+            hooks_dir: Some(vec![dir.path().display().to_string()]),
+            ..EngineConf::default()
+        };
+        assert!(!conf.has_layerstore_hook());
+        std::fs::write(
+            dir.path().join("other.json"),
+            "{\"hook\":{\"path\":\"/bin/true\"}}",
+        )
+        .unwrap();
+        assert!(!conf.has_layerstore_hook());
+        let config = crate::commands::oci_hook::hook_config(Path::new("/usr/bin/layerstore"));
+        std::fs::write(
+            dir.path().join("layerstore.json"),
+            serde_json::to_string_pretty(&config).unwrap(),
+        )
+        .unwrap();
+        assert!(conf.has_layerstore_hook());
     }
 
     #[test]

@@ -11,10 +11,29 @@ scripts/install-deps.sh
 cargo build --release --quiet -p layerstore-cli
 ls=target/release/layerstore
 
+# `layerstore run` hands the container to podman. Where podman's defaults
+# cannot run a container on this machine (no CAP_SYS_RESOURCE for its nofile
+# limit, PID 1 not systemd), give it a configuration for this job alone,
+# leaving the host's untouched: limits below the caller's, cgroupfs, file
+# events and logs. An exported CONTAINERS_CONF is used as it is.
+if [ -z "${CONTAINERS_CONF:-}" ]; then
+  conf=$(mktemp --suffix=.conf)
+  {
+    echo '[containers]'
+    echo 'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]'
+    echo 'log_driver = "k8s-file"'
+    echo '[engine]'
+    echo 'cgroup_manager = "cgroupfs"'
+    echo 'events_logger = "file"'
+  } > "$conf"
+  export CONTAINERS_CONF=$conf
+  trap 'rm -f "$conf"' EXIT
+fi
+
 if ! $ls images --json | grep -q '"localhost/layerstore-demo:latest"'; then
   echo "== layerstore import of a small busybox image as localhost/layerstore-demo" >&2
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
+  trap 'rm -rf "$work"; rm -f "${conf:-}"' EXIT
   mkdir -p "$work/rootfs/bin" "$work/rootfs/etc"
   cp /bin/busybox "$work/rootfs/bin/busybox"
   for applet in sh ls id stat cat true echo; do ln -s busybox "$work/rootfs/bin/$applet"; done
@@ -43,7 +62,8 @@ layers() { $ls layers --json | grep -o '"id":' | wc -l; }
 before=$(layers)
 echo; echo "== layerstore run with a new non-contiguous user-namespace mapping"
 echo "   (podman 4.3.1 would copy the image for it and keep the copy; layerstore idmaps"
-echo "   the image's own layer, or with --nocache uses it as it is on disk)"
+echo "   the image's own layer, or with --nocache uses it as it is on disk, and podman"
+echo "   runs the container on it: podman run --rootfs, every podman flag applies)"
 base=$(( (RANDOM % 1000 + 1000) * 65536 * 2 ))
 set -x
 $ls run --rm --uidmap 0:$base:65536 --uidmap 70000:$((base + 70000)):1 --gidmap 0:$base:65537 \

@@ -214,7 +214,11 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 #[ignore = "privileged: real podman 4.3.1, runc, overlay and idmapped mounts"]
 fn podman_owns_the_container_on_a_noncontiguous_mapping_without_a_template() {
     require_privileged(TOOLS);
-    let scene = Scene::new(PodmanStore::empty());
+    // Driver options (Debian's storage.conf has this one) travel to the
+    // hook in an annotation, which podman reads as a comma-separated list.
+    let mut store = PodmanStore::empty();
+    store.storage_opts = vec!["overlay.mountopt=nodev".to_owned()];
+    let scene = Scene::new(store);
     let before = scene.state();
     let layers_before = scene.layers().len();
     let host = tempfile::tempdir().unwrap();

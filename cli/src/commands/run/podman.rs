@@ -30,7 +30,7 @@ use layerstore::Store;
 use layerstore_overlay::engine::{Engine, Rootfs, RootfsOptions, RootfsPath};
 use serde_json::json;
 
-use super::podman_flags::{RunLine, UsageError};
+use super::podman_flags::{csv_field, RunLine, UsageError};
 use super::user::{check_user_mapped, parse_user, UserSpec};
 use super::{find_or_import_image, image_run_config, ImageRunConfig};
 use crate::commands::containers::MappingArgs;
@@ -202,17 +202,18 @@ impl PodmanCall<'_> {
             ),
         ];
         for (k, v) in annotations {
-            a.push(format!("--annotation={k}={v}"));
+            // --annotation is one of podman's comma-separated lists.
+            a.push(format!("--annotation={}", csv_field(&format!("{k}={v}"))));
         }
         // The image's, below everything the caller gives.
         if let Some(f) = &self.env_file {
-            a.push(format!("--env-file={f}"));
+            a.push(format!("--env-file={}", csv_field(f)));
         }
         for kv in &self.leftovers.0 {
             a.push(format!("--env={kv}"));
         }
         if let Some(f) = &self.label_file {
-            a.push(format!("--label-file={f}"));
+            a.push(format!("--label-file={}", csv_field(f)));
         }
         for kv in &self.leftovers.1 {
             a.push(format!("--label={kv}"));
@@ -257,16 +258,8 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
     let podman = find_podman()?;
     let store_args = store_args(global, line);
     let mapping = MappingArgs {
-        uidmap: line
-            .values("uidmap")
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
-        gidmap: line
-            .values("gidmap")
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
+        uidmap: line.list_values("uidmap"),
+        gidmap: line.list_values("gidmap"),
         nocache: line.is_set("nocache"),
     };
     let (uidmap, gidmap) = mapping.maps()?;

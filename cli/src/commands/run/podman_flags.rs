@@ -371,6 +371,13 @@ impl RunLine {
             .collect()
     }
 
+    /// The values of a flag podman reads as comma-separated lists (its
+    /// `strings` flags: `--uidmap`, `--gidmap`, `--annotation`, ...), each
+    /// value split as podman splits it (one CSV record).
+    pub(super) fn list_values(&self, name: &str) -> Vec<String> {
+        self.values(name).into_iter().flat_map(csv_record).collect()
+    }
+
     /// The last value of flag `name`.
     pub(super) fn last(&self, name: &str) -> Option<&str> {
         self.flags
@@ -398,6 +405,54 @@ impl RunLine {
             .filter(|f| !OURS.contains(&f.name) && !skip.contains(&f.name))
             .map(|f| format!("--{}={}", f.name, f.value))
             .collect()
+    }
+}
+
+/// One CSV record, as Go's encoding/csv reads the value of a `strings`
+/// flag: fields split at commas, a field in double quotes may hold commas
+/// and doubled quotes. Only the first line counts.
+pub(super) fn csv_record(value: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = value.chars().peekable();
+    let mut quoted = false;
+    let mut at_start = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if at_start => {
+                quoted = true;
+                at_start = false;
+            }
+            '"' if quoted => {
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    field.push('"');
+                } else {
+                    quoted = false;
+                }
+            }
+            ',' if !quoted => {
+                fields.push(std::mem::take(&mut field));
+                at_start = true;
+            }
+            '\n' if !quoted => break,
+            c => {
+                field.push(c);
+                at_start = false;
+            }
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// `value` as one CSV field, quoted when it must be (so that a `strings`
+/// flag reads it back as it is).
+pub(super) fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) || value.starts_with(' ') {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
     }
 }
 
@@ -476,6 +531,23 @@ mod tests {
         assert_eq!(line.last("root"), Some("/g"));
         assert_eq!(line.values("storage-opt"), ["a=b"]);
         assert_eq!(line.last("runtime"), Some("crun"));
+    }
+
+    #[test]
+    fn lists_split_as_podman_splits_them() {
+        let line = p("--uidmap 0:1:1,5:6:1 --uidmap 9:9:1 img").unwrap();
+        assert_eq!(line.list_values("uidmap"), ["0:1:1", "5:6:1", "9:9:1"]);
+        assert_eq!(csv_record(r#""a,b",c"#), ["a,b", "c"]);
+        for v in [
+            "plain",
+            "a,b",
+            r#"say "x""#,
+            "two\nlines",
+            " lead",
+            "[\"j\",\"s\"]",
+        ] {
+            assert_eq!(csv_record(&csv_field(v)), [v], "{v:?}");
+        }
     }
 
     #[test]

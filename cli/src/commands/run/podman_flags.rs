@@ -11,8 +11,11 @@
 //! anything is made.
 //!
 //! The table holds podman 4.3.1's flags (`podman run --help`, `podman
-//! --help`) and those podman 5 added; a flag only one version knows is
-//! passed on, and that podman refuses it itself.
+//! --help`, and the hidden ones) and those podman 5 (up to 5.8) added,
+//! checked against podman's flag definitions (`cmd/podman/common/create.go`,
+//! `cmd/podman/containers/run.go`, the persistent flags of
+//! `cmd/podman/root.go`); a flag only one version knows is passed on, and
+//! that podman refuses it itself.
 
 use std::fmt;
 
@@ -187,6 +190,9 @@ const FLAGS: &[(&str, Option<char>, Kind)] = &[
     ("retry", None, V),
     ("retry-delay", None, V),
     ("shm-size-systemd", None, V),
+    ("preserve-fd", None, V),
+    // podman run, hidden.
+    ("kernel-memory", None, V),
     // podman's global flags (valid after `run` too).
     ("cgroup-manager", None, V),
     ("conmon", None, V),
@@ -217,6 +223,17 @@ const FLAGS: &[(&str, Option<char>, Kind)] = &[
     ("url", None, V),
     ("version", None, B),
     ("volumepath", None, V),
+    // podman's hidden global flags, and podman 5's.
+    ("cdi-spec-dir", None, V),
+    ("cpu-profile", None, V),
+    ("default-mounts-file", None, V),
+    ("max-workers", None, V),
+    ("memory-profile", None, V),
+    ("network-backend", None, V),
+    ("pull-option", None, V),
+    ("registries-conf", None, V),
+    ("signature-policy", None, V),
+    ("trace", None, B),
 ];
 
 /// layerstore's own flags: never passed to podman.

@@ -9,8 +9,10 @@
 //! container, with the container's OCI config on stdin; the hook prints
 //! the config podman goes on with. This one finds the storage container
 //! the config's annotations name (`io.layerstore.storage-container`, with
-//! the store's paths beside it), checks that it is mounted at the config's
-//! root path, and prints the config unchanged.
+//! the store's paths beside it), checks that the config's root path, a
+//! layer's mount point in that graphroot, is mounted (without reading the
+//! store's records: it runs on every start), gives podman's generated
+//! files to the container's root, and prints the config unchanged.
 //!
 //! It does not mount: podman 4.3.1 has already looked into the root
 //! filesystem by then (it creates `/etc/mtab` and reads `/etc/passwd`
@@ -26,9 +28,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use layerstore::config::{Overrides, StoreOptions};
-use layerstore::{ContainerId, LayerId, Store};
-use layerstore_overlay::layout::OverlayDriver;
+use layerstore::confined::Dir;
+use layerstore::{ContainerId, LayerId};
 use serde_json::Value;
 
 /// The annotation naming the storage container.
@@ -37,10 +38,6 @@ pub(crate) const ANNOTATION_CONTAINER: &str = "io.layerstore.storage-container";
 pub(crate) const ANNOTATION_GRAPHROOT: &str = "io.layerstore.graphroot";
 /// The annotation holding the store's runroot.
 pub(crate) const ANNOTATION_RUNROOT: &str = "io.layerstore.runroot";
-/// The annotation holding the store's driver.
-pub(crate) const ANNOTATION_DRIVER: &str = "io.layerstore.storage-driver";
-/// The annotation holding the driver's options (a JSON list).
-pub(crate) const ANNOTATION_OPTS: &str = "io.layerstore.storage-opts";
 
 /// The hook's last argument: podman's message for a failed hook shows the
 /// arguments only (the hook's stderr goes to podman's debug log).
@@ -128,7 +125,6 @@ fn give_files_to_the_container_root(
     run_root: &Path,
     rootfs: &Path,
 ) -> anyhow::Result<()> {
-    use layerstore::confined::Dir;
     use rustix::fs::{AtFlags, OFlags};
     let linux = &spec["linux"];
     let (Some(uid), Some(gid)) = (
@@ -227,65 +223,105 @@ fn ensure_mounted(spec: &Value) -> anyhow::Result<()> {
     let need = |key: &str| {
         annotation(spec, key)
             .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
             .with_context(|| format!("the OCI config has no annotation {key}"))
     };
-    let opts: Vec<String> = match annotation(spec, ANNOTATION_OPTS) {
-        Some(text) => serde_json::from_str(text)
-            .with_context(|| format!("annotation {ANNOTATION_OPTS}: not a JSON list of strings"))?,
-        None => Vec::new(),
-    };
-    let overrides = Overrides {
-        root: Some(PathBuf::from(need(ANNOTATION_GRAPHROOT)?)),
-        runroot: Some(PathBuf::from(need(ANNOTATION_RUNROOT)?)),
-        storage_driver: Some(need(ANNOTATION_DRIVER)?.to_owned()),
-        // One empty option clears the configured ones: exactly these.
-        storage_opts: if opts.is_empty() {
-            vec![String::new()]
-        } else {
-            opts
-        },
-    };
+    let graph = need(ANNOTATION_GRAPHROOT)?;
+    let run_root = need(ANNOTATION_RUNROOT)?;
     let root_path = spec
         .get("root")
         .and_then(|r| r.get("path"))
         .and_then(Value::as_str)
+        .map(PathBuf::from)
         .context("the OCI config has no root.path")?;
-    let options = StoreOptions::load(&overrides)?;
-    let graph = options.graph_root.clone();
-    let store = Store::open(options.clone())
-        .with_context(|| format!("opening the store at {}", graph.display()))?;
-    let driver = OverlayDriver::new(&options)
-        .with_context(|| format!("opening the overlay driver of {}", graph.display()))?;
-    let snap = store.snapshot()?;
-    let container = snap
-        .containers
-        .iter()
-        .find(|c| c.id == id.as_str())
+    // <graphroot>/overlay/<layer>/merged, the overlay driver's mount point;
+    // no records are read (this runs on every start).
+    let home = graph.join("overlay");
+    let layer = root_path
+        .parent()
+        .filter(|_| root_path.file_name().is_some_and(|n| n == "merged"))
+        .filter(|p| p.parent() == Some(home.as_path()))
+        .and_then(|p| p.file_name())
+        .and_then(|n| LayerId::parse(&n.to_string_lossy()).ok())
         .with_context(|| {
             format!(
-                "storage container {id} is not in the store at {}: its root filesystem is gone (podman rm this container)",
-                graph.display()
+                "the container's root {} is not a layer's mount point in {}",
+                root_path.display(),
+                home.display()
             )
         })?;
-    layerstore::gc::PodmanUse::from_metadata(&container.metadata).with_context(|| {
-        format!("storage container {id} was not made by layerstore run for podman")
-    })?;
-    let layer = LayerId::parse(&container.layer)?;
-    let mount_point = layerstore::driver::Driver::mount_point(&driver, &layer);
-    if Path::new(root_path) != mount_point {
+    let homedir = Dir::open(&home).with_context(|| format!("opening {}", home.display()))?;
+    let mounted = homedir
+        .open_dir_opt(layer.as_str())
+        .with_context(|| format!("opening {}", home.join(layer.as_str()).display()))?
+        .map(|d| d.is_mount_point("merged"))
+        .transpose()
+        .with_context(|| format!("looking at {}", root_path.display()))?
+        .unwrap_or(false);
+    if !mounted {
         bail!(
-            "the container's root {root_path} is not storage container {id}'s mount point {}",
-            mount_point.display()
+            "the root filesystem of this container (storage container {id}) is not mounted at \
+             {}: run `layerstore remount` (layerstore-remount.service runs it at boot), then \
+             start the container again",
+            root_path.display()
         );
     }
-    drop(snap);
-    if layerstore::driver::Driver::is_mounted(&driver, &layer) {
-        give_files_to_the_container_root(spec, &options.run_root, &mount_point)?;
-        return Ok(());
+    give_files_to_the_container_root(spec, &run_root, &root_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(graph: &Path, root: &str) -> Value {
+        serde_json::json!({
+            "root": {"path": root},
+            "annotations": {
+                ANNOTATION_CONTAINER: "c".repeat(64),
+                ANNOTATION_GRAPHROOT: graph,
+                ANNOTATION_RUNROOT: graph.join("run"),
+            },
+        })
     }
-    bail!(
-        "the root filesystem of this container (storage container {id}) is not mounted at \
-         {root_path}: run `layerstore remount` (layerstore-remount.service runs it at boot), \
-         then start the container again"
-    )
+
+    #[test]
+    fn only_a_mounted_layer_mount_point_of_the_graphroot_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path();
+        let layer = "a".repeat(64);
+        std::fs::create_dir_all(g.join("overlay").join(&layer).join("merged")).unwrap();
+        // Not ours: passed through untouched.
+        assert!(ensure_mounted(&serde_json::json!({"root": {"path": "/x"}})).is_ok());
+        // Ours, not mounted: refused, naming the fix.
+        let merged = g.join("overlay").join(&layer).join("merged");
+        let e = ensure_mounted(&spec(g, &merged.display().to_string())).unwrap_err();
+        assert!(format!("{e:#}").contains("layerstore remount"), "{e:#}");
+        // A root that is not a layer's mount point of that graphroot.
+        for bad in [
+            format!("{}/overlay/{layer}/diff", g.display()),
+            format!("{}/overlay/../overlay/{layer}/merged", g.display()),
+            "/etc".to_owned(),
+        ] {
+            let e = ensure_mounted(&spec(g, &bad)).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("is not a layer's mount point"),
+                "{bad}: {e:#}"
+            );
+        }
+        // A bad storage container id is named.
+        let mut s = spec(g, &merged.display().to_string());
+        s["annotations"][ANNOTATION_CONTAINER] = Value::String("../x".into());
+        assert!(format!("{:#}", ensure_mounted(&s).unwrap_err()).contains(ANNOTATION_CONTAINER));
+    }
+
+    #[test]
+    fn host_root_is_container_root_in_the_maps() {
+        let maps = serde_json::json!([
+            {"containerID": 1000, "hostID": 5, "size": 1},
+            {"containerID": 0, "hostID": 100000, "size": 1000},
+        ]);
+        assert_eq!(host_root(&maps), Some(100000));
+        assert_eq!(host_root(&serde_json::json!([])), None);
+        assert_eq!(host_root(&Value::Null), None);
+    }
 }

@@ -34,10 +34,7 @@ use super::podman_flags::{csv_field, RunLine, UsageError};
 use super::user::{check_user_mapped, parse_user, UserSpec};
 use super::{find_or_import_image, image_run_config, ImageRunConfig};
 use crate::commands::containers::MappingArgs;
-use crate::commands::oci_hook::{
-    ANNOTATION_CONTAINER, ANNOTATION_DRIVER, ANNOTATION_GRAPHROOT, ANNOTATION_OPTS,
-    ANNOTATION_RUNROOT,
-};
+use crate::commands::oci_hook::{ANNOTATION_CONTAINER, ANNOTATION_GRAPHROOT, ANNOTATION_RUNROOT};
 use crate::GlobalArgs;
 
 /// Store flags podman takes after `run` too; layerstore uses them for its
@@ -195,11 +192,6 @@ impl PodmanCall<'_> {
                 options.graph_root.display().to_string(),
             ),
             (ANNOTATION_RUNROOT, options.run_root.display().to_string()),
-            (ANNOTATION_DRIVER, options.driver.clone()),
-            (
-                ANNOTATION_OPTS,
-                serde_json::to_string(&options.driver_options).unwrap_or_default(),
-            ),
         ];
         for (k, v) in annotations {
             // --annotation is one of podman's comma-separated lists.

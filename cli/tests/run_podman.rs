@@ -442,6 +442,32 @@ fn foreground_rm_passes_the_exit_code_and_leaves_nothing() {
     assert_eq!(stdout(&out), "out");
     assert_eq!(scene.state(), before);
     assert!(scene.mounts().is_empty());
+    // -d --rm: podman removes its container when it exits; gc then
+    // releases the storage, and not before.
+    let mut args = vec!["-d", "--rm", "--name", "brief"];
+    args.extend(MAPS);
+    args.extend(["bb", "sh", "-c", "sleep 1"]);
+    let out = scene.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(scene.storage_containers().len(), 1);
+    let report = scene.gc();
+    assert_eq!(
+        scene.storage_containers().len(),
+        1,
+        "in use while it runs: {report}"
+    );
+    wait_for("podman to remove its container", || {
+        stdout(&run_ok(scene.podman().args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+        ])))
+        .is_empty()
+    });
+    scene.gc();
+    assert!(scene.storage_containers().is_empty());
+    assert_eq!(scene.state(), before);
     // The image's config becomes podman's flags: its Cmd when none is given.
     let bare = scene.run(&["--rm", "bb"]);
     assert!(!bare.status.success(), "bb has no Cmd");

@@ -7,8 +7,11 @@
 #   podman run --rm --uidmap ... IMAGE /bin/true     new mapping: the template copy
 #                                                    (store with idmapped-lower-dir-false,
 #                                                    as on kernels without idmapped lowers)
-#   layerstore run --rm --nocache --uidmap ...       new mapping, no copy
-#   layerstore run --rm --uidmap ...                 new mapping, idmapped mount
+#   layerstore run --rm --uidmap ...                 new mapping, idmapped mount, podman
+#                                                    runs it (podman run --rootfs; the
+#                                                    default mode, with the OCI hook)
+#   layerstore run --direct --rm --nocache --uidmap  new mapping, no copy, own launcher
+#   layerstore run --direct --rm --uidmap ...        new mapping, idmapped, own launcher
 #
 #   scripts/bench/run-vs-podman.sh [ROUNDS]          (default 15; needs root)
 #
@@ -20,7 +23,6 @@ cd "$(dirname "$0")/../.."
 
 rounds=${1:-15}
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
-export CONTAINERS_CONF=$PWD/testdata/containers.conf
 
 tar=$(scripts/bench/debian-rootfs.sh)
 cargo build --release --quiet -p layerstore-cli
@@ -36,6 +38,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# podman's configuration for both stores: the test one, with the runtime
+# state per store (layerstore's podman gets no --tmpdir) and the OCI hook.
+mkdir -p "$work/hooks"
+"$ls" oci-hook --print-config > "$work/hooks/layerstore.json"
+conf() {
+    cat testdata/containers.conf
+    echo "tmp_dir = \"$work/$1/r/libpod-tmp\""
+    echo "hooks_dir = [\"$work/hooks\"]"
+}
+
 # Each store on its own tmpfs, so that used inodes are exact.
 for s in shared copying; do
     mkdir -p "$work/$s"
@@ -44,8 +56,9 @@ done
 mkdir -p "$work/copying/r/overlay"
 touch "$work/copying/r/overlay/idmapped-lower-dir-false"
 
-pm() { local s=$1; shift; podman --root "$work/$s/g" --runroot "$work/$s/r" --storage-driver overlay --tmpdir "$work/$s/r/libpod-tmp" "$@"; }
-lsr() { local s=$1; shift; "$ls" --root "$work/$s/g" --runroot "$work/$s/r" --storage-driver overlay "$@"; }
+for s in shared copying; do conf $s > "$work/$s.conf"; done
+pm() { local s=$1; shift; CONTAINERS_CONF=$work/$s.conf podman --root "$work/$s/g" --runroot "$work/$s/r" --storage-driver overlay "$@"; }
+lsr() { local s=$1; shift; CONTAINERS_CONF=$work/$s.conf "$ls" --root "$work/$s/g" --runroot "$work/$s/r" --storage-driver overlay "$@"; }
 inodes() { df --output=iused "$work/$1" | tail -n 1 | tr -d ' '; }
 
 pm shared import -q "$tar" localhost/debian >/dev/null
@@ -57,21 +70,23 @@ maps() { # a new non-contiguous mapping per round and command
 }
 
 declare -A times inode_gain
-names=(podman-nomap podman-newmap-copy layerstore-nocache layerstore-idmapped)
+names=(podman-nomap podman-newmap-copy layerstore-podman direct-nocache direct-idmapped)
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 # One warm-up round each (page cache, runtime state dirs).
 pm shared run --rm localhost/debian /bin/true
-lsr shared run --rm --nocache $(maps 0) localhost/debian /bin/true
-lsr shared run --rm $(maps 1) localhost/debian /bin/true
+lsr shared run --rm $(maps 0) localhost/debian /bin/true
+lsr shared run --direct --rm --nocache $(maps 1) localhost/debian /bin/true
+lsr shared run --direct --rm $(maps 2) localhost/debian /bin/true
 
 for ((i = 1; i <= rounds; i++)); do
     for name in "${names[@]}"; do
         case $name in
             podman-nomap)        store=shared;  cmd=(pm shared run --rm localhost/debian /bin/true) ;;
-            podman-newmap-copy)  store=copying; cmd=(pm copying run --rm $(maps $((i * 4 + 0))) localhost/debian /bin/true) ;;
-            layerstore-nocache)  store=shared;  cmd=(lsr shared run --rm --nocache $(maps $((i * 4 + 1))) localhost/debian /bin/true) ;;
-            layerstore-idmapped) store=shared;  cmd=(lsr shared run --rm $(maps $((i * 4 + 2))) localhost/debian /bin/true) ;;
+            podman-newmap-copy)  store=copying; cmd=(pm copying run --rm $(maps $((i * 5 + 0))) localhost/debian /bin/true) ;;
+            layerstore-podman)   store=shared;  cmd=(lsr shared run --rm $(maps $((i * 5 + 1))) localhost/debian /bin/true) ;;
+            direct-nocache)      store=shared;  cmd=(lsr shared run --direct --rm --nocache $(maps $((i * 5 + 2))) localhost/debian /bin/true) ;;
+            direct-idmapped)     store=shared;  cmd=(lsr shared run --direct --rm $(maps $((i * 5 + 3))) localhost/debian /bin/true) ;;
         esac
         before=$(inodes $store)
         t0=$(now_ms)

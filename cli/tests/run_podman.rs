@@ -176,24 +176,17 @@ fn keys_of(uid: u32) -> (u64, u64) {
     for line in text.lines() {
         let mut f = line.split_whitespace();
         if f.next() == Some(&format!("{uid}:")) {
-            let _usage = f.next();
-            let _inst = f.next();
-            let keys = f
-                .next()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            let bytes = f
-                .next()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
+            // usage, nkeys/nikeys, qnkeys/maxkeys, qnbytes/maxbytes
+            let used = |field: Option<&str>| -> u64 {
+                field
+                    .and_then(|v| v.split('/').next())
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            let (_usage, _inst) = (f.next(), f.next());
+            let keys = used(f.next());
+            let bytes = used(f.next());
             return (keys, bytes);
         }
     }

@@ -177,10 +177,13 @@ pub(super) fn build_spec(input: &SpecInput<'_>) -> anyhow::Result<Spec> {
     Ok(spec)
 }
 
+/// podman 4.3.1's masked paths (`BlockAccessToKernelFilesystems` in
+/// `pkg/specgen/generate/config_linux.go`), and `/sys/devices/virtual/powercap`
+/// (masked by later podman and runc against the RAPL energy side channel,
+/// CVE-2020-8694). The runtime skips those the host lacks.
 pub(super) fn default_masked_paths() -> Vec<String> {
     [
         "/proc/acpi",
-        "/proc/asound",
         "/proc/kcore",
         "/proc/keys",
         "/proc/latency_stats",
@@ -189,14 +192,18 @@ pub(super) fn default_masked_paths() -> Vec<String> {
         "/proc/sched_debug",
         "/proc/scsi",
         "/sys/firmware",
+        "/sys/fs/selinux",
+        "/sys/dev/block",
         "/sys/devices/virtual/powercap",
     ]
     .map(str::to_owned)
     .to_vec()
 }
 
+/// podman 4.3.1's read-only paths (the same function).
 pub(super) fn default_readonly_paths() -> Vec<String> {
     [
+        "/proc/asound",
         "/proc/bus",
         "/proc/fs",
         "/proc/irq",
@@ -235,7 +242,7 @@ pub(super) fn mounts(input: &SpecInput<'_>) -> anyhow::Result<Vec<Mount>> {
             "/dev",
             "tmpfs",
             "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+            &["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"],
         )?,
         mount("/dev/pts", "devpts", "devpts", &pts)?,
         mount(

@@ -1,8 +1,9 @@
 //! The direct launcher (`layerstore run`, which writes the OCI bundle and
 //! runs runc itself) confines a container at least as podman 4.3.1 does,
 //! checked side by side with the real podman and runc on private stores:
-//! the same masked and read-only paths in both containers' mountinfo, and
-//! /dev nosuid and noexec.
+//! the same masked and read-only paths in both containers' mountinfo, /dev
+//! nosuid and noexec, and generated /etc/hosts, /etc/hostname and
+//! /etc/resolv.conf.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use layerstore_test_support::{require_privileged, testdata, PodmanStore};
+use serde_json::Value;
 
 const LAYERSTORE: &str = env!("CARGO_BIN_EXE_layerstore");
 const TOOLS: &[&str] = &["podman", "containers-storage", "runc", "busybox"];
@@ -47,7 +49,18 @@ struct Scene {
 impl Scene {
     /// The test containers.conf with `extra` lines in its `[containers]`.
     fn new(extra: &str) -> Scene {
+        Scene::with(extra, false)
+    }
+
+    /// [`Scene::new`]; `on_disk_owners`: the store never idmaps lower
+    /// layers, so that `--nocache` runs see the image's files with their
+    /// on-disk owners (root's are nobody's, and the container's root cannot
+    /// write /etc).
+    fn with(extra: &str, on_disk_owners: bool) -> Scene {
         let store = PodmanStore::empty();
+        if on_disk_owners {
+            store.force_templates();
+        }
         store.import_layer_spec(LAYERSTORE, BUSYBOX, "bb");
         let conf = store.graph.parent().unwrap().join("containers.conf");
         let scene = Scene { store, conf };
@@ -151,6 +164,24 @@ fn confinement_mounts(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The only container directory under the runroot (the bundle of the one
+/// run without `--rm`).
+fn only_bundle(store: &PodmanStore) -> PathBuf {
+    let dirs: Vec<PathBuf> = fs::read_dir(store.run.join("overlay-containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].join("userdata")
+}
+
+fn json_file(path: &Path) -> Value {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 #[test]
 #[ignore = "privileged: needs root, overlay mounts, runc and podman"]
 fn masked_and_read_only_paths_are_podmans() {
@@ -244,5 +275,136 @@ fn dev_is_nosuid_and_noexec() {
             "{}",
             stderr(&out)
         );
+    }
+}
+
+/// The nameservers of a resolv.conf text.
+fn nameservers(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .map(|s| s.trim().to_owned())
+        .collect()
+}
+
+#[test]
+#[ignore = "privileged: needs root, overlay mounts and runc"]
+fn etc_files_are_generated() {
+    require_privileged(TOOLS);
+    let scene = Scene::new("");
+    let host_hosts = fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let show = "hostname; echo ==; cat /etc/hostname; echo ==; cat /etc/hosts; echo ==; \
+                cat /etc/resolv.conf";
+    for (maps, network, user) in [
+        (&[][..], "none", "0"),
+        (&MAPS[..], "none", "1000"),
+        (&MAPS[..], "host", "0"),
+    ] {
+        let net = format!("--network={network}");
+        let out = ok(
+            direct_run(
+                &scene,
+                &[
+                    &["--rm", net.as_str(), "--user", user][..],
+                    maps,
+                    &["bb", "sh", "-c", show],
+                ]
+                .concat(),
+            ),
+            "show",
+        );
+        let parts: Vec<&str> = out.split("==\n").collect();
+        let [hostname, hostname_file, hosts, resolv] = parts[..] else {
+            panic!("{out}");
+        };
+        let hostname = hostname.trim();
+        assert_eq!(hostname.len(), 12, "{hostname}");
+        assert!(
+            hostname.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{hostname}"
+        );
+        assert_eq!(hostname_file.trim(), hostname);
+        // localhost, the host's entries, the container's hostname; not the
+        // image's own file.
+        let lines: Vec<Vec<&str>> = hosts
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert!(
+            lines.iter().any(|l| l[..] == ["127.0.0.1", "localhost"]),
+            "{hosts}"
+        );
+        assert!(
+            lines.iter().any(|l| l[..] == ["127.0.0.1", hostname]),
+            "{hosts}"
+        );
+        for entry in host_hosts
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or_default())
+        {
+            let fields: Vec<&str> = entry.split_whitespace().collect();
+            if fields.len() >= 2 {
+                assert!(lines.contains(&fields), "{entry:?} missing from\n{hosts}");
+            }
+        }
+        assert!(!hosts.contains("image-only"), "{hosts}");
+        // resolv.conf: the host's nameservers; with a network namespace of
+        // its own, none the container cannot reach (loopback, IPv6).
+        let ours = nameservers(resolv);
+        let expected: Vec<String> = nameservers(&host_resolv)
+            .into_iter()
+            .filter(|ns| network == "host" || !(ns.starts_with("127.") || ns.contains(':')))
+            .collect();
+        if expected.is_empty() {
+            assert_eq!(ours, ["8.8.8.8", "8.8.4.4"], "{resolv}");
+        } else {
+            assert_eq!(ours, expected, "{resolv}");
+        }
+    }
+    // With on-disk owners the image's /etc is not the container root's to
+    // write: the mount points it lacks (hostname, resolv.conf) are made
+    // for the runtime.
+    let on_disk = Scene::with("", true);
+    let args = [
+        &["--rm", "--nocache"][..],
+        &MAPS[..],
+        &["bb", "sh", "-c", show],
+    ]
+    .concat();
+    let out = ok(direct_run(&on_disk, &args), "on-disk owners");
+    let hostname = out.lines().next().unwrap_or_default();
+    assert!(out.contains(&format!("127.0.0.1\t{hostname}")), "{out}");
+    // The files live in the bundle beside config.json, owned by the
+    // container's root, and the config binds them.
+    ok(
+        direct_run(&scene, &[&MAPS[..], &["bb", "true"]].concat()),
+        "kept run",
+    );
+    let bundle = only_bundle(&scene.store);
+    let config = json_file(&bundle.join("config.json"));
+    use std::os::unix::fs::MetadataExt;
+    for (name, dest) in [
+        ("hosts", "/etc/hosts"),
+        ("hostname", "/etc/hostname"),
+        ("resolv.conf", "/etc/resolv.conf"),
+    ] {
+        let file = bundle.join(name);
+        let meta = fs::symlink_metadata(&file).unwrap();
+        assert!(meta.is_file(), "{}", file.display());
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (400_000, 400_000),
+            "{}",
+            file.display()
+        );
+        assert_eq!(meta.mode() & 0o7777, 0o644, "{}", file.display());
+        let mount = config["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == dest)
+            .unwrap_or_else(|| panic!("no mount at {dest}"));
+        assert_eq!(mount["source"], file.to_str().unwrap());
+        assert_eq!(mount["type"], "bind");
     }
 }

@@ -46,6 +46,8 @@ pub(super) struct SpecInput<'a> {
     pub(super) gidmap: &'a [IdMap],
     pub(super) network: Network,
     pub(super) cgroups_path: String,
+    /// The bundle directory, where [`super::etc_files`] are bound from.
+    pub(super) bundle: &'a Path,
 }
 
 /// podman's default capabilities.
@@ -281,6 +283,22 @@ pub(super) fn mounts(input: &SpecInput<'_>) -> anyhow::Result<Vec<Mount>> {
             &["nosuid", "noexec", "nodev", "relatime", "ro"],
         )?);
     }
+    // As podman binds its userdata files (`bindOptions`), and nothing on
+    // them runs or is a device.
+    for (name, dest) in super::etc_files::FILES {
+        list.push(
+            MountBuilder::default()
+                .destination(dest)
+                .typ("bind")
+                .source(input.bundle.join(name))
+                .options(
+                    ["bind", "rprivate", "nosuid", "nodev", "noexec"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                )
+                .build()?,
+        );
+    }
     Ok(list)
 }
 
@@ -315,6 +333,7 @@ mod tests {
             gidmap: &gids,
             network: Network::None,
             cgroups_path: "/layerstore/x".into(),
+            bundle: Path::new("/run/b"),
         })
         .unwrap();
         let v = serde_json::to_value(&spec).unwrap();

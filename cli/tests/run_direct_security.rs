@@ -2,8 +2,8 @@
 //! runs runc itself) confines a container at least as podman 4.3.1 does,
 //! checked side by side with the real podman and runc on private stores:
 //! the same masked and read-only paths in both containers' mountinfo, /dev
-//! nosuid and noexec, and generated /etc/hosts, /etc/hostname and
-//! /etc/resolv.conf.
+//! nosuid and noexec, generated /etc/hosts, /etc/hostname and
+//! /etc/resolv.conf, and containers.conf's `default_capabilities`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -407,4 +407,67 @@ fn etc_files_are_generated() {
         assert_eq!(mount["source"], file.to_str().unwrap());
         assert_eq!(mount["type"], "bind");
     }
+}
+
+/// CapEff and CapBnd inside, as numbers.
+fn caps_inside(scene: &Scene, maps: &[&str]) -> Result<(u64, u64), String> {
+    let out = direct_run(
+        scene,
+        &[
+            &["--rm"][..],
+            maps,
+            &["bb", "grep", "^Cap", "/proc/self/status"],
+        ]
+        .concat(),
+    );
+    if !out.status.success() {
+        return Err(stderr(&out));
+    }
+    let text = stdout(&out);
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+            .unwrap_or_else(|| panic!("{key} in {text}"))
+    };
+    Ok((get("CapEff:"), get("CapBnd:")))
+}
+
+#[test]
+#[ignore = "privileged: needs root, overlay mounts and runc"]
+fn default_capabilities_come_from_containers_conf() {
+    require_privileged(TOOLS);
+    let scene = Scene::new("");
+    // Not set: Debian's list (what podman runs with when it reads
+    // /usr/share/containers/containers.conf).
+    let debian = [0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 31]
+        .iter()
+        .fold(0u64, |m, b| m | 1 << b);
+    assert_eq!(caps_inside(&scene, &[]), Ok((debian, debian)));
+    // Set: any case, with or without CAP_ (CHOWN 0, KILL 5, NET_RAW 13).
+    scene.set_conf(r#"default_capabilities = ["chown", "CAP_KILL", "Net_Raw"]"#);
+    let three = 1 | 1 << 5 | 1 << 13;
+    for maps in [&[][..], &MAPS[..]] {
+        assert_eq!(caps_inside(&scene, maps), Ok((three, three)), "{maps:?}");
+    }
+    // podman agrees.
+    let podman = ok(
+        podman_run(
+            &scene,
+            &["localhost/bb", "grep", "^CapEff", "/proc/self/status"],
+        ),
+        "podman",
+    );
+    assert_eq!(podman.split_whitespace().nth(1), Some("0000000000002021"));
+    // A name podman does not know: an error naming the file, nothing made.
+    scene.set_conf(r#"default_capabilities = ["CHOWN", "CAP_FLY"]"#);
+    let err = caps_inside(&scene, &[]).unwrap_err();
+    assert!(
+        err.contains(scene.conf.to_str().unwrap()) && err.contains("CAP_FLY"),
+        "{err}"
+    );
+    let leftovers: Vec<_> = fs::read_dir(scene.store.run.join("overlay-containers"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

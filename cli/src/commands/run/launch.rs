@@ -150,6 +150,7 @@ impl Launch<'_> {
                 ids
             }
         };
+        let confinement = super::confinement::load()?;
         let bundle_dir = self.bundle();
         let spec = build_spec(&SpecInput {
             rootfs: &self.rootfs.path,
@@ -167,6 +168,7 @@ impl Launch<'_> {
             gidmap,
             network: args.network,
             cgroups_path: format!("/{}/{}", layerstore::gc::RUN_CGROUP_PARENT, self.id()),
+            capabilities: &confinement.capabilities,
             bundle: &bundle_dir,
         })?;
         let bundle = self.write_bundle(&spec)?;

@@ -18,6 +18,7 @@
 //! container's init. Cleanup runs on every path after the container was
 //! created.
 
+mod confinement;
 mod etc_files;
 mod launch;
 mod spec;

@@ -46,11 +46,16 @@ pub(super) struct SpecInput<'a> {
     pub(super) gidmap: &'a [IdMap],
     pub(super) network: Network,
     pub(super) cgroups_path: String,
+    /// The bounding set (and a root process's effective set).
+    pub(super) capabilities: &'a [Capability],
     /// The bundle directory, where [`super::etc_files`] are bound from.
     pub(super) bundle: &'a Path,
 }
 
-/// podman's default capabilities.
+/// The capabilities when containers.conf names none: those Debian's
+/// containers-common sets in `/usr/share/containers/containers.conf`, which
+/// podman then uses (its built-in list, used when no file sets one, adds
+/// CAP_AUDIT_WRITE, CAP_MKNOD and CAP_NET_RAW).
 pub(super) const CAPABILITIES: [Capability; 11] = [
     Capability::Chown,
     Capability::DacOverride,
@@ -66,7 +71,7 @@ pub(super) const CAPABILITIES: [Capability; 11] = [
 ];
 
 pub(super) fn build_spec(input: &SpecInput<'_>) -> anyhow::Result<Spec> {
-    let caps: std::collections::HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    let caps: std::collections::HashSet<Capability> = input.capabilities.iter().copied().collect();
     let root_caps = if input.uid == 0 {
         caps.clone()
     } else {
@@ -333,6 +338,7 @@ mod tests {
             gidmap: &gids,
             network: Network::None,
             cgroups_path: "/layerstore/x".into(),
+            capabilities: &CAPABILITIES,
             bundle: Path::new("/run/b"),
         })
         .unwrap();

@@ -1,16 +1,19 @@
 //! The direct launcher (`layerstore run`, which writes the OCI bundle and
 //! runs runc itself) confines a container at least as podman 4.3.1 does,
 //! checked side by side with the real podman and runc on private stores:
-//! the same masked and read-only paths in both containers' mountinfo, /dev
+//! podman's seccomp profile (the same `linux.seccomp` in both configs,
+//! `Seccomp: 2` and a blocked system call failing with EPERM inside), the
+//! same masked and read-only paths in both containers' mountinfo, /dev
 //! nosuid and noexec, generated /etc/hosts, /etc/hostname and
-//! /etc/resolv.conf, and containers.conf's `default_capabilities`.
+//! /etc/resolv.conf, containers.conf's `default_capabilities`, and a
+//! broken profile refused with nothing left in the store.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use layerstore_test_support::{require_privileged, testdata, PodmanStore};
+use layerstore_test_support::{require_privileged, run_ok, testdata, PodmanStore};
 use serde_json::Value;
 
 const LAYERSTORE: &str = env!("CARGO_BIN_EXE_layerstore");
@@ -180,6 +183,138 @@ fn only_bundle(store: &PodmanStore) -> PathBuf {
 fn json_file(path: &Path) -> Value {
     let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_slice(&bytes).unwrap()
+}
+
+/// containers.conf lines giving both tools the same capabilities (podman's
+/// built-in list, used when CONTAINERS_CONF names a file without one, has
+/// three more than Debian's, which layerstore falls back on).
+const DEBIAN_CAPS: &str = r#"default_capabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"]"#;
+
+#[test]
+#[ignore = "privileged: needs root, overlay mounts, runc and podman"]
+fn seccomp_filter_is_podmans() {
+    require_privileged(TOOLS);
+    let scene = Scene::new(DEBIAN_CAPS);
+
+    // The config's filter is the one podman writes for the same profile
+    // and capabilities, with and without a user namespace.
+    for maps in [&[][..], &MAPS[..]] {
+        let podman_id = stdout(&run_ok(
+            scene
+                .podman()
+                .arg("create")
+                .args(maps)
+                .args(["localhost/bb", "true"]),
+        ));
+        run_ok(scene.podman().args(["init", &podman_id]));
+        let podman_config = json_file(
+            &scene
+                .store
+                .graph
+                .join("overlay-containers")
+                .join(&podman_id)
+                .join("userdata/config.json"),
+        );
+        run_ok(scene.podman().args(["rm", "-f", &podman_id]));
+        ok(
+            direct_run(&scene, &[maps, &["bb", "true"]].concat()),
+            "kept run",
+        );
+        let bundle = only_bundle(&scene.store);
+        let ours = json_file(&bundle.join("config.json"));
+        let rules = podman_config["linux"]["seccomp"]["syscalls"].as_array();
+        assert!(rules.is_some_and(|r| r.len() > 10), "{podman_config:#}");
+        assert_eq!(
+            ours["linux"]["seccomp"], podman_config["linux"]["seccomp"],
+            "maps {maps:?}"
+        );
+        let caps = |c: &Value| -> BTreeSet<String> {
+            c["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(caps(&ours), caps(&podman_config));
+        run_ok(
+            scene
+                .store
+                .layerstore(LAYERSTORE)
+                .args(["gc", "--min-age", "0s"]),
+        );
+        assert!(!bundle.exists(), "gc left {}", bundle.display());
+    }
+
+    // The filter is on inside.
+    let status = ok(
+        direct_run(
+            &scene,
+            &["--rm", "bb", "grep", "^Seccomp:", "/proc/self/status"],
+        ),
+        "status",
+    );
+    assert_eq!(
+        status.split_whitespace().collect::<Vec<_>>(),
+        ["Seccomp:", "2"]
+    );
+
+    // A system call the profile blocks with EPERM for our capabilities:
+    // sethostname(2) without CAP_SYS_ADMIN in the bounding set. busybox has
+    // no tool that makes an arbitrary system call, so it is made where the
+    // kernel itself would allow it: in a user and UTS namespace of the
+    // container's own (`unshare -r -u`, whose root holds CAP_SYS_ADMIN
+    // there; creating a user namespace needs no capability and the profile
+    // allows unshare). Only the filter can then refuse it, as the
+    // unconfined control run shows: the same command succeeds.
+    let sethostname = [
+        "bb",
+        "unshare",
+        "-r",
+        "-u",
+        "sh",
+        "-c",
+        "hostname other && hostname",
+    ];
+    for maps in [&[][..], &MAPS[..]] {
+        let args = [&["--rm"][..], maps, &sethostname].concat();
+        for (who, out) in [
+            ("layerstore", direct_run(&scene, &args)),
+            (
+                "podman",
+                podman_run(
+                    &scene,
+                    &[maps, &["localhost/bb"], &sethostname[1..]].concat(),
+                ),
+            ),
+        ] {
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{who} {maps:?}: {}",
+                stdout(&out)
+            );
+            assert!(
+                stderr(&out).contains("sethostname: Operation not permitted"),
+                "{who} {maps:?}: {}",
+                stderr(&out)
+            );
+        }
+    }
+    scene.set_conf(&format!("{DEBIAN_CAPS}\nseccomp_profile = \"unconfined\""));
+    let out = direct_run(&scene, &[&["--rm"][..], &sethostname].concat());
+    assert_eq!(ok(out, "unconfined control"), "other");
+    let status = ok(
+        direct_run(
+            &scene,
+            &["--rm", "bb", "grep", "^Seccomp:", "/proc/self/status"],
+        ),
+        "unconfined status",
+    );
+    assert_eq!(
+        status.split_whitespace().collect::<Vec<_>>(),
+        ["Seccomp:", "0"]
+    );
 }
 
 #[test]
@@ -470,4 +605,69 @@ fn default_capabilities_come_from_containers_conf() {
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The record files whose content a refused run must leave as it was.
+fn record_files(store: &PodmanStore) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    [
+        store.graph.join("overlay-layers/layers.json"),
+        store.graph.join("overlay-containers/containers.json"),
+        store.run.join("overlay-layers/mountpoints.json"),
+    ]
+    .into_iter()
+    .map(|p| {
+        let bytes = fs::read(&p).ok();
+        (p, bytes)
+    })
+    .collect()
+}
+
+#[test]
+#[ignore = "privileged: needs root, overlay mounts and runc"]
+fn a_broken_seccomp_profile_is_refused() {
+    require_privileged(TOOLS);
+    let scene = Scene::new("");
+    // One run first, so that every record file exists.
+    ok(direct_run(&scene, &["--rm", "bb", "true"]), "first run");
+    let before = record_files(&scene.store);
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.json");
+    fs::write(
+        &garbage,
+        "{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"syscalls\": [",
+    )
+    .unwrap();
+    let unknown = dir.path().join("unknown-action.json");
+    fs::write(&unknown, "{\"defaultAction\": \"SCMP_ACT_SOMETIMES\"}").unwrap();
+    let missing = dir.path().join("missing.json");
+    for profile in [&missing, &garbage, &unknown] {
+        scene.set_conf(&format!("seccomp_profile = \"{}\"", profile.display()));
+        let out = direct_run(&scene, &["--rm", "bb", "true"]);
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{}: {}",
+            profile.display(),
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(&format!("seccomp profile {}", profile.display())),
+            "{}",
+            stderr(&out)
+        );
+        // The profile is read when the bundle is written, after the
+        // container was made: it is removed again, and the record files
+        // are as they were, byte for byte.
+        assert_eq!(record_files(&scene.store), before, "{}", profile.display());
+        let leftovers: Vec<_> = fs::read_dir(scene.store.run.join("overlay-containers"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+    // With no profile named, the default one is used again.
+    scene.set_conf("");
+    ok(
+        direct_run(&scene, &["--rm", "bb", "true"]),
+        "default profile",
+    );
 }

@@ -169,6 +169,7 @@ impl Launch<'_> {
             network: args.network,
             cgroups_path: format!("/{}/{}", layerstore::gc::RUN_CGROUP_PARENT, self.id()),
             capabilities: &confinement.capabilities,
+            seccomp: confinement.seccomp,
             bundle: &bundle_dir,
         })?;
         let bundle = self.write_bundle(&spec)?;

@@ -21,6 +21,7 @@
 mod confinement;
 mod etc_files;
 mod launch;
+mod seccomp;
 mod spec;
 mod user;
 

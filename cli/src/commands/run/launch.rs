@@ -96,6 +96,9 @@ pub(super) struct Launch<'a> {
     /// removed even without `--rm`: nothing of the failed run stays).
     pub(super) started: bool,
     pub(super) remove: bool,
+    /// Capabilities and seccomp filter (read before the container was
+    /// made).
+    pub(super) confinement: super::confinement::Confinement,
 }
 
 impl Launch<'_> {
@@ -150,6 +153,7 @@ impl Launch<'_> {
                 ids
             }
         };
+        let bundle_dir = self.bundle();
         let spec = build_spec(&SpecInput {
             rootfs: &self.rootfs.path,
             hostname: &self.id()[..12],
@@ -166,6 +170,9 @@ impl Launch<'_> {
             gidmap,
             network: args.network,
             cgroups_path: format!("/{}/{}", layerstore::gc::RUN_CGROUP_PARENT, self.id()),
+            capabilities: &self.confinement.capabilities,
+            seccomp: self.confinement.seccomp.clone(),
+            bundle: &bundle_dir,
         })?;
         let bundle = self.write_bundle(&spec)?;
         let pid = self.create(&bundle, args.keyring)?;
@@ -180,8 +187,9 @@ impl Launch<'_> {
         code
     }
 
-    /// `<bundle>/config.json`, and the runtime's state directory, made
-    /// beneath the runroot without following any symlink.
+    /// `<bundle>/config.json` and the etc files it binds, and the runtime's
+    /// state directory, made beneath the runroot without following any
+    /// symlink.
     fn write_bundle(&self, spec: &oci_spec::runtime::Spec) -> anyhow::Result<PathBuf> {
         let bundle = self.bundle();
         let run = self.engine.store().run_dir_created()?;
@@ -210,6 +218,8 @@ impl Launch<'_> {
             private_to_us(d, &shown)?;
         }
         safe_ancestors(&run.proc_path(), run.path())?;
+        super::etc_files::write(&dir, spec)?;
+        super::etc_files::make_mount_points(&self.rootfs.path, spec)?;
         let data = serde_json::to_vec_pretty(spec)?;
         dir.write_atomic("config.json", &data, false)
             .with_context(|| format!("writing {}", bundle.join("config.json").display()))?;

@@ -18,10 +18,13 @@
 //! container's init. Cleanup runs on every path after the container was
 //! created.
 
+mod confinement;
+mod etc_files;
 mod launch;
 mod podman;
 mod podman_conf;
 mod podman_flags;
+mod seccomp;
 mod shim;
 mod spec;
 mod targets;
@@ -309,6 +312,8 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
         }
     }
     let runtime = resolve_runtime(args.runtime.as_deref())?;
+    // containers.conf and the seccomp profile, before anything is made.
+    let confinement = confinement::load()?;
     let (store, driver) = global.open_store_and_driver()?;
     // One look at the records (each lock taken once) finds the image.
     let image = find_or_import_image(&store, &driver, &args.image)?;
@@ -373,6 +378,7 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
         created: false,
         started: false,
         remove: args.rm,
+        confinement,
     };
     let result = launch.run(args, &config, argv, user, &uidmap, &gidmap);
     let cleanup = launch.cleanup();

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use layerstore_overlay::doctor::keyring::{conf_d_files, ConfEnv};
 
 /// The `[engine]` keys layerstore needs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -56,43 +57,20 @@ fn builtin_paths(name: &str) -> &'static [&'static str] {
     }
 }
 
-/// The files containers/common reads, in order.
+/// The files containers/common reads, in order (the doctor's
+/// [`ConfEnv`] list); `$CONTAINERS_CONF` must exist when set, as podman
+/// requires.
 pub(crate) fn files() -> anyhow::Result<Vec<PathBuf>> {
-    if let Some(path) = std::env::var_os("CONTAINERS_CONF").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        std::fs::metadata(&path)
+    let env = ConfEnv::from_process();
+    if let Some(path) = &env.containers_conf {
+        std::fs::metadata(path)
             .with_context(|| format!("CONTAINERS_CONF file {}", path.display()))?;
-        return Ok(vec![path]);
     }
-    let mut out = Vec::new();
-    let system = PathBuf::from("/usr/share/containers/containers.conf");
-    if system.is_file() {
-        out.push(system);
-    }
-    let mut add = |file: PathBuf| {
-        if file.is_file() {
-            out.push(file.clone());
-        }
-        let mut dropins: Vec<PathBuf> = std::fs::read_dir(format!("{}.d", file.display()))
-            .map(|d| {
-                d.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        dropins.sort();
-        out.extend(dropins);
-    };
-    add(PathBuf::from("/etc/containers/containers.conf"));
-    if !rustix::process::geteuid().is_root() {
-        let base = std::env::var_os("XDG_CONFIG_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-        if let Some(base) = base {
-            add(base.join("containers/containers.conf"));
-        }
-    }
-    Ok(out)
+    Ok(env
+        .files(conf_d_files)
+        .into_iter()
+        .filter(|f| f.is_file())
+        .collect())
 }
 
 /// Read and merge the files.

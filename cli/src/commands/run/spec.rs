@@ -1,12 +1,24 @@
-//! The OCI runtime config (`config.json`) of a `layerstore run` container.
+//! The OCI runtime config (`config.json`) of a `layerstore run` container,
+//! confining it at least as podman 4.3.1 confines the same container.
+//!
+//! ```text
+//! process   argv, env, cwd, user; capabilities (bounding; effective for root)
+//!           from confinement; rlimits never above the caller's
+//! linux     namespaces, id maps, cgroups path; seccomp from confinement;
+//!           masked and read-only paths: podman's lists
+//! mounts    /proc, /dev (nosuid, noexec), /dev/pts, /dev/shm, /dev/mqueue,
+//!           /sys (+ /sys/fs/cgroup), and the bundle's etc files bound over
+//!           /etc/hosts, /etc/hostname, /etc/resolv.conf
+//! ```
 
 use std::path::{Path, PathBuf};
 
 use layerstore::idmap::IdMap;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMappingBuilder, LinuxNamespace,
-    LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxSeccomp, Mount, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 
 use super::Network;
@@ -46,9 +58,18 @@ pub(super) struct SpecInput<'a> {
     pub(super) gidmap: &'a [IdMap],
     pub(super) network: Network,
     pub(super) cgroups_path: String,
+    /// The bounding set (and a root process's effective set).
+    pub(super) capabilities: &'a [Capability],
+    /// The seccomp filter (`None`: unconfined).
+    pub(super) seccomp: Option<LinuxSeccomp>,
+    /// The bundle directory, where [`super::etc_files`] are bound from.
+    pub(super) bundle: &'a Path,
 }
 
-/// podman's default capabilities.
+/// The capabilities when containers.conf names none: those Debian's
+/// containers-common sets in `/usr/share/containers/containers.conf`, which
+/// podman then uses (its built-in list, used when no file sets one, adds
+/// CAP_AUDIT_WRITE, CAP_MKNOD and CAP_NET_RAW).
 pub(super) const CAPABILITIES: [Capability; 11] = [
     Capability::Chown,
     Capability::DacOverride,
@@ -64,7 +85,7 @@ pub(super) const CAPABILITIES: [Capability; 11] = [
 ];
 
 pub(super) fn build_spec(input: &SpecInput<'_>) -> anyhow::Result<Spec> {
-    let caps: std::collections::HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    let caps: std::collections::HashSet<Capability> = input.capabilities.iter().copied().collect();
     let root_caps = if input.uid == 0 {
         caps.clone()
     } else {
@@ -150,6 +171,9 @@ pub(super) fn build_spec(input: &SpecInput<'_>) -> anyhow::Result<Spec> {
         .cgroups_path(PathBuf::from(&input.cgroups_path))
         .masked_paths(default_masked_paths())
         .readonly_paths(default_readonly_paths());
+    if let Some(seccomp) = &input.seccomp {
+        linux = linux.seccomp(seccomp.clone());
+    }
     if mapped {
         namespaces.push(
             LinuxNamespaceBuilder::default()
@@ -177,10 +201,13 @@ pub(super) fn build_spec(input: &SpecInput<'_>) -> anyhow::Result<Spec> {
     Ok(spec)
 }
 
+/// podman 4.3.1's masked paths (`BlockAccessToKernelFilesystems` in
+/// `pkg/specgen/generate/config_linux.go`), and `/sys/devices/virtual/powercap`
+/// (masked by later podman and runc against the RAPL energy side channel,
+/// CVE-2020-8694). The runtime skips those the host lacks.
 pub(super) fn default_masked_paths() -> Vec<String> {
     [
         "/proc/acpi",
-        "/proc/asound",
         "/proc/kcore",
         "/proc/keys",
         "/proc/latency_stats",
@@ -189,14 +216,18 @@ pub(super) fn default_masked_paths() -> Vec<String> {
         "/proc/sched_debug",
         "/proc/scsi",
         "/sys/firmware",
+        "/sys/fs/selinux",
+        "/sys/dev/block",
         "/sys/devices/virtual/powercap",
     ]
     .map(str::to_owned)
     .to_vec()
 }
 
+/// podman 4.3.1's read-only paths (the same function).
 pub(super) fn default_readonly_paths() -> Vec<String> {
     [
+        "/proc/asound",
         "/proc/bus",
         "/proc/fs",
         "/proc/irq",
@@ -235,7 +266,7 @@ pub(super) fn mounts(input: &SpecInput<'_>) -> anyhow::Result<Vec<Mount>> {
             "/dev",
             "tmpfs",
             "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+            &["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"],
         )?,
         mount("/dev/pts", "devpts", "devpts", &pts)?,
         mount(
@@ -274,6 +305,22 @@ pub(super) fn mounts(input: &SpecInput<'_>) -> anyhow::Result<Vec<Mount>> {
             &["nosuid", "noexec", "nodev", "relatime", "ro"],
         )?);
     }
+    // As podman binds its userdata files (`bindOptions`), and nothing on
+    // them runs or is a device.
+    for (name, dest) in super::etc_files::FILES {
+        list.push(
+            MountBuilder::default()
+                .destination(dest)
+                .typ("bind")
+                .source(input.bundle.join(name))
+                .options(
+                    ["bind", "rprivate", "nosuid", "nodev", "noexec"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                )
+                .build()?,
+        );
+    }
     Ok(list)
 }
 
@@ -308,6 +355,9 @@ mod tests {
             gidmap: &gids,
             network: Network::None,
             cgroups_path: "/layerstore/x".into(),
+            capabilities: &CAPABILITIES,
+            seccomp: None,
+            bundle: Path::new("/run/b"),
         })
         .unwrap();
         let v = serde_json::to_value(&spec).unwrap();
@@ -327,5 +377,54 @@ mod tests {
             .find(|l| l["type"] == "RLIMIT_NOFILE")
             .unwrap();
         assert_eq!(n["hard"].as_u64(), Some(nofile.maximum.unwrap_or(u64::MAX)));
+    }
+
+    #[test]
+    fn spec_confines_like_podman() {
+        let seccomp = oci_spec::runtime::LinuxSeccompBuilder::default()
+            .default_action(oci_spec::runtime::LinuxSeccompAction::ScmpActErrno)
+            .build()
+            .unwrap();
+        let spec = build_spec(&SpecInput {
+            rootfs: Path::new("/r"),
+            hostname: "abc",
+            argv: vec!["/bin/true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 1000,
+            gid: 1000,
+            uidmap: &[],
+            gidmap: &[],
+            network: Network::None,
+            cgroups_path: "/layerstore/x".into(),
+            capabilities: &[Capability::Chown, Capability::Kill],
+            seccomp: Some(seccomp),
+            bundle: Path::new("/run/b"),
+        })
+        .unwrap();
+        let v = serde_json::to_value(&spec).unwrap();
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        let caps = &v["process"]["capabilities"];
+        assert_eq!(caps["bounding"].as_array().unwrap().len(), 2);
+        assert_eq!(caps["effective"].as_array().map(Vec::len), Some(0));
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let masked = strings(&v["linux"]["maskedPaths"]);
+        assert!(masked.contains(&"/sys/dev/block".to_owned()), "{masked:?}");
+        assert!(
+            !masked.contains(&"/proc/asound".to_owned()),
+            "read-only, not masked"
+        );
+        let mounts = v["mounts"].as_array().unwrap();
+        let at = |dest: &str| mounts.iter().find(|m| m["destination"] == dest).unwrap();
+        assert!(strings(&at("/dev")["options"]).contains(&"noexec".to_owned()));
+        for (name, dest) in super::super::etc_files::FILES {
+            assert_eq!(at(dest)["source"], format!("/run/b/{name}"));
+        }
     }
 }

@@ -646,3 +646,94 @@ fn a_killed_run_is_reclaimed_by_gc_once_podman_has_no_container_on_it() {
     assert!(scene.mounts().is_empty(), "{:?}", scene.mounts());
     assert_eq!(scene.state(), before);
 }
+
+#[test]
+#[ignore = "privileged: real podman 4.3.1 (podman build), runc, overlay mounts"]
+fn the_images_config_becomes_podmans_flags_below_the_callers() {
+    require_privileged(TOOLS);
+    let scene = Scene::new(PodmanStore::empty());
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Containerfile"),
+        "FROM localhost/bb\n\
+         ENV FROM_IMAGE=img KEEP=image-value\n\
+         LABEL org.example.from=image org.example.kept=image\n\
+         WORKDIR /srv/app\n\
+         USER 1005:5\n\
+         STOPSIGNAL SIGUSR1\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\"]\n\
+         CMD [\"echo image-cmd $FROM_IMAGE $KEEP $container; pwd; id -u\"]\n",
+    )
+    .unwrap();
+    run_ok(
+        scene
+            .podman()
+            .args(["build", "-q", "-t", "localhost/cfg"])
+            .arg(ctx.path()),
+    );
+
+    // Nothing given: the image's entrypoint, cmd, env, workdir (made, as
+    // podman makes an image's), user.
+    let mut args = vec!["--rm"];
+    args.extend(MAPS);
+    args.push("localhost/cfg");
+    let out = scene.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "image-cmd img image-value podman\n/srv/app\n1005"
+    );
+
+    // The caller's win: --env-file over the image's Env, --env over both,
+    // a command replaces the image's Cmd (the entrypoint stays), --workdir
+    // and --user replace the image's.
+    let env_file = ctx.path().join("env");
+    fs::write(&env_file, "KEEP=from-env-file\nFROM_IMAGE=from-env-file\n").unwrap();
+    let env_file = env_file.display().to_string();
+    let mut args = vec![
+        "--rm",
+        "--env-file",
+        &env_file,
+        "-e",
+        "FROM_IMAGE=from-flag",
+        "-w",
+        "/",
+        "-u",
+        "0",
+    ];
+    args.extend(MAPS);
+    args.extend(["localhost/cfg", "echo $FROM_IMAGE $KEEP; pwd; id -u"]);
+    let out = scene.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "from-flag from-env-file\n/\n0");
+
+    // Labels and the stop signal, as podman records them; a caller's label
+    // wins over the image's.
+    let mut args = vec!["-d", "--name", "cfgd", "--label", "org.example.kept=caller"];
+    args.extend(MAPS);
+    args.extend(["localhost/cfg", "exec sleep 1000"]);
+    let out = scene.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let inspect = |f: &str| {
+        stdout(&run_ok(
+            scene.podman().args(["inspect", "cfgd", "--format", f]),
+        ))
+    };
+    assert_eq!(
+        inspect("{{index .Config.Labels \"org.example.from\"}}"),
+        "image"
+    );
+    assert_eq!(
+        inspect("{{index .Config.Labels \"org.example.kept\"}}"),
+        "caller"
+    );
+    assert_eq!(inspect("{{.Config.StopSignal}}"), "10", "SIGUSR1");
+    run_ok(scene.podman().args(["restart", "-t", "0", "cfgd"]));
+    assert_eq!(
+        stdout(&run_ok(scene.podman().args(["exec", "cfgd", "id", "-u"]))),
+        "1005"
+    );
+    run_ok(scene.podman().args(["rm", "-f", "-t", "0", "cfgd"]));
+    scene.gc();
+    assert!(scene.storage_containers().is_empty());
+}

@@ -325,32 +325,23 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
             ..RootfsOptions::default()
         },
     )?;
-    if rootfs.how == RootfsPath::OnDisk {
-        if let Err(e) = super::targets::precreate(&rootfs.path, line) {
-            return match engine.release(&rootfs, true) {
-                Ok(()) => Err(e),
-                Err(c) => Err(e.context(format!(
-                    "and releasing storage container {} failed too: {c:#}",
-                    rootfs.container.id
-                ))),
-            };
-        }
-    }
-    tracing::info!(
-        container = %rootfs.container.id,
-        path = rootfs.how.as_str(),
-        rootfs = %rootfs.path.display(),
-        "handing the root filesystem to podman"
-    );
-    let result = hand_to_podman(
-        &engine,
-        &rootfs,
-        &podman,
-        &store_args,
-        line,
-        &config,
-        runtime,
-    );
+    let result = ready_for_podman(&rootfs, line, &config).and_then(|()| {
+        tracing::info!(
+            container = %rootfs.container.id,
+            path = rootfs.how.as_str(),
+            rootfs = %rootfs.path.display(),
+            "handing the root filesystem to podman"
+        );
+        hand_to_podman(
+            &engine,
+            &rootfs,
+            &podman,
+            &store_args,
+            line,
+            &config,
+            runtime,
+        )
+    });
     match result {
         Ok((code, Some(podman_id))) => {
             if let Err(e) = record_podman_container(engine.store(), &rootfs, &podman_id) {
@@ -374,6 +365,26 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
     }
 }
 
+/// What podman would otherwise make or miss in the root filesystem: the
+/// image's working directory (podman makes an image's, and only checks a
+/// `--workdir`, which it gets here), and with on-disk owners the mount
+/// targets the runtime could not create.
+fn ready_for_podman(
+    rootfs: &Rootfs,
+    line: &RunLine,
+    config: &ImageRunConfig,
+) -> anyhow::Result<()> {
+    let owner = layerstore::idmap::root_pair(&rootfs.container.uidmap, &rootfs.container.gidmap)
+        .unwrap_or((0, 0));
+    if !line.given("workdir") && !config.workdir.is_empty() {
+        super::targets::make_workdir(&rootfs.path, &config.workdir, owner)?;
+    }
+    if rootfs.how == RootfsPath::OnDisk {
+        super::targets::precreate(&rootfs.path, line)?;
+    }
+    Ok(())
+}
+
 /// Run podman; its exit code and, when the storage container stays in
 /// use, podman's container id (`None`: release it now).
 fn hand_to_podman(
@@ -391,12 +402,15 @@ fn hand_to_podman(
         .is_none()
         .then(|| userdata_dir(store, &rootfs.container.id).map(|d| d.join("podman.cid")))
         .transpose()?;
-    let (env_text, env_rest) = kv_file(
+    // podman sets container=podman for the containers of its images, below
+    // the image's Env; with --rootfs it does not.
+    let env_entries = std::iter::once(("container", "podman")).chain(
         config
             .env
             .iter()
             .map(|kv| kv.split_once('=').unwrap_or((kv, ""))),
     );
+    let (env_text, env_rest) = kv_file(env_entries);
     let (label_text, label_rest) =
         kv_file(config.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let env = (!env_text.is_empty())

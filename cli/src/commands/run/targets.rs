@@ -104,6 +104,59 @@ fn create(root: &Dir, rel: &Path, file: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The image's working directory `workdir`, made where it is missing
+/// (with its missing parents, mode 0755, owned by `owner`: the host ids of
+/// the container's root), as podman makes an image's WorkingDir for its
+/// own containers. layerstore passes it to podman as `--workdir`, which
+/// podman only checks.
+pub(super) fn make_workdir(rootfs: &Path, workdir: &str, owner: (u32, u32)) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let Some(rel) = relative(workdir) else {
+        return Ok(());
+    };
+    let root = Dir::open(rootfs).with_context(|| format!("opening {}", rootfs.display()))?;
+    let mut sofar = PathBuf::new();
+    for part in rel.components() {
+        sofar.push(part);
+        match root.stat(&sofar) {
+            Ok(Some(m)) if m.is_dir() => continue,
+            // Something else there, or a symlink on the way: podman's
+            // check decides.
+            Ok(Some(_)) | Err(_) => return Ok(()),
+            Ok(None) => {
+                root.create_dir(&sofar, 0o755).with_context(|| {
+                    format!(
+                        "creating the working directory {}",
+                        root.display(&sofar).display()
+                    )
+                })?;
+                let (parent, name) = match sofar.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    Some(p) => (
+                        Some(root.open_dir(p)?),
+                        sofar.file_name().unwrap_or_default(),
+                    ),
+                    None => (None, sofar.as_os_str()),
+                };
+                let base = parent.as_ref().map_or(root.fd(), Dir::fd);
+                rustix::fs::chownat(
+                    base,
+                    name,
+                    Some(rustix::fs::Uid::from_raw(owner.0)),
+                    Some(rustix::fs::Gid::from_raw(owner.1)),
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .with_context(|| {
+                    format!(
+                        "giving {} to the container's root",
+                        root.display(&sofar).display()
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Create what the runtime would fail to create in `rootfs`.
 pub(super) fn precreate(rootfs: &Path, line: &RunLine) -> anyhow::Result<()> {
     use anyhow::Context;
@@ -151,6 +204,24 @@ mod tests {
                 (PathBuf::from("t"), false),
             ]
         );
+    }
+
+    #[test]
+    fn the_workdir_is_made_with_its_parents_and_never_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        let me = (
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        );
+        make_workdir(r, "/srv/app/data", me).unwrap();
+        assert!(r.join("srv/app/data").is_dir());
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), r.join("link")).unwrap();
+        make_workdir(r, "/link/sub", me).unwrap();
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        make_workdir(r, "relative", me).unwrap();
+        assert!(!r.join("relative").exists());
     }
 
     #[test]

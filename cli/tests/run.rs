@@ -215,7 +215,7 @@ echo "crun: cgroups in hybrid mode not supported" >&2; exit 1"#,
         ),
         (
             vec!["--runtime", failing, "bb", "true"],
-            "OCI runtime crun failed to create container",
+            "OCI runtime crun failed to run container",
             125,
         ),
         (
@@ -346,7 +346,7 @@ fn runs_like_podman_run() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let argv = fs::read_to_string(&log).unwrap();
-    let creates: Vec<&str> = argv.lines().filter(|l| l.contains(" create ")).collect();
+    let creates: Vec<&str> = argv.lines().filter(|l| l.contains(" run --detach ")).collect();
     assert_eq!(creates.len(), 2, "{argv}");
     assert!(creates[0].contains("--no-new-keyring"), "{}", creates[0]);
     assert!(!creates[1].contains("--no-new-keyring"), "{}", creates[1]);

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Whole-process comparison, side by side in one run: the direct launcher
 # starting `/bin/true` with a NEW mapping each time, against bare
-# `runc run` of the same command on a bundle prepared once (the floor: a
-# runtime alone, no store, no mount, no config written).
+# `runc run` of the same container config on a bundle prepared once (the
+# floor: the runtime alone, no store, no mount, no config written).
 #
-#   runc run --bundle B ID                          prepared bundle, no mapping
+#   runc run --bundle B ID                          the launcher's own config.json
 #   layerstore run --direct --rm --nocache --uidmap ... IMAGE /bin/true
 #   layerstore run --direct --rm --uidmap ...       (idmapped)
 #
@@ -25,7 +25,6 @@ ls=$PWD/target/release/layerstore
 work=$(mktemp -d /tmp/layerstore-bench.XXXXXX)
 cleanup() {
     runc --root "$work/runc" delete --force bench-floor >/dev/null 2>&1 || true
-    umount "$work/bundle/rootfs" 2>/dev/null || true
     testdata/cleanup-store.sh "$work/s/g" "$work/s/r" >/dev/null 2>&1 || true
     umount "$work/s" 2>/dev/null || true
     rm -rf "$work"
@@ -35,21 +34,15 @@ mkdir -p "$work/s" && mount -t tmpfs -o size=4g,mode=0755 bench-direct "$work/s"
 lsr() { "$ls" --root "$work/s/g" --runroot "$work/s/r" --storage-driver overlay "$@"; }
 lsr import --quiet "$tar" localhost/debian >/dev/null
 
-# The floor's bundle: the image's files, runc's default config running
-# /bin/true with the caller's rlimits (CAP_SYS_RESOURCE may be missing).
-mkdir -p "$work/bundle/rootfs" "$work/runc"
-ctr=$(lsr create localhost/debian)
-mount --bind "$(lsr mount "$ctr")" "$work/bundle/rootfs"
-(cd "$work/bundle" && runc spec)
-python3 - "$work/bundle/config.json" "$(ulimit -Hn)" <<'PY'
-import json, sys
-path, nofile = sys.argv[1], int(sys.argv[2])
-c = json.load(open(path))
-c["process"]["args"] = ["/bin/true"]
-c["process"]["terminal"] = False
-c["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}]
-json.dump(c, open(path, "w"))
-PY
+# The floor's bundle: the very config the direct launcher writes (user
+# namespace, seccomp filter, masked paths, cgroups, etc files), from one run
+# kept for it, on that container's rootfs mounted again: runc alone does
+# everything a run needs of the runtime, layerstore nothing.
+lsr run --direct --name floor --uidmap 0:900000000:65536 localhost/debian /bin/true
+ctr=$(lsr containers --json | python3 -c 'import json,sys; print([c["id"] for c in json.load(sys.stdin) if "floor" in c.get("names", [])][0])')
+lsr mount "$ctr" >/dev/null
+mkdir -p "$work/bundle" "$work/runc"
+cp "$work/s/r/overlay-containers/$ctr/userdata/config.json" "$work/bundle/config.json"
 
 maps() {
     local base=$(( ($1 + 1) * 1000000 ))

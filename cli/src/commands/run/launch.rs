@@ -95,6 +95,8 @@ pub(super) struct Launch<'a> {
     /// The runtime started the container (a container that never ran is
     /// removed even without `--rm`: nothing of the failed run stays).
     pub(super) started: bool,
+    /// The container's init was waited for and reaped.
+    pub(super) reaped: bool,
     pub(super) remove: bool,
     /// Capabilities and seccomp filter (read before the container was
     /// made).
@@ -175,15 +177,21 @@ impl Launch<'_> {
             bundle: &bundle_dir,
         })?;
         let bundle = self.write_bundle(&spec)?;
-        let pid = self.create(&bundle, args.keyring)?;
-        let forward = forward_signals(pid)?;
-        if let Err(e) = self.start(pid) {
-            forward.stop();
-            return Err(e);
-        }
+        let forward = forward_signals()?;
+        let pid = match self.create(&bundle, args.keyring) {
+            Ok(pid) => pid,
+            Err(e) => {
+                forward.stop();
+                return Err(e);
+            }
+        };
         self.started = true;
+        forward.target(pid);
         let code = wait_exit_code(pid);
         forward.stop();
+        // The init is reaped: every process of its pid namespace is gone
+        // with it, so what `delete` would do is ours to do.
+        self.reaped = code.is_ok();
         code
     }
 
@@ -226,8 +234,11 @@ impl Launch<'_> {
         Ok(bundle)
     }
 
-    /// `<runtime> create`, as the subreaper of the init it leaves behind;
-    /// the init's pid.
+    /// `<runtime> run --detach` (create and start in one runtime process),
+    /// as the subreaper of the init it leaves behind; the init's pid. A
+    /// runtime that fails says so in its log, never in an exit code the
+    /// command could have given: the command's code comes from waiting for
+    /// the init.
     fn create(&mut self, bundle: &Path, keyring: bool) -> anyhow::Result<Pid> {
         // The container's init is orphaned when `create` returns: become
         // its subreaper so that we can wait for it.
@@ -246,7 +257,8 @@ impl Launch<'_> {
             .arg(&log_file)
             .arg("--log-format")
             .arg("json")
-            .arg("create")
+            .arg("run")
+            .arg("--detach")
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
@@ -260,7 +272,7 @@ impl Launch<'_> {
         // Whatever happened, the runtime may hold state for this id now.
         self.created = true;
         if !status.success() {
-            return Err(self.failure("create", status.to_string()).into());
+            return Err(self.failure("run", status.to_string()).into());
         }
         let pid_text = self
             .read_bundle_file("pidfile", 64)
@@ -302,29 +314,6 @@ impl Launch<'_> {
         Ok(run.open_dir(self.bundle_rel())?.read_limited(name, max)?)
     }
 
-    /// `<runtime> start`; on failure the created init is killed and reaped.
-    fn start(&self, pid: Pid) -> anyhow::Result<()> {
-        let output = self
-            .runtime_cmd()
-            .arg("start")
-            .arg(self.id())
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {}", self.runtime.display()))?;
-        if output.status.success() {
-            return Ok(());
-        }
-        let _ = rustix::process::kill_process(pid, Signal::KILL);
-        let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
-        Err(RuntimeFailure {
-            runtime: self.runtime_name(),
-            step: "start",
-            container: self.id().to_owned(),
-            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        }
-        .into())
-    }
-
     /// A [`RuntimeFailure`] with the runtime's last error from its log.
     /// The runtime's last error in `runtime.log`, else `status`.
     fn failure(&self, step: &'static str, status: String) -> RuntimeFailure {
@@ -351,7 +340,10 @@ impl Launch<'_> {
     /// Runtime state, mount, and with `--rm` the container: removed on
     /// every path.
     pub(super) fn cleanup(&mut self) -> anyhow::Result<()> {
-        if self.created {
+        // A container whose init was reaped needs no runtime process to
+        // go: its state and cgroups are removed below (one runtime start
+        // saved per run). Otherwise the runtime deletes what it made.
+        if self.created && !self.reaped {
             let out = self
                 .runtime_cmd()
                 .arg("delete")
@@ -558,9 +550,20 @@ fn remove_runtime_state(store: &layerstore::Store, id: &layerstore::ContainerId)
         Err(e) => tracing::warn!("opening the runroot: {e}"),
     }
     for cgroup in layerstore::gc::run_cgroup_tree(id) {
-        match fs::remove_dir(&cgroup) {
-            Ok(()) => done = true,
-            Err(e) => tracing::warn!(container = %id, "removing cgroup {}: {e}", cgroup.display()),
+        // A cgroup whose last task just exited can be busy for a moment.
+        let mut tries = 0;
+        loop {
+            match fs::remove_dir(&cgroup) {
+                Ok(()) => done = true,
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) && tries < 10 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(container = %id, "removing cgroup {}: {e}", cgroup.display()),
+            }
+            break;
         }
     }
     done
@@ -629,10 +632,15 @@ fn end_processes(
     }
 }
 
-/// Forwards SIGINT, SIGTERM and SIGHUP to `pid` until stopped.
+/// Forwards SIGINT, SIGTERM and SIGHUP to the container's init until
+/// stopped. Installed before the runtime starts the container, so that a
+/// signal that comes while the runtime runs is not lost (nor kills us):
+/// it is delivered once the init's pid is known ([`Forwarder::target`]).
 pub(super) struct Forwarder {
     pub(super) handle: signal_hook::iterator::Handle,
     pub(super) thread: Option<std::thread::JoinHandle<()>>,
+    target: Arc<AtomicI32>,
+    pending: Arc<std::sync::Mutex<Vec<i32>>>,
 }
 
 impl Forwarder {
@@ -642,28 +650,46 @@ impl Forwarder {
             let _ = t.join();
         }
     }
+
+    /// From now on, signals go to `pid`; those that came before go now.
+    fn target(&self, pid: Pid) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        self.target.store(pid.as_raw_nonzero().get(), Ordering::SeqCst);
+        for sig in pending.drain(..) {
+            if let Some(signal) = Signal::from_named_raw(sig) {
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+        }
+    }
 }
 
-pub(super) fn forward_signals(pid: Pid) -> anyhow::Result<Forwarder> {
+pub(super) fn forward_signals() -> anyhow::Result<Forwarder> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
     let handle = signals.handle();
-    let target = Arc::new(AtomicI32::new(pid.as_raw_nonzero().get()));
+    let target = Arc::new(AtomicI32::new(0));
+    let pending = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (to, queue) = (target.clone(), pending.clone());
     let thread = std::thread::spawn(move || {
         for sig in signals.forever() {
-            let Some(signal) = Signal::from_named_raw(sig) else {
-                continue;
-            };
-            if let Some(pid) = Pid::from_raw(target.load(Ordering::Relaxed)) {
-                tracing::debug!(sig, "forwarding signal to the container");
-                let _ = rustix::process::kill_process(pid, signal);
+            let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+            match Pid::from_raw(to.load(Ordering::SeqCst)) {
+                Some(pid) => {
+                    if let Some(signal) = Signal::from_named_raw(sig) {
+                        tracing::debug!(sig, "forwarding signal to the container");
+                        let _ = rustix::process::kill_process(pid, signal);
+                    }
+                }
+                None => queue.push(sig),
             }
         }
     });
     Ok(Forwarder {
         handle,
         thread: Some(thread),
+        target,
+        pending,
     })
 }
 

@@ -6,17 +6,20 @@
 //! create the container in the store               (podman ps --external lists it)
 //! mount its rootfs                                 idmapped / on-disk / template
 //! <runroot>/overlay-containers/<id>/userdata/config.json   the OCI bundle
-//! <runtime> --root <runroot>/layerstore-runtime create --no-new-keyring ...
-//! <runtime> start; wait for the container's init (we are its subreaper)
-//! <runtime> delete; unmount; with --rm: remove the container and its layer
+//! <runtime> --root <runroot>/layerstore-runtime run --detach --no-new-keyring ...
+//! wait for the container's init (we are its subreaper)
+//! its runtime state and cgroups removed (`<runtime> delete` only when the
+//! init was not reaped); unmount; with --rm: remove the container and layer
 //! ```
 //!
-//! The runtime's `create` and `start` are separate so that a runtime that
-//! cannot start the container (Debian's crun on a hybrid cgroup host) is an
-//! error naming the runtime and its message, not an exit code that looks
-//! like the container's. SIGINT, SIGTERM and SIGHUP are forwarded to the
-//! container's init. Cleanup runs on every path after the container was
-//! created.
+//! The runtime runs detached, so that a runtime that cannot start the
+//! container (Debian's crun on a hybrid cgroup host) is an error naming the
+//! runtime and its message from its log, not an exit code that looks like
+//! the container's: the command's code comes from its init. SIGINT, SIGTERM
+//! and SIGHUP are forwarded to the container's init. Cleanup runs on every
+//! path after the container was created.
+//!
+//! Without `--direct`, podman runs the container instead (see `podman`).
 
 mod confinement;
 mod etc_files;
@@ -377,6 +380,7 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
         state_root: state_root(engine.store()),
         created: false,
         started: false,
+        reaped: false,
         remove: args.rm,
         confinement,
     };

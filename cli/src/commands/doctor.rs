@@ -45,7 +45,10 @@ pub fn run(global: &GlobalArgs, args: &DoctorArgs) -> anyhow::Result<ExitCode> {
     let no_new_keyring = runtime_keyring_args(false).contains(&"--no-new-keyring");
     let mut options = DoctorOptions::new().launcher("layerstore run", no_new_keyring);
     options.probe = !args.no_probe;
-    let report = diagnose(&store, &driver, &options);
+    let mut report = diagnose(&store, &driver, &options);
+    if crate::podman::find().is_some() {
+        report.checks.extend(super::run::podman_mode_checks());
+    }
     let code = exit_code(report.worst());
     if args.json {
         let value = json!({

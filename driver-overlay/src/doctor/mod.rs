@@ -69,6 +69,9 @@ pub enum Area {
     Kernel,
     /// The store's records against its directories.
     Store,
+    /// What `layerstore run` hands podman needs on the host: the OCI hook,
+    /// the boot unit (checked by the CLI).
+    Run,
 }
 
 /// One check's result.

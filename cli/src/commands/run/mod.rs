@@ -226,6 +226,80 @@ pub fn run(global: &GlobalArgs, cmd: &RunCommand) -> ExitCode {
     }
 }
 
+/// The doctor's checks of what podman mode needs on the host: the OCI hook
+/// in podman's hooks directories, and the boot unit that remounts.
+pub(crate) fn podman_mode_checks() -> Vec<layerstore_overlay::doctor::Check> {
+    use layerstore_overlay::doctor::{Area, Check, Status};
+    let mut out = Vec::new();
+    let hook = match podman_conf::load() {
+        Ok(conf) => {
+            let dirs: Vec<String> = conf
+                .hooks_dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            let dirs = if dirs.is_empty() {
+                "none (rootless podman reads hooks only from containers.conf hooks_dir)".to_owned()
+            } else {
+                dirs.join(", ")
+            };
+            if conf.has_layerstore_hook() {
+                Check::new(
+                    "run.oci-hook",
+                    Area::Run,
+                    Status::Ok,
+                    format!("layerstore's OCI hook is in podman's hooks directories ({dirs})"),
+                    "",
+                )
+            } else {
+                Check::new(
+                    "run.oci-hook",
+                    Area::Run,
+                    Status::Warn,
+                    format!("no layerstore OCI hook in podman's hooks directories ({dirs})"),
+                    "the containers layerstore run hands podman then have /etc/hosts and /etc/hostname owned by nobody inside, and a start after a reboot before `layerstore remount` runs on an empty directory",
+                )
+                .fix("layerstore oci-hook --print-config > /etc/containers/oci/hooks.d/layerstore.json (or install contrib/oci-hooks.d/layerstore.json)")
+            }
+        }
+        Err(e) => Check::new(
+            "run.oci-hook",
+            Area::Run,
+            Status::Warn,
+            format!("podman's containers.conf cannot be read: {e:#}"),
+            "layerstore run reads it to find podman's runtime and hooks",
+        ),
+    };
+    out.push(hook);
+    let unit = "layerstore-remount.service";
+    let installed = [
+        "/etc/systemd/system",
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+    ]
+    .iter()
+    .map(|d| std::path::Path::new(d).join(unit))
+    .find(|p| p.is_file());
+    let enabled = std::path::Path::new("/etc/systemd/system/multi-user.target.wants")
+        .join(unit)
+        .exists();
+    out.push(match (installed, enabled) {
+        (Some(p), true) => Check::new("run.remount-unit", Area::Run, Status::Ok, format!("{} is installed and enabled", p.display()), ""),
+        (found, _) => Check::new(
+            "run.remount-unit",
+            Area::Run,
+            Status::Warn,
+            match found {
+                Some(p) => format!("{} is installed but not enabled", p.display()),
+                None => format!("{unit} is not installed"),
+            },
+            "after a reboot the root filesystems layerstore run handed podman are not mounted: podman cannot start those containers until `layerstore remount` runs",
+        )
+        .fix(format!("install contrib/systemd/{unit} to /etc/systemd/system/ and `systemctl enable {unit}` (or run `layerstore remount` at boot before podman starts containers)")),
+    });
+    out
+}
+
 /// The image `query` names (id, name, unique prefix), or imported from
 /// `oci-archive:PATH` / `docker-archive:PATH` on first use.
 fn find_or_import_image(

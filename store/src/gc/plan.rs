@@ -47,7 +47,7 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
         if !ours || !facts.dead_run_containers.contains(&c.id) {
             continue;
         }
-        if let Some(reason) = podman_keeps(c, facts) {
+        if let Some(reason) = podman_keeps(c, snap, facts) {
             out.skipped.push(skip("run-container", &c.id, reason));
             continue;
         }
@@ -242,7 +242,7 @@ pub fn store_defects(snap: &Snapshot, facts: &Facts) -> Vec<Defect> {
 /// Why storage container `c`, handed to podman by `layerstore run`, must
 /// stay although its run is gone: podman uses it, or podman's answer does
 /// not show that it does not. `None`: not handed to podman, or released.
-fn podman_keeps(c: &Container, facts: &Facts) -> Option<String> {
+fn podman_keeps(c: &Container, snap: &Snapshot, facts: &Facts) -> Option<String> {
     let marker = super::PodmanUse::from_metadata(&c.metadata)?;
     let view = match &facts.podman {
         PodmanAnswer::NotAsked => {
@@ -261,9 +261,15 @@ fn podman_keeps(c: &Container, facts: &Facts) -> Option<String> {
     if let Some(user) = view.storage_users.get(&c.id) {
         return Some(format!("podman container {user} uses it"));
     }
+    // podman keeps a storage container of its own (same id, an empty
+    // layer) for each --rootfs container, in this store whatever podman's
+    // database and configuration: while it or its directory is there, so is
+    // podman's container, whatever podman ps said.
     let recorded = marker.container.as_str();
     if !recorded.is_empty()
-        && (view.ids.contains(recorded) || facts.all_data_dirs.contains(&format!("c/{recorded}")))
+        && (view.ids.contains(recorded)
+            || snap.containers.iter().any(|o| o.id == recorded)
+            || facts.all_data_dirs.contains(&format!("c/{recorded}")))
     {
         return Some(format!("podman container {recorded} still exists"));
     }

@@ -622,3 +622,72 @@ fn a_run_marker_without_the_other_marks_is_podmans() {
         );
     }
 }
+
+#[test]
+fn a_storage_container_handed_to_podman_goes_only_when_podman_says_none_uses_it() {
+    let podman_id = "p".repeat(64);
+    let (mut snap, mut facts) = store();
+    add_run_container(&mut snap, &mut facts);
+    let ours = &mut snap.containers.make_mut()[1];
+    assert_eq!(ours.id, "ours");
+    ours.metadata = PodmanUse {
+        nocache: false,
+        container: podman_id.clone(),
+    }
+    .put_into(&ours.metadata);
+    facts.dead_run_containers = ["ours".to_owned()].into();
+    let goes = |facts: &Facts, snap: &Snapshot| {
+        plan(snap, facts, Duration::ZERO)
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::RunContainer { id, .. } if id.as_str() == "ours"))
+    };
+    let reason = |facts: &Facts, snap: &Snapshot| {
+        let p = plan(snap, facts, Duration::ZERO);
+        p.skipped
+            .iter()
+            .find(|s| s.id == "ours")
+            .map(|s| s.reason.clone())
+            .unwrap_or_default()
+    };
+    // Not asked, or asking failed: it stays, and gc says why.
+    assert!(!goes(&facts, &snap));
+    assert!(reason(&facts, &snap).contains("not asked"));
+    facts.podman = PodmanAnswer::Failed("podman is not on PATH".into());
+    assert!(!goes(&facts, &snap));
+    assert!(reason(&facts, &snap).contains("podman is not on PATH"));
+    // Asked before the run was seen gone: the next gc decides.
+    let mut view = PodmanContainers::default();
+    facts.podman = PodmanAnswer::Answered(view.clone());
+    assert!(!goes(&facts, &snap));
+    assert!(reason(&facts, &snap).contains("after podman was asked"));
+    view.dead_before.insert("ours".into());
+    // A podman container's label names it.
+    let mut used = view.clone();
+    used.storage_users.insert("ours".into(), "q".repeat(64));
+    facts.podman = PodmanAnswer::Answered(used);
+    assert!(!goes(&facts, &snap));
+    assert!(reason(&facts, &snap).contains(&format!("podman container {} uses it", "q".repeat(64))));
+    // The podman container it recorded: listed, its storage record (podman
+    // makes one per --rootfs container) or its directory left.
+    let mut listed = view.clone();
+    listed.ids.insert(podman_id.clone());
+    facts.podman = PodmanAnswer::Answered(listed);
+    assert!(!goes(&facts, &snap));
+    facts.podman = PodmanAnswer::Answered(view.clone());
+    snap.containers.make_mut().push(Container {
+        id: podman_id.clone(),
+        layer: "c2".into(),
+        ..Container::default()
+    });
+    assert!(!goes(&facts, &snap), "podman's own storage record keeps it");
+    snap.containers.make_mut().pop();
+    facts.all_data_dirs.insert(format!("c/{podman_id}"));
+    assert!(
+        !goes(&facts, &snap),
+        "podman's container directory keeps it"
+    );
+    facts.all_data_dirs.clear();
+    // None of that: released.
+    assert!(goes(&facts, &snap));
+}

@@ -380,7 +380,14 @@ fn podman_owns_the_container_on_a_noncontiguous_mapping_without_a_template() {
     // unit's command) makes it work again.
     run_ok(scene.podman().args(["stop", "-t", "0", "lsp1"]));
     let sid = label.as_str();
-    run_ok(scene.layerstore().args(["umount", sid]));
+    let refused = scene.layerstore().args(["umount", sid]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains(&format!("podman rm {podman_id}")),
+        "{}",
+        stderr(&refused)
+    );
+    run_ok(scene.layerstore().args(["umount", "--force", sid]));
     assert!(scene.mounts().is_empty(), "{:?}", scene.mounts());
     let merged = scene
         .store

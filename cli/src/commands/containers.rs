@@ -243,13 +243,46 @@ pub struct UmountArgs {
     pub force: bool,
 }
 
+/// A storage container `layerstore run` handed to podman is the root
+/// filesystem of podman's container: not unmounted while podman has one on
+/// it (podman is asked), unless `--force`.
+fn refuse_podmans_rootfs(
+    global: &GlobalArgs,
+    c: &layerstore::records::Container,
+) -> anyhow::Result<()> {
+    if layerstore::gc::PodmanUse::from_metadata(&c.metadata).is_none() {
+        return Ok(());
+    }
+    let view = crate::podman::containers(global).with_context(|| {
+        format!(
+            "storage container {} is the root filesystem of a podman container, and podman could \
+             not be asked which (--force unmounts it anyway)",
+            c.id
+        )
+    })?;
+    if let Some(user) = view.storage_users.get(&c.id) {
+        anyhow::bail!(
+            "storage container {} is the root filesystem of podman container {user}: stop it \
+             (podman stop {user}) and remove it (podman rm {user}; layerstore gc then releases the \
+             storage), or unmount anyway with --force",
+            c.id
+        );
+    }
+    Ok(())
+}
+
 /// `layerstore umount`.
 pub fn umount(global: &GlobalArgs, args: &UmountArgs) -> anyhow::Result<()> {
     let (store, driver) = global.open_store_and_driver()?;
     let snap = store.snapshot()?;
     snap.check()?;
     let layer = match snap.container(&args.target) {
-        Ok(c) => c.layer.clone(),
+        Ok(c) => {
+            if !args.force {
+                refuse_podmans_rootfs(global, c)?;
+            }
+            c.layer.clone()
+        }
         Err(StoreError::NotFound { .. }) => snap.layer(&args.target)?.id.clone(),
         Err(e) => return Err(e.into()),
     };

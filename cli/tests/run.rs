@@ -346,7 +346,10 @@ fn runs_like_podman_run() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let argv = fs::read_to_string(&log).unwrap();
-    let creates: Vec<&str> = argv.lines().filter(|l| l.contains(" run --detach ")).collect();
+    let creates: Vec<&str> = argv
+        .lines()
+        .filter(|l| l.contains(" run --detach "))
+        .collect();
     assert_eq!(creates.len(), 2, "{argv}");
     assert!(creates[0].contains("--no-new-keyring"), "{}", creates[0]);
     assert!(!creates[1].contains("--no-new-keyring"), "{}", creates[1]);

@@ -555,13 +555,18 @@ fn remove_runtime_state(store: &layerstore::Store, id: &layerstore::ContainerId)
         loop {
             match fs::remove_dir(&cgroup) {
                 Ok(()) => done = true,
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) && tries < 10 => {
+                Err(e)
+                    if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error())
+                        && tries < 10 =>
+                {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(10));
                     continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(container = %id, "removing cgroup {}: {e}", cgroup.display()),
+                Err(e) => {
+                    tracing::warn!(container = %id, "removing cgroup {}: {e}", cgroup.display())
+                }
             }
             break;
         }
@@ -654,7 +659,8 @@ impl Forwarder {
     /// From now on, signals go to `pid`; those that came before go now.
     fn target(&self, pid: Pid) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        self.target.store(pid.as_raw_nonzero().get(), Ordering::SeqCst);
+        self.target
+            .store(pid.as_raw_nonzero().get(), Ordering::SeqCst);
         for sig in pending.drain(..) {
             if let Some(signal) = Signal::from_named_raw(sig) {
                 let _ = rustix::process::kill_process(pid, signal);

@@ -132,14 +132,21 @@ fn memfd_with(name: &str, text: &str) -> anyhow::Result<(OwnedFd, String)> {
     Ok((fd, path))
 }
 
+/// The longest line podman reads from an env or label file: its scanner
+/// (Go's bufio.Scanner, 64 KiB) fails the whole file on a longer one
+/// ("token too long"), a little less to be safe.
+const MAX_KV_LINE: usize = 60 * 1024;
+
 /// `KEY=VALUE` lines for podman's `--env-file`/`--label-file`, and the
-/// entries a line cannot hold (a line break in them).
+/// entries a line cannot hold (a line break in them, or too long for
+/// podman's reader).
 fn kv_file<'a>(entries: impl Iterator<Item = (&'a str, &'a str)>) -> (String, Vec<String>) {
     let mut text = String::new();
     let mut rest = Vec::new();
     for (k, v) in entries {
         let kv = format!("{k}={v}");
         if kv.contains(['\n', '\r'])
+            || kv.len() > MAX_KV_LINE
             || k.is_empty()
             || k.starts_with('#')
             || k.contains(char::is_whitespace)
@@ -637,6 +644,11 @@ mod tests {
         );
         assert_eq!(text, "A=1\nB=x=y\n");
         assert_eq!(rest, ["C=two\nlines", "#D=1", "E F=1"]);
+        // podman's reader fails a whole file on a line of 64 KiB.
+        let big = "x".repeat(70_000);
+        let (text, rest) = kv_file([("BIG", big.as_str()), ("A", "1")].into_iter());
+        assert_eq!(text, "A=1\n");
+        assert_eq!(rest, [format!("BIG={big}")]);
     }
 
     #[test]

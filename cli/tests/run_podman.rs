@@ -744,3 +744,88 @@ fn the_images_config_becomes_podmans_flags_below_the_callers() {
     scene.gc();
     assert!(scene.storage_containers().is_empty());
 }
+
+#[test]
+#[ignore = "privileged: real podman 4.3.1, runc, overlay mounts"]
+fn a_foreground_run_killed_under_podman_keeps_its_storage_while_podmans_container_exists() {
+    require_privileged(TOOLS);
+    let scene = Scene::new(PodmanStore::empty());
+    // A gc whose podman lists none of this store's containers (another
+    // libpod namespace in its containers.conf): only the store can tell.
+    let conf = fs::read_to_string(&scene.conf).unwrap();
+    let blind = scene.conf.with_file_name("containers-blind.conf");
+    fs::write(
+        &blind,
+        conf.replacen("[engine]\n", "[engine]\nnamespace = \"elsewhere\"\n", 1),
+    )
+    .unwrap();
+    let blind_gc = || {
+        let out = run_ok(scene.layerstore().env("CONTAINERS_CONF", &blind).args([
+            "gc",
+            "--json",
+            "--min-age",
+            "0",
+        ]));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let caller_cid = scene.store.graph.with_file_name("caller.cid");
+    let caller_cid = caller_cid.display().to_string();
+    for (name, extra) in [
+        ("fgkilled", vec![]),
+        ("fgkilledcid", vec!["--cidfile", caller_cid.as_str()]),
+    ] {
+        let mut child = scene
+            .layerstore()
+            .arg("run")
+            .args(["--name", name])
+            .args(&extra)
+            .args(MAPS)
+            .args(["bb", "sleep", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // podman made its container; layerstore dies before it could note
+        // which (the OOM killer, a kill -9), podman goes on.
+        wait_for("podman's container", || {
+            stdout(&run_ok(scene.podman().args([
+                "ps",
+                "-aq",
+                "-f",
+                &format!("name={name}"),
+            ])))
+            .len()
+                == 12
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        wait_for("the container to exit", || {
+            stdout(&run_ok(scene.podman().args([
+                "inspect",
+                name,
+                "--format",
+                "{{.State.Status}}",
+            ]))) == "exited"
+        });
+        let report = blind_gc();
+        assert_eq!(scene.storage_containers().len(), 1, "{name}: {report}");
+        run_ok(scene.podman().args(["start", name]));
+        run_ok(scene.podman().args(["rm", "-f", "-t", "0", name]));
+        let report = blind_gc();
+        assert!(scene.storage_containers().is_empty(), "{name}: {report}");
+    }
+    // A cidfile podman does not write (`--cidfile=`): podman is asked, and
+    // the storage stays under the container it made.
+    let mut args = vec!["-d", "--name", "nocid", "--cidfile="];
+    args.extend(MAPS);
+    args.extend(["bb", "sleep", "1000"]);
+    let out = scene.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(scene.storage_containers().len(), 1);
+    run_ok(scene.podman().args(["exec", "nocid", "true"]));
+    run_ok(scene.podman().args(["rm", "-f", "-t", "0", "nocid"]));
+    scene.gc();
+    assert!(scene.storage_containers().is_empty());
+    assert!(scene.mounts().is_empty(), "{:?}", scene.mounts());
+}

@@ -165,10 +165,17 @@ fn ask_podman(global: &GlobalArgs, store: &layerstore::Store) -> PodmanAnswer {
         return PodmanAnswer::NotAsked;
     }
     match crate::podman::containers(global) {
-        Ok(view) => PodmanAnswer::Answered(PodmanContainers {
-            dead_before: dead,
-            ..view
-        }),
+        Ok(mut view) => {
+            for c in snap.containers.iter().filter(|c| dead.contains(&c.id)) {
+                if let Some(user) = cidfile_user(store, c, &view) {
+                    view.storage_users.entry(c.id.clone()).or_insert(user);
+                }
+            }
+            PodmanAnswer::Answered(PodmanContainers {
+                dead_before: dead,
+                ..view
+            })
+        }
         Err(e) => {
             tracing::warn!(
                 "asking podman which containers use the storage `layerstore run` handed it: {e:#}"
@@ -176,6 +183,31 @@ fn ask_podman(global: &GlobalArgs, store: &layerstore::Store) -> PodmanAnswer {
             PodmanAnswer::Failed(format!("{e:#}"))
         }
     }
+}
+
+/// The podman container that podman's cidfile names for storage container
+/// `c`, when its run died before it noted which (a foreground run killed
+/// while podman ran) and that container still exists: listed, or its
+/// directory in the graphroot. podman's answer alone does not do here: a
+/// podman with another configuration (libpod namespace, database) lists
+/// none of the containers of this store.
+fn cidfile_user(
+    store: &layerstore::Store,
+    c: &layerstore::records::Container,
+    view: &PodmanContainers,
+) -> Option<String> {
+    let marker = PodmanUse::from_metadata(&c.metadata)?;
+    if !marker.container.is_empty() {
+        return None;
+    }
+    let cidfile = if marker.cidfile.is_empty() {
+        super::run::podman::own_cidfile(store, &c.id)
+    } else {
+        PathBuf::from(&marker.cidfile)
+    };
+    let id = super::run::podman::read_cidfile(&cidfile)?;
+    (view.ids.contains(&id) || super::run::podman::podman_container_dir(store, &id).exists())
+        .then_some(id)
 }
 
 /// The report, or `None` when another gc is running.

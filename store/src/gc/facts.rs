@@ -91,10 +91,6 @@ pub struct Facts {
     pub mapped_traces: HashMap<String, PathBuf>,
     /// podman's answer about its containers ([`super::GcOptions::podman`]).
     pub podman: super::PodmanAnswer,
-    /// For storage containers handed to podman whose marker names no podman
-    /// container yet (the run was killed before it could note it): the id
-    /// in the cidfile podman wrote, `<runroot>/overlay-containers/<id>/userdata/podman.cid`.
-    pub podman_cidfiles: HashMap<String, String>,
     /// Paths named in defects.
     pub files: FactFiles,
 }
@@ -149,7 +145,6 @@ impl Default for Facts {
             unreadable_lowers: Vec::new(),
             mapped_traces: HashMap::new(),
             podman: super::PodmanAnswer::NotAsked,
-            podman_cidfiles: HashMap::new(),
             files: FactFiles::default(),
         }
     }
@@ -366,7 +361,6 @@ impl Facts {
             }
         }
 
-        let podman_cidfiles = podman_cidfiles(store, snap);
         Ok(Facts {
             now,
             all_layer_dirs: all_dirs.iter().cloned().collect(),
@@ -390,7 +384,6 @@ impl Facts {
             unreadable_lowers,
             mapped_traces,
             podman: super::PodmanAnswer::NotAsked,
-            podman_cidfiles,
             files: FactFiles {
                 layers: store.files().layers.to_owned(),
                 images: store.files().images.to_owned(),
@@ -400,39 +393,6 @@ impl Facts {
             },
         })
     }
-}
-
-/// The podman container ids in the cidfiles of the storage containers
-/// handed to podman whose marker names none (read beneath the runroot,
-/// without following symlinks, at most 256 bytes; a file that holds no
-/// valid id counts as none).
-fn podman_cidfiles(store: &Store, snap: &Snapshot) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let Ok(Some(run)) = store.run_dir() else {
-        return out;
-    };
-    for c in snap.containers.iter() {
-        let Some(marker) = super::PodmanUse::from_metadata(&c.metadata) else {
-            continue;
-        };
-        let Ok(id) = ContainerId::parse(&c.id) else {
-            continue;
-        };
-        if !marker.container.is_empty() {
-            continue;
-        }
-        let rel = Path::new("overlay-containers")
-            .join(id.as_str())
-            .join("userdata/podman.cid");
-        if let Ok(Some(bytes)) = run.read_opt_limited(&rel, 256) {
-            let text = String::from_utf8_lossy(&bytes);
-            let pid = text.trim();
-            if pid.len() == 64 && pid.bytes().all(|b| b.is_ascii_hexdigit()) {
-                out.insert(c.id.clone(), pid.to_owned());
-            }
-        }
-    }
-    out
 }
 
 /// What on disk carries layer id `id` (its directory, tar-split or big

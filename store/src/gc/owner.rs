@@ -82,8 +82,11 @@ impl RunOwner {
 /// {"layerstore-run":{...},"layerstore-podman":{"nocache":false,"container":"<podman id>"}}
 /// ```
 ///
-/// `container` is empty until podman made its container. gc releases such
-/// a storage container only when its run is gone and podman, asked, has no
+/// `container` is empty until podman made its container (the run notes it
+/// after podman exits); until then podman's cidfile says it: the run's own
+/// (`<runroot>/overlay-containers/<id>/userdata/podman.cid`), or the
+/// caller's `--cidfile`, whose path `cidfile` holds. gc releases such a
+/// storage container only when its run is gone and podman, asked, has no
 /// container using it (see [`PodmanContainers`](super::PodmanContainers)).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodmanUse {
@@ -93,6 +96,10 @@ pub struct PodmanUse {
     /// The podman container's id, once known.
     #[serde(default)]
     pub container: String,
+    /// The caller's `--cidfile` (absolute), if one was given: where podman
+    /// writes its container's id when the run cannot note it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cidfile: String,
 }
 
 impl PodmanUse {

@@ -265,10 +265,9 @@ fn podman_keeps(c: &Container, snap: &Snapshot, facts: &Facts) -> Option<String>
     // layer) for each --rootfs container, in this store whatever podman's
     // database and configuration: while it or its directory is there, so is
     // podman's container, whatever podman ps said.
-    let recorded = match marker.container.as_str() {
-        "" => facts.podman_cidfiles.get(&c.id).map_or("", String::as_str),
-        id => id,
-    };
+    // (A run killed before it noted the id: the gc command reads podman's
+    // cidfile into `storage_users`.)
+    let recorded = marker.container.as_str();
     if !recorded.is_empty()
         && (view.ids.contains(recorded)
             || snap.containers.iter().any(|o| o.id == recorded)

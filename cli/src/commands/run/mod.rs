@@ -24,7 +24,7 @@
 mod confinement;
 mod etc_files;
 mod launch;
-mod podman;
+pub(crate) mod podman;
 mod podman_conf;
 mod podman_flags;
 mod seccomp;

@@ -132,14 +132,21 @@ fn memfd_with(name: &str, text: &str) -> anyhow::Result<(OwnedFd, String)> {
     Ok((fd, path))
 }
 
+/// The longest line podman reads from an env or label file: its scanner
+/// (Go's bufio.Scanner, 64 KiB) fails the whole file on a longer one
+/// ("token too long"), a little less to be safe.
+const MAX_KV_LINE: usize = 60 * 1024;
+
 /// `KEY=VALUE` lines for podman's `--env-file`/`--label-file`, and the
-/// entries a line cannot hold (a line break in them).
+/// entries a line cannot hold (a line break in them, or too long for
+/// podman's reader).
 fn kv_file<'a>(entries: impl Iterator<Item = (&'a str, &'a str)>) -> (String, Vec<String>) {
     let mut text = String::new();
     let mut rest = Vec::new();
     for (k, v) in entries {
         let kv = format!("{k}={v}");
         if kv.contains(['\n', '\r'])
+            || kv.len() > MAX_KV_LINE
             || k.is_empty()
             || k.starts_with('#')
             || k.contains(char::is_whitespace)
@@ -307,6 +314,7 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
     let marker = PodmanUse {
         nocache: mapping.nocache,
         container: String::new(),
+        cidfile: caller_cidfile(line)?,
     };
     let metadata = json!({
         "image-name": image.names.first().cloned().unwrap_or_default(),
@@ -343,6 +351,7 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
         )
     });
     match result {
+        Ok((code, Some(podman_id))) if podman_id.is_empty() => Ok(code),
         Ok((code, Some(podman_id))) => {
             if let Err(e) = record_podman_container(engine.store(), &rootfs, &podman_id) {
                 tracing::warn!(container = %rootfs.container.id, "recording podman container {podman_id}: {e:#}");
@@ -386,7 +395,8 @@ fn ready_for_podman(
 }
 
 /// Run podman; its exit code and, when the storage container stays in
-/// use, podman's container id (`None`: release it now).
+/// use, podman's container id (`None`: release it now; empty: it stays,
+/// podman's id unknown).
 fn hand_to_podman(
     engine: &Engine,
     rootfs: &Rootfs,
@@ -400,7 +410,10 @@ fn hand_to_podman(
     let caller_cidfile = line.last("cidfile").map(PathBuf::from);
     let own_cidfile = caller_cidfile
         .is_none()
-        .then(|| userdata_dir(store, &rootfs.container.id).map(|d| d.join("podman.cid")))
+        .then(|| {
+            userdata_dir(store, &rootfs.container.id)
+                .map(|_| own_cidfile(store, &rootfs.container.id))
+        })
         .transpose()?;
     // podman sets container=podman for the containers of its images, below
     // the image's Env; with --rootfs it does not.
@@ -451,10 +464,28 @@ fn hand_to_podman(
         (None, None) => super::EXIT_RUN_FAILURE,
     };
     let cidfile = caller_cidfile.or(own_cidfile);
-    let podman_id = cidfile.as_deref().and_then(read_cidfile);
-    let Some(podman_id) = podman_id else {
-        tracing::info!("podman made no container: releasing the storage container");
-        return Ok((code, None));
+    let podman_id = match cidfile.as_deref().and_then(read_cidfile) {
+        Some(id) => id,
+        // No id in the cidfile: podman made no container, unless the
+        // cidfile was not written (`--cidfile=`) or was taken away; podman
+        // is asked before the storage goes.
+        None => match crate::podman::containers(store_args) {
+            Ok(view) => match view.storage_users.get(&rootfs.container.id) {
+                Some(id) => id.clone(),
+                None => {
+                    tracing::info!("podman made no container: releasing the storage container");
+                    return Ok((code, None));
+                }
+            },
+            Err(e) => {
+                tracing::warn!(
+                    container = %rootfs.container.id,
+                    "no container id in podman's cidfile, and podman could not be asked whether it \
+                     made a container: the storage container stays for gc to decide: {e:#}"
+                );
+                return Ok((code, Some(String::new())));
+            }
+        },
     };
     let foreground_rm = line.is_set("rm") && !line.is_set("detach");
     if foreground_rm && !podman_container_dir(store, &podman_id).exists() {
@@ -462,6 +493,29 @@ fn hand_to_podman(
         return Ok((code, None));
     }
     Ok((code, Some(podman_id)))
+}
+
+/// The caller's `--cidfile`, absolute (podman resolves it in this
+/// directory), for the marker: gc reads podman's id there when the run died
+/// before it could note it. Empty: none given.
+fn caller_cidfile(line: &RunLine) -> anyhow::Result<String> {
+    let Some(path) = line.last("cidfile").filter(|p| !p.is_empty()) else {
+        return Ok(String::new());
+    };
+    let path = std::path::absolute(path).with_context(|| format!("--cidfile {path}"))?;
+    Ok(path.display().to_string())
+}
+
+/// The cidfile `layerstore run` gives podman when the caller gives none:
+/// in the storage container's own run directory.
+pub(crate) fn own_cidfile(store: &Store, id: &str) -> PathBuf {
+    store
+        .options()
+        .run_root
+        .join("overlay-containers")
+        .join(id)
+        .join("userdata")
+        .join("podman.cid")
 }
 
 /// `<runroot>/overlay-containers/<id>/userdata`, created if missing (the
@@ -485,15 +539,21 @@ pub(crate) fn podman_container_dir(store: &Store, podman_id: &str) -> PathBuf {
         .join(podman_id)
 }
 
-/// The podman container id in a cidfile, if it holds one.
-fn read_cidfile(path: &Path) -> Option<String> {
+/// The podman container id in a cidfile, if it holds one. Only a regular
+/// file is read (gc reads paths from records: a FIFO must not block it).
+pub(crate) fn read_cidfile(path: &Path) -> Option<String> {
     use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(256)
-        .read_to_string(&mut text)
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
         .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(256).read_to_string(&mut text).ok()?;
     let id = text.trim();
     (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
 }
@@ -584,6 +644,11 @@ mod tests {
         );
         assert_eq!(text, "A=1\nB=x=y\n");
         assert_eq!(rest, ["C=two\nlines", "#D=1", "E F=1"]);
+        // podman's reader fails a whole file on a line of 64 KiB.
+        let big = "x".repeat(70_000);
+        let (text, rest) = kv_file([("BIG", big.as_str()), ("A", "1")].into_iter());
+        assert_eq!(text, "A=1\n");
+        assert_eq!(rest, [format!("BIG={big}")]);
     }
 
     #[test]

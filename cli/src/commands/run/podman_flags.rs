@@ -271,7 +271,28 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// The old names podman's run still takes for some flags (podman's
+/// `AliasFlags` normalization, set on `run`'s flags): `--net` is
+/// `--network`, `--purge` is `--rm`, ...
+fn alias(name: &str) -> &str {
+    match name {
+        "dns-opt" => "dns-option",
+        "healthcheck-command" => "health-cmd",
+        "healthcheck-interval" => "health-interval",
+        "healthcheck-retries" => "health-retries",
+        "healthcheck-start-period" => "health-start-period",
+        "healthcheck-timeout" => "health-timeout",
+        "net" => "network",
+        "purge" => "rm",
+        "override-arch" => "arch",
+        "override-os" => "os",
+        "override-variant" => "variant",
+        other => other,
+    }
+}
+
 fn long(name: &str) -> Option<(&'static str, Kind)> {
+    let name = alias(name);
     FLAGS
         .iter()
         .find(|(n, _, _)| *n == name)
@@ -338,7 +359,9 @@ pub(super) fn parse(args: &[String]) -> Result<RunLine, UsageError> {
                 };
                 match kind {
                     Kind::Bool => {
-                        let value = if shorts.get(j) == Some(&'=') {
+                        // `-d=false`; a bare `-d=` leaves `=` as the next
+                        // shorthand, as in pflag.
+                        let value = if shorts.get(j) == Some(&'=') && j + 1 < shorts.len() {
                             let v: String = shorts[j + 1..].iter().collect();
                             j = shorts.len();
                             bool_value(name, &v)?
@@ -348,8 +371,13 @@ pub(super) fn parse(args: &[String]) -> Result<RunLine, UsageError> {
                         line.flags.push(Flag { name, value });
                     }
                     Kind::Value => {
+                        // `-u=5` is 5, but `-u=` is `=` (pflag strips
+                        // the `=` only before a value).
                         let rest: String = shorts[j..].iter().collect();
-                        let rest = rest.strip_prefix('=').unwrap_or(&rest).to_owned();
+                        let rest = match rest.strip_prefix('=') {
+                            Some(v) if !v.is_empty() => v.to_owned(),
+                            _ => rest,
+                        };
                         let value = if !rest.is_empty() {
                             rest
                         } else {
@@ -540,6 +568,29 @@ mod tests {
             .unwrap_err()
             .0
             .contains("invalid argument \"maybe\""));
+    }
+
+    #[test]
+    fn an_equals_sign_alone_is_a_shorthands_value_as_in_pflag() {
+        let line = p("-u= img cmd").unwrap();
+        assert_eq!((line.last("user"), line.image.as_str()), (Some("="), "img"));
+        assert_eq!(p("-u=5 img").unwrap().last("user"), Some("5"));
+        assert_eq!(
+            p("-d= img").unwrap_err().0,
+            "unknown shorthand flag: '=' in -d="
+        );
+        assert!(!p("-d=false img").unwrap().is_set("detach"));
+    }
+
+    #[test]
+    fn podmans_old_flag_names_are_its_flags() {
+        let line = p("--net=none --purge --dns-opt x --override-arch arm64 img").unwrap();
+        assert_eq!(line.last("network"), Some("none"));
+        assert!(line.is_set("rm"));
+        assert_eq!(line.last("dns-option"), Some("x"));
+        assert_eq!(line.last("arch"), Some("arm64"));
+        assert_eq!(line.image, "img");
+        assert!(line.podman_args(&[]).contains(&"--rm=true".to_owned()));
     }
 
     #[test]

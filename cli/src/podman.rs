@@ -51,7 +51,11 @@ pub(crate) fn parse_ps(json: &[u8]) -> anyhow::Result<PodmanContainers> {
             .filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
             .with_context(|| format!("podman ps listed a container without a valid Id: {c}"))?;
         out.ids.insert(id.to_owned());
-        if let Some(storage) = c["Labels"][LABEL_STORAGE_CONTAINER].as_str() {
+        // Only a --rootfs container (no image) runs on a storage container
+        // of ours: an image's label of the same name on podman's own
+        // containers names nothing.
+        let rootfs = c["Image"].as_str().is_none_or(str::is_empty);
+        if let (Some(storage), true) = (c["Labels"][LABEL_STORAGE_CONTAINER].as_str(), rootfs) {
             out.storage_users.insert(storage.to_owned(), id.to_owned());
         }
     }
@@ -62,7 +66,12 @@ pub(crate) fn parse_ps(json: &[u8]) -> anyhow::Result<PodmanContainers> {
 /// all its containers.
 pub(crate) fn containers(args: &GlobalArgs) -> anyhow::Result<PodmanContainers> {
     let podman = find().context("podman is not on PATH")?;
+    // This host's podman: a remote one (CONTAINER_HOST, a connection, or
+    // containers.conf remote = true) lists another machine's containers.
     let out = Command::new(&podman)
+        .env_remove("CONTAINER_HOST")
+        .env_remove("CONTAINER_CONNECTION")
+        .arg("--remote=false")
         .args(store_flags(args))
         .args(["ps", "--all", "--format", "json"])
         .stdin(Stdio::null())
@@ -87,12 +96,18 @@ mod tests {
     fn ps_json_gives_ids_and_storage_users() {
         let a = "a".repeat(64);
         let b = "b".repeat(64);
+        let c = "c".repeat(64);
         let json = format!(
-            r#"[{{"Id":"{a}","Labels":{{"{LABEL_STORAGE_CONTAINER}":"s1","x":"y"}}}},{{"Id":"{b}","Labels":null}}]"#
+            r#"[{{"Id":"{a}","Image":"","Labels":{{"{LABEL_STORAGE_CONTAINER}":"s1","x":"y"}}}},{{"Id":"{b}","Labels":null}},{{"Id":"{c}","Image":"localhost/evil:latest","Labels":{{"{LABEL_STORAGE_CONTAINER}":"s2"}}}}]"#
         );
         let view = parse_ps(json.as_bytes()).unwrap();
-        assert_eq!(view.ids.len(), 2);
+        assert_eq!(view.ids.len(), 3);
         assert_eq!(view.storage_users.get("s1"), Some(&a));
+        assert_eq!(
+            view.storage_users.get("s2"),
+            None,
+            "an image's label names nothing"
+        );
         assert!(parse_ps(b"[]").unwrap().ids.is_empty());
         assert!(parse_ps(b"null").is_err());
         assert!(parse_ps(br#"[{"Id":"../x"}]"#).is_err());

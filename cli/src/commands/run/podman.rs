@@ -104,6 +104,32 @@ fn refuse(line: &RunLine) -> Result<(), UsageError> {
             return Err(UsageError(format!("--{flag}: {why}")));
         }
     }
+    // layerstore's labels and annotations are layerstore's: the hook and gc
+    // trust them.
+    let ours = |kv: &str| kv.starts_with("io.layerstore.");
+    for (flag, kv) in line
+        .list_values("annotation")
+        .into_iter()
+        .map(|kv| ("annotation", kv))
+        .chain(
+            line.values("label")
+                .into_iter()
+                .map(|kv| ("label", kv.to_owned())),
+        )
+    {
+        if ours(&kv) {
+            return Err(UsageError(format!(
+                "--{flag} {kv}: io.layerstore.* {flag}s are layerstore's own"
+            )));
+        }
+    }
+    for var in ["CONTAINER_HOST", "CONTAINER_CONNECTION"] {
+        if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+            return Err(UsageError(format!(
+                "{var} is set: a remote podman cannot run on this host's mounts"
+            )));
+        }
+    }
     if let Some(userns) = line.last("userns") {
         if !matches!(userns, "" | "host") {
             return Err(UsageError(format!(
@@ -144,6 +170,14 @@ fn kv_file<'a>(entries: impl Iterator<Item = (&'a str, &'a str)>) -> (String, Ve
     let mut text = String::new();
     let mut rest = Vec::new();
     for (k, v) in entries {
+        if k.is_empty() {
+            // podman refuses `=VALUE`; an image that holds one runs without it.
+            tracing::warn!(
+                "the image's entry {:?} has no name; left out",
+                format!("={v}")
+            );
+            continue;
+        }
         let kv = format!("{k}={v}");
         if kv.contains(['\n', '\r'])
             || kv.len() > MAX_KV_LINE
@@ -424,8 +458,15 @@ fn hand_to_podman(
             .map(|kv| kv.split_once('=').unwrap_or((kv, ""))),
     );
     let (env_text, env_rest) = kv_file(env_entries);
-    let (label_text, label_rest) =
-        kv_file(config.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    // An image's io.layerstore.* labels would name storage containers to
+    // gc and remount: left out.
+    let (label_text, label_rest) = kv_file(
+        config
+            .labels
+            .iter()
+            .filter(|(k, _)| !k.starts_with("io.layerstore."))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     let env = (!env_text.is_empty())
         .then(|| memfd_with("layerstore-image-env", &env_text))
         .transpose()?;
@@ -639,6 +680,7 @@ mod tests {
                 ("C", "two\nlines"),
                 ("#D", "1"),
                 ("E F", "1"),
+                ("", "nameless"),
             ]
             .into_iter(),
         );

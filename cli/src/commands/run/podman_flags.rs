@@ -205,6 +205,7 @@ const FLAGS: &[(&str, Option<char>, Kind)] = &[
     ("log-level", None, V),
     ("module", None, V),
     ("namespace", None, V),
+    ("ns", None, V),
     ("network-cmd-path", None, V),
     ("network-config-dir", None, V),
     ("noout", None, B),

@@ -29,6 +29,7 @@ pub mod doctor;
 mod driver_impl;
 pub mod engine;
 pub mod import;
+pub mod launch;
 pub mod layout;
 pub mod ocidiff;
 pub mod probe;

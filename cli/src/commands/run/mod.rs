@@ -21,17 +21,11 @@
 //!
 //! Without `--direct`, podman runs the container instead (see `podman`).
 
-mod confinement;
-mod etc_files;
-mod launch;
 pub(crate) mod podman;
 mod podman_conf;
 mod podman_flags;
-mod seccomp;
 mod shim;
-mod spec;
 mod targets;
-mod user;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -49,29 +43,14 @@ use serde_json::{json, Value};
 
 use super::containers::{find_image, MappingArgs};
 use crate::GlobalArgs;
-pub(crate) use launch::reap_dead_runs;
-use launch::{resolve_runtime, state_root, Launch, RuntimeFailure};
+use layerstore_overlay::launch::user::{check_user_mapped, parse_user, UserSpec};
+use layerstore_overlay::launch::{
+    confinement, merged_env, resolve_runtime, Launch, LaunchError, LaunchRequest,
+};
+pub(crate) use layerstore_overlay::launch::{
+    reap_dead_runs, runtime_keyring_args, EXIT_RUN_FAILURE,
+};
 pub use shim::shim_main;
-use user::{check_user_mapped, parse_user, UserSpec};
-
-/// Exit code for a failure of `layerstore run` itself (as podman's 125).
-pub const EXIT_RUN_FAILURE: u8 = 125;
-/// Exit code when the command cannot be invoked (as podman's 126).
-pub const EXIT_CANNOT_INVOKE: u8 = 126;
-/// Exit code when the command is not found (as podman's 127).
-pub const EXIT_NOT_FOUND: u8 = 127;
-
-/// The flags `layerstore run` passes to `<runtime> create` about session
-/// keyrings: `--no-new-keyring` unless `--keyring` was given. `doctor`
-/// reports from this function, so its claim cannot drift from what `run`
-/// does.
-pub fn runtime_keyring_args(keyring: bool) -> &'static [&'static str] {
-    if keyring {
-        &[]
-    } else {
-        &["--no-new-keyring"]
-    }
-}
 
 /// The container's network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -219,8 +198,9 @@ pub fn run(global: &GlobalArgs, cmd: &RunCommand) -> ExitCode {
                 crate::output::printable_lines(&format!("{e:#}"))
             );
             let code = e
-                .downcast_ref::<RuntimeFailure>()
-                .map_or(EXIT_RUN_FAILURE, RuntimeFailure::exit_code);
+                .downcast_ref::<LaunchError>()
+                .and_then(LaunchError::runtime_failure)
+                .map_or(EXIT_RUN_FAILURE, |f| f.exit_code());
             ExitCode::from(code)
         }
     }
@@ -447,19 +427,24 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
             ..RootfsOptions::default()
         },
     )?;
-    let mut launch = Launch {
-        engine: &engine,
-        rootfs,
-        runtime,
-        state_root: state_root(engine.store()),
-        created: false,
-        started: false,
-        reaped: false,
-        remove: args.rm,
-        confinement,
+    let mut launch = Launch::new(&engine, rootfs, runtime, confinement, args.rm);
+    let request = LaunchRequest {
+        argv,
+        env: merged_env(&config.env, &args.env),
+        cwd: args
+            .workdir
+            .clone()
+            .or_else(|| (!config.workdir.is_empty()).then(|| config.workdir.clone()))
+            .unwrap_or_else(|| "/".to_owned()),
+        user,
+        network: match args.network {
+            Network::None => layerstore_overlay::launch::Network::None,
+            Network::Host => layerstore_overlay::launch::Network::Host,
+        },
+        keyring: args.keyring,
     };
-    let result = launch.run(args, &config, argv, user, &uidmap, &gidmap);
-    let cleanup = launch.cleanup();
+    let result = launch.run(&request).map_err(anyhow::Error::from);
+    let cleanup = launch.cleanup().map_err(anyhow::Error::from);
     match (result, cleanup) {
         (Ok(code), Ok(())) => Ok(code),
         (Ok(_), Err(e)) => Err(e),

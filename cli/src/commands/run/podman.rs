@@ -31,11 +31,11 @@ use layerstore_overlay::engine::{Engine, Rootfs, RootfsOptions, RootfsPath};
 use serde_json::json;
 
 use super::podman_flags::{csv_field, RunLine, UsageError};
-use super::user::{check_user_mapped, parse_user, UserSpec};
 use super::{find_or_import_image, image_run_config, ImageRunConfig};
 use crate::commands::containers::MappingArgs;
 use crate::commands::oci_hook::{ANNOTATION_CONTAINER, ANNOTATION_GRAPHROOT, ANNOTATION_RUNROOT};
 use crate::GlobalArgs;
+use layerstore_overlay::launch::user::{check_user_mapped, parse_user, UserSpec};
 
 /// Store flags podman takes after `run` too; layerstore uses them for its
 /// store and passes them to podman before `run`.

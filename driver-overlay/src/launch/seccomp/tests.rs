@@ -13,7 +13,7 @@ fn host(arch: &'static str, caps: &[&str], kernel: (u32, u32)) -> Host {
     }
 }
 
-fn translate_json(profile: Value, host: &Host) -> anyhow::Result<Option<LinuxSeccomp>> {
+fn translate_json(profile: Value, host: &Host) -> crate::launch::Result<Option<LinuxSeccomp>> {
     let profile: Profile = serde_json::from_value(profile)?;
     translate(&profile, host)
 }
@@ -217,8 +217,9 @@ fn arch_map_gives_the_host_arch_and_its_sub_arches() {
     both["architectures"] = json!(["SCMP_ARCH_X86"]);
     let err = translate_json(both, &host("amd64", &[], (6, 1))).unwrap_err();
     assert!(
-        format!("{err:#}").contains("'architectures' and 'archMap'"),
-        "{err:#}"
+        crate::launch::chain(&err).contains("'architectures' and 'archMap'"),
+        "{}",
+        crate::launch::chain(&err)
     );
 }
 
@@ -303,7 +304,11 @@ fn bad_profiles_are_errors_and_empty_ones_no_filter() {
     ];
     for (profile, message) in cases {
         let err = translate_json(profile.clone(), &h).unwrap_err();
-        assert!(format!("{err:#}").contains(message), "{profile}: {err:#}");
+        assert!(
+            crate::launch::chain(&err).contains(message),
+            "{profile}: {}",
+            crate::launch::chain(&err)
+        );
     }
     // Values of rules that are dropped are not looked at (nor by podman).
     let dropped = json!({"defaultAction": "SCMP_ACT_ALLOW",
@@ -320,8 +325,9 @@ fn bad_profiles_are_errors_and_empty_ones_no_filter() {
     )
     .unwrap_err();
     assert!(
-        format!("{err:#}").contains("kernel's version is unknown"),
-        "{err:#}"
+        crate::launch::chain(&err).contains("kernel's version is unknown"),
+        "{}",
+        crate::launch::chain(&err)
     );
 }
 
@@ -365,7 +371,7 @@ fn the_hosts_profile_blocks_what_podman_blocks_for_our_caps() {
         )
     });
     let profile: Profile = serde_json::from_slice(&bytes).unwrap();
-    let bounding: BTreeSet<String> = crate::commands::run::spec::CAPABILITIES
+    let bounding: BTreeSet<String> = crate::launch::spec::CAPABILITIES
         .iter()
         .map(|c| {
             serde_json::to_value(c)

@@ -5,23 +5,26 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context};
+use super::{invalid, refuse, Context};
 use layerstore::idmap::{format_id_map, IdMap};
 
 /// `--user` as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum UserSpec {
+pub enum UserSpec {
+    /// `UID[:GID]`.
     Ids(u32, Option<u32>),
+    /// `NAME[:GROUP]`, looked up in the image's /etc/passwd and /etc/group.
     Names(String, Option<String>),
 }
 
-pub(super) fn parse_user(text: &str) -> anyhow::Result<UserSpec> {
+/// `--user UID[:GID] | NAME[:GROUP]`.
+pub fn parse_user(text: &str) -> super::Result<UserSpec> {
     let (user, group) = match text.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (text, None),
     };
     if user.is_empty() || group == Some("") {
-        bail!("--user {text:?}: expected UID[:GID] or NAME[:GROUP]");
+        refuse!("--user {text:?}: expected UID[:GID] or NAME[:GROUP]");
     }
     match (user.parse::<u32>(), group.map(str::parse::<u32>)) {
         (Ok(uid), None) => Ok(UserSpec::Ids(uid, None)),
@@ -31,20 +34,20 @@ pub(super) fn parse_user(text: &str) -> anyhow::Result<UserSpec> {
 }
 
 /// Check that `uid`/`gid` are mapped in the container's user namespace.
-pub(super) fn check_user_mapped(
+pub fn check_user_mapped(
     uid: u32,
     gid: u32,
     uidmap: &[IdMap],
     gidmap: &[IdMap],
-) -> anyhow::Result<()> {
+) -> super::Result<()> {
     if !uidmap.is_empty() && layerstore::idmap::to_host(uid, uidmap).is_none() {
-        bail!(
+        refuse!(
             "--user: uid {uid} is outside the container's uid map {}",
             format_id_map(uidmap)
         );
     }
     if !gidmap.is_empty() && layerstore::idmap::to_host(gid, gidmap).is_none() {
-        bail!(
+        refuse!(
             "--user: gid {gid} is outside the container's gid map {}",
             format_id_map(gidmap)
         );
@@ -57,12 +60,8 @@ const ACCOUNTS_MAX: u64 = 16 << 20;
 
 /// Names from the image's /etc/passwd and /etc/group, read without
 /// following links out of the rootfs.
-pub(super) fn resolve_names(
-    rootfs: &Path,
-    user: &str,
-    group: Option<&str>,
-) -> anyhow::Result<(u32, u32)> {
-    let read = |rel: &str| -> anyhow::Result<String> {
+pub fn resolve_names(rootfs: &Path, user: &str, group: Option<&str>) -> super::Result<(u32, u32)> {
+    let read = |rel: &str| -> super::Result<String> {
         use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
         let root = rustix::fs::open(
             rootfs,
@@ -81,7 +80,7 @@ pub(super) fn resolve_names(
         .with_context(|| format!("opening /{rel} in the container"))?;
         let st = rustix::fs::fstat(&fd).with_context(|| format!("examining /{rel}"))?;
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-            bail!("/{rel} in the container is not a regular file");
+            refuse!("/{rel} in the container is not a regular file");
         }
         let mut bytes = Vec::new();
         io::Read::read_to_end(
@@ -90,7 +89,7 @@ pub(super) fn resolve_names(
         )
         .with_context(|| format!("reading /{rel} in the container"))?;
         if bytes.len() as u64 > ACCOUNTS_MAX {
-            bail!("/{rel} in the container is larger than {ACCOUNTS_MAX} bytes");
+            refuse!("/{rel} in the container is larger than {ACCOUNTS_MAX} bytes");
         }
         String::from_utf8(bytes).with_context(|| format!("/{rel} in the container is not UTF-8"))
     };
@@ -108,7 +107,7 @@ pub(super) fn resolve_names(
         Err(_) => {
             let passwd = read("etc/passwd")?;
             let (uid, gid) = find(&passwd, user, 3)
-                .ok_or_else(|| anyhow!("--user: no user {user:?} in the image's /etc/passwd"))?;
+                .ok_or_else(|| invalid!("--user: no user {user:?} in the image's /etc/passwd"))?;
             (uid, gid)
         }
     };
@@ -119,7 +118,7 @@ pub(super) fn resolve_names(
             Err(_) => {
                 let groups = read("etc/group")?;
                 find(&groups, g, 2)
-                    .ok_or_else(|| anyhow!("--user: no group {g:?} in the image's /etc/group"))?
+                    .ok_or_else(|| invalid!("--user: no group {g:?} in the image's /etc/group"))?
                     .0
             }
         },
@@ -175,12 +174,20 @@ mod tests {
         )
         .unwrap();
         let e = resolve_names(root.path(), "web", None).unwrap_err();
-        assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+        assert!(
+            crate::launch::chain(&e).contains("not a regular file"),
+            "{}",
+            crate::launch::chain(&e)
+        );
         // A huge sparse file is refused, not read.
         fs::remove_file(etc.join("passwd")).unwrap();
         let f = fs::File::create(etc.join("passwd")).unwrap();
         f.set_len(1 << 40).unwrap();
         let e = resolve_names(root.path(), "web", None).unwrap_err();
-        assert!(format!("{e:#}").contains("larger than"), "{e:#}");
+        assert!(
+            crate::launch::chain(&e).contains("larger than"),
+            "{}",
+            crate::launch::chain(&e)
+        );
     }
 }

@@ -10,24 +10,25 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context};
-use layerstore::idmap::IdMap;
-use layerstore_overlay::engine::{Engine, Rootfs};
+use super::{invalid, refuse, Context};
+use crate::engine::{Engine, Rootfs};
 use rustix::process::{Pid, Signal, WaitOptions};
 use serde_json::Value;
 
-use super::spec::{build_spec, merged_env, SpecInput};
+use super::spec::{build_spec, SpecInput};
 use super::user::{check_user_mapped, resolve_names, UserSpec};
-use super::{runtime_keyring_args, ImageRunConfig, RunArgs};
-use super::{EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_RUN_FAILURE};
 
 /// The runtime could not create or start the container.
 #[derive(Debug)]
-pub(super) struct RuntimeFailure {
-    pub(super) runtime: String,
-    pub(super) step: &'static str,
-    pub(super) container: String,
-    pub(super) message: String,
+pub struct RuntimeFailure {
+    /// The runtime's name (runc, crun, the file name of a path).
+    pub runtime: String,
+    /// What it was asked to do (`run`).
+    pub step: &'static str,
+    /// The container's id.
+    pub container: String,
+    /// The runtime's last error (from its JSON log), else its exit status.
+    pub message: String,
 }
 
 impl std::fmt::Display for RuntimeFailure {
@@ -43,7 +44,9 @@ impl std::fmt::Display for RuntimeFailure {
 impl std::error::Error for RuntimeFailure {}
 
 impl RuntimeFailure {
-    pub(super) fn exit_code(&self) -> u8 {
+    /// podman's exit code for it: 127 when the command was not found, 126
+    /// when it could not be invoked, else 125.
+    pub fn exit_code(&self) -> u8 {
         let m = self.message.to_ascii_lowercase();
         if m.contains("executable file not found") || m.contains("no such file or directory") {
             EXIT_NOT_FOUND
@@ -56,7 +59,7 @@ impl RuntimeFailure {
 }
 
 /// Find the OCI runtime: a path, a name on PATH, or runc then crun.
-pub(super) fn resolve_runtime(requested: Option<&str>) -> anyhow::Result<PathBuf> {
+pub fn resolve_runtime(requested: Option<&str>) -> super::Result<PathBuf> {
     let executable = |p: &Path| {
         fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
@@ -74,33 +77,93 @@ pub(super) fn resolve_runtime(requested: Option<&str>) -> anyhow::Result<PathBuf
             if executable(&p) {
                 Ok(p)
             } else {
-                bail!("--runtime {r}: no executable file there")
+                refuse!("--runtime {r}: no executable file there")
             }
         }
-        Some(name) => on_path(name).ok_or_else(|| anyhow!("--runtime {name}: not found in PATH")),
+        Some(name) => on_path(name).ok_or_else(|| invalid!("--runtime {name}: not found in PATH")),
         None => on_path("runc")
             .or_else(|| on_path("crun"))
-            .ok_or_else(|| anyhow!("no OCI runtime found: neither runc nor crun is in PATH")),
+            .ok_or_else(|| invalid!("no OCI runtime found: neither runc nor crun is in PATH")),
     }
 }
 
-/// A created container on its way through the runtime; cleaned up by
+/// Exit code for a failure to run the container (as podman's 125).
+pub const EXIT_RUN_FAILURE: u8 = 125;
+/// Exit code when the command cannot be invoked (as podman's 126).
+pub const EXIT_CANNOT_INVOKE: u8 = 126;
+/// Exit code when the command is not found (as podman's 127).
+pub const EXIT_NOT_FOUND: u8 = 127;
+
+/// The flags given to `<runtime> run` about session keyrings:
+/// `--no-new-keyring` unless `keyring`. `layerstore doctor` reports from
+/// this function, so its claim cannot drift from what the launcher does.
+pub fn runtime_keyring_args(keyring: bool) -> &'static [&'static str] {
+    if keyring {
+        &[]
+    } else {
+        &["--no-new-keyring"]
+    }
+}
+
+/// What to run in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchRequest {
+    /// The command and its arguments (not empty).
+    pub argv: Vec<String>,
+    /// `KEY=VALUE` environment, as the process gets it (see
+    /// [`super::spec::merged_env`]).
+    pub env: Vec<String>,
+    /// The working directory (absolute).
+    pub cwd: String,
+    /// The user; `None`: root.
+    pub user: Option<UserSpec>,
+    /// The network namespace.
+    pub network: super::Network,
+    /// Let the runtime give the container a new session keyring.
+    pub keyring: bool,
+}
+
+/// A container on its way through the runtime; cleaned up by
 /// [`Launch::cleanup`] on every path.
-pub(super) struct Launch<'a> {
-    pub(super) engine: &'a Engine,
-    pub(super) rootfs: Rootfs,
-    pub(super) runtime: PathBuf,
-    pub(super) state_root: PathBuf,
-    pub(super) created: bool,
+pub struct Launch<'a> {
+    engine: &'a Engine,
+    rootfs: Rootfs,
+    runtime: PathBuf,
+    state_root: PathBuf,
+    created: bool,
     /// The runtime started the container (a container that never ran is
-    /// removed even without `--rm`: nothing of the failed run stays).
-    pub(super) started: bool,
+    /// removed even without `remove`: nothing of the failed run stays).
+    started: bool,
     /// The container's init was waited for and reaped.
-    pub(super) reaped: bool,
-    pub(super) remove: bool,
+    reaped: bool,
+    remove: bool,
     /// Capabilities and seccomp filter (read before the container was
     /// made).
-    pub(super) confinement: super::confinement::Confinement,
+    confinement: super::confinement::Confinement,
+}
+
+impl<'a> Launch<'a> {
+    /// A launch of `rootfs` (from [`Engine::prepare`]) with `runtime`;
+    /// `remove`: the container and its layer go at [`Launch::cleanup`].
+    pub fn new(
+        engine: &'a Engine,
+        rootfs: Rootfs,
+        runtime: PathBuf,
+        confinement: super::confinement::Confinement,
+        remove: bool,
+    ) -> Launch<'a> {
+        Launch {
+            state_root: state_root(engine.store()),
+            engine,
+            rootfs,
+            runtime,
+            created: false,
+            started: false,
+            reaped: false,
+            remove,
+            confinement,
+        }
+    }
 }
 
 impl Launch<'_> {
@@ -136,22 +199,19 @@ impl Launch<'_> {
         cmd
     }
 
-    /// Bundle, `create`, `start`, wait: the container's exit code.
-    pub(super) fn run(
-        &mut self,
-        args: &RunArgs,
-        config: &ImageRunConfig,
-        argv: Vec<String>,
-        user: Option<UserSpec>,
-        uidmap: &[IdMap],
-        gidmap: &[IdMap],
-    ) -> anyhow::Result<u8> {
-        let (uid, gid) = match user {
+    /// Bundle, `<runtime> run --detach`, wait: the container's exit code
+    /// (128 + N when its init was killed by signal N).
+    pub fn run(&mut self, request: &LaunchRequest) -> super::Result<u8> {
+        let (uidmap, gidmap) = (
+            self.rootfs.container.uidmap.clone(),
+            self.rootfs.container.gidmap.clone(),
+        );
+        let (uid, gid) = match &request.user {
             None => (0, 0),
-            Some(UserSpec::Ids(uid, gid)) => (uid, gid.unwrap_or(uid)),
+            Some(UserSpec::Ids(uid, gid)) => (*uid, gid.unwrap_or(*uid)),
             Some(UserSpec::Names(name, group)) => {
-                let ids = resolve_names(&self.rootfs.path, &name, group.as_deref())?;
-                check_user_mapped(ids.0, ids.1, uidmap, gidmap)?;
+                let ids = resolve_names(&self.rootfs.path, name, group.as_deref())?;
+                check_user_mapped(ids.0, ids.1, &uidmap, &gidmap)?;
                 ids
             }
         };
@@ -159,18 +219,14 @@ impl Launch<'_> {
         let spec = build_spec(&SpecInput {
             rootfs: &self.rootfs.path,
             hostname: &self.id()[..12],
-            argv,
-            env: merged_env(&config.env, &args.env),
-            cwd: args
-                .workdir
-                .clone()
-                .or_else(|| (!config.workdir.is_empty()).then(|| config.workdir.clone()))
-                .unwrap_or_else(|| "/".to_owned()),
+            argv: request.argv.clone(),
+            env: request.env.clone(),
+            cwd: request.cwd.clone(),
             uid,
             gid,
-            uidmap,
-            gidmap,
-            network: args.network,
+            uidmap: &uidmap,
+            gidmap: &gidmap,
+            network: request.network,
             cgroups_path: format!("/{}/{}", layerstore::gc::RUN_CGROUP_PARENT, self.id()),
             capabilities: &self.confinement.capabilities,
             seccomp: self.confinement.seccomp.clone(),
@@ -178,7 +234,7 @@ impl Launch<'_> {
         })?;
         let bundle = self.write_bundle(&spec)?;
         let forward = forward_signals()?;
-        let pid = match self.create(&bundle, args.keyring) {
+        let pid = match self.create(&bundle, request.keyring) {
             Ok(pid) => pid,
             Err(e) => {
                 forward.stop();
@@ -198,7 +254,7 @@ impl Launch<'_> {
     /// `<bundle>/config.json` and the etc files it binds, and the runtime's
     /// state directory, made beneath the runroot without following any
     /// symlink.
-    fn write_bundle(&self, spec: &oci_spec::runtime::Spec) -> anyhow::Result<PathBuf> {
+    fn write_bundle(&self, spec: &oci_spec::runtime::Spec) -> super::Result<PathBuf> {
         let bundle = self.bundle();
         let run = self.engine.store().run_dir_created()?;
         let rel = self.bundle_rel();
@@ -239,7 +295,7 @@ impl Launch<'_> {
     /// runtime that fails says so in its log, never in an exit code the
     /// command could have given: the command's code comes from waiting for
     /// the init.
-    fn create(&mut self, bundle: &Path, keyring: bool) -> anyhow::Result<Pid> {
+    fn create(&mut self, bundle: &Path, keyring: bool) -> super::Result<Pid> {
         // The container's init is orphaned when `create` returns: become
         // its subreaper so that we can wait for it.
         rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
@@ -284,7 +340,7 @@ impl Launch<'_> {
             .ok()
             .and_then(Pid::from_raw)
             .ok_or_else(|| {
-                anyhow!(
+                invalid!(
                     "the runtime's pid file {} holds {pid_text:?}",
                     pid_file.display()
                 )
@@ -298,7 +354,7 @@ impl Launch<'_> {
                 rest.split_whitespace().nth(1)?.parse::<u32>().ok()
             });
         if parent != Some(std::process::id()) {
-            bail!(
+            refuse!(
                 "the runtime's pid file {} names pid {pid:?}, which is not the container's init \
                  (not a child of this run)",
                 pid_file.display()
@@ -309,7 +365,7 @@ impl Launch<'_> {
 
     /// A file of the bundle, read beneath the runroot without following a
     /// symlink or waiting on a FIFO, at most `max` bytes.
-    fn read_bundle_file(&self, name: &str, max: u64) -> anyhow::Result<Vec<u8>> {
+    fn read_bundle_file(&self, name: &str, max: u64) -> super::Result<Vec<u8>> {
         let run = self.engine.store().run_dir_created()?;
         Ok(run.open_dir(self.bundle_rel())?.read_limited(name, max)?)
     }
@@ -339,7 +395,7 @@ impl Launch<'_> {
 
     /// Runtime state, mount, and with `--rm` the container: removed on
     /// every path.
-    pub(super) fn cleanup(&mut self) -> anyhow::Result<()> {
+    pub fn cleanup(&mut self) -> super::Result<()> {
         // A container whose init was reaped needs no runtime process to
         // go: its state and cgroups are removed below (one runtime start
         // saved per run). Otherwise the runtime deletes what it made.
@@ -374,13 +430,13 @@ impl Launch<'_> {
 
 /// Refuse a directory the runtime would trust that someone else owns or
 /// can write (a runroot directory made by another user, or 0777).
-fn private_to_us(dir: &layerstore::confined::Dir, shown: &Path) -> anyhow::Result<()> {
+fn private_to_us(dir: &layerstore::confined::Dir, shown: &Path) -> super::Result<()> {
     let meta = dir
         .stat_self()
         .with_context(|| format!("examining {}", shown.display()))?;
     let me = rustix::process::geteuid().as_raw();
     if meta.uid != me || meta.mode & 0o022 != 0 {
-        bail!(
+        refuse!(
             "{} is owned by uid {} with mode {:o}: the runtime would trust what others can write \
              there; it must be owned by uid {me} and writable by it alone",
             shown.display(),
@@ -395,7 +451,7 @@ fn private_to_us(dir: &layerstore::confined::Dir, shown: &Path) -> anyhow::Resul
 /// (the runtime is handed paths, not descriptors): every directory above
 /// it must be owned by root or by us, and writable by others only when
 /// sticky (as /tmp is).
-fn safe_ancestors(fd_path: &Path, shown: &Path) -> anyhow::Result<()> {
+fn safe_ancestors(fd_path: &Path, shown: &Path) -> super::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let real = fs::read_link(fd_path).with_context(|| format!("resolving {}", shown.display()))?;
     let me = rustix::process::geteuid().as_raw();
@@ -404,7 +460,7 @@ fn safe_ancestors(fd_path: &Path, shown: &Path) -> anyhow::Result<()> {
             fs::symlink_metadata(dir).with_context(|| format!("examining {}", dir.display()))?;
         let sticky = meta.mode() & 0o1000 != 0;
         if (meta.uid() != 0 && meta.uid() != me) || (meta.mode() & 0o022 != 0 && !sticky) {
-            bail!(
+            refuse!(
                 "the runroot {} is below {} (uid {}, mode {:o}), which others could change: \
                  the runtime would trust paths through it",
                 shown.display(),
@@ -419,7 +475,7 @@ fn safe_ancestors(fd_path: &Path, shown: &Path) -> anyhow::Result<()> {
 
 /// `<runroot>/layerstore-runtime`: the OCI runtime's state of `run`'s
 /// containers.
-pub(crate) fn state_root(store: &layerstore::Store) -> PathBuf {
+pub fn state_root(store: &layerstore::Store) -> PathBuf {
     store.options().run_root.join(STATE_DIR)
 }
 
@@ -445,7 +501,7 @@ const REAP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Only containers this tool made count (the run marker, the create mark
 /// and, when it has one, its layer's container flag), and nothing is done
 /// on a store with defects (gc refuses it anyway).
-pub(crate) fn reap_dead_runs(
+pub fn reap_dead_runs(
     store: &layerstore::Store,
     driver: &dyn layerstore::driver::Driver,
 ) -> Vec<String> {
@@ -641,9 +697,9 @@ fn end_processes(
 /// stopped. Installed before the runtime starts the container, so that a
 /// signal that comes while the runtime runs is not lost (nor kills us):
 /// it is delivered once the init's pid is known ([`Forwarder::target`]).
-pub(super) struct Forwarder {
-    pub(super) handle: signal_hook::iterator::Handle,
-    pub(super) thread: Option<std::thread::JoinHandle<()>>,
+pub struct Forwarder {
+    pub handle: signal_hook::iterator::Handle,
+    pub thread: Option<std::thread::JoinHandle<()>>,
     target: Arc<AtomicI32>,
     pending: Arc<std::sync::Mutex<Vec<i32>>>,
 }
@@ -669,7 +725,7 @@ impl Forwarder {
     }
 }
 
-pub(super) fn forward_signals() -> anyhow::Result<Forwarder> {
+pub fn forward_signals() -> super::Result<Forwarder> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
@@ -700,7 +756,7 @@ pub(super) fn forward_signals() -> anyhow::Result<Forwarder> {
 }
 
 /// Wait for the container's init; its exit code, or 128 + the signal.
-pub(super) fn wait_exit_code(pid: Pid) -> anyhow::Result<u8> {
+pub fn wait_exit_code(pid: Pid) -> super::Result<u8> {
     loop {
         match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
             Ok(Some((_, status))) => {

@@ -26,8 +26,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context};
-use layerstore_overlay::doctor::keyring::{conf_d_files, ConfEnv};
+use super::{invalid, refuse, Context};
+use crate::doctor::keyring::{conf_d_files, ConfEnv};
 use oci_spec::runtime::{Capability, LinuxSeccomp};
 
 use super::seccomp::{native_arch, translate, Host, KernelVersion, Profile};
@@ -35,34 +35,34 @@ use super::spec::CAPABILITIES;
 
 /// The profile podman uses when `/etc/containers/seccomp.json` does not
 /// exist (containers/common's `SeccompDefaultPath`).
-pub(super) const DEFAULT_PROFILE: &str = "/usr/share/containers/seccomp.json";
+pub const DEFAULT_PROFILE: &str = "/usr/share/containers/seccomp.json";
 /// The profile that replaces [`DEFAULT_PROFILE`] when it exists
 /// (`SeccompOverridePath`).
-pub(super) const OVERRIDE_PROFILE: &str = "/etc/containers/seccomp.json";
+pub const OVERRIDE_PROFILE: &str = "/etc/containers/seccomp.json";
 /// A profile larger than this is refused (the default is 20 KB).
 const MAX_PROFILE: u64 = 16 << 20;
 
 /// The container's capabilities and seccomp filter.
 #[derive(Debug, Clone)]
-pub(super) struct Confinement {
+pub struct Confinement {
     /// The bounding set (and the effective one of a root process).
-    pub(super) capabilities: Vec<Capability>,
+    pub capabilities: Vec<Capability>,
     /// `None` only when containers.conf says `seccomp_profile = "unconfined"`
     /// (or the profile is empty, which podman takes for the same).
-    pub(super) seccomp: Option<LinuxSeccomp>,
+    pub seccomp: Option<LinuxSeccomp>,
 }
 
 /// What the containers.conf files set, with the file that set it last.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(super) struct ConfKeys {
+pub struct ConfKeys {
     /// `[containers] default_capabilities`.
-    pub(super) default_capabilities: Option<(Vec<String>, PathBuf)>,
+    pub default_capabilities: Option<(Vec<String>, PathBuf)>,
     /// `[containers] seccomp_profile` (an empty string is unset, as in podman).
-    pub(super) seccomp_profile: Option<(String, PathBuf)>,
+    pub seccomp_profile: Option<(String, PathBuf)>,
 }
 
 /// Read containers.conf and the host, and choose.
-pub(super) fn load() -> anyhow::Result<Confinement> {
+pub fn load() -> super::Result<Confinement> {
     let env = ConfEnv::from_process();
     let keys = read_conf(&env.files(conf_d_files), env.containers_conf.as_deref())?;
     let capabilities = capabilities(&keys, bounding_set()?)?;
@@ -71,7 +71,7 @@ pub(super) fn load() -> anyhow::Result<Confinement> {
         ProfileChoice::File { path, set_by } => {
             load_profile(&path, set_by.as_deref(), &capabilities)?
         }
-        ProfileChoice::Missing => bail!(
+        ProfileChoice::Missing => refuse!(
             "no seccomp profile: neither {OVERRIDE_PROFILE} nor {DEFAULT_PROFILE} exists \
              (containers-common ships the latter; podman falls back to a built-in copy, \
              layerstore does not); install it, or name a profile with [containers] \
@@ -86,7 +86,7 @@ pub(super) fn load() -> anyhow::Result<Confinement> {
 
 /// Fold the `[containers]` keys of `files` (later wins). A missing file is
 /// skipped, except `$CONTAINERS_CONF` (`required`), as podman does.
-pub(super) fn read_conf(files: &[PathBuf], required: Option<&Path>) -> anyhow::Result<ConfKeys> {
+pub fn read_conf(files: &[PathBuf], required: Option<&Path>) -> super::Result<ConfKeys> {
     let mut keys = ConfKeys::default();
     for path in files {
         let text = match fs::read_to_string(path) {
@@ -106,7 +106,7 @@ pub(super) fn read_conf(files: &[PathBuf], required: Option<&Path>) -> anyhow::R
                 .as_array()
                 .and_then(|a| a.iter().map(|c| c.as_str().map(str::to_owned)).collect())
                 .ok_or_else(|| {
-                    anyhow!(
+                    invalid!(
                         "{}: [containers] default_capabilities must be a list of strings",
                         path.display()
                     )
@@ -115,7 +115,7 @@ pub(super) fn read_conf(files: &[PathBuf], required: Option<&Path>) -> anyhow::R
         }
         if let Some(v) = containers.get("seccomp_profile") {
             let profile = v.as_str().ok_or_else(|| {
-                anyhow!(
+                invalid!(
                     "{}: [containers] seccomp_profile must be a string",
                     path.display()
                 )
@@ -129,7 +129,7 @@ pub(super) fn read_conf(files: &[PathBuf], required: Option<&Path>) -> anyhow::R
 
 /// The container's bounding set: containers.conf's list (else ours), less
 /// what `bounding` (this process's) lacks, as podman intersects them.
-pub(super) fn capabilities(keys: &ConfKeys, bounding: u64) -> anyhow::Result<Vec<Capability>> {
+pub fn capabilities(keys: &ConfKeys, bounding: u64) -> super::Result<Vec<Capability>> {
     let wanted: Vec<Capability> = match &keys.default_capabilities {
         None => CAPABILITIES.to_vec(),
         Some((names, file)) => names
@@ -140,7 +140,7 @@ pub(super) fn capabilities(keys: &ConfKeys, bounding: u64) -> anyhow::Result<Vec
                     format!("{}: [containers] default_capabilities", file.display())
                 })
             })
-            .collect::<anyhow::Result<_>>()?,
+            .collect::<super::Result<_>>()?,
     };
     let mut caps: Vec<Capability> = Vec::new();
     for cap in wanted {
@@ -152,7 +152,7 @@ pub(super) fn capabilities(keys: &ConfKeys, bounding: u64) -> anyhow::Result<Vec
 }
 
 /// A capability as podman accepts it: `net_raw`, `NET_RAW`, `CAP_NET_RAW`.
-pub(super) fn parse_capability(name: &str) -> anyhow::Result<Capability> {
+pub fn parse_capability(name: &str) -> super::Result<Capability> {
     let upper = name.to_ascii_uppercase();
     let full = if upper.starts_with("CAP_") {
         upper
@@ -160,11 +160,11 @@ pub(super) fn parse_capability(name: &str) -> anyhow::Result<Capability> {
         format!("CAP_{upper}")
     };
     serde_json::from_value(serde_json::Value::String(full.clone()))
-        .map_err(|_| anyhow!("unknown capability {name:?} ({full})"))
+        .map_err(|_| invalid!("unknown capability {name:?} ({full})"))
 }
 
 /// A capability's OCI name (`CAP_CHOWN`).
-pub(super) fn cap_name(cap: Capability) -> String {
+pub fn cap_name(cap: Capability) -> String {
     match serde_json::to_value(cap) {
         Ok(serde_json::Value::String(s)) => s,
         _ => format!("{cap:?}"),
@@ -220,23 +220,25 @@ fn cap_number(cap: Capability) -> u32 {
 }
 
 /// This process's bounding set (`CapBnd` of `/proc/self/status`).
-fn bounding_set() -> anyhow::Result<u64> {
+fn bounding_set() -> super::Result<u64> {
     let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapBnd:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .ok_or_else(|| anyhow!("/proc/self/status has no CapBnd line"))
+        .ok_or_else(|| invalid!("/proc/self/status has no CapBnd line"))
 }
 
 /// Which profile, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum ProfileChoice {
+pub enum ProfileChoice {
     /// `seccomp_profile = "unconfined"`.
     Unconfined,
     /// A profile file; `set_by` the containers.conf naming it.
     File {
+        /// The profile.
         path: PathBuf,
+        /// The containers.conf naming it, if one did.
         set_by: Option<PathBuf>,
     },
     /// Nothing names one and neither default exists.
@@ -246,7 +248,7 @@ pub(super) enum ProfileChoice {
 /// podman's choice (libpod's `DefaultSeccompPath`): containers.conf's
 /// `seccomp_profile`, else [`OVERRIDE_PROFILE`] if it exists, else
 /// [`DEFAULT_PROFILE`] if it exists.
-pub(super) fn profile_choice(keys: &ConfKeys, exists: impl Fn(&Path) -> bool) -> ProfileChoice {
+pub fn profile_choice(keys: &ConfKeys, exists: impl Fn(&Path) -> bool) -> ProfileChoice {
     match &keys.seccomp_profile {
         Some((p, _)) if p == "unconfined" => ProfileChoice::Unconfined,
         Some((p, conf)) => ProfileChoice::File {
@@ -270,7 +272,7 @@ fn load_profile(
     path: &Path,
     set_by: Option<&Path>,
     capabilities: &[Capability],
-) -> anyhow::Result<Option<LinuxSeccomp>> {
+) -> super::Result<Option<LinuxSeccomp>> {
     let named = match set_by {
         Some(conf) => format!(
             "the seccomp profile {} (seccomp_profile in {})",
@@ -349,7 +351,11 @@ mod tests {
         assert_eq!(read_conf(&[a, empty], None).unwrap().seccomp_profile, None);
         // $CONTAINERS_CONF must exist.
         let err = read_conf(std::slice::from_ref(&missing), Some(&missing)).unwrap_err();
-        assert!(format!("{err:#}").contains("missing.conf"), "{err:#}");
+        assert!(
+            crate::launch::chain(&err).contains("missing.conf"),
+            "{}",
+            crate::launch::chain(&err)
+        );
     }
 
     #[test]
@@ -372,7 +378,7 @@ mod tests {
         ] {
             let p = conf(dir.path(), "bad.conf", text);
             let err = read_conf(std::slice::from_ref(&p), None).unwrap_err();
-            let err = format!("{err:#}");
+            let err = crate::launch::chain(&err);
             assert!(
                 err.contains(&p.display().to_string()) && err.contains(message),
                 "{err}"
@@ -406,7 +412,7 @@ mod tests {
             [Capability::Kill]
         );
         let err = capabilities(&keys(&["CHOWN", "FLY"]), all).unwrap_err();
-        let err = format!("{err:#}");
+        let err = crate::launch::chain(&err);
         assert!(
             err.contains("/etc/containers/containers.conf") && err.contains("\"FLY\""),
             "{err}"
@@ -522,7 +528,7 @@ mod tests {
         );
         for path in [&missing, &garbage, &wrong] {
             let err = load_profile(path, Some(&set_by), CAPABILITIES.as_slice()).unwrap_err();
-            let err = format!("{err:#}");
+            let err = crate::launch::chain(&err);
             assert!(
                 err.contains(&path.display().to_string())
                     && err.contains(&set_by.display().to_string()),

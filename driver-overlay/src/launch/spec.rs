@@ -25,7 +25,7 @@ use super::Network;
 
 /// The image's environment with `--env` values replacing same-named ones,
 /// and a default PATH if none is set.
-pub(super) fn merged_env(image: &[String], given: &[String]) -> Vec<String> {
+pub fn merged_env(image: &[String], given: &[String]) -> Vec<String> {
     let key = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k).to_owned();
     let mut env: Vec<String> = Vec::new();
     for kv in image.iter().chain(given) {
@@ -46,31 +46,31 @@ pub(super) fn merged_env(image: &[String], given: &[String]) -> Vec<String> {
 }
 
 /// What goes into the OCI config.
-pub(super) struct SpecInput<'a> {
-    pub(super) rootfs: &'a Path,
-    pub(super) hostname: &'a str,
-    pub(super) argv: Vec<String>,
-    pub(super) env: Vec<String>,
-    pub(super) cwd: String,
-    pub(super) uid: u32,
-    pub(super) gid: u32,
-    pub(super) uidmap: &'a [IdMap],
-    pub(super) gidmap: &'a [IdMap],
-    pub(super) network: Network,
-    pub(super) cgroups_path: String,
+pub struct SpecInput<'a> {
+    pub rootfs: &'a Path,
+    pub hostname: &'a str,
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub uidmap: &'a [IdMap],
+    pub gidmap: &'a [IdMap],
+    pub network: Network,
+    pub cgroups_path: String,
     /// The bounding set (and a root process's effective set).
-    pub(super) capabilities: &'a [Capability],
+    pub capabilities: &'a [Capability],
     /// The seccomp filter (`None`: unconfined).
-    pub(super) seccomp: Option<LinuxSeccomp>,
+    pub seccomp: Option<LinuxSeccomp>,
     /// The bundle directory, where [`super::etc_files`] are bound from.
-    pub(super) bundle: &'a Path,
+    pub bundle: &'a Path,
 }
 
 /// The capabilities when containers.conf names none: those Debian's
 /// containers-common sets in `/usr/share/containers/containers.conf`, which
 /// podman then uses (its built-in list, used when no file sets one, adds
 /// CAP_AUDIT_WRITE, CAP_MKNOD and CAP_NET_RAW).
-pub(super) const CAPABILITIES: [Capability; 11] = [
+pub const CAPABILITIES: [Capability; 11] = [
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fowner,
@@ -84,7 +84,7 @@ pub(super) const CAPABILITIES: [Capability; 11] = [
     Capability::SysChroot,
 ];
 
-pub(super) fn build_spec(input: &SpecInput<'_>) -> anyhow::Result<Spec> {
+pub fn build_spec(input: &SpecInput<'_>) -> super::Result<Spec> {
     let caps: std::collections::HashSet<Capability> = input.capabilities.iter().copied().collect();
     let root_caps = if input.uid == 0 {
         caps.clone()
@@ -155,7 +155,7 @@ pub(super) fn build_spec(input: &SpecInput<'_>) -> anyhow::Result<Spec> {
                 .build()?,
         );
     }
-    let to_oci = |maps: &[IdMap]| -> anyhow::Result<Vec<_>> {
+    let to_oci = |maps: &[IdMap]| -> super::Result<Vec<_>> {
         maps.iter()
             .map(|m| {
                 Ok(LinuxIdMappingBuilder::default()
@@ -205,7 +205,7 @@ pub(super) fn build_spec(input: &SpecInput<'_>) -> anyhow::Result<Spec> {
 /// `pkg/specgen/generate/config_linux.go`), and `/sys/devices/virtual/powercap`
 /// (masked by later podman and runc against the RAPL energy side channel,
 /// CVE-2020-8694). The runtime skips those the host lacks.
-pub(super) fn default_masked_paths() -> Vec<String> {
+pub fn default_masked_paths() -> Vec<String> {
     [
         "/proc/acpi",
         "/proc/kcore",
@@ -225,7 +225,7 @@ pub(super) fn default_masked_paths() -> Vec<String> {
 }
 
 /// podman 4.3.1's read-only paths (the same function).
-pub(super) fn default_readonly_paths() -> Vec<String> {
+pub fn default_readonly_paths() -> Vec<String> {
     [
         "/proc/asound",
         "/proc/bus",
@@ -238,8 +238,8 @@ pub(super) fn default_readonly_paths() -> Vec<String> {
     .to_vec()
 }
 
-pub(super) fn mounts(input: &SpecInput<'_>) -> anyhow::Result<Vec<Mount>> {
-    let mount = |dest: &str, typ: &str, source: &str, options: &[&str]| -> anyhow::Result<Mount> {
+pub fn mounts(input: &SpecInput<'_>) -> super::Result<Vec<Mount>> {
+    let mount = |dest: &str, typ: &str, source: &str, options: &[&str]| -> super::Result<Mount> {
         Ok(MountBuilder::default()
             .destination(dest)
             .typ(typ)

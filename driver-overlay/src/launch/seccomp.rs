@@ -33,7 +33,7 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::{anyhow, bail, Context};
+use super::{invalid, refuse, Context};
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
     LinuxSeccompFilterFlag, LinuxSeccompOperator, LinuxSyscallBuilder,
@@ -45,7 +45,7 @@ use serde::Deserialize;
 /// ignored, missing or null ones empty: as Go decodes it).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Profile {
+pub struct Profile {
     #[serde(default)]
     default_action: Option<String>,
     #[serde(default)]
@@ -126,11 +126,11 @@ struct Filter {
 
 /// A kernel version as `minKernel` compares it: version and major revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct KernelVersion(pub(super) u32, pub(super) u32);
+pub struct KernelVersion(pub u32, pub u32);
 
 impl KernelVersion {
     /// `"6.18.44-foo"` -> 6.18 (what follows the major revision is ignored).
-    pub(super) fn parse(release: &str) -> Option<KernelVersion> {
+    pub fn parse(release: &str) -> Option<KernelVersion> {
         let (kernel, rest) = release.trim().split_once('.')?;
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         Some(KernelVersion(
@@ -142,19 +142,19 @@ impl KernelVersion {
 
 /// What the rules' conditions are measured against.
 #[derive(Debug, Clone)]
-pub(super) struct Host {
+pub struct Host {
     /// libseccomp's name of this binary's architecture ([`native_arch`]).
-    pub(super) arch: &'static str,
+    pub arch: &'static str,
     /// The container's bounding set, as OCI names them (`CAP_CHOWN`).
-    pub(super) bounding: BTreeSet<String>,
+    pub bounding: BTreeSet<String>,
     /// The running kernel (`None`: unknown; a rule with `minKernel` is then
     /// an error).
-    pub(super) kernel: Option<KernelVersion>,
+    pub kernel: Option<KernelVersion>,
 }
 
 /// libseccomp's name of the architecture this binary runs as (what podman's
 /// `libseccomp.GetNativeArch()` returns, and what `arches` lists).
-pub(super) fn native_arch() -> &'static str {
+pub fn native_arch() -> &'static str {
     let little = cfg!(target_endian = "little");
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -192,7 +192,7 @@ fn arch_map_key(native: &str) -> Option<&'static str> {
 /// The profile's filter for a container on `host`; `None` when the
 /// profile has neither a default action nor rules (podman then runs the
 /// container without a filter).
-pub(super) fn translate(profile: &Profile, host: &Host) -> anyhow::Result<Option<LinuxSeccomp>> {
+pub fn translate(profile: &Profile, host: &Host) -> super::Result<Option<LinuxSeccomp>> {
     let rules = profile.syscalls.as_deref().unwrap_or_default();
     let default_action = profile.default_action.as_deref().unwrap_or_default();
     if default_action.is_empty() && rules.is_empty() {
@@ -203,7 +203,7 @@ pub(super) fn translate(profile: &Profile, host: &Host) -> anyhow::Result<Option
     let listed = profile.architectures.as_deref().unwrap_or_default();
     let map = profile.arch_map.as_deref().unwrap_or_default();
     if !listed.is_empty() && !map.is_empty() {
-        bail!("it has both 'architectures' and 'archMap'; use one of them");
+        refuse!("it has both 'architectures' and 'archMap'; use one of them");
     }
     let mut arches: Vec<&str> = listed.iter().map(String::as_str).collect();
     if let Some(key) = arch_map_key(host.arch) {
@@ -215,13 +215,13 @@ pub(super) fn translate(profile: &Profile, host: &Host) -> anyhow::Result<Option
     let architectures = arches
         .iter()
         .map(|a| oci_value::<Arch>("architecture", a))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<super::Result<Vec<_>>>()?;
     let flags = profile
         .flags
         .iter()
         .flatten()
         .map(|f| oci_value::<LinuxSeccompFilterFlag>("flag", f))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<super::Result<Vec<_>>>()?;
     let mut syscalls = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         if !applies(rule, host).with_context(|| format!("syscalls[{i}]"))? {
@@ -259,7 +259,7 @@ pub(super) fn translate(profile: &Profile, host: &Host) -> anyhow::Result<Option
 }
 
 /// Whether a rule's `excludes` and `includes` keep it on `host`.
-fn applies(rule: &Rule, host: &Host) -> anyhow::Result<bool> {
+fn applies(rule: &Rule, host: &Host) -> super::Result<bool> {
     let none = Filter::default();
     let (excludes, includes) = (
         rule.excludes.as_ref().unwrap_or(&none),
@@ -290,21 +290,21 @@ fn applies(rule: &Rule, host: &Host) -> anyhow::Result<bool> {
 }
 
 /// Whether the running kernel is at least `min` ("5.8").
-fn at_least(host: &Host, min: &str) -> anyhow::Result<bool> {
+fn at_least(host: &Host, min: &str) -> super::Result<bool> {
     let min = KernelVersion::parse(min)
-        .ok_or_else(|| anyhow!("minKernel {min:?} is not a kernel version like \"5.8\""))?;
-    let running = host
-        .kernel
-        .ok_or_else(|| anyhow!("the running kernel's version is unknown (needed for minKernel)"))?;
+        .ok_or_else(|| invalid!("minKernel {min:?} is not a kernel version like \"5.8\""))?;
+    let running = host.kernel.ok_or_else(|| {
+        invalid!("the running kernel's version is unknown (needed for minKernel)")
+    })?;
     Ok(running >= min)
 }
 
 /// A kept rule as OCI says it (`None`: it names no system call).
-fn syscall(rule: &Rule) -> anyhow::Result<Option<oci_spec::runtime::LinuxSyscall>> {
+fn syscall(rule: &Rule) -> super::Result<Option<oci_spec::runtime::LinuxSyscall>> {
     let name = rule.name.as_deref().unwrap_or_default();
     let names = rule.names.as_deref().unwrap_or_default();
     if !name.is_empty() && !names.is_empty() {
-        bail!("it has both 'name' and 'names'; use one of them");
+        refuse!("it has both 'name' and 'names'; use one of them");
     }
     let names: Vec<String> = if name.is_empty() {
         names.to_vec()
@@ -336,7 +336,7 @@ fn syscall(rule: &Rule) -> anyhow::Result<Option<oci_spec::runtime::LinuxSyscall
             }
             Ok(arg.build()?)
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<super::Result<Vec<_>>>()?;
     if !args.is_empty() {
         call = call.args(args);
     }
@@ -344,7 +344,7 @@ fn syscall(rule: &Rule) -> anyhow::Result<Option<oci_spec::runtime::LinuxSyscall
 }
 
 /// An errno given by name or number (`name` wins when both are given).
-fn errno(name: Option<&str>, number: Option<u32>) -> anyhow::Result<Option<u32>> {
+fn errno(name: Option<&str>, number: Option<u32>) -> super::Result<Option<u32>> {
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Ok(number);
     };
@@ -353,7 +353,7 @@ fn errno(name: Option<&str>, number: Option<u32>) -> anyhow::Result<Option<u32>>
     }
     errno_by_name(name)
         .map(Some)
-        .ok_or_else(|| anyhow!("unknown errno {name:?}"))
+        .ok_or_else(|| invalid!("unknown errno {name:?}"))
 }
 
 /// The errno names a profile may use (containers/common's list), with
@@ -451,9 +451,9 @@ fn errno_by_name(name: &str) -> Option<u32> {
 }
 
 /// An OCI enum from the string a profile gives (`SCMP_ACT_ERRNO`, ...).
-fn oci_value<T: DeserializeOwned>(what: &str, s: &str) -> anyhow::Result<T> {
+fn oci_value<T: DeserializeOwned>(what: &str, s: &str) -> super::Result<T> {
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
-        .map_err(|_| anyhow!("unknown {what} {s:?}"))
+        .map_err(|_| invalid!("unknown {what} {s:?}"))
 }
 
 #[cfg(test)]

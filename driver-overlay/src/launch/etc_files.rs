@@ -33,13 +33,13 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 
-use anyhow::Context;
+use super::Context;
 use layerstore::confined::Dir;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use rustix::fs::{Mode, OFlags};
 
 /// The files, by name in the bundle and destination in the container.
-pub(super) const FILES: [(&str, &str); 3] = [
+pub const FILES: [(&str, &str); 3] = [
     ("hosts", "/etc/hosts"),
     ("hostname", "/etc/hostname"),
     ("resolv.conf", "/etc/resolv.conf"),
@@ -49,7 +49,7 @@ pub(super) const FILES: [(&str, &str); 3] = [
 const MAX_HOST_FILE: u64 = 1 << 20;
 
 /// `/etc/hosts` on top of the host's (`base`).
-pub(super) fn hosts(base: &str, hostname: &str) -> String {
+pub fn hosts(base: &str, hostname: &str) -> String {
     let mut out = String::new();
     let mut taken: HashSet<&str> = HashSet::new();
     for line in base.lines() {
@@ -86,11 +86,7 @@ fn push_entry(out: &mut String, ip: &str, names: &[&str]) {
 /// `/etc/resolv.conf` from the host's (`host`); `own_netns` when the
 /// container has a network namespace of its own; `read` reads the file
 /// behind a local stub resolver.
-pub(super) fn resolv_conf(
-    host: &str,
-    own_netns: bool,
-    read: impl Fn(&Path) -> Option<String>,
-) -> String {
+pub fn resolv_conf(host: &str, own_netns: bool, read: impl Fn(&Path) -> Option<String>) -> String {
     let mut content = host.to_owned();
     if own_netns {
         let servers = nameservers(&content);
@@ -182,7 +178,7 @@ fn last_keyword_line<'a>(content: &'a str, keyword: &str) -> Vec<&'a str> {
 
 /// The three files' content for the container `spec` describes, from the
 /// host's `/etc/hosts` and `/etc/resolv.conf`.
-pub(super) fn contents(spec: &Spec) -> [(&'static str, String); 3] {
+pub fn contents(spec: &Spec) -> [(&'static str, String); 3] {
     let host_file = |p: &Path| -> Option<String> {
         use std::io::Read;
         let mut text = String::new();
@@ -246,11 +242,11 @@ fn chown_to(
 
 /// Write [`contents`] into the bundle directory `dir` (replacing what a
 /// previous start left), owned by the container's root.
-pub(super) fn write(dir: &Dir, spec: &Spec) -> anyhow::Result<()> {
+pub fn write(dir: &Dir, spec: &Spec) -> super::Result<()> {
     let owner = container_root(spec);
     for (name, text) in contents(spec) {
         let shown = dir.display(name);
-        (|| -> anyhow::Result<()> {
+        (|| -> super::Result<()> {
             dir.remove_file(name)?;
             let fd = dir.open_file(
                 name,
@@ -272,11 +268,11 @@ pub(super) fn write(dir: &Dir, spec: &Spec) -> anyhow::Result<()> {
 /// container's root, beneath `rootfs` without following a symlink. What
 /// exists (a symlink too: the runtime resolves it inside the rootfs) is
 /// left alone.
-pub(super) fn make_mount_points(rootfs: &Path, spec: &Spec) -> anyhow::Result<()> {
+pub fn make_mount_points(rootfs: &Path, spec: &Spec) -> super::Result<()> {
     let owner = container_root(spec);
     let root = Dir::open(rootfs).with_context(|| format!("opening {}", rootfs.display()))?;
     let shown = root.display("etc");
-    let made = (|| -> anyhow::Result<Option<Dir>> {
+    let made = (|| -> super::Result<Option<Dir>> {
         match root.stat("etc")? {
             Some(meta) if meta.is_dir() => Ok(Some(root.open_dir("etc")?)),
             Some(_) => Ok(None),
@@ -294,7 +290,7 @@ pub(super) fn make_mount_points(rootfs: &Path, spec: &Spec) -> anyhow::Result<()
     };
     for (name, _) in FILES {
         let shown = etc.display(name);
-        (|| -> anyhow::Result<()> {
+        (|| -> super::Result<()> {
             if etc.stat(name)?.is_none() {
                 let fd = etc.open_file(
                     name,

@@ -20,23 +20,16 @@ const LAYERSTORE: &str = env!("CARGO_BIN_EXE_layerstore");
 const TOOLS: &[&str] = &["podman", "containers-storage", "runc", "busybox"];
 
 /// A busybox system whose own /etc/hosts must not show through.
-const BUSYBOX: &str = "
-d bin 0755 0:0
-F bin/busybox 0755 0:0 /bin/busybox
-l bin/sh busybox
-l bin/cat busybox
-l bin/cp busybox
-l bin/grep busybox
-l bin/hostname busybox
-l bin/id busybox
-l bin/true busybox
-l bin/unshare busybox
-d etc 0755 0:0
-f etc/passwd 0644 0:0 root:x:0:0:root:/root:/bin/sh\\nbob:x:1000:1000::/home/bob:/bin/sh\\n
-f etc/group 0644 0:0 root:x:0:\\nbob:x:1000:\\n
-f etc/hosts 0644 0:0 10.9.9.9 image-only\\n
-d tmp 1777 0:0
-";
+fn busybox() -> String {
+    layerstore_test_support::images::busybox_system(
+        &["sh", "cat", "cp", "grep", "hostname", "id", "true", "unshare"],
+        &[
+        "f etc/passwd 0644 0:0 root:x:0:0:root:/root:/bin/sh\\nbob:x:1000:1000::/home/bob:/bin/sh\\n",
+        "f etc/group 0644 0:0 root:x:0:\\nbob:x:1000:\\n",
+        "f etc/hosts 0644 0:0 10.9.9.9 image-only\\n",
+        ],
+    )
+}
 
 /// The map both tools get in the rounds with a user namespace.
 const MAPS: [&str; 4] = ["--uidmap", "0:400000:65536", "--gidmap", "0:400000:65536"];
@@ -64,7 +57,7 @@ impl Scene {
         if on_disk_owners {
             store.force_templates();
         }
-        store.import_layer_spec(LAYERSTORE, BUSYBOX, "bb");
+        store.import_layer_spec(LAYERSTORE, &busybox(), "bb");
         let conf = store.graph.parent().unwrap().join("containers.conf");
         let scene = Scene { store, conf };
         scene.set_conf(extra);

@@ -16,23 +16,16 @@ use serde_json::Value;
 const LAYERSTORE: &str = env!("CARGO_BIN_EXE_layerstore");
 const TOOLS: &[&str] = &["podman", "runc", "busybox"];
 
-/// A busybox system: root, a user bob, a group staff.
-const BUSYBOX: &str = "
-d bin 0755 0:0
-F bin/busybox 0755 0:0 /bin/busybox
-l bin/sh busybox
-l bin/stat busybox
-l bin/id busybox
-l bin/cat busybox
-l bin/ls busybox
-l bin/grep busybox
-l bin/sleep busybox
-l bin/true busybox
-d etc 0755 0:0
-f etc/passwd 0644 0:0 root:x:0:0:root:/root:/bin/sh\\nbob:x:1005:5::/:/bin/sh\\n
-f etc/group 0644 0:0 root:x:0:\\ntty:x:5:\\n
-d tmp 1777 0:0
-";
+/// A busybox system: root, a user bob (1005:5), the group tty (5).
+fn busybox() -> String {
+    layerstore_test_support::images::busybox_system(
+        &["sh", "stat", "id", "cat", "ls", "grep", "sleep", "true"],
+        &[
+            "f etc/passwd 0644 0:0 root:x:0:0:root:/root:/bin/sh\\nbob:x:1005:5::/:/bin/sh\\n",
+            "f etc/group 0644 0:0 root:x:0:\\ntty:x:5:\\n",
+        ],
+    )
+}
 
 /// Non-contiguous: uids 0-999 at 1000000, 1000-1009 at 1200000.
 const MAPS: &[&str] = &[
@@ -66,7 +59,7 @@ impl Scene {
         let conf = store.private_conf(hooks.path());
         let hook = run_ok(Command::new(LAYERSTORE).args(["oci-hook", "--print-config"]));
         fs::write(hooks.path().join("layerstore.json"), hook.stdout).unwrap();
-        store.import_layer_spec(LAYERSTORE, BUSYBOX, "bb");
+        store.import_layer_spec(LAYERSTORE, &busybox(), "bb");
         Scene {
             store,
             conf,

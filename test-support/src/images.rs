@@ -37,6 +37,23 @@ fn header(kind: tar::EntryType, mode: &str, owner: &str) -> tar::Header {
     h
 }
 
+/// The text form of a busybox system: `/bin/busybox` (the host's static
+/// one) with a link per applet in `applets`, the `etc` lines (`f etc/passwd
+/// ...`), and `/tmp`.
+pub fn busybox_system(applets: &[&str], etc: &[&str]) -> String {
+    let mut spec = String::from("d bin 0755 0:0\nF bin/busybox 0755 0:0 /bin/busybox\n");
+    for a in applets {
+        spec.push_str(&format!("l bin/{a} busybox\n"));
+    }
+    spec.push_str("d etc 0755 0:0\n");
+    for line in etc {
+        spec.push_str(line);
+        spec.push('\n');
+    }
+    spec.push_str("d tmp 1777 0:0\n");
+    spec
+}
+
 /// Build a layer tar from the text form.
 pub fn layer_tar(spec: &str) -> Vec<u8> {
     let mut xattrs: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();

@@ -44,16 +44,19 @@
 
 pub mod confinement;
 mod etc_files;
+mod reap;
 mod runtime;
 mod seccomp;
+mod signals;
 mod spec;
 pub mod user;
 
 use std::fmt::Display;
 
+pub use reap::{reap_dead_runs, state_root};
 pub use runtime::{
-    reap_dead_runs, resolve_runtime, runtime_keyring_args, state_root, Launch, LaunchRequest,
-    RuntimeFailure, EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_RUN_FAILURE,
+    resolve_runtime, runtime_keyring_args, Launch, LaunchRequest, RuntimeFailure,
+    EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_RUN_FAILURE,
 };
 pub use spec::merged_env;
 

@@ -22,6 +22,7 @@
 //! Without `--direct`, podman runs the container instead (see `podman`).
 
 pub(crate) mod podman;
+mod podman_call;
 mod podman_conf;
 mod podman_flags;
 mod shim;
@@ -347,7 +348,7 @@ fn image_run_config(store: &Store, image: &Image) -> anyhow::Result<ImageRunConf
         workdir: config["WorkingDir"].as_str().unwrap_or_default().to_owned(),
         user: config["User"].as_str().unwrap_or_default().to_owned(),
         stop_signal: config["StopSignal"].as_str().unwrap_or_default().to_owned(),
-        labels: podman::labels_of(config),
+        labels: podman_call::labels_of(config),
     })
 }
 

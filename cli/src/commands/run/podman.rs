@@ -17,9 +17,6 @@
 //!   otherwise record podman's container id; gc releases it later.
 //! ```
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,16 +27,16 @@ use layerstore::Store;
 use layerstore_overlay::engine::{Engine, Rootfs, RootfsOptions, RootfsPath};
 use serde_json::json;
 
-use super::podman_flags::{csv_field, RunLine, UsageError};
+use super::podman_call::{kv_file, memfd_with, PodmanCall};
+use super::podman_flags::{RunLine, UsageError};
 use super::{find_or_import_image, image_run_config, ImageRunConfig};
 use crate::commands::containers::MappingArgs;
-use crate::commands::oci_hook::{ANNOTATION_CONTAINER, ANNOTATION_GRAPHROOT, ANNOTATION_RUNROOT};
 use crate::GlobalArgs;
 use layerstore_overlay::launch::user::{check_user_mapped, parse_user, UserSpec};
 
 /// Store flags podman takes after `run` too; layerstore uses them for its
 /// store and passes them to podman before `run`.
-const STORE_FLAGS: &[&str] = &["root", "runroot", "storage-driver", "storage-opt"];
+pub(super) const STORE_FLAGS: &[&str] = &["root", "runroot", "storage-driver", "storage-opt"];
 
 /// Flags podman has that cannot work with a root filesystem layerstore
 /// mounts on this host, and why.
@@ -143,146 +140,6 @@ fn refuse(line: &RunLine) -> Result<(), UsageError> {
         }
     }
     Ok(())
-}
-
-/// A memory file holding `text`, inherited by podman (no close-on-exec),
-/// and the path podman opens it by.
-fn memfd_with(name: &str, text: &str) -> anyhow::Result<(OwnedFd, String)> {
-    let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::empty())
-        .with_context(|| format!("creating the memory file {name}"))?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("writing the memory file {name}"))?;
-    let fd = OwnedFd::from(file);
-    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    Ok((fd, path))
-}
-
-/// The longest line podman reads from an env or label file: its scanner
-/// (Go's bufio.Scanner, 64 KiB) fails the whole file on a longer one
-/// ("token too long"), a little less to be safe.
-const MAX_KV_LINE: usize = 60 * 1024;
-
-/// `KEY=VALUE` lines for podman's `--env-file`/`--label-file`, and the
-/// entries a line cannot hold (a line break in them, or too long for
-/// podman's reader).
-fn kv_file<'a>(entries: impl Iterator<Item = (&'a str, &'a str)>) -> (String, Vec<String>) {
-    let mut text = String::new();
-    let mut rest = Vec::new();
-    for (k, v) in entries {
-        if k.is_empty() {
-            // podman refuses `=VALUE`; an image that holds one runs without it.
-            tracing::warn!(
-                "the image's entry {:?} has no name; left out",
-                format!("={v}")
-            );
-            continue;
-        }
-        let kv = format!("{k}={v}");
-        if kv.contains(['\n', '\r'])
-            || kv.len() > MAX_KV_LINE
-            || k.is_empty()
-            || k.starts_with('#')
-            || k.contains(char::is_whitespace)
-        {
-            rest.push(kv);
-        } else {
-            text.push_str(&kv);
-            text.push('\n');
-        }
-    }
-    (text, rest)
-}
-
-/// Everything podman is given, in order.
-struct PodmanCall<'a> {
-    store_flags: Vec<String>,
-    line: &'a RunLine,
-    config: &'a ImageRunConfig,
-    storage: &'a Rootfs,
-    store: &'a Store,
-    runtime: Option<PathBuf>,
-    cidfile: Option<PathBuf>,
-    env_file: Option<String>,
-    label_file: Option<String>,
-    leftovers: (Vec<String>, Vec<String>),
-}
-
-impl PodmanCall<'_> {
-    fn argv(&self) -> Vec<String> {
-        let line = self.line;
-        let config = self.config;
-        let id = &self.storage.container.id;
-        let options = self.store.options();
-        let mut a = self.store_flags.clone();
-        a.push("run".to_owned());
-        if let Some(rt) = &self.runtime {
-            a.push(format!("--runtime={}", rt.display()));
-        }
-        if let Some(cid) = &self.cidfile {
-            a.push(format!("--cidfile={}", cid.display()));
-        }
-        a.push(format!(
-            "--label={}={id}",
-            crate::podman::LABEL_STORAGE_CONTAINER
-        ));
-        let annotations = [
-            (ANNOTATION_CONTAINER, id.clone()),
-            (
-                ANNOTATION_GRAPHROOT,
-                options.graph_root.display().to_string(),
-            ),
-            (ANNOTATION_RUNROOT, options.run_root.display().to_string()),
-        ];
-        for (k, v) in annotations {
-            // --annotation is one of podman's comma-separated lists.
-            a.push(format!("--annotation={}", csv_field(&format!("{k}={v}"))));
-        }
-        // The image's, below everything the caller gives.
-        if let Some(f) = &self.env_file {
-            a.push(format!("--env-file={}", csv_field(f)));
-        }
-        for kv in &self.leftovers.0 {
-            a.push(format!("--env={kv}"));
-        }
-        if let Some(f) = &self.label_file {
-            a.push(format!("--label-file={}", csv_field(f)));
-        }
-        for kv in &self.leftovers.1 {
-            a.push(format!("--label={kv}"));
-        }
-        if !line.given("entrypoint") && !config.entrypoint.is_empty() {
-            a.push(format!(
-                "--entrypoint={}",
-                serde_json::to_string(&config.entrypoint).unwrap_or_default()
-            ));
-        }
-        if !line.given("workdir") && !config.workdir.is_empty() {
-            a.push(format!("--workdir={}", config.workdir));
-        }
-        if !line.given("user") && !config.user.is_empty() {
-            a.push(format!("--user={}", config.user));
-        }
-        if !line.given("stop-signal") && !config.stop_signal.is_empty() {
-            a.push(format!("--stop-signal={}", config.stop_signal));
-        }
-        a.extend(line.podman_args(&[STORE_FLAGS, &["runtime"]].concat()));
-        a.push("--rootfs".to_owned());
-        a.push(self.storage.path.display().to_string());
-        a.extend(self.command());
-        a
-    }
-
-    /// The command: the caller's, else the image's Cmd (unless the caller
-    /// set the entrypoint: then the image's Cmd does not apply, as in
-    /// podman).
-    fn command(&self) -> Vec<String> {
-        if !self.line.command.is_empty() || self.line.given("entrypoint") {
-            self.line.command.clone()
-        } else {
-            self.config.cmd.clone()
-        }
-    }
 }
 
 /// Run the container through podman; podman's exit code.
@@ -655,43 +512,9 @@ fn forward_to(pid: u32) -> anyhow::Result<Forwarder> {
     })
 }
 
-/// The image's labels, for [`ImageRunConfig::labels`].
-pub(super) fn labels_of(config: &serde_json::Value) -> BTreeMap<String, String> {
-    config["Labels"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kv_files_hold_what_a_line_can() {
-        let (text, rest) = kv_file(
-            [
-                ("A", "1"),
-                ("B", "x=y"),
-                ("C", "two\nlines"),
-                ("#D", "1"),
-                ("E F", "1"),
-                ("", "nameless"),
-            ]
-            .into_iter(),
-        );
-        assert_eq!(text, "A=1\nB=x=y\n");
-        assert_eq!(rest, ["C=two\nlines", "#D=1", "E F=1"]);
-        // podman's reader fails a whole file on a line of 64 KiB.
-        let big = "x".repeat(70_000);
-        let (text, rest) = kv_file([("BIG", big.as_str()), ("A", "1")].into_iter());
-        assert_eq!(text, "A=1\n");
-        assert_eq!(rest, [format!("BIG={big}")]);
-    }
 
     #[test]
     fn cidfiles_hold_one_id() {

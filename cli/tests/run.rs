@@ -86,18 +86,7 @@ fn layer_ids(store: &PodmanStore) -> Vec<String> {
 
 /// The metadata files' bytes, to prove a failure changed nothing.
 fn metadata(store: &PodmanStore) -> Vec<(PathBuf, Option<Vec<u8>>)> {
-    [
-        store.graph.join("overlay-layers/layers.json"),
-        store.graph.join("overlay-images/images.json"),
-        store.graph.join("overlay-containers/containers.json"),
-        store.run.join("overlay-layers/mountpoints.json"),
-    ]
-    .into_iter()
-    .map(|p| {
-        let bytes = fs::read(&p).ok();
-        (p, bytes)
-    })
-    .collect()
+    store.record_files()
 }
 
 /// The records in [`metadata`]'s files (an absent file holds none).
@@ -113,16 +102,7 @@ fn records(files: &[(PathBuf, Option<Vec<u8>>)]) -> Vec<Value> {
 
 /// Mounts under the store (the private bind of the overlay home aside).
 fn mounts_under(store: &PodmanStore) -> Vec<String> {
-    let home = store.graph.join("overlay");
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|m| {
-            let p = Path::new(m);
-            (p.starts_with(&store.graph) || p.starts_with(&store.run)) && p != home
-        })
-        .collect()
+    store.mounts_below()
 }
 
 /// An executable script at `dir/name`.

@@ -600,21 +600,6 @@ fn default_capabilities_come_from_containers_conf() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-/// The record files whose content a refused run must leave as it was.
-fn record_files(store: &PodmanStore) -> Vec<(PathBuf, Option<Vec<u8>>)> {
-    [
-        store.graph.join("overlay-layers/layers.json"),
-        store.graph.join("overlay-containers/containers.json"),
-        store.run.join("overlay-layers/mountpoints.json"),
-    ]
-    .into_iter()
-    .map(|p| {
-        let bytes = fs::read(&p).ok();
-        (p, bytes)
-    })
-    .collect()
-}
-
 #[test]
 #[ignore = "privileged: needs root, overlay mounts and runc"]
 fn a_broken_seccomp_profile_is_refused() {
@@ -622,7 +607,7 @@ fn a_broken_seccomp_profile_is_refused() {
     let scene = Scene::new("");
     // One run first, so that every record file exists.
     ok(direct_run(&scene, &["--rm", "bb", "true"]), "first run");
-    let before = record_files(&scene.store);
+    let before = scene.store.record_files();
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.json");
     fs::write(
@@ -651,7 +636,7 @@ fn a_broken_seccomp_profile_is_refused() {
         // The profile is read when the bundle is written, after the
         // container was made: it is removed again, and the record files
         // are as they were, byte for byte.
-        assert_eq!(record_files(&scene.store), before, "{}", profile.display());
+        assert_eq!(scene.store.record_files(), before, "{}", profile.display());
         let leftovers: Vec<_> = fs::read_dir(scene.store.run.join("overlay-containers"))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();

@@ -6,7 +6,7 @@
 //! input changes nothing.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -144,16 +144,7 @@ impl Scene {
     }
 
     fn mounts(&self) -> Vec<String> {
-        let home = self.store.graph.join("overlay");
-        fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|m| {
-                let p = Path::new(m);
-                p.starts_with(&self.store.graph) && p != home
-            })
-            .collect()
+        self.store.mounts_below()
     }
 
     fn gc(&self) -> Value {

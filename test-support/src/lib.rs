@@ -233,6 +233,38 @@ impl PodmanStore {
         path
     }
 
+    /// The store's record files and their bytes (`None`: absent), to prove
+    /// that a refused command changed nothing.
+    pub fn record_files(&self) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+        [
+            self.graph.join("overlay-layers/layers.json"),
+            self.graph.join("overlay-images/images.json"),
+            self.graph.join("overlay-containers/containers.json"),
+            self.run.join("overlay-layers/mountpoints.json"),
+        ]
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).ok();
+            (p, bytes)
+        })
+        .collect()
+    }
+
+    /// The mount points below the graphroot and the runroot
+    /// (`/proc/self/mountinfo`), the private bind of the overlay home aside.
+    pub fn mounts_below(&self) -> Vec<String> {
+        let home = self.graph.join("overlay");
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("reading /proc/self/mountinfo")
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .filter(|m| {
+                let p = Path::new(m);
+                (p.starts_with(&self.graph) || p.starts_with(&self.run)) && p != home
+            })
+            .collect()
+    }
+
     /// `podman` with this store's flags and the test containers.conf.
     pub fn podman(&self) -> Command {
         let mut cmd = Command::new("podman");

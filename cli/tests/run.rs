@@ -443,13 +443,19 @@ fn runs_like_podman_run() {
 /// `layerstore run --rm` of a command that exits `code` on `signal`: listed
 /// by podman while it runs; `signal` sent to layerstore reaches it.
 fn signal_reaches_the_container(store: &PodmanStore, signal: rustix::process::Signal, code: i32) {
+    // If the run dies before the container (the test fails), the container's
+    // init is reparented and runs on: killed by its tag when this returns.
+    let tag = format!("signal-test-{}-{code}", std::process::id());
+    let _guard = KillTagged(tag.clone());
     let mut child = store
         .layerstore(LAYERSTORE)
         .args([
             "run", "--direct", "--rm", "--name", "sleeper", "bb", "sh", "-c",
         ])
         // As PID 1 it only reacts to signals it handles (as under podman).
-        .arg("trap 'exit 42' TERM; trap 'exit 43' INT; echo ready; while true; do sleep 0.1; done")
+        .arg(format!(
+            ": {tag}; trap 'exit 42' TERM; trap 'exit 43' INT; echo ready; while true; do sleep 0.1; done"
+        ))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -481,6 +487,17 @@ fn signal_reaches_the_container(store: &PodmanStore, signal: rustix::process::Si
         "{signal:?} reached the container"
     );
     assert!(start.elapsed() < Duration::from_secs(30));
+}
+
+/// Kills, when dropped, every process whose command line holds the tag.
+struct KillTagged(String);
+
+impl Drop for KillTagged {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.0])
+            .status();
+    }
 }
 
 /// `--uidmap 0:B:65536 --uidmap 70000:B+70000:1 --gidmap 0:B:65537`.

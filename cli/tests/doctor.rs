@@ -326,3 +326,38 @@ fn a_lowered_key_quota_turns_the_keyring_check_to_warn_and_fail() {
         "the guard restored maxkeys"
     );
 }
+
+#[test]
+#[ignore = "privileged: needs root (a store, podman on PATH)"]
+fn run_checks_find_the_oci_hook_in_podmans_hooks_directory() {
+    require_privileged(&["podman"]);
+    let store = PodmanStore::empty();
+    let hooks = tempfile::tempdir().unwrap();
+    let conf = store.private_conf(hooks.path());
+    let status = |store: &PodmanStore| {
+        let out = store
+            .layerstore(LAYERSTORE)
+            .env("CONTAINERS_CONF", &conf)
+            .args(["doctor", "--json", "--no-probe"])
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let hook = check(&report, "run.oci-hook").clone();
+        assert_exit_code(out.status.code().unwrap(), &report);
+        hook
+    };
+    let missing = status(&store);
+    assert_eq!(missing["status"], "warn", "{missing}");
+    assert!(missing["fix"]
+        .as_str()
+        .unwrap()
+        .contains("oci-hook --print-config"));
+    let printed = run_ok(Command::new(LAYERSTORE).args(["oci-hook", "--print-config"]));
+    fs::write(hooks.path().join("layerstore.json"), printed.stdout).unwrap();
+    let found = status(&store);
+    assert_eq!(found["status"], "ok", "{found}");
+    assert!(found["seen"]
+        .as_str()
+        .unwrap()
+        .contains(&hooks.path().display().to_string()));
+}

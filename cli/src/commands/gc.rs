@@ -200,12 +200,12 @@ fn cidfile_user(
     if !marker.container.is_empty() {
         return None;
     }
-    let cidfile = if marker.cidfile.is_empty() {
-        super::run::podman::own_cidfile(store, &c.id)
+    let id = if marker.cidfile.is_empty() {
+        let sid = layerstore::ContainerId::parse(&c.id).ok()?;
+        super::run::podman::read_own_cidfile(store, &sid)?
     } else {
-        PathBuf::from(&marker.cidfile)
+        super::run::podman::read_cidfile(Path::new(&marker.cidfile))?
     };
-    let id = super::run::podman::read_cidfile(&cidfile)?;
     (view.ids.contains(&id) || super::run::podman::podman_container_dir(store, &id).exists())
         .then_some(id)
 }

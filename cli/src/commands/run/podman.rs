@@ -27,7 +27,7 @@ use layerstore::Store;
 use layerstore_overlay::engine::{Engine, Rootfs, RootfsOptions, RootfsPath};
 use serde_json::json;
 
-use super::podman_call::{kv_file, memfd_with, PodmanCall};
+use super::podman_call::{ImageFiles, PodmanCall};
 use super::podman_flags::{RunLine, UsageError};
 use super::{find_or_import_image, image_run_config, ImageRunConfig};
 use crate::commands::containers::MappingArgs;
@@ -298,38 +298,13 @@ fn hand_to_podman(
     runtime: Option<PathBuf>,
 ) -> anyhow::Result<(u8, Option<String>)> {
     let store = engine.store();
+    let sid = layerstore::ContainerId::parse(&rootfs.container.id)?;
     let caller_cidfile = line.last("cidfile").map(PathBuf::from);
     let own_cidfile = caller_cidfile
         .is_none()
-        .then(|| {
-            userdata_dir(store, &rootfs.container.id)
-                .map(|_| own_cidfile(store, &rootfs.container.id))
-        })
+        .then(|| userdata_dir(store, &sid).map(|_| own_cidfile(store, &sid)))
         .transpose()?;
-    // podman sets container=podman for the containers of its images, below
-    // the image's Env; with --rootfs it does not.
-    let env_entries = std::iter::once(("container", "podman")).chain(
-        config
-            .env
-            .iter()
-            .map(|kv| kv.split_once('=').unwrap_or((kv, ""))),
-    );
-    let (env_text, env_rest) = kv_file(env_entries);
-    // An image's io.layerstore.* labels would name storage containers to
-    // gc and remount: left out.
-    let (label_text, label_rest) = kv_file(
-        config
-            .labels
-            .iter()
-            .filter(|(k, _)| !k.starts_with("io.layerstore."))
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
-    let env = (!env_text.is_empty())
-        .then(|| memfd_with("layerstore-image-env", &env_text))
-        .transpose()?;
-    let labels = (!label_text.is_empty())
-        .then(|| memfd_with("layerstore-image-labels", &label_text))
-        .transpose()?;
+    let files = ImageFiles::of(config)?;
     let call = PodmanCall {
         store_flags: crate::podman::store_flags(store_args),
         line,
@@ -338,9 +313,9 @@ fn hand_to_podman(
         store,
         runtime,
         cidfile: own_cidfile.clone(),
-        env_file: env.as_ref().map(|(_, p)| p.clone()),
-        label_file: labels.as_ref().map(|(_, p)| p.clone()),
-        leftovers: (env_rest, label_rest),
+        env_file: files.env.as_ref().map(|(_, p)| p.clone()),
+        label_file: files.labels.as_ref().map(|(_, p)| p.clone()),
+        leftovers: files.leftovers.clone(),
     };
     let argv = call.argv();
     tracing::debug!(?argv, "running podman");
@@ -348,7 +323,7 @@ fn hand_to_podman(
         .args(&argv)
         .spawn()
         .with_context(|| format!("running {}", podman.display()))?;
-    drop((env, labels));
+    drop(files);
     let forwarder = forward_to(child.id())?;
     let status = child.wait().context("waiting for podman");
     forwarder.stop();
@@ -361,36 +336,54 @@ fn hand_to_podman(
         (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
         (None, None) => super::EXIT_RUN_FAILURE,
     };
-    let cidfile = caller_cidfile.or(own_cidfile);
-    let podman_id = match cidfile.as_deref().and_then(read_cidfile) {
-        Some(id) => id,
-        // No id in the cidfile: podman made no container, unless the
-        // cidfile was not written (`--cidfile=`) or was taken away; podman
-        // is asked before the storage goes.
-        None => match crate::podman::containers(store_args) {
-            Ok(view) => match view.storage_users.get(&rootfs.container.id) {
-                Some(id) => id.clone(),
-                None => {
-                    tracing::info!("podman made no container: releasing the storage container");
-                    return Ok((code, None));
-                }
-            },
-            Err(e) => {
-                tracing::warn!(
-                    container = %rootfs.container.id,
-                    "no container id in podman's cidfile, and podman could not be asked whether it \
-                     made a container: the storage container stays for gc to decide: {e:#}"
-                );
-                return Ok((code, Some(String::new())));
-            }
-        },
-    };
+    let user = podman_user(store, store_args, &sid, caller_cidfile.as_deref());
     let foreground_rm = line.is_set("rm") && !line.is_set("detach");
-    if foreground_rm && !podman_container_dir(store, &podman_id).exists() {
-        tracing::info!(podman = %podman_id, "podman removed its container: releasing the storage container");
-        return Ok((code, None));
+    match user {
+        Some(id)
+            if foreground_rm && !id.is_empty() && !podman_container_dir(store, &id).exists() =>
+        {
+            tracing::info!(podman = %id, "podman removed its container: releasing the storage container");
+            Ok((code, None))
+        }
+        user => Ok((code, user)),
     }
-    Ok((code, Some(podman_id)))
+}
+
+/// After podman exited: the podman container on storage container `sid`,
+/// from its cidfile (the caller's, else ours); `None`: podman made none,
+/// release the storage. No id in the cidfile (`--cidfile=`, or the file
+/// taken away) and podman cannot be asked: `Some("")`, the storage stays
+/// for gc to decide.
+fn podman_user(
+    store: &Store,
+    store_args: &GlobalArgs,
+    sid: &layerstore::ContainerId,
+    caller_cidfile: Option<&Path>,
+) -> Option<String> {
+    let written = match caller_cidfile {
+        Some(path) => read_cidfile(path),
+        None => read_own_cidfile(store, sid),
+    };
+    if written.is_some() {
+        return written;
+    }
+    match crate::podman::containers(store_args) {
+        Ok(view) => {
+            let user = view.storage_users.get(sid.as_str()).cloned();
+            if user.is_none() {
+                tracing::info!("podman made no container: releasing the storage container");
+            }
+            user
+        }
+        Err(e) => {
+            tracing::warn!(
+                container = %sid,
+                "no container id in podman's cidfile, and podman could not be asked whether it \
+                 made a container: the storage container stays for gc to decide: {e:#}"
+            );
+            Some(String::new())
+        }
+    }
 }
 
 /// The caller's `--cidfile`, absolute (podman resolves it in this
@@ -406,20 +399,30 @@ fn caller_cidfile(line: &RunLine) -> anyhow::Result<String> {
 
 /// The cidfile `layerstore run` gives podman when the caller gives none:
 /// in the storage container's own run directory.
-pub(crate) fn own_cidfile(store: &Store, id: &str) -> PathBuf {
-    store
-        .options()
-        .run_root
-        .join("overlay-containers")
-        .join(id)
-        .join("userdata")
-        .join("podman.cid")
+pub(crate) fn own_cidfile(store: &Store, id: &layerstore::ContainerId) -> PathBuf {
+    store.options().run_root.join(own_cidfile_rel(id))
+}
+
+fn own_cidfile_rel(id: &layerstore::ContainerId) -> PathBuf {
+    Path::new("overlay-containers")
+        .join(id.as_str())
+        .join("userdata/podman.cid")
+}
+
+/// The podman container id in the storage container's own cidfile, read
+/// beneath the runroot without following a symlink or waiting on a FIFO.
+pub(crate) fn read_own_cidfile(store: &Store, id: &layerstore::ContainerId) -> Option<String> {
+    let run = store.run_dir().ok()??;
+    let bytes = run.read_opt_limited(own_cidfile_rel(id), 256).ok()??;
+    cidfile_id(&String::from_utf8_lossy(&bytes))
 }
 
 /// `<runroot>/overlay-containers/<id>/userdata`, created if missing (the
 /// storage container's own run directory: removed with it).
-fn userdata_dir(store: &Store, id: &str) -> anyhow::Result<PathBuf> {
-    let rel = Path::new("overlay-containers").join(id).join("userdata");
+fn userdata_dir(store: &Store, id: &layerstore::ContainerId) -> anyhow::Result<PathBuf> {
+    let rel = Path::new("overlay-containers")
+        .join(id.as_str())
+        .join("userdata");
     let run = store.run_dir_created()?;
     run.create_dir_all(&rel, 0o700)
         .with_context(|| format!("creating {}", store.options().run_root.join(&rel).display()))?;
@@ -437,8 +440,9 @@ pub(crate) fn podman_container_dir(store: &Store, podman_id: &str) -> PathBuf {
         .join(podman_id)
 }
 
-/// The podman container id in a cidfile, if it holds one. Only a regular
-/// file is read (gc reads paths from records: a FIFO must not block it).
+/// The podman container id in the caller's cidfile (an absolute path
+/// given to `--cidfile`, and recorded for gc), if it holds one. Only a
+/// regular file is read: a FIFO must not block gc.
 pub(crate) fn read_cidfile(path: &Path) -> Option<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -452,6 +456,11 @@ pub(crate) fn read_cidfile(path: &Path) -> Option<String> {
     }
     let mut text = String::new();
     file.take(256).read_to_string(&mut text).ok()?;
+    cidfile_id(&text)
+}
+
+/// The container id a cidfile holds: 64 hex digits, nothing else.
+fn cidfile_id(text: &str) -> Option<String> {
     let id = text.trim();
     (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
 }

@@ -18,7 +18,7 @@ use crate::commands::oci_hook::{ANNOTATION_CONTAINER, ANNOTATION_GRAPHROOT, ANNO
 
 /// A memory file holding `text`, inherited by podman (no close-on-exec),
 /// and the path podman opens it by.
-pub(super) fn memfd_with(name: &str, text: &str) -> anyhow::Result<(OwnedFd, String)> {
+fn memfd_with(name: &str, text: &str) -> anyhow::Result<(OwnedFd, String)> {
     let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::empty())
         .with_context(|| format!("creating the memory file {name}"))?;
     let mut file = std::fs::File::from(fd);
@@ -37,9 +37,7 @@ const MAX_KV_LINE: usize = 60 * 1024;
 /// `KEY=VALUE` lines for podman's `--env-file`/`--label-file`, and the
 /// entries a line cannot hold (a line break in them, or too long for
 /// podman's reader).
-pub(super) fn kv_file<'a>(
-    entries: impl Iterator<Item = (&'a str, &'a str)>,
-) -> (String, Vec<String>) {
+fn kv_file<'a>(entries: impl Iterator<Item = (&'a str, &'a str)>) -> (String, Vec<String>) {
     let mut text = String::new();
     let mut rest = Vec::new();
     for (k, v) in entries {
@@ -155,6 +153,47 @@ impl PodmanCall<'_> {
         } else {
             self.config.cmd.clone()
         }
+    }
+}
+
+/// The image's Env and Labels as memory files for podman's `--env-file`
+/// and `--label-file` (held open until podman has read them), and what a
+/// line cannot hold.
+pub(super) struct ImageFiles {
+    pub(super) env: Option<(OwnedFd, String)>,
+    pub(super) labels: Option<(OwnedFd, String)>,
+    pub(super) leftovers: (Vec<String>, Vec<String>),
+}
+
+impl ImageFiles {
+    pub(super) fn of(config: &ImageRunConfig) -> anyhow::Result<ImageFiles> {
+        // podman sets container=podman for the containers of its images,
+        // below the image's Env; with --rootfs it does not.
+        let env_entries = std::iter::once(("container", "podman")).chain(
+            config
+                .env
+                .iter()
+                .map(|kv| kv.split_once('=').unwrap_or((kv, ""))),
+        );
+        let (env_text, env_rest) = kv_file(env_entries);
+        // An image's io.layerstore.* labels would name storage containers
+        // to gc and remount: left out.
+        let (label_text, label_rest) = kv_file(
+            config
+                .labels
+                .iter()
+                .filter(|(k, _)| !k.starts_with("io.layerstore."))
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        Ok(ImageFiles {
+            env: (!env_text.is_empty())
+                .then(|| memfd_with("layerstore-image-env", &env_text))
+                .transpose()?,
+            labels: (!label_text.is_empty())
+                .then(|| memfd_with("layerstore-image-labels", &label_text))
+                .transpose()?,
+            leftovers: (env_rest, label_rest),
+        })
     }
 }
 

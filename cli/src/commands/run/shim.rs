@@ -118,7 +118,7 @@ pub(crate) fn install(store: &layerstore::Store, real: &Path) -> anyhow::Result<
         }
         let mut tmp = OsString::from(".tmp-");
         tmp.push(link);
-        let _ = std::fs::remove_file(graph.join(&rel).join(&tmp));
+        let _ = dir.remove_file(&tmp);
         dir.symlink(to, &tmp)?;
         dir.rename(&tmp, link)?;
         Ok(())

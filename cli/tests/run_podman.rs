@@ -813,3 +813,51 @@ fn a_foreground_run_killed_under_podman_keeps_its_storage_while_podmans_containe
     assert!(scene.storage_containers().is_empty());
     assert!(scene.mounts().is_empty(), "{:?}", scene.mounts());
 }
+
+#[test]
+#[ignore = "privileged: real podman 4.3.1, runc, overlay mounts"]
+fn sigterm_to_layerstore_reaches_the_container_through_podman() {
+    require_privileged(TOOLS);
+    let scene = Scene::new(PodmanStore::empty());
+    let mut args = vec!["--rm", "--name", "trapper"];
+    args.extend(MAPS);
+    args.extend([
+        "bb",
+        "sh",
+        "-c",
+        "trap 'exit 42' TERM; echo ready; while true; do sleep 0.1; done",
+    ]);
+    let mut child = scene
+        .layerstore()
+        .arg("run")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    // Whatever happened, nothing of the container stays running.
+    let _ = scene
+        .podman()
+        .args(["rm", "-f", "-t", "0", "trapper"])
+        .output();
+    assert_eq!(
+        status.code(),
+        Some(42),
+        "SIGTERM reached the container's trap"
+    );
+    assert!(
+        scene.storage_containers().is_empty(),
+        "--rm released the storage"
+    );
+    assert!(scene.mounts().is_empty());
+}

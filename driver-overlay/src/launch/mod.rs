@@ -58,6 +58,7 @@ pub use runtime::{
     resolve_runtime, runtime_keyring_args, Launch, LaunchRequest, RuntimeFailure,
     EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_RUN_FAILURE,
 };
+pub use signals::Forwarder;
 pub use spec::merged_env;
 
 use layerstore::StoreError;

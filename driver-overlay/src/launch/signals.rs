@@ -8,19 +8,59 @@ use rustix::process::{Pid, Signal, WaitOptions};
 
 use super::Context;
 
-/// Forwards SIGINT, SIGTERM and SIGHUP to the container's init until
-/// stopped. Installed before the runtime starts the container, so that a
-/// signal that comes while the runtime runs is not lost (nor kills us):
-/// it is delivered once the init's pid is known ([`Forwarder::target`]).
+/// Forwards signals to a process (the container's init, or podman) until
+/// stopped. Installed before that process exists, so that a signal that
+/// comes meanwhile is not lost (nor kills us): it is delivered once the
+/// pid is known ([`Forwarder::target`]). Ignored signals are caught and
+/// dropped.
 pub struct Forwarder {
-    pub handle: signal_hook::iterator::Handle,
-    pub thread: Option<std::thread::JoinHandle<()>>,
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
     target: Arc<AtomicI32>,
     pending: Arc<std::sync::Mutex<Vec<i32>>>,
 }
 
 impl Forwarder {
-    pub(crate) fn stop(mut self) {
+    /// Catch `forwarded` (to be sent on) and `ignored` (dropped).
+    pub fn install(forwarded: &[i32], ignored: &[i32]) -> super::Result<Forwarder> {
+        let mut signals = signal_hook::iterator::Signals::new(forwarded.iter().chain(ignored))
+            .context("installing signal handlers")?;
+        let handle = signals.handle();
+        let target = Arc::new(AtomicI32::new(0));
+        let pending = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (to, queue) = (target.clone(), pending.clone());
+        let ignored = ignored.to_vec();
+        let thread = std::thread::spawn(move || {
+            for sig in signals.forever() {
+                if ignored.contains(&sig) {
+                    continue;
+                }
+                let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+                match Pid::from_raw(to.load(Ordering::SeqCst)) {
+                    Some(pid) => {
+                        if let Some(signal) = Signal::from_named_raw(sig) {
+                            tracing::debug!(
+                                sig,
+                                pid = pid.as_raw_nonzero().get(),
+                                "forwarding a signal"
+                            );
+                            let _ = rustix::process::kill_process(pid, signal);
+                        }
+                    }
+                    None => queue.push(sig),
+                }
+            }
+        });
+        Ok(Forwarder {
+            handle,
+            thread: Some(thread),
+            target,
+            pending,
+        })
+    }
+
+    /// Stop catching; the signals' default actions apply again.
+    pub fn stop(mut self) {
         self.handle.close();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -28,7 +68,7 @@ impl Forwarder {
     }
 
     /// From now on, signals go to `pid`; those that came before go now.
-    pub(crate) fn target(&self, pid: Pid) {
+    pub fn target(&self, pid: Pid) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         self.target
             .store(pid.as_raw_nonzero().get(), Ordering::SeqCst);
@@ -40,34 +80,11 @@ impl Forwarder {
     }
 }
 
-pub fn forward_signals() -> super::Result<Forwarder> {
+/// SIGINT, SIGTERM and SIGHUP, for the container's init (as PID 1 it
+/// only reacts to signals it handles, as under podman).
+pub(crate) fn forward_signals() -> super::Result<Forwarder> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .context("installing signal handlers")?;
-    let handle = signals.handle();
-    let target = Arc::new(AtomicI32::new(0));
-    let pending = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (to, queue) = (target.clone(), pending.clone());
-    let thread = std::thread::spawn(move || {
-        for sig in signals.forever() {
-            let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
-            match Pid::from_raw(to.load(Ordering::SeqCst)) {
-                Some(pid) => {
-                    if let Some(signal) = Signal::from_named_raw(sig) {
-                        tracing::debug!(sig, "forwarding signal to the container");
-                        let _ = rustix::process::kill_process(pid, signal);
-                    }
-                }
-                None => queue.push(sig),
-            }
-        }
-    });
-    Ok(Forwarder {
-        handle,
-        thread: Some(thread),
-        target,
-        pending,
-    })
+    Forwarder::install(&[SIGINT, SIGTERM, SIGHUP], &[])
 }
 
 /// Wait for the container's init; its exit code, or 128 + the signal.

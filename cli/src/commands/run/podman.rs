@@ -25,6 +25,7 @@ use layerstore::gc::{PodmanUse, RunOwner};
 use layerstore::records::Image;
 use layerstore::Store;
 use layerstore_overlay::engine::{Engine, Rootfs, RootfsOptions, RootfsPath};
+use layerstore_overlay::launch::Forwarder;
 use serde_json::json;
 
 use super::podman_call::{ImageFiles, PodmanCall};
@@ -319,12 +320,19 @@ fn hand_to_podman(
     };
     let argv = call.argv();
     tracing::debug!(?argv, "running podman");
-    let mut child = Command::new(podman)
-        .args(&argv)
-        .spawn()
-        .with_context(|| format!("running {}", podman.display()))?;
+    // Installed first: a signal that comes while podman starts reaches it.
+    let forwarder = podman_forwarder()?;
+    let mut child = match Command::new(podman).args(&argv).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            forwarder.stop();
+            return Err(e).with_context(|| format!("running {}", podman.display()));
+        }
+    };
     drop(files);
-    let forwarder = forward_to(child.id())?;
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        forwarder.target(pid);
+    }
     let status = child.wait().context("waiting for podman");
     forwarder.stop();
     let status = status?;
@@ -483,42 +491,12 @@ fn record_podman_container(store: &Store, rootfs: &Rootfs, podman_id: &str) -> a
 /// `system(3)` does: from a terminal they reach podman directly (it is in
 /// the same process group), and a second copy would reach the container
 /// twice.
-struct Forwarder {
-    handle: signal_hook::iterator::Handle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Forwarder {
-    fn stop(mut self) {
-        self.handle.close();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn forward_to(pid: u32) -> anyhow::Result<Forwarder> {
+fn podman_forwarder() -> anyhow::Result<Forwarder> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGINT, SIGQUIT])
-            .context("installing signal handlers")?;
-    let handle = signals.handle();
-    let pid = rustix::process::Pid::from_raw(pid as i32).context("podman's pid")?;
-    let thread = std::thread::spawn(move || {
-        for sig in signals.forever() {
-            if sig == SIGINT || sig == SIGQUIT {
-                continue;
-            }
-            if let Some(signal) = rustix::process::Signal::from_named_raw(sig) {
-                tracing::debug!(sig, "forwarding a signal to podman");
-                let _ = rustix::process::kill_process(pid, signal);
-            }
-        }
-    });
-    Ok(Forwarder {
-        handle,
-        thread: Some(thread),
-    })
+    Ok(Forwarder::install(
+        &[SIGTERM, SIGHUP, SIGUSR1, SIGUSR2],
+        &[SIGINT, SIGQUIT],
+    )?)
 }
 
 #[cfg(test)]

@@ -861,3 +861,31 @@ fn sigterm_to_layerstore_reaches_the_container_through_podman() {
     );
     assert!(scene.mounts().is_empty());
 }
+
+#[test]
+#[ignore = "privileged: real podman 4.3.1, runc, overlay mounts"]
+fn the_callers_runtime_is_the_one_the_shim_runs() {
+    require_privileged(TOOLS);
+    let scene = Scene::new(PodmanStore::empty());
+    let runc = layerstore_test_support::which("runc").unwrap();
+    let runtime = runc.display().to_string();
+    let mut args = vec!["-d", "--name", "rt", "--runtime", &runtime];
+    args.extend(MAPS);
+    args.extend(["bb", "sleep", "1000"]);
+    let out = scene.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recorded = stdout(&run_ok(scene.podman().args([
+        "inspect",
+        "rt",
+        "--format",
+        "{{.OCIRuntime}}",
+    ])));
+    let shim = PathBuf::from(&recorded);
+    assert!(
+        shim.starts_with(scene.store.graph.join("layerstore/oci-runtimes")),
+        "podman runs the shim: {recorded}"
+    );
+    assert_eq!(shim.file_name(), runc.file_name(), "named as the runtime");
+    assert_eq!(fs::read_link(shim.with_file_name("target")).unwrap(), runc);
+    run_ok(scene.podman().args(["rm", "-f", "-t", "0", "rt"]));
+}

@@ -62,6 +62,15 @@ impl Driver for OverlayDriver {
         Ok(OverlayDriver::mounted_root(self, id)?)
     }
 
+    fn read_stack_file(
+        &self,
+        chain: &[LayerId],
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, DriverError> {
+        Ok(OverlayDriver::read_stack_file(self, chain, path, limit)?)
+    }
+
     /// Upstream c/storage (>= v1.59) native overlay: the host mapping
     /// always; any other valid map (contiguous or not) when running as root
     /// on a store without AUFS whiteouts whose kernel mounts overlay on

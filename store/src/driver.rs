@@ -100,6 +100,19 @@ pub trait Driver {
     /// The root directory of the layer's mount, when it is mounted (what
     /// a process that runs in it has as `/proc/<pid>/root`).
     fn mounted_root(&self, id: &LayerId) -> Result<Option<FileIdentity>, DriverError>;
+    /// The bytes of the regular file at `path` (relative, `/`-separated, e.g.
+    /// `etc/passwd`) as the root filesystem of the layer stack `chain` (top layer
+    /// first, then its parents down to the base) shows it: the layers merged as
+    /// overlayfs merges them (whiteouts, opaque directories), symlinks resolved
+    /// inside that root filesystem, never outside it. `Ok(None)` when there is no
+    /// such file or it is not a regular file (a directory, a device, a dangling or
+    /// looping link). More than `limit` bytes is an error naming the file.
+    fn read_stack_file(
+        &self,
+        chain: &[LayerId],
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, DriverError>;
     /// Whether the driver can present layers to a container with these
     /// maps without copying them (overlay: root, native overlay, and the
     /// kernel mounts overlay on idmapped lower layers; any map, contiguous

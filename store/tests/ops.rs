@@ -66,6 +66,30 @@ impl Driver for FakeDriver {
     ) -> Result<Option<layerstore::driver::FileIdentity>, DriverError> {
         Ok(None)
     }
+
+    /// No merging: the fake's layers are plain `diff` directories that
+    /// these tests never fill with whiteouts, so the topmost layer that has
+    /// something at `path` (not following a symlink there) decides.
+    fn read_stack_file(
+        &self,
+        chain: &[LayerId],
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, DriverError> {
+        for id in chain {
+            let file = self.home.join(id.as_str()).join("diff").join(path);
+            match fs::symlink_metadata(&file) {
+                Ok(meta) if meta.is_file() && meta.len() > limit => {
+                    return Err(format!("{} holds more than {limit} bytes", file.display()).into())
+                }
+                Ok(meta) if meta.is_file() => return Ok(Some(fs::read(&file)?)),
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
 }
 
 fn lid(id: &str) -> LayerId {

@@ -41,6 +41,8 @@
 //! `lower` and `lower-layers` contents are parsed into link names and ids
 //! before use; mounts name their directories by descriptor
 //! (`/proc/self/fd/<n>`), so the kernel never walks a path of the store.
+//! One file of a stack's merged view is read without mounting anything
+//! ([`OverlayDriver::read_stack_file`], merged as overlayfs merges).
 
 mod create;
 mod error;
@@ -50,6 +52,7 @@ mod links;
 mod lowers;
 mod mount;
 pub(crate) mod mountinfo;
+mod stackread;
 #[cfg(test)]
 mod tests;
 
@@ -64,6 +67,7 @@ use std::os::unix::fs::DirBuilderExt;
 pub use error::LayoutError;
 pub use mount::MountRequest;
 pub use mountinfo::{is_mounted, parse_mounts, MountEntry};
+pub use stackread::{StackReadError, MAX_SYMLINKS};
 
 /// The most lower layers a layer may have (upstream c/storage's `maxDepth`;
 /// v1.43 allowed 128). Also overlayfs' own stack limit.

@@ -44,6 +44,7 @@ pub mod ops;
 pub mod records;
 pub mod snapshot;
 mod store;
+pub mod userns;
 
 pub use error::StoreError;
 pub use id::{ContainerId, ImageId, InvalidId, LayerId};

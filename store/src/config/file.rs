@@ -53,6 +53,12 @@ struct TomlOptions {
     ignore_chown_errors: String,
     /// A Go `os.FileMode` here (an integer); a string in the overlay table.
     force_mask: u32,
+    #[serde(rename = "root-auto-userns-user")]
+    root_auto_userns_user: String,
+    #[serde(rename = "auto-userns-min-size")]
+    auto_userns_min_size: u32,
+    #[serde(rename = "auto-userns-max-size")]
+    auto_userns_max_size: u32,
     overlay: TomlOverlay,
 }
 
@@ -150,6 +156,11 @@ fn settings_from(env: &Env, s: TomlStorage) -> Settings {
         driver_options,
         transient_store: s.transient_store,
         image_store: s.imagestore,
+        auto_userns: super::AutoSettings {
+            user: s.options.root_auto_userns_user,
+            min_size: s.options.auto_userns_min_size,
+            max_size: s.options.auto_userns_max_size,
+        },
     }
 }
 

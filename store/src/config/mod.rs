@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::userns::{AutoUserNsConfig, Owner};
 use file::{exists, normalise_driver, option_key, read_settings};
 use paths::{absolute, clean, expand_env_path, require_absolute, resolve_symlinks};
 use rootless::rootless_settings;
@@ -84,6 +85,10 @@ pub struct StoreOptions {
     pub rootless: bool,
     /// The `storage.conf` the settings came from; `None` when none existed.
     pub config_file: Option<PathBuf>,
+    /// `--userns=auto`: whose subordinate ids, the size limits
+    /// (`[storage.options]` `root-auto-userns-user`, `auto-userns-min-size`,
+    /// `auto-userns-max-size`) and the subordinate id files.
+    pub auto_userns: AutoUserNsConfig,
 }
 
 /// The process environment resolution depends on, made explicit for tests.
@@ -247,6 +252,15 @@ struct Settings {
     driver_options: Vec<String>,
     transient_store: bool,
     image_store: String,
+    auto_userns: AutoSettings,
+}
+
+/// storage.conf's `--userns=auto` keys; 0 and "" are unset.
+#[derive(Debug, Default, Clone)]
+struct AutoSettings {
+    user: String,
+    min_size: u32,
+    max_size: u32,
 }
 
 /// The configuration alone, before overrides and validation.
@@ -271,8 +285,61 @@ fn resolve_config(env: &Env) -> Result<StoreOptions, ConfigError> {
         transient_store: s.transient_store,
         image_store: (!s.image_store.is_empty()).then(|| clean(Path::new(&s.image_store))),
         additional_image_stores: Vec::new(),
+        auto_userns: auto_userns_config(env, rootless, uid, &s.auto_userns, &config_file),
         rootless,
         config_file,
+    })
+}
+
+/// c/storage's `--userns=auto` sources: root uses `root-auto-userns-user`
+/// (default `containers`); rootless, the caller (`$USER`, else the name of
+/// its uid in `/etc/passwd`), whose ranges may also be listed by uid.
+fn auto_userns_config(
+    env: &Env,
+    rootless: bool,
+    uid: u32,
+    s: &AutoSettings,
+    config_file: &Option<PathBuf>,
+) -> AutoUserNsConfig {
+    let owner = if rootless {
+        let name = env
+            .var("USER")
+            .map(str::to_owned)
+            .or_else(|| user_name(&env.root_prefix.join("etc/passwd"), uid))
+            .unwrap_or_else(|| uid.to_string());
+        Owner {
+            name,
+            uid: Some(uid),
+        }
+    } else {
+        Owner {
+            name: if s.user.is_empty() {
+                crate::userns::DEFAULT_ROOT_USER.to_owned()
+            } else {
+                s.user.clone()
+            },
+            uid: None,
+        }
+    };
+    let or = |v: u32, default: u32| if v == 0 { default } else { v };
+    AutoUserNsConfig {
+        owner,
+        rootless,
+        min_size: or(s.min_size, crate::userns::DEFAULT_MIN_SIZE),
+        max_size: or(s.max_size, crate::userns::DEFAULT_MAX_SIZE),
+        subuid: env.root_prefix.join("etc/subuid"),
+        subgid: env.root_prefix.join("etc/subgid"),
+        config_file: config_file.clone().filter(|_| s.max_size != 0),
+    }
+}
+
+/// The name of `uid` in a passwd file, if listed.
+fn user_name(passwd: &Path, uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(passwd).ok()?;
+    text.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid.to_string()).then(|| name.to_owned())
     })
 }
 

@@ -529,3 +529,60 @@ fn this_machines_usr_share_storage_conf_parses() {
     assert!(o.graph_root.is_absolute() && o.run_root.is_absolute());
     assert!(!o.driver.is_empty());
 }
+
+#[test]
+fn auto_userns_keys_and_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let defaults = ok(&env(root, 0, &[])).auto_userns;
+    assert_eq!(defaults.owner.name, "containers");
+    assert_eq!((defaults.min_size, defaults.max_size), (1024, 65536));
+    assert_eq!(defaults.subuid, root.join("etc/subuid"));
+    assert_eq!(defaults.subgid, root.join("etc/subgid"));
+    assert!(!defaults.rootless);
+    let conf = put(
+        root,
+        "etc/containers/storage.conf",
+        "[storage]\ndriver = \"overlay\"\n[storage.options]\nroot-auto-userns-user = \"pool\"\n\
+         Auto-Userns-Min-Size = 2000\nauto-userns-max-size = 60000\n",
+    );
+    let set = ok(&env(root, 0, &[])).auto_userns;
+    assert_eq!(set.owner.name, "pool");
+    assert_eq!((set.min_size, set.max_size), (2000, 60000));
+    assert_eq!(set.config_file.as_deref(), Some(conf.as_path()));
+    put(
+        root,
+        "etc/containers/storage.conf",
+        "[storage.options]\nauto-userns-min-size = 10\n",
+    );
+    assert_eq!(ok(&env(root, 0, &[])).auto_userns.config_file, None);
+    // Rootless: the caller, by $USER or by its uid's name; the system
+    // file's keys do not apply without a user file (as in c/storage).
+    put(
+        root,
+        "etc/passwd",
+        "root:x:0:0::/root:/bin/sh\nalice:x:4242:4242::/home/alice:/bin/sh\n",
+    );
+    let r = ok(&rootless(root, &[])).auto_userns;
+    assert_eq!(r.owner.name, "alice");
+    assert_eq!(r.owner.uid, Some(4242));
+    assert!(r.rootless);
+    assert_eq!((r.min_size, r.max_size), (1024, 65536));
+    let named = ok(&rootless(root, &[("USER", Path::new("bob"))])).auto_userns;
+    assert_eq!(named.owner.name, "bob");
+    let bad = put(
+        root,
+        "bad.conf",
+        "[storage.options]\nauto-userns-max-size = \"big\"\n",
+    );
+    let e = resolve(
+        &env(root, 0, &[("CONTAINERS_STORAGE_CONF", &bad)]),
+        &Overrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("bad.conf") && e.contains("auto-userns-max-size"),
+        "{e}"
+    );
+}

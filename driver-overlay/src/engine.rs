@@ -42,6 +42,7 @@ use layerstore::idmap::{root_pair, IdMap};
 use layerstore::mapping::{Decision, Presentation};
 use layerstore::ops::NewContainer;
 use layerstore::records::Container;
+use layerstore::userns::{AutoUserNs, Available};
 use layerstore::{Store, StoreError};
 
 use crate::layout::{LayoutError, OverlayDriver};
@@ -104,6 +105,10 @@ pub struct RootfsOptions {
     pub uidmap: Vec<IdMap>,
     /// The container's gid map (empty: the host mapping).
     pub gidmap: Vec<IdMap>,
+    /// `--userns=auto`: a mapping of its own, chosen as podman chooses it
+    /// (replacing `uidmap`/`gidmap`; see [`layerstore::userns`]) from the
+    /// subordinate ids the store's configuration names.
+    pub auto_userns: Option<AutoUserNs>,
     /// Never copy the image for the mapping (see [`layerstore::mapping`]).
     pub no_cache: bool,
     /// Opaque metadata kept in the container record.
@@ -199,11 +204,20 @@ impl Engine {
 
     /// Create a container of `image` (id, full name or unique id prefix)
     /// with `options`' mapping and mount its root filesystem. If mounting
-    /// fails, the container is removed again.
+    /// fails, the container is removed again. With
+    /// [`RootfsOptions::auto_userns`], the chosen maps are the container's
+    /// (`Rootfs::container.uidmap`/`gidmap`).
     ///
     /// # Locking
     /// As [`Store::create_container`], then as [`Store::mount_container`].
     pub fn prepare(&self, image: &str, options: &RootfsOptions) -> Result<Rootfs, EngineError> {
+        let auto_userns = match &options.auto_userns {
+            Some(auto) => Some((
+                auto.clone(),
+                Available::read(&self.store.options().auto_userns).map_err(StoreError::from)?,
+            )),
+            None => None,
+        };
         let (container, decision) = self.store.create_container_decided(
             &self.driver,
             NewContainer {
@@ -214,6 +228,7 @@ impl Engine {
                 gidmap: options.gidmap.clone(),
                 no_cache: options.no_cache,
                 mount_label: options.mount_label.clone(),
+                auto_userns,
                 ..NewContainer::default()
             },
         )?;

@@ -195,6 +195,9 @@ pub enum StoreError {
     /// No layer of the image can serve the requested mapping.
     #[error(transparent)]
     Mapping(#[from] crate::mapping::MappingError),
+    /// `--userns=auto` could not choose a mapping.
+    #[error(transparent)]
+    AutoUserNs(Box<crate::userns::AutoUserNsError>),
     /// An id (given by the caller, or read from a record) cannot name
     /// anything on disk.
     #[error(transparent)]
@@ -231,6 +234,12 @@ pub enum StoreError {
 }
 
 /// Build a [`StoreError::Driver`].
+impl From<crate::userns::AutoUserNsError> for StoreError {
+    fn from(e: crate::userns::AutoUserNsError) -> StoreError {
+        StoreError::AutoUserNs(Box::new(e))
+    }
+}
+
 pub(crate) fn driver_error(
     op: &'static str,
     id: &str,

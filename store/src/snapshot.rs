@@ -231,28 +231,7 @@ impl Snapshot {
 
     /// A layer and its ancestors, nearest first.
     pub fn layer_chain(&self, layer_id: &str) -> Result<Vec<&Layer>, StoreError> {
-        // The first record of an id wins, as in a lookup.
-        let mut by_id: crate::FastMap<&str, &Layer> =
-            crate::FastMap::with_capacity_and_hasher(self.layers.len(), Default::default());
-        for l in self.layers.iter() {
-            by_id.entry(l.id.as_str()).or_insert(l);
-        }
-        let mut chain: Vec<&Layer> = Vec::new();
-        let mut next = Some(layer_id);
-        while let Some(id) = next.filter(|id| !id.is_empty()) {
-            let layer = by_id.get(id).copied().ok_or_else(|| StoreError::NotFound {
-                kind: Layer::KIND,
-                query: id.to_owned(),
-            })?;
-            if let Some(start) = chain.iter().position(|l| l.id == layer.id) {
-                let mut ids: Vec<String> = chain[start..].iter().map(|l| l.id.clone()).collect();
-                ids.push(layer.id.clone());
-                return Err(StoreError::ParentCycle { chain: ids });
-            }
-            chain.push(layer);
-            next = Some(layer.parent.as_str());
-        }
-        Ok(chain)
+        layer_chain(&self.layers, layer_id)
     }
 
     /// An image's layers from its top layer down to its base layer.
@@ -286,6 +265,35 @@ impl Snapshot {
                 .map(|i| i.id.as_str())),
         }
     }
+}
+
+/// A layer of `layers` and its ancestors, nearest first; the first record
+/// of an id wins, as in a lookup. A missing parent or a loop is an error.
+pub(crate) fn layer_chain<'a>(
+    layers: &'a [Layer],
+    layer_id: &str,
+) -> Result<Vec<&'a Layer>, StoreError> {
+    let mut by_id: crate::FastMap<&str, &Layer> =
+        crate::FastMap::with_capacity_and_hasher(layers.len(), Default::default());
+    for l in layers {
+        by_id.entry(l.id.as_str()).or_insert(l);
+    }
+    let mut chain: Vec<&Layer> = Vec::new();
+    let mut next = Some(layer_id);
+    while let Some(id) = next.filter(|id| !id.is_empty()) {
+        let layer = by_id.get(id).copied().ok_or_else(|| StoreError::NotFound {
+            kind: Layer::KIND,
+            query: id.to_owned(),
+        })?;
+        if let Some(start) = chain.iter().position(|l| l.id == layer.id) {
+            let mut ids: Vec<String> = chain[start..].iter().map(|l| l.id.clone()).collect();
+            ids.push(layer.id.clone());
+            return Err(StoreError::ParentCycle { chain: ids });
+        }
+        chain.push(layer);
+        next = Some(layer.parent.as_str());
+    }
+    Ok(chain)
 }
 
 #[cfg(test)]

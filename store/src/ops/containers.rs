@@ -25,8 +25,9 @@ use crate::mapping::{
     top_layer_for_mapping, Capabilities, Decision, LayerSource, MappingRequest, Presentation,
 };
 use crate::records::{Container, Image, Layer};
-use crate::snapshot::{check_parents, lookup};
+use crate::snapshot::{check_parents, layer_chain, lookup};
 use crate::store::Txn;
+use crate::userns::{self, AutoUserNs, Available};
 use crate::Store;
 
 /// The key layerstore puts in the metadata object of every container it
@@ -86,7 +87,15 @@ pub struct NewContainer {
     pub process_label: String,
     /// Mount options (`flags.MountOpts`, written when not empty).
     pub mount_opts: Vec<String>,
+    /// `--userns=auto`: choose the maps (replacing `uidmap`/`gidmap`) from
+    /// these subordinate ids, under `userns.lock` and with every
+    /// container's recorded maps in view (see [`crate::userns`]).
+    pub auto_userns: Option<(AutoUserNs, Available)>,
 }
+
+/// Most bytes of an image's `/etc/passwd` or `/etc/group` read for
+/// `--userns=auto` sizing.
+pub const USER_FILE_LIMIT: u64 = 16 << 20;
 
 impl Store {
     /// Create a container and its read-write layer. The container's
@@ -117,13 +126,19 @@ impl Store {
         driver: &dyn Driver,
         new: NewContainer,
     ) -> Result<(Container, Option<Decision>), StoreError> {
+        let mut new = new;
         let mut decided = None;
-        let mapped = !new.uidmap.is_empty() || !new.gidmap.is_empty();
-        if mapped {
-            validate(&new.uidmap)?;
-            validate(&new.gidmap)?;
-            root_pair(&new.uidmap, &new.gidmap)?;
-        }
+        let auto = new.auto_userns.take();
+        let check = |new: &NewContainer| -> Result<bool, StoreError> {
+            let mapped = !new.uidmap.is_empty() || !new.gidmap.is_empty();
+            if mapped {
+                validate(&new.uidmap)?;
+                validate(&new.gidmap)?;
+                root_pair(&new.uidmap, &new.gidmap)?;
+            }
+            Ok(mapped)
+        };
+        let mut mapped = auto.is_some() || check(&new)?;
         let userns = self.graph_lock("userns.lock")?;
         let _userns = if mapped { Some(userns.write()?) } else { None };
         let mut layers = self.layers.begin(check_parents)?;
@@ -132,6 +147,20 @@ impl Store {
         let mut containers = self.containers.begin(|_, _| Ok(()))?;
         self.check_held(&layers, Some(&mounts), &images, &containers)?;
         let id = new_container_id(&containers.records, &new)?;
+        if let Some((auto, available)) = &auto {
+            let maps = self.auto_maps(
+                driver,
+                auto,
+                available,
+                &new.image,
+                &layers.records,
+                &images.records,
+                &containers.records,
+            )?;
+            new.uidmap = maps.uids;
+            new.gidmap = maps.gids;
+            mapped = check(&new)?;
+        }
         let shifting = mapped && driver.supports_shifting(&new.uidmap, &new.gidmap);
         // v1.43 sorts the caller's maps in place when its driver can shift.
         let (uidmap, gidmap) = if shifting {
@@ -225,6 +254,58 @@ impl Store {
             return Err(e);
         }
         Ok((container, decided))
+    }
+
+    /// `--userns=auto`'s maps for a container of `image` (see
+    /// [`crate::userns`]): sized by the rules over the image's layer
+    /// records and its `/etc/passwd` and `/etc/group`, chosen against
+    /// every container's recorded maps. The caller holds `userns.lock`
+    /// and the store's locks.
+    #[allow(clippy::too_many_arguments)]
+    fn auto_maps(
+        &self,
+        driver: &dyn Driver,
+        auto: &AutoUserNs,
+        available: &Available,
+        image: &str,
+        layers: &[Layer],
+        images: &[Image],
+        containers: &[Container],
+    ) -> Result<IdMappings, StoreError> {
+        let config = &self.options().auto_userns;
+        let from_image =
+            match (auto.size, image) {
+                (Some(_), _) | (None, "") => None,
+                (None, query) => {
+                    let image = lookup::<Image>(images, query)?;
+                    let chain = layer_chain(layers, &image.top_layer)?;
+                    let ids: Vec<LayerId> = chain
+                        .iter()
+                        .map(|l| LayerId::parse(&l.id))
+                        .collect::<Result<_, _>>()?;
+                    let read =
+                        |path: &str| {
+                            driver.read_stack_file(&ids, path, USER_FILE_LIMIT).map_err(
+                                driver_error("reading /etc of the image's top", &image.top_layer),
+                            )
+                        };
+                    let (passwd, group) = if ids.is_empty() {
+                        (None, None)
+                    } else {
+                        (read("etc/passwd")?, read("etc/group")?)
+                    };
+                    Some(userns::size_from_layers(chain.iter().copied()).max(
+                        userns::size_from_user_files(passwd.as_deref(), group.as_deref()),
+                    ))
+                }
+            };
+        let size = userns::needed_size(auto, config, from_image)?;
+        let used = containers
+            .iter()
+            .map(|c| (c.uidmap.as_slice(), c.gidmap.as_slice()));
+        let maps = userns::allocate(size, auto, available, used)?;
+        tracing::debug!(size, uidmap = %crate::idmap::format_id_map(&maps.uids), gidmap = %crate::idmap::format_id_map(&maps.gids), "--userns=auto");
+        Ok(maps)
     }
 
     /// Delete a container that is not mounted: its record, its

@@ -1,12 +1,13 @@
 //! `layerstore create | rm | rmi | mount | umount`: containers and their
 //! mounts, and image removal, with containers/storage's safety rules.
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
 use layerstore::driver::MountOptions;
 use layerstore::idmap::{parse_id_map, root_pair, validate, IdMap};
 use layerstore::ops::NewContainer;
 use layerstore::records::Image;
+use layerstore::userns::{AutoUserNs, Available};
 use layerstore::{Snapshot, StoreError};
 use layerstore_overlay::import::normalize_name;
 use serde_json::json;
@@ -29,9 +30,16 @@ pub struct CreateArgs {
     pub json: bool,
 }
 
-/// `--uidmap`, `--gidmap` and `--nocache`, as podman spells the maps.
+/// `--uidmap`, `--gidmap`, `--userns` and `--nocache`, as podman spells
+/// the maps.
 #[derive(Debug, Clone, Default, Args)]
 pub struct MappingArgs {
+    /// `host`, or `auto[:size=N][,uidmapping=C:H:S][,gidmapping=C:H:S]`:
+    /// host ids of the container's own, from the `containers` entries of
+    /// /etc/subuid and /etc/subgid, that no other container uses (as
+    /// podman's --userns=auto chooses them).
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
     /// A uid map extent CONTAINER:HOST:SIZE (several allowed, also joined
     /// with ':'); without --gidmap it is used for gids too, as in podman.
     #[arg(long, value_name = "C:H:S")]
@@ -46,7 +54,52 @@ pub struct MappingArgs {
     pub nocache: bool,
 }
 
+/// What the mapping flags ask for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MapRequest {
+    /// The uid map given (empty: host, or chosen by `auto`).
+    pub uids: Vec<IdMap>,
+    /// The gid map given.
+    pub gids: Vec<IdMap>,
+    /// `--userns=auto`: the maps are chosen when the container is made.
+    pub auto: Option<AutoUserNs>,
+}
+
+impl MapRequest {
+    /// Whether the container gets a user namespace.
+    pub fn is_mapped(&self) -> bool {
+        self.auto.is_some() || !self.uids.is_empty() || !self.gids.is_empty()
+    }
+}
+
 impl MappingArgs {
+    /// The maps given, or `--userns=auto`'s request. `--userns` other
+    /// than `host` and `auto` is refused, as is `--userns` together with
+    /// maps (podman's rule).
+    pub fn request(&self) -> anyhow::Result<MapRequest> {
+        let Some(mode) = self.userns.as_deref() else {
+            let (uids, gids) = self.maps()?;
+            return Ok(MapRequest {
+                uids,
+                gids,
+                auto: None,
+            });
+        };
+        if !self.uidmap.is_empty() || !self.gidmap.is_empty() {
+            bail!("--userns and --uidmap/--gidmap are mutually exclusive");
+        }
+        match (mode, AutoUserNs::parse(mode)?) {
+            (_, Some(auto)) => Ok(MapRequest {
+                auto: Some(auto),
+                ..MapRequest::default()
+            }),
+            ("" | "host", None) => Ok(MapRequest::default()),
+            (other, None) => bail!(
+                "--userns={other}: not supported; use host, auto[:OPTIONS] or --uidmap/--gidmap"
+            ),
+        }
+    }
+
     /// The parsed and validated (uid, gid) maps; empty for the host mapping.
     pub fn maps(&self) -> anyhow::Result<(Vec<IdMap>, Vec<IdMap>)> {
         let parse = |flag: &str, items: &[String]| -> anyhow::Result<Vec<IdMap>> {
@@ -74,8 +127,12 @@ impl MappingArgs {
 /// `layerstore create`: a container (record and read-write layer) that
 /// podman lists with `podman ps --external`.
 pub fn create(global: &GlobalArgs, args: &CreateArgs) -> anyhow::Result<()> {
-    let (uidmap, gidmap) = args.mapping.maps()?;
+    let request = args.mapping.request()?;
     let (store, driver) = global.open_store_and_driver()?;
+    let auto_userns = match request.auto {
+        Some(auto) => Some((auto, Available::read(&store.options().auto_userns)?)),
+        None => None,
+    };
     let snap = store.snapshot()?;
     snap.check()?;
     let image = find_image(&snap, &args.image)?;
@@ -95,9 +152,10 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> anyhow::Result<()> {
             names: name.into_iter().collect(),
             image: image.id.clone(),
             metadata: metadata.to_string(),
-            uidmap,
-            gidmap,
+            uidmap: request.uids,
+            gidmap: request.gids,
             no_cache: args.mapping.nocache,
+            auto_userns,
             ..NewContainer::default()
         },
     )?;

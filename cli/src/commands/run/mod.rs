@@ -36,6 +36,7 @@ use clap::{Args, Parser, ValueEnum};
 use layerstore::gc::RunOwner;
 use layerstore::ops::big_data_file_name;
 use layerstore::records::Image;
+use layerstore::userns::AutoUserNs;
 use layerstore::{ImageId, Store};
 use layerstore_overlay::engine::{Engine, RootfsOptions};
 use layerstore_overlay::import::{import_image, NoProgress, Source};
@@ -141,8 +142,10 @@ Layerstore flags:
       --direct    Run without podman, with layerstore's own launcher
                   (see layerstore run --direct --help)
 
-The mapping is podman's --uidmap/--gidmap. Which flags layerstore reads and
-which it passes to podman: docs/run.md. Exit code: podman's (125 when
+The mapping is podman's --uidmap/--gidmap, or --userns=auto[:OPTIONS]: host ids
+of the container's own from the containers entries of /etc/subuid and
+/etc/subgid (docs/userns.md). Which flags layerstore reads and which it passes
+to podman: docs/run.md. Exit code: podman's (125 when
 layerstore run itself fails).
 ";
 
@@ -354,7 +357,8 @@ fn image_run_config(store: &Store, image: &Image) -> anyhow::Result<ImageRunConf
 
 fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
     // Everything that can be checked before touching the store.
-    let (uidmap, gidmap) = args.mapping.maps()?;
+    let mut request = args.mapping.request()?;
+    let (uidmap, gidmap) = (request.uids.clone(), request.gids.clone());
     for kv in &args.env {
         if !kv.contains('=') || kv.starts_with('=') {
             bail!("--env {kv:?}: expected KEY=VALUE");
@@ -408,6 +412,11 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
     if let Some(UserSpec::Ids(uid, gid)) = &user {
         check_user_mapped(*uid, gid.unwrap_or(*uid), &uidmap, &gidmap)?;
     }
+    if let Some(auto) = &mut request.auto {
+        // podman sizes an automatic namespace for the user it runs.
+        let spec = args.user.as_deref().unwrap_or(&config.user);
+        auto.initial_size = AutoUserNs::initial_size_for_user(spec);
+    }
 
     let owner = RunOwner::current();
     let metadata = json!({
@@ -423,11 +432,19 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
             name: args.name.clone(),
             uidmap: uidmap.clone(),
             gidmap: gidmap.clone(),
+            auto_userns: request.auto.clone(),
             no_cache: args.mapping.nocache,
             metadata: metadata.to_string(),
             ..RootfsOptions::default()
         },
     )?;
+    if let (Some(_), Some(UserSpec::Ids(uid, gid))) = (&request.auto, &user) {
+        let c = &rootfs.container;
+        if let Err(e) = check_user_mapped(*uid, gid.unwrap_or(*uid), &c.uidmap, &c.gidmap) {
+            engine.release(&rootfs, true)?;
+            return Err(e.into());
+        }
+    }
     let mut launch = Launch::new(&engine, rootfs, runtime, confinement, args.rm);
     let request = LaunchRequest {
         argv,

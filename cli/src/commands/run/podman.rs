@@ -129,14 +129,16 @@ fn refuse(line: &RunLine) -> Result<(), UsageError> {
         }
     }
     if let Some(userns) = line.last("userns") {
-        if !matches!(userns, "" | "host") {
+        let auto = userns == "auto" || userns.starts_with("auto:");
+        if !(matches!(userns, "" | "host") || auto) {
             return Err(UsageError(format!(
-                "--userns={userns}: not supported by layerstore run; give the mapping as --uidmap/--gidmap"
+                "--userns={userns}: not supported by layerstore run; use host, auto[:OPTIONS] or --uidmap/--gidmap"
             )));
         }
-        if userns == "host" && (line.given("uidmap") || line.given("gidmap")) {
+        if line.given("uidmap") || line.given("gidmap") {
             return Err(UsageError(
-                "--userns=host cannot be combined with --uidmap/--gidmap".to_owned(),
+                "--userns and --uidmap/--gidmap/--subuidname/--subgidname are mutually exclusive"
+                    .to_owned(),
             ));
         }
     }
@@ -148,18 +150,20 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
     refuse(line)?;
     let podman = find_podman()?;
     let store_args = store_args(global, line);
+    let keyring = line.is_set("keyring");
+    let conf = super::podman_conf::load()?;
     let mapping = MappingArgs {
+        userns: userns_mode(line, &conf)?,
         uidmap: line.list_values("uidmap"),
         gidmap: line.list_values("gidmap"),
         nocache: line.is_set("nocache"),
     };
-    let (uidmap, gidmap) = mapping.maps()?;
+    let mut request = mapping.request()?;
+    let (uidmap, gidmap) = (request.uids.clone(), request.gids.clone());
     let given_user = line.last("user").map(parse_user).transpose()?;
     if let Some(UserSpec::Ids(uid, gid)) = &given_user {
         check_user_mapped(*uid, gid.unwrap_or(*uid), &uidmap, &gidmap)?;
     }
-    let keyring = line.is_set("keyring");
-    let conf = super::podman_conf::load()?;
     let real_runtime = (!keyring)
         .then(|| conf.runtime(line.last("runtime")))
         .transpose()?;
@@ -199,6 +203,11 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
         check_user_mapped(uid, gid.unwrap_or(uid), &uidmap, &gidmap)
             .with_context(|| format!("the image's User {:?}", config.user))?;
     }
+    if let Some(auto) = &mut request.auto {
+        // podman sizes an automatic namespace for the user it runs.
+        let spec = line.last("user").unwrap_or(&config.user);
+        auto.initial_size = layerstore::userns::AutoUserNs::initial_size_for_user(spec);
+    }
     let runtime = real_runtime
         .map(|real| super::shim::install(&store, &real))
         .transpose()?;
@@ -220,28 +229,31 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
         &RootfsOptions {
             uidmap,
             gidmap,
+            auto_userns: request.auto.clone(),
             no_cache: mapping.nocache,
             metadata: marker.put_into(&metadata.to_string()),
             ..RootfsOptions::default()
         },
     )?;
-    let result = ready_for_podman(&rootfs, line, &config).and_then(|()| {
-        tracing::info!(
-            container = %rootfs.container.id,
-            path = rootfs.how.as_str(),
-            rootfs = %rootfs.path.display(),
-            "handing the root filesystem to podman"
-        );
-        hand_to_podman(
-            &engine,
-            &rootfs,
-            &podman,
-            &store_args,
-            line,
-            &config,
-            runtime,
-        )
-    });
+    let result = auto_user_mapped(&request, &rootfs, line, &config)
+        .and_then(|()| ready_for_podman(&rootfs, line, &config))
+        .and_then(|()| {
+            tracing::info!(
+                container = %rootfs.container.id,
+                path = rootfs.how.as_str(),
+                rootfs = %rootfs.path.display(),
+                "handing the root filesystem to podman"
+            );
+            hand_to_podman(
+                &engine,
+                &rootfs,
+                &podman,
+                &store_args,
+                line,
+                &config,
+                runtime,
+            )
+        });
     match result {
         Ok((code, Some(podman_id))) if podman_id.is_empty() => Ok(code),
         Ok((code, Some(podman_id))) => {
@@ -264,6 +276,49 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
             ))),
         },
     }
+}
+
+/// The `--userns` podman would use: the caller's, else containers.conf's
+/// `[containers] userns` when the caller gives no maps (podman's rule);
+/// only `host` and `auto` can be given to a root filesystem of ours.
+fn userns_mode(
+    line: &RunLine,
+    conf: &super::podman_conf::EngineConf,
+) -> anyhow::Result<Option<String>> {
+    if let Some(mode) = line.last("userns") {
+        return Ok(Some(mode.to_owned()));
+    }
+    if line.given("uidmap") || line.given("gidmap") {
+        return Ok(None);
+    }
+    match conf.userns.as_deref() {
+        None | Some("" | "host") => Ok(None),
+        Some(mode) if mode == "auto" || mode.starts_with("auto:") => Ok(Some(mode.to_owned())),
+        Some(mode) => Err(UsageError(format!(
+            "containers.conf sets [containers] userns = {mode:?}: not supported by layerstore \
+             run; give --userns=host, --userns=auto or --uidmap/--gidmap"
+        ))
+        .into()),
+    }
+}
+
+/// With `--userns=auto`, a numeric `--user` (or the image's User) must be
+/// in the maps chosen (`size=N` may leave it out).
+fn auto_user_mapped(
+    request: &crate::commands::containers::MapRequest,
+    rootfs: &Rootfs,
+    line: &RunLine,
+    config: &ImageRunConfig,
+) -> anyhow::Result<()> {
+    if request.auto.is_none() {
+        return Ok(());
+    }
+    let spec = line.last("user").unwrap_or(&config.user);
+    if let Ok(UserSpec::Ids(uid, gid)) = parse_user(spec) {
+        let c = &rootfs.container;
+        check_user_mapped(uid, gid.unwrap_or(uid), &c.uidmap, &c.gidmap)?;
+    }
+    Ok(())
 }
 
 /// What podman would otherwise make or miss in the root filesystem: the
@@ -525,15 +580,60 @@ mod tests {
             .unwrap_err()
             .0
             .contains("--rootfs"));
-        assert!(refuse(&line("--userns=auto img"))
+        assert!(refuse(&line("--userns=keep-id img"))
             .unwrap_err()
             .0
-            .contains("--userns=auto"));
+            .contains("--userns=keep-id"));
+        assert!(refuse(&line("--userns=auto --uidmap 0:1:1 img"))
+            .unwrap_err()
+            .0
+            .contains("mutually exclusive"));
+        assert!(refuse(&line("--userns=auto img")).is_ok());
+        assert!(refuse(&line("--userns=auto:size=10,uidmapping=0:1:1 img")).is_ok());
         assert!(refuse(&line("--rm"))
             .unwrap_err()
             .0
             .contains("requires at least 1 arg"));
         assert!(refuse(&line("--userns=host img")).is_ok());
         assert!(refuse(&line("--uidmap 0:1:1 img")).is_ok());
+    }
+
+    #[test]
+    fn containers_conf_userns_applies_without_maps() {
+        let line = |s: &str| {
+            super::super::podman_flags::parse(&s.split(' ').map(str::to_owned).collect::<Vec<_>>())
+                .unwrap()
+        };
+        let conf = |mode: &str| super::super::podman_conf::EngineConf {
+            userns: Some(mode.to_owned()),
+            ..Default::default()
+        };
+        let auto = conf("auto:size=2000");
+        assert_eq!(
+            userns_mode(&line("img"), &auto).unwrap().as_deref(),
+            Some("auto:size=2000")
+        );
+        assert_eq!(
+            userns_mode(&line("--uidmap 0:1:1 img"), &auto).unwrap(),
+            None
+        );
+        assert_eq!(
+            userns_mode(&line("--userns=host img"), &auto)
+                .unwrap()
+                .as_deref(),
+            Some("host")
+        );
+        assert_eq!(userns_mode(&line("img"), &conf("host")).unwrap(), None);
+        let e = userns_mode(&line("img"), &conf("keep-id"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("containers.conf") && e.contains("keep-id"),
+            "{e}"
+        );
+        assert_eq!(
+            userns_mode(&line("--gidmap 0:1:1 img"), &conf("keep-id")).unwrap(),
+            None
+        );
     }
 }

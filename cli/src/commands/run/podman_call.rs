@@ -137,7 +137,17 @@ impl PodmanCall<'_> {
         if !line.given("stop-signal") && !config.stop_signal.is_empty() {
             a.push(format!("--stop-signal={}", config.stop_signal));
         }
-        a.extend(line.podman_args(&[STORE_FLAGS, &["runtime"]].concat()));
+        let c = &self.storage.container;
+        let chosen = !line.given("uidmap") && !line.given("gidmap") && !c.uidmap.is_empty();
+        if chosen {
+            // --userns=auto (given, or containers.conf's): the maps
+            // layerstore chose and recorded, instead of --userns.
+            a.extend(c.uidmap.iter().map(|m| format!("--uidmap={m}")));
+            a.extend(c.gidmap.iter().map(|m| format!("--gidmap={m}")));
+            a.extend(line.podman_args(&[STORE_FLAGS, &["runtime", "userns"]].concat()));
+        } else {
+            a.extend(line.podman_args(&[STORE_FLAGS, &["runtime"]].concat()));
+        }
         a.push("--rootfs".to_owned());
         a.push(self.storage.path.display().to_string());
         a.extend(self.command());

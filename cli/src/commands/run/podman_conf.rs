@@ -29,6 +29,8 @@ pub(crate) struct EngineConf {
     pub(crate) runtimes: BTreeMap<String, Vec<String>>,
     /// `hooks_dir`.
     pub(crate) hooks_dir: Option<Vec<String>>,
+    /// `[containers] userns`.
+    pub(crate) userns: Option<String>,
 }
 
 /// containers/common's built-in paths for the runtimes it searches first.
@@ -86,6 +88,16 @@ pub(crate) fn load() -> anyhow::Result<EngineConf> {
 
 fn merge(conf: &mut EngineConf, text: &str) -> anyhow::Result<()> {
     let value: toml::Table = text.parse().context("not TOML")?;
+    if let Some(userns) = value
+        .get("containers")
+        .and_then(|c| c.as_table())
+        .and_then(|c| c.get("userns"))
+    {
+        let mode = userns
+            .as_str()
+            .context("[containers] userns: expected a string")?;
+        conf.userns = Some(mode.to_owned());
+    }
     let Some(engine) = value.get("engine") else {
         return Ok(());
     };

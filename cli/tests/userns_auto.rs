@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use layerstore_test_support::subid::SubIds;
 use layerstore_test_support::{require_privileged, run_ok, PodmanStore};
@@ -316,4 +316,161 @@ fn the_image_sizes_the_namespace_and_size_is_honoured() {
         "{}",
         stderr(&out)
     );
+}
+
+/// The user the rootless test runs podman and layerstore as (its own: the
+/// rootless gc test ends every process of its user).
+const ROOTLESS_USER: &str = "lsauto";
+
+/// Ends every process of [`ROOTLESS_USER`] (rootless podman leaves a pause
+/// process), also when the test fails.
+struct ReapRootless;
+
+impl Drop for ReapRootless {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ps")
+            .args(["-u", ROOTLESS_USER, "-o", "pid="])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "privileged: creates a user, edits /etc/subuid and /etc/subgid; rootless podman 4.3.1"]
+fn rootless_allocation_uses_the_callers_own_ranges_as_rootless_podman_sees_them() {
+    require_privileged(&["podman", "runuser", "useradd", "newuidmap"]);
+    // Two uid ranges (10,000 ids), one gid range: ids 1-10000 inside the
+    // user's namespace, as rootless podman numbers them.
+    let _ids = SubIds::set(
+        &format!("{ROOTLESS_USER}:300000:5000\n{ROOTLESS_USER}:400000:5000\n"),
+        &format!("{ROOTLESS_USER}:300000:10000\n"),
+    );
+    if !Command::new("id")
+        .arg(ROOTLESS_USER)
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        // A system user: useradd gives it no subordinate ids of its own.
+        run_ok(Command::new("useradd").args([
+            "-r",
+            "-M",
+            "-s",
+            "/usr/sbin/nologin",
+            ROOTLESS_USER,
+        ]));
+    }
+    let _reap = ReapRootless;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let (home, xdg) = (base.join("home"), base.join("xdg"));
+    run_ok(Command::new("chmod").arg("755").arg(base));
+    for d in [&home, &xdg] {
+        fs::create_dir(d).unwrap();
+        run_ok(
+            Command::new("chown")
+                .arg(format!("{ROOTLESS_USER}:"))
+                .arg(d),
+        );
+        run_ok(Command::new("chmod").arg("700").arg(d));
+    }
+    let tar = base.join("bb.tar");
+    fs::write(
+        &tar,
+        layerstore_test_support::images::layer_tar(&scene::busybox()),
+    )
+    .unwrap();
+    run_ok(Command::new("chmod").arg("644").arg(&tar));
+    let user = |args: &[&str]| -> Output {
+        Command::new("runuser")
+            .args(["-u", ROOTLESS_USER, "--", "env", "-i"])
+            .arg("PATH=/usr/sbin:/usr/bin:/sbin:/bin")
+            .arg(format!("HOME={}", home.display()))
+            .arg(format!("XDG_RUNTIME_DIR={}", xdg.display()))
+            .arg(format!("USER={ROOTLESS_USER}"))
+            .arg(format!(
+                "CONTAINERS_CONF={}",
+                layerstore_test_support::testdata("containers.conf").display()
+            ))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| -> Output {
+        let out = user(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out
+    };
+    ok(&[
+        "podman",
+        "import",
+        "-q",
+        &tar.display().to_string(),
+        "localhost/bb",
+    ]);
+    // layerstore runs where rootless podman runs: in the user's namespace.
+    let create = |auto: &str| {
+        user(&[
+            "podman",
+            "unshare",
+            LAYERSTORE,
+            "create",
+            "--json",
+            auto,
+            "localhost/bb",
+        ])
+    };
+    let first = create("--userns=auto");
+    assert!(first.status.success(), "{}", stderr(&first));
+    let record: Value = serde_json::from_slice(&first.stdout).unwrap();
+    let record = if record.is_array() {
+        record[0].clone()
+    } else {
+        record
+    };
+    assert_eq!(
+        record["uidmap"],
+        serde_json::json!([{"container_id": 0, "host_id": 1, "size": 1024}])
+    );
+    assert_eq!(record["gidmap"], record["uidmap"]);
+    // Rootless podman's own --userns=auto sees it and takes the next ids.
+    let podman_id = stdout(&ok(&[
+        "podman",
+        "create",
+        "--userns=auto:size=1024",
+        "localhost/bb",
+        "true",
+    ]));
+    let containers: Vec<Value> = serde_json::from_slice(
+        &fs::read(home.join(".local/share/containers/storage/overlay-containers/containers.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let podmans = containers
+        .iter()
+        .find(|c| c["id"] == podman_id.as_str())
+        .unwrap();
+    assert_eq!(
+        podmans["uidmap"],
+        serde_json::json!([{"container_id": 0, "host_id": 1025, "size": 1024}])
+    );
+    // 10,000 uids: 2,048 used, 7,952 left.
+    let exhausted = create("--userns=auto:size=8000");
+    assert!(!exhausted.status.success());
+    let err = stderr(&exhausted);
+    assert!(
+        err.contains("needs 8000 uids")
+            && err.contains("7952 of the 10000")
+            && err.contains(ROOTLESS_USER),
+        "{err}"
+    );
+    let last = create("--userns=auto:size=7952");
+    assert!(last.status.success(), "{}", stderr(&last));
+    let _ = user(&["podman", "system", "reset", "--force"]);
 }

@@ -1,7 +1,9 @@
 //! Tests that need `/etc/subuid` and `/etc/subgid` entries (podman's
-//! `--userns=auto` reads only those files): [`SubIds::set`] replaces both
-//! for the life of the guard and restores them byte for byte on drop, also
-//! when the test fails. One test at a time holds them (an exclusive lock on
+//! `--userns=auto` reads only those files): [`SubIds::set`] gives the
+//! owners it names (and `containers`) exactly the lines given, keeping every
+//! other owner's lines (a rootless test of another user may be running), for
+//! the life of the guard, and restores both files byte for byte on drop,
+//! also when the test fails. One test at a time holds them (an exclusive lock on
 //! [`LOCK`], across processes); a backup kept under `/run` while they are
 //! changed lets the next test restore them if a run was killed.
 
@@ -42,7 +44,8 @@ fn restore() {
 }
 
 impl SubIds {
-    /// Replace the files' contents with `subuid` and `subgid`.
+    /// Give the owners named in `subuid` and `subgid`, and `containers`,
+    /// exactly these lines.
     pub fn set(subuid: &str, subgid: &str) -> SubIds {
         let lock = fs::OpenOptions::new()
             .create(true)
@@ -61,8 +64,18 @@ impl SubIds {
             }
         }
         fs::write(Path::new(BACKUP).join("complete"), "").unwrap();
-        fs::write(FILES[0], subuid).expect("writing /etc/subuid");
-        fs::write(FILES[1], subgid).expect("writing /etc/subgid");
+        let owner = |line: &str| line.split(':').next().unwrap_or_default().to_owned();
+        let mut ours: Vec<String> = subuid.lines().chain(subgid.lines()).map(owner).collect();
+        ours.push("containers".to_owned());
+        for (file, text) in FILES.iter().zip([subuid, subgid]) {
+            let kept: String = fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !ours.contains(&owner(l)))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            fs::write(file, kept + text).expect("writing a subordinate id file");
+        }
         SubIds { _lock: lock }
     }
 }

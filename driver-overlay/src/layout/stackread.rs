@@ -104,8 +104,8 @@ impl OverlayDriver {
     /// The bytes of regular file `path` (relative, `/`-separated) as the
     /// root filesystem of the layer stack `chain` (top layer first, then its
     /// parents down to the base) shows it, merged as overlayfs merges it
-    /// and with symlinks resolved inside it (see the [module
-    /// docs](self)). `None` when there is no such file or it is not a
+    /// and with symlinks resolved inside it (whiteouts, opaque directories,
+    /// links as the module documents them). `None` when there is no such file or it is not a
     /// regular file (a directory, a device, a dangling or looping link).
     ///
     /// A file of more than `limit` bytes is refused

@@ -20,7 +20,9 @@ use std::path::PathBuf;
 use layerstore::config::StoreOptions;
 use layerstore::driver::Driver;
 use layerstore::LayerId;
-use layerstore_overlay::layout::{MountRequest, OverlayDriver, StackReadError, MAX_SYMLINKS};
+use layerstore_overlay::layout::{
+    MountRequest, OverlayDriver, StackReadError, MAX_COMPONENTS, MAX_SYMLINKS,
+};
 use layerstore_overlay::ocidiff::{apply_layer, ApplyOptions, WhiteoutFormat};
 use layerstore_overlay::tarsplit::TarSplitWriter;
 use layerstore_test_support::images::layer_tar;
@@ -337,6 +339,30 @@ fn at_most_forty_links_are_followed() {
     let too_many = links(MAX_SYMLINKS + 1);
     let stack = Stack::build(&[BASE, &too_many], AUFS);
     assert_eq!(stack.read("l0"), None);
+}
+
+#[test]
+fn a_walk_of_too_many_components_is_taken_as_missing() {
+    // Links that expand to thousands of `a/..` steps: each would be a look
+    // into every layer, under the store's locks. Taken as missing.
+    let mut spec = String::from("d a 0755 0:0\n");
+    for i in 0..MAX_SYMLINKS {
+        let next = if i + 1 == MAX_SYMLINKS {
+            "etc/passwd".to_owned()
+        } else {
+            format!("l{}", i + 1)
+        };
+        spec.push_str(&format!("l l{i} {}{next}\n", "a/../".repeat(100)));
+    }
+    let stack = Stack::build(&[BASE, &spec], AUFS);
+    assert_eq!(stack.read("l0"), None);
+    // Within the budget the same shape resolves.
+    let short = format!(
+        "d a 0755 0:0\nl l0 {}etc/passwd",
+        "a/../".repeat(MAX_COMPONENTS / 2 - 2)
+    );
+    let stack = Stack::build(&[BASE, &short], AUFS);
+    assert_eq!(stack.read("l0").as_deref(), Some("base-passwd"));
 }
 
 #[test]

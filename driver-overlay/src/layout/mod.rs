@@ -67,7 +67,7 @@ use std::os::unix::fs::DirBuilderExt;
 pub use error::LayoutError;
 pub use mount::MountRequest;
 pub use mountinfo::{is_mounted, parse_mounts, MountEntry};
-pub use stackread::{StackReadError, MAX_SYMLINKS};
+pub use stackread::{StackReadError, MAX_COMPONENTS, MAX_SYMLINKS};
 
 /// The most lower layers a layer may have (upstream c/storage's `maxDepth`;
 /// v1.43 allowed 128). Also overlayfs' own stack limit.

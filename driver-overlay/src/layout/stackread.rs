@@ -25,7 +25,9 @@
 //! - Symlinks on the way, the last component's too, are resolved here,
 //!   inside the stack's root filesystem: an absolute target starts again at
 //!   its root, `..` never climbs above it, and after [`MAX_SYMLINKS`] links
-//!   the file is taken as missing (as `ELOOP` would make it).
+//!   the file is taken as missing (as `ELOOP` would make it); so it is
+//!   after [`MAX_COMPONENTS`] components walked, links expanded, which
+//!   bounds the time a hostile image can take.
 //!
 //! Nothing here trusts the layers: each diff is opened beneath the driver
 //! home without following symlinks ([`OverlayDriver::open_diff`]'s way) and
@@ -53,6 +55,12 @@ use super::{LayoutError, OverlayDriver};
 
 /// The most symlinks one lookup follows (Linux's `MAXSYMLINKS`).
 pub const MAX_SYMLINKS: usize = 40;
+
+/// The most path components one lookup walks, those of link targets and
+/// `..` included: each costs a look into every layer, and callers hold the
+/// store's locks, so a hostile image must not make it long. A real
+/// `/etc/passwd` takes a handful.
+pub const MAX_COMPONENTS: usize = 256;
 
 /// The prefix of AUFS whiteouts.
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -227,7 +235,12 @@ impl<'a> Stack<'a> {
         let mut todo = Vec::new();
         push_components(&mut todo, self.file.as_bytes());
         let mut links = 0;
+        let mut walked = 0;
         while let Some(name) = todo.pop() {
+            walked += 1;
+            if walked > MAX_COMPONENTS {
+                return Ok(None);
+            }
             if name.as_bytes() == b".." {
                 if levels.len() > 1 {
                     levels.pop();

@@ -17,7 +17,7 @@ use layerstore::idmap::IdMap;
 use layerstore::records::{Container, Layer};
 use layerstore::userns::{
     allocate, needed_size, size_from_layers, size_from_user_files, AutoUserNs, AutoUserNsConfig,
-    Available, IdSet,
+    Available, IdSet, ImageNeeds,
 };
 use layerstore::LayerId;
 use layerstore_overlay::layout::OverlayDriver;
@@ -68,6 +68,7 @@ fn available() -> Available {
         owner: "containers".into(),
         subuid: "/etc/subuid".into(),
         subgid: "/etc/subgid".into(),
+        rootless: false,
     }
 }
 
@@ -149,8 +150,10 @@ fn bench(c: &mut Criterion) {
                 let group = driver
                     .read_stack_file(&chain, "etc/group", 1 << 24)
                     .unwrap();
-                let from_image = size_from_layers(&layers)
-                    .max(size_from_user_files(passwd.as_deref(), group.as_deref()));
+                let from_image = ImageNeeds {
+                    files: size_from_layers(&layers),
+                    users: size_from_user_files(passwd.as_deref(), group.as_deref()),
+                };
                 let size = needed_size(&auto, &config, Some(from_image)).unwrap();
                 let used = recorded
                     .iter()

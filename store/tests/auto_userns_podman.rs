@@ -10,7 +10,7 @@ use layerstore::idmap::{containers_storage_order, format_id_map};
 use layerstore::records::{decode_file, Container, Image, Layer};
 use layerstore::userns::{
     allocate, needed_size, size_from_layers, AutoUserNs, AutoUserNsConfig, AutoUserNsError,
-    Available, Owner,
+    Available, ImageNeeds, Owner,
 };
 
 fn fixture(rel: &str) -> PathBuf {
@@ -163,13 +163,22 @@ fn a_file_owned_by_uid_70000_sizes_the_namespace_as_podman_does() {
     let size = image_chain_size("scenario1", "localhost/autons-big:latest");
     assert_eq!(size, 70002);
     let auto = AutoUserNs::default();
-    let e = needed_size(&auto, &AutoUserNsConfig::default(), Some(size)).unwrap_err();
-    assert!(e.to_string().contains("70002"), "{e}");
+    let needs = Some(ImageNeeds {
+        files: size,
+        users: 1500,
+    });
+    let e = needed_size(&auto, &AutoUserNsConfig::default(), needs)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("70002 ids (a file of the image is owned by id 70001)"),
+        "{e}"
+    );
     let roomy = AutoUserNsConfig {
         max_size: 100_000,
         ..AutoUserNsConfig::default()
     };
-    assert_eq!(needed_size(&auto, &roomy, Some(size)).unwrap(), 70002);
+    assert_eq!(needed_size(&auto, &roomy, needs).unwrap(), 70002);
     // And podman chose 0:300000:70002 for it in that store.
     let first = &containers("scenario3/max100000")[0];
     assert_eq!(format_id_map(&first.uidmap), "0:300000:70002");

@@ -326,3 +326,55 @@ fn mounts_are_counted() {
     store.mount_layer(&driver, &top, &opts).unwrap();
     assert_eq!(store.snapshot().unwrap().mount_of(&top).unwrap().count, 1);
 }
+
+#[test]
+fn auto_userns_containers_get_disjoint_maps_and_failures_write_nothing() {
+    use layerstore::userns::{AutoUserNs, Available, IdSet};
+    let (_dir, store, driver, _base, _top) = populated();
+    let available = Available {
+        uids: IdSet::span(300_000, 302_500),
+        gids: IdSet::span(300_000, 310_000),
+        owner: "containers".into(),
+        subuid: "/etc/subuid".into(),
+        subgid: "/etc/subgid".into(),
+        rootless: false,
+    };
+    let auto = |size: u32| NewContainer {
+        image: "img".into(),
+        no_cache: true,
+        auto_userns: Some((
+            AutoUserNs {
+                size: Some(size),
+                ..AutoUserNs::default()
+            },
+            available.clone(),
+        )),
+        ..NewContainer::default()
+    };
+    let a = store.create_container(&driver, auto(1000)).unwrap();
+    let b = store.create_container(&driver, auto(1000)).unwrap();
+    let text = |m: &[layerstore::idmap::IdMap]| layerstore::idmap::format_id_map(m);
+    assert_eq!(
+        (text(&a.uidmap), text(&a.gidmap)),
+        ("0:300000:1000".into(), "0:300000:1000".into())
+    );
+    assert_eq!(text(&b.uidmap), "0:301000:1000");
+    let records = || fs::read(store.containers_file()).unwrap();
+    let before = (records(), fs::read(store.layers_file()).unwrap());
+    // 500 uids left: exhausted; maps and auto together: refused.
+    let err = store.create_container(&driver, auto(1000)).unwrap_err();
+    assert!(err.to_string().contains("needs 1000 uids"), "{err}");
+    let mut both = auto(10);
+    both.uidmap = vec![layerstore::idmap::IdMap {
+        container_id: 0,
+        host_id: 1,
+        size: 1,
+    }];
+    let err = store.create_container(&driver, both).unwrap_err();
+    assert!(err.to_string().contains("cannot be combined"), "{err}");
+    assert_eq!(before, (records(), fs::read(store.layers_file()).unwrap()));
+    // A removed container's ids are free again.
+    store.delete_container(&driver, &a.id, false).unwrap();
+    let c = store.create_container(&driver, auto(1000)).unwrap();
+    assert_eq!(text(&c.uidmap), "0:300000:1000");
+}

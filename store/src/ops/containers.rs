@@ -104,7 +104,8 @@ impl Store {
     /// trusted.
     ///
     /// # Locking
-    /// Exclusive `userns.lock` when maps are given; exclusive `layers.lock`;
+    /// Exclusive `userns.lock` when maps or `auto_userns` are given (held
+    /// until the record is saved); exclusive `layers.lock`;
     /// shared `mountpoints.lock`; exclusive `images.lock` (for a template's
     /// `mapped-layers` entry); exclusive `containers.lock`.
     pub fn create_container(
@@ -129,6 +130,9 @@ impl Store {
         let mut new = new;
         let mut decided = None;
         let auto = new.auto_userns.take();
+        if auto.is_some() && (!new.uidmap.is_empty() || !new.gidmap.is_empty()) {
+            return Err(userns::AutoUserNsError::WithMaps.into());
+        }
         let check = |new: &NewContainer| -> Result<bool, StoreError> {
             let mapped = !new.uidmap.is_empty() || !new.gidmap.is_empty();
             if mapped {
@@ -294,9 +298,10 @@ impl Store {
                     } else {
                         (read("etc/passwd")?, read("etc/group")?)
                     };
-                    Some(userns::size_from_layers(chain.iter().copied()).max(
-                        userns::size_from_user_files(passwd.as_deref(), group.as_deref()),
-                    ))
+                    Some(userns::ImageNeeds {
+                        files: userns::size_from_layers(chain.iter().copied()),
+                        users: userns::size_from_user_files(passwd.as_deref(), group.as_deref()),
+                    })
                 }
             };
         let size = userns::needed_size(auto, config, from_image)?;

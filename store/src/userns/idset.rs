@@ -10,6 +10,9 @@ use std::ops::Range;
 
 use crate::idmap::IdMap;
 
+/// One past the highest id.
+const ID_END: u64 = 1 << 32;
+
 /// A set of ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdSet {
@@ -19,9 +22,13 @@ pub struct IdSet {
 
 impl IdSet {
     /// The set of the ids in `ranges` (in any order, overlapping or not;
-    /// empty ranges are ignored).
+    /// empty ranges are ignored, and ids past 4294967295 do not exist).
     pub fn from_ranges(ranges: impl IntoIterator<Item = Range<u64>>) -> IdSet {
-        let mut all: Vec<Range<u64>> = ranges.into_iter().filter(|r| r.start < r.end).collect();
+        let mut all: Vec<Range<u64>> = ranges
+            .into_iter()
+            .map(|r| r.start.min(ID_END)..r.end.min(ID_END))
+            .filter(|r| r.start < r.end)
+            .collect();
         all.sort_unstable_by_key(|r| r.start);
         let mut merged: Vec<Range<u64>> = Vec::with_capacity(all.len());
         for r in all {
@@ -130,8 +137,9 @@ impl IdSet {
         let (mut h, mut c) = (hosts.next(), conts.next());
         while let (Some(hr), Some(cr)) = (h.as_mut(), c.as_mut()) {
             let n = (hr.end - hr.start).min(cr.end - cr.start);
-            // Container ids are below a u32 size and host ids come from u32
-            // extents, so each part fits.
+            // Every id of a set is below 2^32 and a container set lies
+            // within a u32 size, so each part fits; were it not, the piece
+            // would be left out, never wrapped.
             if let (Ok(container_id), Ok(host_id), Ok(size)) = (
                 u32::try_from(cr.start),
                 u32::try_from(hr.start),

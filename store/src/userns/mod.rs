@@ -41,7 +41,7 @@ use std::path::PathBuf;
 pub use idset::IdSet;
 pub use subid::{Owner, SubIdError};
 
-use crate::idmap::{parse_id_map, IdMap, IdMapError, IdMappings};
+use crate::idmap::{parse_id_map, validate, IdMap, IdMapError, IdMappings};
 use crate::records::Layer;
 
 /// The default of storage.conf `auto-userns-min-size`.
@@ -93,9 +93,19 @@ pub enum AutoUserNsError {
     SubId(#[from] SubIdError),
     /// The owner has no ranges in a subordinate id file.
     #[error(
-        "--userns=auto: {owner:?} has no subordinate {kind}s in {}: add a line such as \
-         \"{owner}:2147483647:2147483648\" to it (podman-run(1), --userns=auto)",
-        file.display()
+        "--userns=auto: {owner:?} has no subordinate {kind}s in {}: {}",
+        file.display(),
+        if *rootless {
+            format!(
+                "give the user a range no other user or \"containers\" has, e.g. \
+                 `usermod --add-sub{kind}s START-END {owner}` (subuid(5))"
+            )
+        } else {
+            format!(
+                "add a line such as \"{owner}:2147483647:2147483648\" to it \
+                 (podman-run(1), --userns=auto)"
+            )
+        }
     )]
     NoSubordinateIds {
         /// `uid` or `gid`.
@@ -104,16 +114,20 @@ pub enum AutoUserNsError {
         owner: String,
         /// The file.
         file: PathBuf,
+        /// The owner is the rootless caller.
+        rootless: bool,
     },
     /// The image needs more ids than storage.conf allows.
     #[error(
-        "--userns=auto: the container needs a user namespace of {size} ids, more than \
-         auto-userns-max-size ({max}{}): give --userns=auto:size=N or raise the limit",
+        "--userns=auto: the container needs a user namespace of {size} ids ({reason}), more \
+         than auto-userns-max-size ({max}{}): give --userns=auto:size=N or raise the limit",
         config.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default()
     )]
     TooBig {
         /// The size the rules give.
         size: u32,
+        /// What needs it.
+        reason: String,
         /// The limit.
         max: u32,
         /// The storage.conf the limit came from, if any.
@@ -122,17 +136,21 @@ pub enum AutoUserNsError {
     /// Not enough free ids.
     #[error(transparent)]
     Exhausted(Box<Exhaustion>),
+    /// Maps were given as well as `--userns=auto`.
+    #[error("--userns=auto cannot be combined with uid/gid maps")]
+    WithMaps,
 }
 
 /// Not enough free subordinate ids for the container.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "--userns=auto: the container needs {needed} {kind}s, but only {} of the {} \
-     subordinate {kind}s of {owner:?} in {} are free (free: {}; in use by containers: {}): \
+     subordinate {kind}s of {owner:?} in {} are free ({}free: {}; in use by containers: {}): \
      add a range for {owner:?} to {}, or remove containers",
     free.len(),
     available.len(),
     file.display(),
+    if *rootless { "as ids of the user's namespace, " } else { "" },
     Summary(free),
     Summary(in_use),
     file.display()
@@ -152,6 +170,8 @@ pub struct Exhaustion {
     pub owner: String,
     /// The file they are in.
     pub file: PathBuf,
+    /// The ids are the rootless caller's, numbered as in its namespace.
+    pub rootless: bool,
 }
 
 /// An [`IdSet`] for messages: at most 8 ranges.
@@ -203,11 +223,16 @@ impl AutoUserNs {
             };
             match key {
                 "size" => {
-                    let n = value.parse::<u32>().map_err(|_| {
-                        syntax(format!(
-                            "size={value:?} is not a number from 0 to 4294967295"
-                        ))
-                    })?;
+                    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+                    let n = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|_| digits)
+                        .ok_or_else(|| {
+                            syntax(format!(
+                                "size={value:?} is not a number from 0 to 4294967295"
+                            ))
+                        })?;
                     auto.size = (n > 0).then_some(n);
                 }
                 "uidmapping" => auto.extra_uids.extend(extent(value)?),
@@ -218,6 +243,16 @@ impl AutoUserNs {
                     )))
                 }
             }
+        }
+        for (extents, option) in [
+            (&auto.extra_uids, "uidmapping"),
+            (&auto.extra_gids, "gidmapping"),
+        ] {
+            validate(extents).map_err(|source| AutoUserNsError::Extent {
+                mode: mode.to_owned(),
+                option: option.to_owned(),
+                source,
+            })?;
         }
         Ok(Some(auto))
     }
@@ -283,6 +318,8 @@ pub struct Available {
     pub subuid: PathBuf,
     /// Where the gids are listed.
     pub subgid: PathBuf,
+    /// The ids are the rootless caller's, numbered as in its namespace.
+    pub rootless: bool,
 }
 
 impl Available {
@@ -300,6 +337,7 @@ impl Available {
                     kind,
                     owner: config.owner.name.clone(),
                     file: file.clone(),
+                    rootless: config.rootless,
                 });
             }
         }
@@ -313,79 +351,112 @@ impl Available {
             owner: config.owner.name.clone(),
             subuid: config.subuid.clone(),
             subgid: config.subgid.clone(),
+            rootless: config.rootless,
         })
     }
 }
+
+/// The highest id that can be owned: 4294967295 is `(uid_t)-1`, "no
+/// id", and is never counted.
+const MAX_ID: u32 = u32::MAX - 1;
 
 /// One more than the highest id in the layers' `uidset` and `gidset`.
 pub fn size_from_layers<'a>(chain: impl IntoIterator<Item = &'a Layer>) -> u32 {
     chain
         .into_iter()
         .flat_map(|l| l.uidset.iter().chain(&l.gidset))
-        .map(|&id| id.saturating_add(1))
+        .filter(|&&id| id <= MAX_ID)
+        .map(|&id| id + 1)
         .max()
         .unwrap_or(0)
 }
 
 /// One more than the highest id of the users in `passwd` (uid and primary
-/// gid) and of the groups in `group`, `nobody`, `nogroup` and id 65534
-/// aside. Lines are read as runc's `libcontainer/user` reads them: fields
-/// split at `:`, unparsable numbers counting as 0.
+/// gid) and of the groups in `group`, `nobody`, `nogroup`, id 65534 and
+/// ids that cannot be owned aside. Lines are read as runc's
+/// `libcontainer/user` reads them: fields split at `:`, unparsable numbers
+/// counting as 0.
 pub fn size_from_user_files(passwd: Option<&[u8]>, group: Option<&[u8]>) -> u32 {
-    let ids = |text: &[u8], columns: &[usize]| -> Vec<i64> {
-        let mut out = Vec::new();
+    let highest = |text: &[u8], columns: &[usize]| -> u32 {
+        let mut max = 0;
         for line in text.split(|&b| b == b'\n') {
             let line = line.trim_ascii();
-            if line.is_empty() {
+            let mut fields = line.split(|&b| b == b':');
+            if line.is_empty() || matches!(fields.next(), Some(b"nobody" | b"nogroup")) {
                 continue;
             }
-            let fields: Vec<&[u8]> = line.split(|&b| b == b':').collect();
-            if matches!(fields[0], b"nobody" | b"nogroup") {
-                continue;
-            }
+            // Columns counted from the second field, in increasing order.
+            let mut at = 1;
             for &c in columns {
-                let id = fields
-                    .get(c)
+                let field = fields.nth(c - at);
+                at = c + 1;
+                let id = field
                     .and_then(|f| std::str::from_utf8(f).ok())
                     .and_then(|f| f.parse::<i64>().ok())
                     .unwrap_or(0);
-                out.push(id);
+                if let Ok(id) = u32::try_from(id) {
+                    if id != NOBODY_ID && id <= MAX_ID {
+                        max = max.max(id + 1);
+                    }
+                }
             }
         }
-        out
+        max
     };
-    let mut all = passwd.map(|p| ids(p, &[2, 3])).unwrap_or_default();
-    all.extend(group.map(|g| ids(g, &[2])).unwrap_or_default());
-    all.into_iter()
-        .filter(|&id| id >= 0 && id != i64::from(NOBODY_ID))
-        .map(|id| u32::try_from(id.saturating_add(1)).unwrap_or(u32::MAX))
-        .max()
-        .unwrap_or(0)
+    let users = passwd.map_or(0, |p| highest(p, &[2, 3]));
+    users.max(group.map_or(0, |g| highest(g, &[2])))
+}
+
+/// What the image needs: [`size_from_layers`] and [`size_from_user_files`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImageNeeds {
+    /// From the ids owning its files.
+    pub files: u32,
+    /// From its `/etc/passwd` and `/etc/group`.
+    pub users: u32,
 }
 
 /// The size of the user namespace: `size=N`, or the rules of the module
-/// docs over `from_image` (the larger of [`size_from_layers`] and
-/// [`size_from_user_files`]; `None` without an image).
+/// docs over what the image needs (`None` without an image).
 pub fn needed_size(
     auto: &AutoUserNs,
     config: &AutoUserNsConfig,
-    from_image: Option<u32>,
+    image: Option<ImageNeeds>,
 ) -> Result<u32, AutoUserNsError> {
     if let Some(size) = auto.size.filter(|&s| s > 0) {
         return Ok(size);
     }
-    let size = [
-        1,
-        auto.initial_size,
-        config.min_size,
-        from_image.unwrap_or(0),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(1);
+    let image = image.unwrap_or_default();
+    let needs = [
+        (1, String::new()),
+        (
+            auto.initial_size,
+            format!("--user needs id {}", auto.initial_size.saturating_sub(1)),
+        ),
+        (config.min_size, "auto-userns-min-size".to_owned()),
+        (
+            image.files,
+            format!(
+                "a file of the image is owned by id {}",
+                image.files.saturating_sub(1)
+            ),
+        ),
+        (
+            image.users,
+            format!(
+                "the image's /etc/passwd or /etc/group names id {}",
+                image.users.saturating_sub(1)
+            ),
+        ),
+    ];
+    let (size, reason) = needs
+        .into_iter()
+        .reduce(|a, b| if b.0 > a.0 { b } else { a })
+        .unwrap_or((1, String::new()));
     if config.max_size > 0 && size > config.max_size {
         return Err(AutoUserNsError::TooBig {
             size,
+            reason,
             max: config.max_size,
             config: config.config_file.clone(),
         });
@@ -427,6 +498,7 @@ pub fn allocate<'a>(
                 free,
                 owner: available.owner.clone(),
                 file: file.clone(),
+                rootless: available.rootless,
             })));
         };
         let mut maps = hosts.zip(&wanted);

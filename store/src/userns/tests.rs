@@ -21,6 +21,7 @@ fn available(uids: &[(u64, u64)], gids: &[(u64, u64)]) -> Available {
         owner: "containers".into(),
         subuid: "/etc/subuid".into(),
         subgid: "/etc/subgid".into(),
+        rootless: false,
     }
 }
 
@@ -53,6 +54,17 @@ fn the_whole_id_space_fits() {
     assert_eq!(s.len(), 2147483649);
     let maps = s.lowest(65536).unwrap().zip(&set(&[(0, 65536)]));
     assert_eq!(maps, [m(0, 2147483647, 65536)]);
+}
+
+/// An error with its sources, as the CLI prints it.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        text.push_str(&format!(": {s}"));
+        next = s.source();
+    }
+    text
 }
 
 #[test]
@@ -89,8 +101,11 @@ fn auto_options_parse_as_podman_does() {
         ("auto:bogus=1", "unknown option \"bogus\""),
         ("auto:uidmapping=1:2", "uidmapping=1:2"),
         ("auto:size=10,", "invalid option \"\""),
+        ("auto:size=+5", "size=\"+5\" is not a number"),
+        ("auto:uidmapping=0:4294967295:2", "runs past id 4294967295"),
+        ("auto:gidmapping=0:1:5,gidmapping=2:9:1", "overlap"),
     ] {
-        let e = AutoUserNs::parse(bad).unwrap_err().to_string();
+        let e = chain(&AutoUserNs::parse(bad).unwrap_err());
         assert!(e.contains(says), "{bad}: {e}");
         assert!(e.starts_with(&format!("--userns={bad}")), "{bad}: {e}");
     }
@@ -122,7 +137,8 @@ fn image_size_from_layers_and_user_files() {
         70001
     );
     assert_eq!(size_from_layers([&layer(&[], &[])]), 0);
-    assert_eq!(size_from_layers([&layer(&[], &[u32::MAX])]), u32::MAX);
+    assert_eq!(size_from_layers([&layer(&[], &[u32::MAX])]), 0);
+    assert_eq!(size_from_layers([&layer(&[u32::MAX - 1], &[])]), u32::MAX);
     let passwd = b"root:x:0:0:root:/root:/bin/sh\n daemon:x:1:1::/:/bin/false \n\
         app:x:1500:1600::/home/app:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n\
         broken:x:notanumber:12\nshort:x\n\nneg:x:-7:-9\n";
@@ -131,12 +147,46 @@ fn image_size_from_layers_and_user_files() {
         b"root:x:0:\napp:x:1500:app\nbigg:x:2500:\nnogroup:x:99999:\nnobody:x:65533:\nx:y:65534:\n";
     assert_eq!(size_from_user_files(None, Some(group)), 2501);
     assert_eq!(size_from_user_files(Some(passwd), Some(group)), 2501);
+    // (uid_t)-1 and beyond are no ids: not counted.
     assert_eq!(
         size_from_user_files(Some(b"big:x:99999999999:0\n"), None),
+        1
+    );
+    assert_eq!(size_from_user_files(Some(b"u:x:4294967295:7\n"), None), 8);
+    assert_eq!(
+        size_from_user_files(Some(b"u:x:4294967294:7\n"), None),
         u32::MAX
     );
+    // One line of colons only: nothing is collected per field.
+    let colons = vec![b':'; 1 << 20];
+    assert_eq!(size_from_user_files(Some(&colons), Some(&colons)), 1);
     assert_eq!(size_from_user_files(Some(b"\xff\xfe:x:77:0\n"), None), 78);
     assert_eq!(size_from_user_files(None, None), 0);
+}
+
+fn files(n: u32) -> Option<ImageNeeds> {
+    Some(ImageNeeds { files: n, users: 0 })
+}
+
+#[test]
+fn too_big_says_what_needs_it() {
+    let config = AutoUserNsConfig::default();
+    let auto = AutoUserNs::default();
+    let users = Some(ImageNeeds {
+        files: 10,
+        users: 70001,
+    });
+    let e = needed_size(&auto, &config, users).unwrap_err().to_string();
+    assert!(
+        e.contains("(the image's /etc/passwd or /etc/group names id 70000)"),
+        "{e}"
+    );
+    let user = AutoUserNs {
+        initial_size: 70001,
+        ..AutoUserNs::default()
+    };
+    let e = needed_size(&user, &config, None).unwrap_err().to_string();
+    assert!(e.contains("(--user needs id 70000)"), "{e}");
 }
 
 #[test]
@@ -144,9 +194,9 @@ fn size_rules() {
     let config = AutoUserNsConfig::default();
     let auto = AutoUserNs::default();
     assert_eq!(needed_size(&auto, &config, None).unwrap(), 1024);
-    assert_eq!(needed_size(&auto, &config, Some(2501)).unwrap(), 2501);
-    assert_eq!(needed_size(&auto, &config, Some(65536)).unwrap(), 65536);
-    let e = needed_size(&auto, &config, Some(70002))
+    assert_eq!(needed_size(&auto, &config, files(2501)).unwrap(), 2501);
+    assert_eq!(needed_size(&auto, &config, files(65536)).unwrap(), 65536);
+    let e = needed_size(&auto, &config, files(70002))
         .unwrap_err()
         .to_string();
     assert!(
@@ -157,12 +207,12 @@ fn size_rules() {
         size: Some(100_000),
         ..AutoUserNs::default()
     };
-    assert_eq!(needed_size(&sized, &config, Some(70002)).unwrap(), 100_000);
+    assert_eq!(needed_size(&sized, &config, files(70002)).unwrap(), 100_000);
     let user = AutoUserNs {
         initial_size: 4002,
         ..AutoUserNs::default()
     };
-    assert_eq!(needed_size(&user, &config, Some(2501)).unwrap(), 4002);
+    assert_eq!(needed_size(&user, &config, files(2501)).unwrap(), 4002);
     let small = AutoUserNsConfig {
         min_size: 0,
         max_size: 0,
@@ -171,7 +221,7 @@ fn size_rules() {
     };
     assert_eq!(needed_size(&auto, &small, None).unwrap(), 1);
     assert_eq!(
-        needed_size(&auto, &small, Some(u32::MAX)).unwrap(),
+        needed_size(&auto, &small, files(u32::MAX)).unwrap(),
         u32::MAX
     );
     let limited = AutoUserNsConfig {
@@ -179,7 +229,7 @@ fn size_rules() {
         config_file: Some("/etc/containers/storage.conf".into()),
         ..AutoUserNsConfig::default()
     };
-    let e = needed_size(&auto, &limited, Some(70002))
+    let e = needed_size(&auto, &limited, files(70002))
         .unwrap_err()
         .to_string();
     assert!(e.contains("in /etc/containers/storage.conf"), "{e}");
@@ -337,4 +387,33 @@ fn available_ids_name_the_missing_file_and_the_fix() {
     let a = Available::read(&rootless).unwrap();
     assert_eq!(a.uids.to_string(), "1-65636");
     assert_eq!(a.gids.to_string(), "1-65536");
+    let e = allocate(70000, &AutoUserNs::default(), &a, [])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("(as ids of the user's namespace, free: 1-65636"),
+        "{e}"
+    );
+    // The advice for a rootless user is not root's range.
+    let none = AutoUserNsConfig {
+        subuid: write("subuid3", "bob:1:2\n"),
+        ..rootless.clone()
+    };
+    let e = Available::read(&none).unwrap_err().to_string();
+    assert!(e.contains("usermod --add-subuids START-END alice"), "{e}");
+    assert!(!e.contains("2147483647"), "{e}");
+    // Ranges past the last id are clipped, never wrapped.
+    let huge = AutoUserNsConfig {
+        subuid: write("subuid4", "alice:0:4294967295\nalice:4294967295:1\n"),
+        ..rootless
+    };
+    let a = Available::read(&huge).unwrap();
+    assert_eq!(a.uids.to_string(), "1-4294967295");
+    // Free: 100-104 only (the last range ends at the last id).
+    let used = [m(0, 1, 99), m(99, 105, 4294967191)];
+    let used = [(&used[..], &used[..1])];
+    let e = allocate(6, &AutoUserNs::default(), &a, used).unwrap_err();
+    assert!(matches!(e, AutoUserNsError::Exhausted(_)), "{e}");
+    let maps = allocate(5, &AutoUserNs::default(), &a, used).unwrap();
+    assert_eq!(maps.uids, [m(0, 100, 5)]);
 }

@@ -441,8 +441,14 @@ fn run_inner(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<u8> {
     if let (Some(_), Some(UserSpec::Ids(uid, gid))) = (&request.auto, &user) {
         let c = &rootfs.container;
         if let Err(e) = check_user_mapped(*uid, gid.unwrap_or(*uid), &c.uidmap, &c.gidmap) {
-            engine.release(&rootfs, true)?;
-            return Err(e.into());
+            let e = anyhow::Error::from(e);
+            return Err(match engine.release(&rootfs, true) {
+                Ok(()) => e,
+                Err(r) => e.context(format!(
+                    "and releasing storage container {} failed too: {r:#}",
+                    rootfs.container.id
+                )),
+            });
         }
     }
     let mut launch = Launch::new(&engine, rootfs, runtime, confinement, args.rm);

@@ -153,7 +153,7 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
     let keyring = line.is_set("keyring");
     let conf = super::podman_conf::load()?;
     let mapping = MappingArgs {
-        userns: userns_mode(line, &conf)?,
+        userns: userns_mode(line, std::env::var("PODMAN_USERNS").ok().as_deref(), &conf)?,
         uidmap: line.list_values("uidmap"),
         gidmap: line.list_values("gidmap"),
         nocache: line.is_set("nocache"),
@@ -278,11 +278,13 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
     }
 }
 
-/// The `--userns` podman would use: the caller's, else containers.conf's
-/// `[containers] userns` when the caller gives no maps (podman's rule);
-/// only `host` and `auto` can be given to a root filesystem of ours.
+/// The `--userns` podman would use: the caller's; else, when the caller
+/// gives no maps, `$PODMAN_USERNS`, else containers.conf's `[containers]
+/// userns` (podman's order). Only `host` and `auto` can be given to a root
+/// filesystem of ours.
 fn userns_mode(
     line: &RunLine,
+    env: Option<&str>,
     conf: &super::podman_conf::EngineConf,
 ) -> anyhow::Result<Option<String>> {
     if let Some(mode) = line.last("userns") {
@@ -291,12 +293,19 @@ fn userns_mode(
     if line.given("uidmap") || line.given("gidmap") {
         return Ok(None);
     }
-    match conf.userns.as_deref() {
+    let (mode, from) = match env.filter(|e| !e.is_empty()) {
+        Some(e) => (Some(e), "PODMAN_USERNS"),
+        None => (
+            conf.userns.as_deref(),
+            "containers.conf [containers] userns",
+        ),
+    };
+    match mode {
         None | Some("" | "host") => Ok(None),
         Some(mode) if mode == "auto" || mode.starts_with("auto:") => Ok(Some(mode.to_owned())),
         Some(mode) => Err(UsageError(format!(
-            "containers.conf sets [containers] userns = {mode:?}: not supported by layerstore \
-             run; give --userns=host, --userns=auto or --uidmap/--gidmap"
+            "{from} is {mode:?}: not supported by layerstore run; give --userns=host, \
+             --userns=auto or --uidmap/--gidmap"
         ))
         .into()),
     }
@@ -600,39 +609,58 @@ mod tests {
 
     #[test]
     fn containers_conf_userns_applies_without_maps() {
-        let line = |s: &str| {
-            super::super::podman_flags::parse(&s.split(' ').map(str::to_owned).collect::<Vec<_>>())
-                .unwrap()
-        };
         let conf = |mode: &str| super::super::podman_conf::EngineConf {
             userns: Some(mode.to_owned()),
             ..Default::default()
         };
         let auto = conf("auto:size=2000");
+        fn mode(
+            l: &str,
+            env: Option<&str>,
+            c: &super::super::podman_conf::EngineConf,
+        ) -> anyhow::Result<Option<String>> {
+            let args: Vec<String> = l.split(' ').map(str::to_owned).collect();
+            userns_mode(&super::super::podman_flags::parse(&args).unwrap(), env, c)
+        }
         assert_eq!(
-            userns_mode(&line("img"), &auto).unwrap().as_deref(),
+            mode("img", None, &auto).unwrap().as_deref(),
             Some("auto:size=2000")
         );
+        assert_eq!(mode("--uidmap 0:1:1 img", None, &auto).unwrap(), None);
         assert_eq!(
-            userns_mode(&line("--uidmap 0:1:1 img"), &auto).unwrap(),
-            None
-        );
-        assert_eq!(
-            userns_mode(&line("--userns=host img"), &auto)
-                .unwrap()
-                .as_deref(),
+            mode("--userns=host img", None, &auto).unwrap().as_deref(),
             Some("host")
         );
-        assert_eq!(userns_mode(&line("img"), &conf("host")).unwrap(), None);
-        let e = userns_mode(&line("img"), &conf("keep-id"))
-            .unwrap_err()
-            .to_string();
+        assert_eq!(mode("img", None, &conf("host")).unwrap(), None);
+        let e = mode("img", None, &conf("keep-id")).unwrap_err().to_string();
         assert!(
             e.contains("containers.conf") && e.contains("keep-id"),
             "{e}"
         );
         assert_eq!(
-            userns_mode(&line("--gidmap 0:1:1 img"), &conf("keep-id")).unwrap(),
+            mode("--gidmap 0:1:1 img", None, &conf("keep-id")).unwrap(),
+            None
+        );
+        // $PODMAN_USERNS comes between the flag and containers.conf.
+        assert_eq!(mode("img", Some("host"), &auto).unwrap(), None);
+        assert_eq!(
+            mode("img", Some("auto"), &conf("host")).unwrap().as_deref(),
+            Some("auto")
+        );
+        assert_eq!(
+            mode("img", Some(""), &auto).unwrap().as_deref(),
+            Some("auto:size=2000")
+        );
+        let e = mode("img", Some("keep-id"), &auto).unwrap_err().to_string();
+        assert!(e.contains("PODMAN_USERNS") && e.contains("keep-id"), "{e}");
+        assert_eq!(
+            mode("--userns=auto img", Some("keep-id"), &auto)
+                .unwrap()
+                .as_deref(),
+            Some("auto")
+        );
+        assert_eq!(
+            mode("--uidmap 0:1:1 img", Some("keep-id"), &auto).unwrap(),
             None
         );
     }

@@ -75,6 +75,23 @@ fn claim(maps: &[(u64, u64, u64)], lo: u64, hi: u64, seen: &mut BTreeSet<(u64, u
     }
 }
 
+/// `layerstore doctor`'s `userns.auto` check.
+fn doctor_userns(scene: &Scene) -> Value {
+    let out = scene
+        .layerstore()
+        .args(["doctor", "--json", "--no-probe"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "userns.auto")
+        .cloned()
+        .unwrap()
+}
+
 fn no_templates(scene: &Scene) {
     for image in scene.records("overlay-images/images.json") {
         assert!(
@@ -199,6 +216,10 @@ fn two_ranges_give_a_non_contiguous_map_that_runs_and_exhaustion_changes_nothing
         "exhaustion wrote records"
     );
     assert_eq!(scene.mounts(), mounts);
+    // The doctor counts what is left: not one more of 65,536 ids.
+    let check = doctor_userns(&scene);
+    assert_eq!(check["status"], "warn", "{check}");
+    assert_eq!(check["facts"]["free_uids"], 100600 - 1024, "{check}");
 }
 
 #[test]
@@ -228,6 +249,12 @@ fn a_missing_containers_entry_names_the_file_and_the_fix() {
         stderr(&create)
     );
     assert_eq!(scene.store.record_files(), records);
+    let check = doctor_userns(&scene);
+    assert_eq!(check["status"], "ok", "{check}");
+    assert!(
+        check["seen"].as_str().unwrap().contains("not set up"),
+        "{check}"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! | idmap | [`idmap`] | the real probe (scratch dir, removed), its cache, `/sys/module/overlay/parameters/metacopy`, `.has-mount-program` |
 //! | kernel | [`kernel`] | `uname` release, `/proc/version`, `/proc/self/mountinfo` |
 //! | store | [`consistency`] | records vs layer directories vs `l/` links vs tar-split files |
+//! | run | [`userns`] | `/etc/subuid`, `/etc/subgid` against the containers' recorded maps |
 //!
 //! Read-only: nothing here writes to the store. The idmap probe makes and
 //! removes a scratch directory under `<graphroot>/overlay/` (as podman's
@@ -24,6 +25,7 @@ pub mod idmap;
 pub mod inodes;
 pub mod kernel;
 pub mod keyring;
+pub mod userns;
 
 use layerstore::records::Container;
 use layerstore::Store;
@@ -202,6 +204,7 @@ pub fn diagnose(store: &Store, driver: &OverlayDriver, options: &DoctorOptions) 
         Ok(s) => checks.extend(consistency::checks(store, driver, s)),
         Err(e) => checks.push(unreadable(Area::Store, "store.records", e)),
     }
+    checks.extend(userns::checks(&store.options().auto_userns, containers));
     Report { checks }
 }
 

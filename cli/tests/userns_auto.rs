@@ -501,3 +501,34 @@ fn rootless_allocation_uses_the_callers_own_ranges_as_rootless_podman_sees_them(
     assert!(last.status.success(), "{}", stderr(&last));
     let _ = user(&["podman", "system", "reset", "--force"]);
 }
+
+#[test]
+#[ignore = "privileged: edits /etc/subuid and /etc/subgid; real podman 4.3.1, runc, idmapped mounts"]
+fn a_passwd_mounted_from_the_host_sizes_the_namespace_as_in_podman() {
+    require_privileged(TOOLS);
+    let _ids = SubIds::set(
+        "containers:900000000:400000\n",
+        "containers:900000000:400000\n",
+    );
+    let scene = Scene::new(PodmanStore::empty());
+    let _containers = Containers(&scene);
+    let passwd = scene.store.graph.parent().unwrap().join("passwd");
+    fs::write(
+        &passwd,
+        "root:x:0:0::/root:/bin/sh\nsvc:x:3000:3000::/:/bin/sh\n",
+    )
+    .unwrap();
+    let volume = format!("{}:/etc/passwd:ro", passwd.display());
+    let out = scene.run(&["-d", "--userns=auto", "-v", &volume, "bb", "sleep", "600"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (u, g) = maps_of(&scene, &stdout(&out));
+    assert_eq!(u, [(0, 900000000, 3001)]);
+    assert_eq!(g, [(0, 900000000, 3001)]);
+    // Inside, the mounted file is the one the size came from.
+    let inside = run_ok(
+        scene
+            .podman()
+            .args(["exec", &stdout(&out), "cat", "/etc/passwd"]),
+    );
+    assert!(stdout(&inside).contains("svc:x:3000"));
+}

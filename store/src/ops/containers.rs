@@ -97,6 +97,21 @@ pub struct NewContainer {
 /// `--userns=auto` sizing.
 pub const USER_FILE_LIMIT: u64 = 16 << 20;
 
+/// A host file standing for the container's `/etc/passwd` or `/etc/group`
+/// (the caller mounts it there): its bytes, at most [`USER_FILE_LIMIT`];
+/// `None` when it is not a regular file or cannot be read, as podman then
+/// sizes without it.
+fn read_host_user_file(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(USER_FILE_LIMIT).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
 impl Store {
     /// Create a container and its read-write layer. The container's
     /// metadata gets layerstore's mark ([`mark_created_by_layerstore`]).
@@ -296,7 +311,14 @@ impl Store {
                     let (passwd, group) = if ids.is_empty() {
                         (None, None)
                     } else {
-                        (read("etc/passwd")?, read("etc/group")?)
+                        let from = |host: &Option<std::path::PathBuf>, path: &str| match host {
+                            Some(file) => Ok(read_host_user_file(file)),
+                            None => read(path),
+                        };
+                        (
+                            from(&auto.passwd_file, "etc/passwd")?,
+                            from(&auto.group_file, "etc/group")?,
+                        )
                     };
                     Some(userns::ImageNeeds {
                         files: userns::size_from_layers(chain.iter().copied()),

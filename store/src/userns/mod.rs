@@ -64,6 +64,11 @@ pub struct AutoUserNs {
     pub extra_uids: Vec<IdMap>,
     /// `gidmapping=` extents added as given.
     pub extra_gids: Vec<IdMap>,
+    /// A host file that stands for the image's `/etc/passwd` (a volume
+    /// over it: podman's `PasswdFile`).
+    pub passwd_file: Option<PathBuf>,
+    /// A host file that stands for the image's `/etc/group`.
+    pub group_file: Option<PathBuf>,
 }
 
 /// Why no mapping could be chosen.

@@ -204,9 +204,11 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
             .with_context(|| format!("the image's User {:?}", config.user))?;
     }
     if let Some(auto) = &mut request.auto {
-        // podman sizes an automatic namespace for the user it runs.
+        // podman sizes an automatic namespace for the user it runs, and
+        // from the host's files the caller mounts over the image's.
         let spec = line.last("user").unwrap_or(&config.user);
         auto.initial_size = layerstore::userns::AutoUserNs::initial_size_for_user(spec);
+        (auto.passwd_file, auto.group_file) = super::targets::user_file_overrides(line);
     }
     let runtime = real_runtime
         .map(|real| super::shim::install(&store, &real))

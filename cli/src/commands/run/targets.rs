@@ -44,19 +44,17 @@ fn relative(dest: &str) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
-/// The destinations of the caller's volumes, mounts and tmpfs, with
-/// whether the source is a file.
-pub(super) fn volume_targets(line: &RunLine) -> Vec<(PathBuf, bool)> {
+/// The caller's volumes and `--mount`s in order: (source, destination);
+/// no source for an anonymous volume.
+fn binds(line: &RunLine) -> Vec<(Option<&str>, &str)> {
     let mut out = Vec::new();
     for v in line.values("volume") {
         let parts: Vec<&str> = v.split(':').collect();
-        let (src, dest) = match parts.as_slice() {
-            [dest] => (None, *dest),
-            [src, dest, ..] => (Some(*src), *dest),
-            [] => continue,
-        };
-        let file = src.is_some_and(|s| s.starts_with('/') && Path::new(s).is_file());
-        out.extend(relative(dest).map(|d| (d, file)));
+        match parts.as_slice() {
+            [dest] => out.push((None, *dest)),
+            [src, dest, ..] => out.push((Some(*src), *dest)),
+            [] => {}
+        }
     }
     for m in line.values("mount") {
         let mut dest = None;
@@ -68,14 +66,47 @@ pub(super) fn volume_targets(line: &RunLine) -> Vec<(PathBuf, bool)> {
                 _ => {}
             }
         }
+        out.extend(dest.map(|d| (src, d)));
+    }
+    out
+}
+
+/// The destinations of the caller's volumes, mounts and tmpfs, with
+/// whether the source is a file.
+pub(super) fn volume_targets(line: &RunLine) -> Vec<(PathBuf, bool)> {
+    let mut out = Vec::new();
+    for (src, dest) in binds(line) {
         let file = src.is_some_and(|s| s.starts_with('/') && Path::new(s).is_file());
-        out.extend(dest.and_then(relative).map(|d| (d, file)));
+        out.extend(relative(dest).map(|d| (d, file)));
     }
     for t in line.values("tmpfs") {
         let dest = t.split(':').next().unwrap_or_default();
         out.extend(relative(dest).map(|d| (d, false)));
     }
     out
+}
+
+/// The host files that stand for the container's /etc/passwd and
+/// /etc/group when the caller mounts them (or /etc) from the host, as
+/// podman's `getUserOverrides` finds them for `--userns=auto` sizing.
+/// Named volumes are not resolved.
+pub(super) fn user_file_overrides(line: &RunLine) -> (Option<PathBuf>, Option<PathBuf>) {
+    let (mut passwd, mut group) = (None, None);
+    for (src, dest) in binds(line) {
+        let Some(src) = src.filter(|s| s.starts_with('/')) else {
+            continue;
+        };
+        let dest: PathBuf = Path::new(dest).components().collect();
+        if dest == Path::new("/etc/passwd") {
+            passwd = Some(PathBuf::from(src));
+        } else if dest == Path::new("/etc/group") {
+            group = Some(PathBuf::from(src));
+        } else if dest == Path::new("/etc") {
+            passwd.get_or_insert_with(|| Path::new(src).join("passwd"));
+            group.get_or_insert_with(|| Path::new(src).join("group"));
+        }
+    }
+    (passwd, group)
 }
 
 /// Create the missing ones of `rel`'s components as directories, and `rel`
@@ -188,6 +219,21 @@ mod tests {
     fn line(s: &str) -> RunLine {
         super::super::podman_flags::parse(&s.split(' ').map(str::to_owned).collect::<Vec<_>>())
             .unwrap()
+    }
+
+    #[test]
+    fn user_files_from_the_host_stand_for_the_images() {
+        let o = |s: &str| user_file_overrides(&line(s));
+        assert_eq!(o("img"), (None, None));
+        assert_eq!(
+            o("-v /h/pw:/etc/passwd:ro --mount type=bind,src=/h/etc,dst=/etc/ img"),
+            (Some("/h/pw".into()), Some("/h/etc/group".into()))
+        );
+        assert_eq!(
+            o("-v /h/etc:/etc -v /h/g:/etc//group img"),
+            (Some("/h/etc/passwd".into()), Some("/h/g".into()))
+        );
+        assert_eq!(o("-v named:/etc/passwd -v /etc/passwd img"), (None, None));
     }
 
     #[test]

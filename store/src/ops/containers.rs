@@ -19,7 +19,9 @@ use crate::driver::Driver;
 use crate::error::{driver_error, StoreError};
 use crate::gojson::GoTime;
 use crate::id::{ContainerId, LayerId};
-use crate::idmap::{containers_storage_order, root_pair, validate, IdMap, IdMappings};
+use crate::idmap::{
+    containers_storage_order, format_id_map, root_pair, validate, IdMap, IdMappings,
+};
 use crate::lockfile::{LockFile, LockMode};
 use crate::mapping::{
     top_layer_for_mapping, Capabilities, Decision, LayerSource, MappingRequest, Presentation,
@@ -112,6 +114,38 @@ fn read_host_user_file(path: &std::path::Path) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
+/// What `image` needs of a user namespace: the ids owning its files (its
+/// layers' records) and those its `/etc/passwd` and `/etc/group` name
+/// (read through its layers, or the host files that stand for them).
+fn image_needs(
+    driver: &dyn Driver,
+    auto: &AutoUserNs,
+    image: &Image,
+    layers: &[Layer],
+) -> Result<userns::ImageNeeds, StoreError> {
+    let chain = layer_chain(layers, &image.top_layer)?;
+    let ids: Vec<LayerId> = chain
+        .iter()
+        .map(|l| LayerId::parse(&l.id))
+        .collect::<Result<_, _>>()?;
+    let read = |host: &Option<std::path::PathBuf>, path: &str| match host {
+        Some(file) => Ok(read_host_user_file(file)),
+        None if ids.is_empty() => Ok(None),
+        None => driver
+            .read_stack_file(&ids, path, USER_FILE_LIMIT)
+            .map_err(driver_error(
+                "reading /etc of the image's top",
+                &image.top_layer,
+            )),
+    };
+    let passwd = read(&auto.passwd_file, "etc/passwd")?;
+    let group = read(&auto.group_file, "etc/group")?;
+    Ok(userns::ImageNeeds {
+        files: userns::size_from_layers(chain.iter().copied()),
+        users: userns::size_from_user_files(passwd.as_deref(), group.as_deref()),
+    })
+}
+
 impl Store {
     /// Create a container and its read-write layer. The container's
     /// metadata gets layerstore's mark ([`mark_created_by_layerstore`]).
@@ -167,15 +201,14 @@ impl Store {
         self.check_held(&layers, Some(&mounts), &images, &containers)?;
         let id = new_container_id(&containers.records, &new)?;
         if let Some((auto, available)) = &auto {
-            let maps = self.auto_maps(
-                driver,
-                auto,
-                available,
-                &new.image,
-                &layers.records,
-                &images.records,
-                &containers.records,
-            )?;
+            let image = match new.image.as_str() {
+                "" => None,
+                q => Some((
+                    lookup::<Image>(&images.records, q)?,
+                    layers.records.as_slice(),
+                )),
+            };
+            let maps = self.auto_maps(driver, (auto, available), image, &containers.records)?;
             new.uidmap = maps.uids;
             new.gidmap = maps.gids;
             mapped = check(&new)?;
@@ -276,62 +309,31 @@ impl Store {
     }
 
     /// `--userns=auto`'s maps for a container of `image` (see
-    /// [`crate::userns`]): sized by the rules over the image's layer
-    /// records and its `/etc/passwd` and `/etc/group`, chosen against
-    /// every container's recorded maps. The caller holds `userns.lock`
-    /// and the store's locks.
-    #[allow(clippy::too_many_arguments)]
+    /// [`crate::userns`]): sized by the rules over what the image needs,
+    /// chosen against every container's recorded maps. The caller holds
+    /// `userns.lock` and the store's locks.
     fn auto_maps(
         &self,
         driver: &dyn Driver,
-        auto: &AutoUserNs,
-        available: &Available,
-        image: &str,
-        layers: &[Layer],
-        images: &[Image],
+        (auto, available): (&AutoUserNs, &Available),
+        image: Option<(&Image, &[Layer])>,
         containers: &[Container],
     ) -> Result<IdMappings, StoreError> {
-        let config = &self.options().auto_userns;
-        let from_image =
-            match (auto.size, image) {
-                (Some(_), _) | (None, "") => None,
-                (None, query) => {
-                    let image = lookup::<Image>(images, query)?;
-                    let chain = layer_chain(layers, &image.top_layer)?;
-                    let ids: Vec<LayerId> = chain
-                        .iter()
-                        .map(|l| LayerId::parse(&l.id))
-                        .collect::<Result<_, _>>()?;
-                    let read =
-                        |path: &str| {
-                            driver.read_stack_file(&ids, path, USER_FILE_LIMIT).map_err(
-                                driver_error("reading /etc of the image's top", &image.top_layer),
-                            )
-                        };
-                    let (passwd, group) = if ids.is_empty() {
-                        (None, None)
-                    } else {
-                        let from = |host: &Option<std::path::PathBuf>, path: &str| match host {
-                            Some(file) => Ok(read_host_user_file(file)),
-                            None => read(path),
-                        };
-                        (
-                            from(&auto.passwd_file, "etc/passwd")?,
-                            from(&auto.group_file, "etc/group")?,
-                        )
-                    };
-                    Some(userns::ImageNeeds {
-                        files: userns::size_from_layers(chain.iter().copied()),
-                        users: userns::size_from_user_files(passwd.as_deref(), group.as_deref()),
-                    })
-                }
-            };
-        let size = userns::needed_size(auto, config, from_image)?;
+        let needs = match (auto.size, image) {
+            (None, Some((image, layers))) => Some(image_needs(driver, auto, image, layers)?),
+            _ => None,
+        };
+        let size = userns::needed_size(auto, &self.options().auto_userns, needs)?;
         let used = containers
             .iter()
             .map(|c| (c.uidmap.as_slice(), c.gidmap.as_slice()));
         let maps = userns::allocate(size, auto, available, used)?;
-        tracing::debug!(size, uidmap = %crate::idmap::format_id_map(&maps.uids), gidmap = %crate::idmap::format_id_map(&maps.gids), "--userns=auto");
+        tracing::debug!(
+            size,
+            uidmap = %format_id_map(&maps.uids),
+            gidmap = %format_id_map(&maps.gids),
+            "--userns=auto"
+        );
         Ok(maps)
     }
 

@@ -240,6 +240,18 @@ impl From<crate::userns::AutoUserNsError> for StoreError {
     }
 }
 
+/// `e: source: source...` in one line, for logs.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        next = s.source();
+    }
+    text
+}
+
 pub(crate) fn driver_error(
     op: &'static str,
     id: &str,

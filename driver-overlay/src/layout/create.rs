@@ -177,8 +177,30 @@ impl OverlayDriver {
                 self.find_link_pointing_to(&home, id).unwrap_or(None)
             }
         };
-        self.make_trash(&home)
-            .map_err(|e| LayoutError::io(id.as_str(), "create", home.display(TRASH_DIR), e))?;
+        if let Err(e) = self.make_trash(&home) {
+            let full = matches!(Errno::from_io_error(&e), Some(Errno::NOSPC | Errno::DQUOT));
+            if !full {
+                return Err(LayoutError::io(
+                    id.as_str(),
+                    "create",
+                    home.display(TRASH_DIR),
+                    e,
+                ));
+            }
+            // A full filesystem has no block for the trash: removing in
+            // place is what frees space (a removal killed half way leaves a
+            // partial layer directory, which gc removes as the unrecorded
+            // or incomplete layer it then is).
+            tracing::warn!(layer = %id, error = %e, "no room for the trash: removing the layer directory in place");
+            home.remove_tree(Path::new(id.as_str()))
+                .map_err(|e| LayoutError::io(id.as_str(), "remove", &dir, e))?;
+            if let Some(name) = link {
+                if let Err(e) = self.remove_own_link(&home, id, &name) {
+                    tracing::warn!(layer = %id, error = %e, "the layer's l/ link stays (gc removes it)");
+                }
+            }
+            return Ok(());
+        }
         let trash =
             Path::new(TRASH_DIR).join(format!("{id}-{}", super::links::generate_link_name()?));
         home.rename(id.as_str(), &trash)

@@ -155,3 +155,35 @@ fn privileged_idmapped_mount_attached_fallback() {
 fn lid(id: &str) -> layerstore::LayerId {
     layerstore::LayerId::parse(id).unwrap()
 }
+
+#[test]
+#[ignore = "privileged: mounts a tmpfs with few inodes"]
+fn a_layer_is_removed_in_place_when_the_filesystem_is_too_full_for_the_trash() {
+    layerstore_test_support::require_privileged(&[]);
+    // A filesystem with no inode to spare: the trash cannot be made.
+    let store = layerstore_test_support::PodmanStore::on_tmpfs("16m,nr_inodes=64");
+    let opts = StoreOptions {
+        graph_root: store.graph.clone(),
+        run_root: store.run.clone(),
+        driver: "overlay".into(),
+        ..Default::default()
+    };
+    fs::create_dir_all(&store.graph).unwrap();
+    let d = OverlayDriver::new(&opts).unwrap();
+    let id = format!("{:064x}", 77);
+    d.create_layer(&lid(&id), None, (0, 0)).unwrap();
+    let diff = d.diff_path(&lid(&id));
+    let mut n = 0;
+    while fs::write(diff.join(format!("f{n}")), "x").is_ok() {
+        n += 1;
+    }
+    assert!(n > 0);
+    assert!(
+        fs::create_dir(store.graph.join("probe")).is_err(),
+        "not full"
+    );
+    d.remove_layer(&lid(&id)).unwrap();
+    assert!(!d.layer_exists(&lid(&id)));
+    // The space is back.
+    fs::create_dir(store.graph.join("probe")).unwrap();
+}

@@ -11,7 +11,7 @@ use layerstore::gc::{usage_in, Usage};
 use layerstore::idmap::{validate, IdMap, IdMappings};
 use layerstore::LayerId;
 
-use crate::layout::{MountRequest, OverlayDriver};
+use crate::layout::{LayoutError, MountRequest, OverlayDriver};
 
 impl Driver for OverlayDriver {
     fn create(
@@ -24,7 +24,15 @@ impl Driver for OverlayDriver {
     }
 
     fn remove(&self, id: &LayerId) -> Result<(), DriverError> {
-        Ok(self.remove_layer(id)?)
+        match self.remove_layer(id) {
+            Err(e @ LayoutError::PartlyRemoved { .. }) => {
+                Err(Box::new(layerstore::driver::PartlyRemoved {
+                    id: id.to_string(),
+                    source: Box::new(e),
+                }))
+            }
+            other => Ok(other?),
+        }
     }
 
     fn exists(&self, id: &LayerId) -> bool {

@@ -14,6 +14,31 @@ use crate::idmap::{IdMap, IdMappings};
 /// A driver's error, boxed so that each driver keeps its own typed errors.
 pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A removal that failed after deleting part of the layer's content (a
+/// driver that could not first move the directory aside in one step): the
+/// layer can no longer be used, only removed.
+#[derive(Debug, thiserror::Error)]
+#[error("layer {id} was removed only in part")]
+pub struct PartlyRemoved {
+    /// The layer.
+    pub id: String,
+    /// Why the removal stopped.
+    #[source]
+    pub source: DriverError,
+}
+
+/// Whether `e`, or an error it wraps, is a [`PartlyRemoved`].
+pub fn is_partly_removed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.downcast_ref::<PartlyRemoved>().is_some() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// How to mount a layer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MountOptions {
@@ -81,7 +106,9 @@ pub trait Driver {
         root_owner: (u32, u32),
     ) -> Result<(), DriverError>;
     /// Remove the layer's directories (tolerating missing pieces), never
-    /// across a mount and never through a symlink.
+    /// across a mount and never through a symlink. An error means the
+    /// directory is whole, unless it is a [`PartlyRemoved`]: then part of
+    /// its content is gone, and the layer must stay flagged incomplete.
     fn remove(&self, id: &LayerId) -> Result<(), DriverError>;
     /// Whether the layer's directory exists.
     fn exists(&self, id: &LayerId) -> bool;

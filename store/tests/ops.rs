@@ -20,6 +20,9 @@ struct FakeDriver {
     home: PathBuf,
     mounted: RefCell<BTreeSet<String>>,
     fail_create: bool,
+    /// `remove` deletes the layer's diff, then fails as a driver that
+    /// removed it only in part.
+    remove_partly: bool,
 }
 
 impl Driver for FakeDriver {
@@ -36,6 +39,13 @@ impl Driver for FakeDriver {
         Ok(())
     }
     fn remove(&self, id: &LayerId) -> Result<(), DriverError> {
+        if self.remove_partly {
+            let _ = fs::remove_dir_all(self.home.join(id.as_str()).join("diff"));
+            return Err(Box::new(layerstore::driver::PartlyRemoved {
+                id: id.to_string(),
+                source: "disk on fire".into(),
+            }));
+        }
         let _ = fs::remove_dir_all(self.home.join(id.as_str()));
         Ok(())
     }
@@ -109,6 +119,7 @@ fn setup() -> (tempfile::TempDir, Store, FakeDriver) {
         home: dir.path().join("g/fake"),
         mounted: RefCell::new(BTreeSet::new()),
         fail_create: false,
+        remove_partly: false,
     };
     (dir, store, driver)
 }
@@ -377,4 +388,23 @@ fn auto_userns_containers_get_disjoint_maps_and_failures_write_nothing() {
     store.delete_container(&driver, &a.id, false).unwrap();
     let c = store.create_container(&driver, auto(1000)).unwrap();
     assert_eq!(text(&c.uidmap), "0:300000:1000");
+}
+
+#[test]
+fn a_layer_removed_only_in_part_stays_incomplete_and_the_others_get_their_flags_back() {
+    let (_dir, store, mut driver) = setup();
+    let plain = store
+        .create_layer(&driver, NewLayer::default(), |_, _| Ok(None))
+        .unwrap();
+    driver.remove_partly = true;
+    let err = store.delete_layer(&driver, &plain.id).unwrap_err();
+    assert!(layerstore::driver::is_partly_removed(&err), "{err}");
+    // Still recorded, but flagged incomplete: podman and gc remove it,
+    // nothing mounts a layer whose files are partly gone.
+    let saved = on_disk(&store);
+    let layer = saved.iter().find(|l| l.id == plain.id).unwrap();
+    assert!(layer.is_incomplete(), "{layer:?}");
+    driver.remove_partly = false;
+    store.delete_layer(&driver, &plain.id).unwrap();
+    assert!(on_disk(&store).is_empty());
 }

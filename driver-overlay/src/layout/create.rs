@@ -137,6 +137,9 @@ impl OverlayDriver {
     /// one step: when that fails nothing has changed (the error says why),
     /// and once it succeeds the layer is gone even if deleting the trash
     /// entry fails half-way (logged; `layerstore gc` empties the trash).
+    /// On a filesystem too full to make the trash the directory is removed
+    /// in place; if that stops half way the error is
+    /// [`LayoutError::PartlyRemoved`] (the layer must stay incomplete).
     ///
     /// The `l/<link>` symlink is only removed when it points to this layer.
     pub fn remove_layer(&self, id: &LayerId) -> Result<(), LayoutError> {
@@ -192,8 +195,17 @@ impl OverlayDriver {
             // partial layer directory, which gc removes as the unrecorded
             // or incomplete layer it then is).
             tracing::warn!(layer = %id, error = %e, "no room for the trash: removing the layer directory in place");
-            home.remove_tree(Path::new(id.as_str()))
-                .map_err(|e| LayoutError::io(id.as_str(), "remove", &dir, e))?;
+            let removed = home.remove_tree(Path::new(id.as_str()));
+            // What the failed attempt made of the trash goes too (a trash
+            // without its link file would trip podman's link repair).
+            self.remove_trash_if_empty(&home);
+            if let Err(source) = removed {
+                return Err(LayoutError::PartlyRemoved {
+                    id: id.to_string(),
+                    path: dir,
+                    source,
+                });
+            }
             if let Some(name) = link {
                 if let Err(e) = self.remove_own_link(&home, id, &name) {
                     tracing::warn!(layer = %id, error = %e, "the layer's l/ link stays (gc removes it)");

@@ -149,6 +149,17 @@ pub enum LayoutError {
         /// Where it points.
         target: String,
     },
+    /// The layer's directory was being removed in place (no room for the
+    /// trash) and the removal stopped half way.
+    #[error("layer {id}: removing {} in place stopped half way", path.display())]
+    PartlyRemoved {
+        /// The layer.
+        id: String,
+        /// Its directory.
+        path: PathBuf,
+        /// Why it stopped.
+        source: std::io::Error,
+    },
     /// Removal refused: something is mounted inside the layer's directory.
     #[error("layer {id}: {} is mounted; unmount it before removing the layer", path.display())]
     LayerMounted {

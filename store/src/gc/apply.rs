@@ -334,12 +334,17 @@ impl Store {
         // after the records are saved.
         let mut removed: HashSet<&str> = HashSet::new();
         let mut failure = None;
+        let mut partly = None;
         for action in &batch {
             let Some(id) = action.removed_layer() else {
                 continue;
             };
             let used = self.action_usage(driver, action);
             if let Err(e) = self.remove_layer_data(driver, id) {
+                // Removed only in part: it stays flagged incomplete.
+                if crate::driver::is_partly_removed(&e) {
+                    partly = Some(id.as_str());
+                }
                 failure = Some(e);
                 break;
             }
@@ -373,7 +378,7 @@ impl Store {
             layers.records.retain(|l| !removed.contains(l.id.as_str()));
             let kept: Vec<String> = flagged
                 .into_iter()
-                .filter(|l| !removed.contains(l.as_str()))
+                .filter(|l| !removed.contains(l.as_str()) && partly != Some(l.as_str()))
                 .collect();
             crate::ops::unflag(&mut layers.records, &kept);
             layers.save()?;

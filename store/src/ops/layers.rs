@@ -230,7 +230,8 @@ impl Store {
     /// When the driver cannot remove a layer (its directory stays whole:
     /// see [`Driver::remove`]), the layers already removed lose their
     /// records and the others get back the flags they had, so that nothing
-    /// is left for podman to trip over; the error is returned.
+    /// is left for podman to trip over; a layer removed only in part stays
+    /// flagged incomplete. The error is returned.
     pub(crate) fn remove_layers(
         &self,
         txn: &mut Txn<'_, Layer>,
@@ -253,6 +254,11 @@ impl Store {
         for id in ids {
             if let Err(e) = self.remove_layer_data(driver, id) {
                 txn.records.retain(|l| !removed.contains(&l.id));
+                // A layer whose content is partly gone stays incomplete:
+                // podman and gc remove it, nothing uses it.
+                if crate::driver::is_partly_removed(&e) {
+                    flagged.retain(|f| f != id.as_str());
+                }
                 unflag(&mut txn.records, &flagged);
                 if let Err(save) = txn.save() {
                     tracing::warn!("restoring the records after a failed removal: {save:#}");
@@ -267,7 +273,8 @@ impl Store {
 
     /// Remove a layer's directories, then (best effort: a leftover is
     /// debris gc collects) its tar-split and big data; not its record.
-    /// An error means the layer's directory is still whole.
+    /// An error means the layer's directory is still whole, unless it is
+    /// a [`crate::driver::PartlyRemoved`].
     pub(crate) fn remove_layer_data(
         &self,
         driver: &dyn Driver,

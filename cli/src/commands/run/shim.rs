@@ -116,11 +116,18 @@ pub(crate) fn install(store: &layerstore::Store, real: &Path) -> anyhow::Result<
         if dir.read_link(link)?.as_deref() == Some(to) {
             return Ok(());
         }
-        let mut tmp = OsString::from(".tmp-");
+        // A name of this process's own: parallel runs install the same
+        // shim side by side, and the rename makes either one's link whole.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut tmp = OsString::from(format!(".tmp-{}-{n}-", std::process::id()));
         tmp.push(link);
         let _ = dir.remove_file(&tmp);
         dir.symlink(to, &tmp)?;
-        dir.rename(&tmp, link)?;
+        if let Err(e) = dir.rename(&tmp, link) {
+            let _ = dir.remove_file(&tmp);
+            return Err(e.into());
+        }
         Ok(())
     };
     put(name, &exe)
@@ -160,6 +167,45 @@ mod tests {
             with_no_new_keyring(args("--root create start id")),
             args("--root create start id")
         );
+    }
+
+    #[test]
+    fn parallel_first_installs_all_succeed_and_agree() {
+        let real = Path::new("/usr/bin/runc");
+        for _ in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let graph = dir.path().join("g");
+            std::fs::create_dir(&graph).unwrap();
+            let store = layerstore::Store::open(layerstore::config::StoreOptions {
+                graph_root: graph,
+                run_root: dir.path().join("r"),
+                driver: "overlay".into(),
+                ..Default::default()
+            })
+            .unwrap();
+            // Eight runs install the same shim at the same moment.
+            let start = std::sync::Barrier::new(8);
+            let paths: Vec<PathBuf> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            install(&store, real).unwrap()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(paths.windows(2).all(|w| w[0] == w[1]));
+            let shim_dir = paths[0].parent().unwrap();
+            assert_eq!(std::fs::read_link(shim_dir.join("target")).unwrap(), real);
+            let left: Vec<_> = std::fs::read_dir(shim_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n.to_string_lossy().starts_with(".tmp-"))
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
     }
 
     #[test]

@@ -187,3 +187,47 @@ fn a_layer_is_removed_in_place_when_the_filesystem_is_too_full_for_the_trash() {
     // The space is back.
     fs::create_dir(store.graph.join("probe")).unwrap();
 }
+
+#[test]
+#[ignore = "privileged: mounts a tmpfs with few inodes, sets an immutable file"]
+fn an_in_place_removal_that_stops_half_way_says_so_and_leaves_no_trash() {
+    layerstore_test_support::require_privileged(&["chattr"]);
+    let store = layerstore_test_support::PodmanStore::on_tmpfs("16m,nr_inodes=64");
+    let opts = StoreOptions {
+        graph_root: store.graph.clone(),
+        run_root: store.run.clone(),
+        driver: "overlay".into(),
+        ..Default::default()
+    };
+    fs::create_dir_all(&store.graph).unwrap();
+    let d = OverlayDriver::new(&opts).unwrap();
+    let id = format!("{:064x}", 78);
+    d.create_layer(&lid(&id), None, (0, 0)).unwrap();
+    let diff = d.diff_path(&lid(&id));
+    fs::create_dir(diff.join("usr")).unwrap();
+    let keep = diff.join("usr/keep");
+    fs::write(&keep, "x").unwrap();
+    let chattr = |flag: &str| {
+        layerstore_test_support::run_ok(std::process::Command::new("chattr").arg(flag).arg(&keep))
+    };
+    chattr("+i");
+    struct Mutable<'a>(&'a dyn Fn(&str) -> std::process::Output);
+    impl Drop for Mutable<'_> {
+        fn drop(&mut self) {
+            (self.0)("-i");
+        }
+    }
+    let _mutable = Mutable(&chattr);
+    let mut n = 0;
+    while fs::write(diff.join(format!("f{n}")), "x").is_ok() {
+        n += 1;
+    }
+    // Through the trait, as the store calls it: a partial removal, said so.
+    let e = layerstore::driver::Driver::remove(&d, &lid(&id)).unwrap_err();
+    assert!(layerstore::driver::is_partly_removed(e.as_ref()), "{e}");
+    assert!(keep.exists());
+    assert!(
+        !d.home().join(".layerstore-trash").exists(),
+        "a trash without its link file stayed"
+    );
+}

@@ -204,7 +204,8 @@ pub fn diagnose(store: &Store, driver: &OverlayDriver, options: &DoctorOptions) 
         Ok(s) => checks.extend(consistency::checks(store, driver, s)),
         Err(e) => checks.push(unreadable(Area::Store, "store.records", e)),
     }
-    checks.extend(userns::checks(&store.options().auto_userns, containers));
+    let recorded = snapshot.as_ref().ok().map(|s| &s.containers[..]);
+    checks.extend(userns::checks(&store.options().auto_userns, recorded));
     Report { checks }
 }
 

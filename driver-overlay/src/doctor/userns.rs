@@ -17,9 +17,23 @@ use super::{error_chain, Area, Check, Status};
 const FEW: u64 = 10;
 
 /// The `userns.auto` check for a store configured with `config` whose
-/// containers are `containers`.
-pub fn checks(config: &AutoUserNsConfig, containers: &[Container]) -> Vec<Check> {
-    vec![auto_check(config, containers)]
+/// containers are `containers` (`None`: the records could not be read, so
+/// what is free is unknown and nothing is said).
+pub fn checks(config: &AutoUserNsConfig, containers: Option<&[Container]>) -> Vec<Check> {
+    containers
+        .map(|c| vec![auto_check(config, c)])
+        .unwrap_or_default()
+}
+
+/// Whether the owner has ranges of the other kind than `missing`: then
+/// the missing ones are a mistake, not "not set up".
+fn has_other_kind(config: &AutoUserNsConfig, missing: &str) -> bool {
+    let other = if missing == "uid" {
+        &config.subgid
+    } else {
+        &config.subuid
+    };
+    layerstore::userns::subid::read(other, &config.owner).is_ok_and(|s| !s.is_empty())
 }
 
 fn auto_check(config: &AutoUserNsConfig, containers: &[Container]) -> Check {
@@ -27,7 +41,9 @@ fn auto_check(config: &AutoUserNsConfig, containers: &[Container]) -> Check {
     let owner = &config.owner.name;
     let available = match Available::read(config) {
         Ok(a) => a,
-        Err(AutoUserNsError::NoSubordinateIds { kind, file, .. }) => {
+        Err(AutoUserNsError::NoSubordinateIds { kind, file, .. })
+            if !has_other_kind(config, kind) =>
+        {
             return Check::new(
                 id,
                 Area::Run,
@@ -156,6 +172,11 @@ mod tests {
         let check = auto_check(&none, &[]);
         assert_eq!(check.status, Status::Ok);
         assert!(check.seen.contains("not set up"), "{check:?}");
+        let half = config(dir.path(), "containers:100000:6553600\n", "");
+        let check = auto_check(&half, &[]);
+        assert_eq!(check.status, Status::Warn, "{check:?}");
+        assert!(check.seen.contains("no subordinate gids"), "{check:?}");
+        assert!(checks(&half, None).is_empty());
         let bad = config(dir.path(), "containers:x:1\n", "containers:1:1\n");
         let check = auto_check(&bad, &[]);
         assert_eq!(check.status, Status::Warn);

@@ -99,24 +99,9 @@ pub struct NewContainer {
 /// `--userns=auto` sizing.
 pub const USER_FILE_LIMIT: u64 = 16 << 20;
 
-/// A host file standing for the container's `/etc/passwd` or `/etc/group`
-/// (the caller mounts it there): its bytes, at most [`USER_FILE_LIMIT`];
-/// `None` when it is not a regular file or cannot be read, as podman then
-/// sizes without it.
-fn read_host_user_file(path: &std::path::Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut bytes = Vec::new();
-    file.take(USER_FILE_LIMIT).read_to_end(&mut bytes).ok()?;
-    Some(bytes)
-}
-
 /// What `image` needs of a user namespace: the ids owning its files (its
 /// layers' records) and those its `/etc/passwd` and `/etc/group` name
-/// (read through its layers, or the host files that stand for them).
+/// (read through its layers, or the caller's host files for them).
 fn image_needs(
     driver: &dyn Driver,
     auto: &AutoUserNs,
@@ -128,8 +113,8 @@ fn image_needs(
         .iter()
         .map(|l| LayerId::parse(&l.id))
         .collect::<Result<_, _>>()?;
-    let read = |host: &Option<std::path::PathBuf>, path: &str| match host {
-        Some(file) => Ok(read_host_user_file(file)),
+    let read = |host: &Option<Vec<u8>>, path: &str| match host {
+        Some(bytes) => Ok(Some(bytes.clone())),
         None if ids.is_empty() => Ok(None),
         None => driver
             .read_stack_file(&ids, path, USER_FILE_LIMIT)
@@ -138,8 +123,8 @@ fn image_needs(
                 &image.top_layer,
             )),
     };
-    let passwd = read(&auto.passwd_file, "etc/passwd")?;
-    let group = read(&auto.group_file, "etc/group")?;
+    let passwd = read(&auto.passwd, "etc/passwd")?;
+    let group = read(&auto.group, "etc/group")?;
     Ok(userns::ImageNeeds {
         files: userns::size_from_layers(chain.iter().copied()),
         users: userns::size_from_user_files(passwd.as_deref(), group.as_deref()),

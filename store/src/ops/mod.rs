@@ -19,6 +19,7 @@ mod mounts;
 
 pub use containers::{
     is_created_by_layerstore, mark_created_by_layerstore, NewContainer, CREATED_KEY,
+    USER_FILE_LIMIT,
 };
 pub use files::{tar_split_name, TarSplitTemp};
 pub(crate) use files::{CONTAINERS_DIR, IMAGES_DIR, LAYERS_DIR};

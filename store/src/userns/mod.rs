@@ -64,11 +64,12 @@ pub struct AutoUserNs {
     pub extra_uids: Vec<IdMap>,
     /// `gidmapping=` extents added as given.
     pub extra_gids: Vec<IdMap>,
-    /// A host file that stands for the image's `/etc/passwd` (a volume
-    /// over it: podman's `PasswdFile`).
-    pub passwd_file: Option<PathBuf>,
-    /// A host file that stands for the image's `/etc/group`.
-    pub group_file: Option<PathBuf>,
+    /// The bytes of a host file that stands for the image's `/etc/passwd`
+    /// (mounted over it: podman's `PasswdFile`), read by the caller before
+    /// any lock is taken.
+    pub passwd: Option<Vec<u8>>,
+    /// Likewise for `/etc/group`.
+    pub group: Option<Vec<u8>>,
 }
 
 /// Why no mapping could be chosen.
@@ -436,7 +437,10 @@ pub fn needed_size(
         (1, String::new()),
         (
             auto.initial_size,
-            format!("--user needs id {}", auto.initial_size.saturating_sub(1)),
+            format!(
+                "the container's user needs id {}",
+                auto.initial_size.saturating_sub(1)
+            ),
         ),
         (config.min_size, "auto-userns-min-size".to_owned()),
         (
@@ -449,7 +453,7 @@ pub fn needed_size(
         (
             image.users,
             format!(
-                "the image's /etc/passwd or /etc/group names id {}",
+                "the container's /etc/passwd or /etc/group names id {}",
                 image.users.saturating_sub(1)
             ),
         ),

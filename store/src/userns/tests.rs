@@ -178,7 +178,7 @@ fn too_big_says_what_needs_it() {
     });
     let e = needed_size(&auto, &config, users).unwrap_err().to_string();
     assert!(
-        e.contains("(the image's /etc/passwd or /etc/group names id 70000)"),
+        e.contains("(the container's /etc/passwd or /etc/group names id 70000)"),
         "{e}"
     );
     let user = AutoUserNs {
@@ -186,7 +186,7 @@ fn too_big_says_what_needs_it() {
         ..AutoUserNs::default()
     };
     let e = needed_size(&user, &config, None).unwrap_err().to_string();
-    assert!(e.contains("(--user needs id 70000)"), "{e}");
+    assert!(e.contains("(the container's user needs id 70000)"), "{e}");
 }
 
 #[test]

@@ -208,7 +208,9 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
         // from the host's files the caller mounts over the image's.
         let spec = line.last("user").unwrap_or(&config.user);
         auto.initial_size = layerstore::userns::AutoUserNs::initial_size_for_user(spec);
-        (auto.passwd_file, auto.group_file) = super::targets::user_file_overrides(line);
+        let (passwd, group) = super::targets::user_file_overrides(line);
+        auto.passwd = passwd.as_deref().and_then(super::targets::read_user_file);
+        auto.group = group.as_deref().and_then(super::targets::read_user_file);
     }
     let runtime = real_runtime
         .map(|real| super::shim::install(&store, &real))

@@ -45,12 +45,15 @@ fn relative(dest: &str) -> Option<PathBuf> {
 }
 
 /// The caller's volumes and `--mount`s in order: (source, destination);
-/// no source for an anonymous volume.
-fn binds(line: &RunLine) -> Vec<(Option<&str>, &str)> {
+/// no source for an anonymous volume. With `overlays`, also the `:O`
+/// overlay volumes.
+fn binds(line: &RunLine, overlays: bool) -> Vec<(Option<&str>, &str)> {
     let mut out = Vec::new();
     for v in line.values("volume") {
         let parts: Vec<&str> = v.split(':').collect();
+        let overlay = parts.get(2).is_some_and(|o| o.split(',').any(|o| o == "O"));
         match parts.as_slice() {
+            _ if overlay && !overlays => {}
             [dest] => out.push((None, *dest)),
             [src, dest, ..] => out.push((Some(*src), *dest)),
             [] => {}
@@ -75,7 +78,7 @@ fn binds(line: &RunLine) -> Vec<(Option<&str>, &str)> {
 /// whether the source is a file.
 pub(super) fn volume_targets(line: &RunLine) -> Vec<(PathBuf, bool)> {
     let mut out = Vec::new();
-    for (src, dest) in binds(line) {
+    for (src, dest) in binds(line, true) {
         let file = src.is_some_and(|s| s.starts_with('/') && Path::new(s).is_file());
         out.extend(relative(dest).map(|d| (d, file)));
     }
@@ -88,25 +91,75 @@ pub(super) fn volume_targets(line: &RunLine) -> Vec<(PathBuf, bool)> {
 
 /// The host files that stand for the container's /etc/passwd and
 /// /etc/group when the caller mounts them (or /etc) from the host, as
-/// podman's `getUserOverrides` finds them for `--userns=auto` sizing.
-/// Named volumes are not resolved.
+/// podman's `getUserOverrides` finds them for `--userns=auto` sizing:
+/// bind sources that are paths (`/...`, `./...`, made absolute), not named
+/// volumes; destinations cleaned as podman cleans them; `:O` overlay
+/// volumes aside (podman adds them to the spec only later).
 pub(super) fn user_file_overrides(line: &RunLine) -> (Option<PathBuf>, Option<PathBuf>) {
     let (mut passwd, mut group) = (None, None);
-    for (src, dest) in binds(line) {
-        let Some(src) = src.filter(|s| s.starts_with('/')) else {
+    for (src, dest) in binds(line, false) {
+        let Some(src) = src.filter(|s| s.starts_with('/') || s.starts_with('.')) else {
             continue;
         };
-        let dest: PathBuf = Path::new(dest).components().collect();
+        let Ok(src) = std::path::absolute(src) else {
+            continue;
+        };
+        let dest = clean_absolute(dest);
         if dest == Path::new("/etc/passwd") {
-            passwd = Some(PathBuf::from(src));
+            passwd = Some(src);
         } else if dest == Path::new("/etc/group") {
-            group = Some(PathBuf::from(src));
+            group = Some(src);
         } else if dest == Path::new("/etc") {
-            passwd.get_or_insert_with(|| Path::new(src).join("passwd"));
-            group.get_or_insert_with(|| Path::new(src).join("group"));
+            passwd.get_or_insert_with(|| src.join("passwd"));
+            group.get_or_insert_with(|| src.join("group"));
         }
     }
     (passwd, group)
+}
+
+/// `path` cleaned lexically as Go's `path.Clean` does for an absolute path.
+fn clean_absolute(path: &str) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The bytes of a host file the caller mounts over /etc/passwd or
+/// /etc/group, read before any lock is taken: opened without blocking
+/// (a FIFO or a device is no file), a regular file only, at most 16 MiB;
+/// `None` when it is not one or cannot be read (podman then sizes
+/// without it).
+pub(super) fn read_user_file(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return None;
+    }
+    // An empty file has nothing to read; /proc's files say 0 and are never
+    // read (reading /proc/kmsg would take the kernel's messages).
+    if st.st_size == 0 {
+        return Some(Vec::new());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd)
+        .take(layerstore::ops::USER_FILE_LIMIT)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(bytes)
 }
 
 /// Create the missing ones of `rel`'s components as directories, and `rel`
@@ -222,6 +275,37 @@ mod tests {
     }
 
     #[test]
+    fn user_files_are_read_without_blocking_or_taking_from_proc() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            read_user_file(&fifo),
+            None,
+            "a FIFO is no file (and no wait)"
+        );
+        assert_eq!(read_user_file(dir.path()), None);
+        assert_eq!(read_user_file(&dir.path().join("none")), None);
+        assert_eq!(
+            read_user_file(Path::new("/proc/self/status")),
+            Some(Vec::new())
+        );
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "svc:x:3000:3000::/:/bin/sh\n").unwrap();
+        assert_eq!(
+            read_user_file(&pw).unwrap(),
+            b"svc:x:3000:3000::/:/bin/sh\n"
+        );
+    }
+
+    #[test]
     fn user_files_from_the_host_stand_for_the_images() {
         let o = |s: &str| user_file_overrides(&line(s));
         assert_eq!(o("img"), (None, None));
@@ -234,6 +318,12 @@ mod tests {
             (Some("/h/etc/passwd".into()), Some("/h/g".into()))
         );
         assert_eq!(o("-v named:/etc/passwd -v /etc/passwd img"), (None, None));
+        assert_eq!(o("-v /h/pw:/etc/passwd:O img"), (None, None));
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(
+            o("-v ./pw:/etc/../etc/passwd img"),
+            (Some(here.join("pw")), None)
+        );
     }
 
     #[test]

@@ -240,8 +240,8 @@ impl From<crate::userns::AutoUserNsError> for StoreError {
     }
 }
 
-/// `e: source: source...` in one line, for logs.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+/// `e: source: source...` in one line, for logs and reports.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut next = e.source();
     while let Some(s) = next {

@@ -46,7 +46,7 @@ pub mod snapshot;
 mod store;
 pub mod userns;
 
-pub use error::StoreError;
+pub use error::{error_chain, StoreError};
 pub use id::{ContainerId, ImageId, InvalidId, LayerId};
 pub use snapshot::{Index, LayerUsers, Records, Snapshot};
 pub use store::Store;

@@ -231,14 +231,7 @@ pub(crate) fn existing_ancestor(path: &std::path::Path) -> std::path::PathBuf {
 
 /// `e: source: source...` in one line.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    layerstore::error_chain(e)
 }
 
 /// The status for `used` of `max` at the keyring thresholds (warn at

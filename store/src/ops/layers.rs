@@ -302,12 +302,12 @@ impl Store {
         id: &LayerId,
     ) {
         if let Err(e) = self.remove_layer_data(driver, id) {
-            let e = crate::error::chain(&e);
+            let e = crate::error::error_chain(&e);
             tracing::warn!("removing the data of layer {id} after a failed create: {e}");
         }
         txn.records.retain(|l| *id != l.id);
         if let Err(e) = txn.save() {
-            let e = crate::error::chain(&e);
+            let e = crate::error::error_chain(&e);
             tracing::warn!(
                 "dropping the record of layer {id} after a failed create: {e} \
                  (it stays flagged incomplete; layerstore gc or podman removes it)"

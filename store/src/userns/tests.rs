@@ -56,17 +56,6 @@ fn the_whole_id_space_fits() {
     assert_eq!(maps, [m(0, 2147483647, 65536)]);
 }
 
-/// An error with its sources, as the CLI prints it.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        text.push_str(&format!(": {s}"));
-        next = s.source();
-    }
-    text
-}
-
 #[test]
 fn auto_options_parse_as_podman_does() {
     assert_eq!(AutoUserNs::parse("host").unwrap(), None);
@@ -105,7 +94,7 @@ fn auto_options_parse_as_podman_does() {
         ("auto:uidmapping=0:4294967295:2", "runs past id 4294967295"),
         ("auto:gidmapping=0:1:5,gidmapping=2:9:1", "overlap"),
     ] {
-        let e = chain(&AutoUserNs::parse(bad).unwrap_err());
+        let e = crate::error_chain(&AutoUserNs::parse(bad).unwrap_err());
         assert!(e.contains(says), "{bad}: {e}");
         assert!(e.starts_with(&format!("--userns={bad}")), "{bad}: {e}");
     }

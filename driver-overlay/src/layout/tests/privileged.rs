@@ -156,11 +156,8 @@ fn lid(id: &str) -> layerstore::LayerId {
     layerstore::LayerId::parse(id).unwrap()
 }
 
-#[test]
-#[ignore = "privileged: mounts a tmpfs with few inodes"]
-fn a_layer_is_removed_in_place_when_the_filesystem_is_too_full_for_the_trash() {
-    layerstore_test_support::require_privileged(&[]);
-    // A filesystem with no inode to spare: the trash cannot be made.
+/// A store on a tmpfs of 64 inodes holding layer `n` (its id).
+fn layer_on_a_small_tmpfs(n: u64) -> (layerstore_test_support::PodmanStore, OverlayDriver, String) {
     let store = layerstore_test_support::PodmanStore::on_tmpfs("16m,nr_inodes=64");
     let opts = StoreOptions {
         graph_root: store.graph.clone(),
@@ -170,8 +167,17 @@ fn a_layer_is_removed_in_place_when_the_filesystem_is_too_full_for_the_trash() {
     };
     fs::create_dir_all(&store.graph).unwrap();
     let d = OverlayDriver::new(&opts).unwrap();
-    let id = format!("{:064x}", 77);
+    let id = format!("{n:064x}");
     d.create_layer(&lid(&id), None, (0, 0)).unwrap();
+    (store, d, id)
+}
+
+#[test]
+#[ignore = "privileged: mounts a tmpfs with few inodes"]
+fn a_layer_is_removed_in_place_when_the_filesystem_is_too_full_for_the_trash() {
+    layerstore_test_support::require_privileged(&[]);
+    // A filesystem with no inode to spare: the trash cannot be made.
+    let (store, d, id) = layer_on_a_small_tmpfs(77);
     let diff = d.diff_path(&lid(&id));
     let mut n = 0;
     while fs::write(diff.join(format!("f{n}")), "x").is_ok() {
@@ -192,17 +198,7 @@ fn a_layer_is_removed_in_place_when_the_filesystem_is_too_full_for_the_trash() {
 #[ignore = "privileged: mounts a tmpfs with few inodes, sets an immutable file"]
 fn an_in_place_removal_that_stops_half_way_says_so_and_leaves_no_trash() {
     layerstore_test_support::require_privileged(&["chattr"]);
-    let store = layerstore_test_support::PodmanStore::on_tmpfs("16m,nr_inodes=64");
-    let opts = StoreOptions {
-        graph_root: store.graph.clone(),
-        run_root: store.run.clone(),
-        driver: "overlay".into(),
-        ..Default::default()
-    };
-    fs::create_dir_all(&store.graph).unwrap();
-    let d = OverlayDriver::new(&opts).unwrap();
-    let id = format!("{:064x}", 78);
-    d.create_layer(&lid(&id), None, (0, 0)).unwrap();
+    let (_store, d, id) = layer_on_a_small_tmpfs(78);
     let diff = d.diff_path(&lid(&id));
     fs::create_dir(diff.join("usr")).unwrap();
     let keep = diff.join("usr/keep");

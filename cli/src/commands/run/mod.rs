@@ -25,6 +25,7 @@ pub(crate) mod podman;
 mod podman_call;
 mod podman_conf;
 mod podman_flags;
+mod podman_userns;
 mod shim;
 mod targets;
 

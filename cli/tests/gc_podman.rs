@@ -376,49 +376,6 @@ fn gc_killed_at_random_points_leaves_a_store_podman_accepts() {
 /// The ordinary user the rootless test runs podman and layerstore as.
 const USER: &str = "lsgc";
 
-/// On drop (also when the test fails): stop the processes this test
-/// started as the dedicated test user — rootless podman leaves a pause
-/// process per user namespace — each by its pid.
-struct ReapUserProcesses;
-
-impl Drop for ReapUserProcesses {
-    fn drop(&mut self) {
-        let Ok(out) = std::process::Command::new("ps")
-            .args(["-u", USER, "-o", "pid="])
-            .output()
-        else {
-            return;
-        };
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", pid])
-                .status();
-        }
-    }
-}
-
-/// `cmd` run as [`USER`] with a clean environment for rootless podman.
-fn as_user(cmd: &std::process::Command, xdg: &std::path::Path) -> std::process::Command {
-    let mut user = std::process::Command::new("runuser");
-    user.args([
-        "-u",
-        USER,
-        "--",
-        "env",
-        "-i",
-        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-    ])
-    .arg(format!("HOME=/home/{USER}"))
-    .arg(format!("XDG_RUNTIME_DIR={}", xdg.display()));
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            user.arg(format!("{}={}", k.to_string_lossy(), v.to_string_lossy()));
-        }
-    }
-    user.arg(cmd.get_program()).args(cmd.get_args());
-    user
-}
-
 #[test]
 #[ignore = "privileged: needs root (to create a user and a loop mount), uidmap, rootless podman 4.3.1"]
 fn gc_rootless_collects_a_users_templates() {
@@ -433,7 +390,7 @@ fn gc_rootless_collects_a_users_templates() {
     {
         run_ok(std::process::Command::new("useradd").args(["-m", USER]));
     }
-    let _reaper = ReapUserProcesses;
+    let _reaper = layerstore_test_support::rootless::Reaper(USER);
     let store = PodmanStore::on_small_fs(4 * 1024);
     let base = store.run.parent().unwrap().to_path_buf();
     let xdg = base.join("xdg");
@@ -451,7 +408,10 @@ fn gc_rootless_collects_a_users_templates() {
                 &store.graph.parent().unwrap().to_path_buf(),
             ]),
     );
-    let user = |cmd: std::process::Command| as_user(&cmd, &xdg);
+    let home = std::path::PathBuf::from(format!("/home/{USER}"));
+    let user = |cmd: std::process::Command| {
+        layerstore_test_support::rootless::as_user(USER, &home, &xdg, &cmd)
+    };
     run_ok(&mut user({
         let mut c = std::process::Command::new("mkdir");
         c.arg("-p").arg(store.run.join("overlay"));

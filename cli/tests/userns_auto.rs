@@ -353,23 +353,6 @@ fn the_image_sizes_the_namespace_and_size_is_honoured() {
 /// rootless gc test ends every process of its user).
 const ROOTLESS_USER: &str = "lsauto";
 
-/// Ends every process of [`ROOTLESS_USER`] (rootless podman leaves a pause
-/// process), also when the test fails.
-struct ReapRootless;
-
-impl Drop for ReapRootless {
-    fn drop(&mut self) {
-        if let Ok(out) = Command::new("ps")
-            .args(["-u", ROOTLESS_USER, "-o", "pid="])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-KILL", pid]).status();
-            }
-        }
-    }
-}
-
 #[test]
 #[ignore = "privileged: creates a user, edits /etc/subuid and /etc/subgid; rootless podman 4.3.1"]
 fn rootless_allocation_uses_the_callers_own_ranges_as_rootless_podman_sees_them() {
@@ -396,7 +379,7 @@ fn rootless_allocation_uses_the_callers_own_ranges_as_rootless_podman_sees_them(
             ROOTLESS_USER,
         ]));
     }
-    let _reap = ReapRootless;
+    let _reap = layerstore_test_support::rootless::Reaper(ROOTLESS_USER);
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
     let (home, xdg) = (base.join("home"), base.join("xdg"));
@@ -418,17 +401,12 @@ fn rootless_allocation_uses_the_callers_own_ranges_as_rootless_podman_sees_them(
     .unwrap();
     run_ok(Command::new("chmod").arg("644").arg(&tar));
     let user = |args: &[&str]| -> Output {
-        Command::new("runuser")
-            .args(["-u", ROOTLESS_USER, "--", "env", "-i"])
-            .arg("PATH=/usr/sbin:/usr/bin:/sbin:/bin")
-            .arg(format!("HOME={}", home.display()))
-            .arg(format!("XDG_RUNTIME_DIR={}", xdg.display()))
-            .arg(format!("USER={ROOTLESS_USER}"))
-            .arg(format!(
-                "CONTAINERS_CONF={}",
-                layerstore_test_support::testdata("containers.conf").display()
-            ))
-            .args(args)
+        let mut cmd = Command::new(args[0]);
+        cmd.args(&args[1..]).env(
+            "CONTAINERS_CONF",
+            layerstore_test_support::testdata("containers.conf"),
+        );
+        layerstore_test_support::rootless::as_user(ROOTLESS_USER, &home, &xdg, &cmd)
             .stdin(Stdio::null())
             .output()
             .unwrap()

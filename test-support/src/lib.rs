@@ -15,6 +15,7 @@ pub mod bare;
 pub mod hostile;
 pub mod images;
 pub mod proclocks;
+pub mod rootless;
 pub mod subid;
 
 use std::path::{Path, PathBuf};

@@ -66,7 +66,7 @@ pub enum Command {
     /// List layers.
     Layers(commands::list::ListArgs),
     /// List images.
-    Images(commands::list::ListArgs),
+    Images(commands::list::ImageListArgs),
     /// List containers.
     Containers(commands::list::ListArgs),
     /// Import an image from a docker or OCI archive, an OCI layout or a

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use layerstore::consistency::Defect;
 use layerstore::records::{encode_file, Record};
 use layerstore::Snapshot;
 
@@ -69,17 +70,22 @@ pub fn printable_lines(text: &str) -> String {
 /// each, and an error (exit 1) when there are any. The listing itself
 /// shows the records that could be read.
 pub fn finish_listing(snap: &Snapshot) -> anyhow::Result<()> {
-    if snap.defects.is_empty() {
+    finish_listing_of(&snap.defects)
+}
+
+/// [`finish_listing`] for a listing of one table's records.
+pub fn finish_listing_of(defects: &[Defect]) -> anyhow::Result<()> {
+    if defects.is_empty() {
         return Ok(());
     }
     let mut err = std::io::stderr().lock();
-    for d in &snap.defects {
+    for d in defects {
         writeln!(err, "warning: {}", printable(&d.to_string()))?;
     }
     anyhow::bail!(
         "the store has {} defect(s), listed above: the listing shows only the records that could be read, \
          and layerstore refuses to change the store until they are fixed",
-        snap.defects.len()
+        defects.len()
     )
 }
 

@@ -88,6 +88,62 @@ fn invalid_json_in_images_and_containers() {
     }
 }
 
+/// `images` and `containers` read only their own table, as
+/// containers-storage does: a broken layers.json does not stop them, and
+/// the listings that need the layers (`images --size`, `info`) still
+/// refuse it. A defect in their own table they report.
+#[test]
+fn one_table_listings_read_only_their_table() {
+    let fx = Fixture::new(LAYERSTORE);
+    fx.write("graph/overlay-layers/layers.json", b"{not json");
+    fx.write(
+        "graph/overlay-images/images.json",
+        format!(
+            r#"[{{"id":"img1","names":["localhost/one"],"layer":"{LAYER_A}","created":"2026-11-22T14:07:39Z"}}]"#
+        )
+        .as_bytes(),
+    );
+    fx.write(
+        "graph/overlay-containers/containers.json",
+        format!(
+            r#"[{{"id":"ctr1","names":["c1"],"image":"img1","layer":"{LAYER_B}","created":"2026-11-22T14:07:39Z"}}]"#
+        )
+        .as_bytes(),
+    );
+    for (args, shows) in [
+        (&["images"][..], "localhost/one"),
+        (&["images", "--json"][..], "localhost/one"),
+        (&["containers"][..], "c1"),
+        (&["containers", "--json"][..], "c1"),
+    ] {
+        let out = fx.command(args).output().unwrap();
+        let said = format!(
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{said}");
+        assert!(said.contains(shows), "{said}");
+    }
+    let out = fx.command(&["images"]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!table.contains("SIZE"), "{table}");
+    for args in [&["images", "--size"][..], &["info"][..]] {
+        let err = fails(&fx, args);
+        assert!(err.contains("layers.json"), "{args:?}: {err}");
+    }
+    // The table's own defect: two containers on one layer.
+    fx.write(
+        "graph/overlay-containers/containers.json",
+        format!(
+            r#"[{{"id":"ctr1","image":"img1","layer":"{LAYER_B}","created":"2026-11-22T14:07:39Z"}},{{"id":"ctr2","image":"img1","layer":"{LAYER_B}","created":"2026-11-22T14:07:39Z"}}]"#
+        )
+        .as_bytes(),
+    );
+    let err = fails(&fx, &["containers"]);
+    assert!(err.contains("ctr1") && err.contains("ctr2"), "{err}");
+}
+
 #[test]
 fn lock_file_of_odd_size() {
     let fx = Fixture::new(LAYERSTORE);

@@ -351,6 +351,33 @@ pub fn cross_check(
             chain,
         });
     }
+    out.extend(image_references(files, images));
+    for i in images {
+        if !i.top_layer.is_empty() && !ids.contains(i.top_layer.as_str()) {
+            out.push(Defect::MissingTopLayer {
+                file: files.images.to_owned(),
+                image: i.id.clone(),
+                layer: i.top_layer.clone(),
+            });
+        }
+    }
+    out.extend(shared_container_layers(files, containers));
+    for c in containers {
+        if !ids.contains(c.layer.as_str()) {
+            out.push(Defect::MissingContainerLayer {
+                file: files.containers.to_owned(),
+                container: c.id.clone(),
+                layer: c.layer.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The defects of images.json that need no other table: `mapped-layers`
+/// entries that cannot name a layer.
+pub fn image_references(files: Files<'_>, images: &[Image]) -> Vec<Defect> {
+    let mut out = Vec::new();
     for i in images {
         for m in &i.mapped_layers {
             if let Some(reason) = crate::id::id_problem(m) {
@@ -363,14 +390,14 @@ pub fn cross_check(
                 });
             }
         }
-        if !i.top_layer.is_empty() && !ids.contains(i.top_layer.as_str()) {
-            out.push(Defect::MissingTopLayer {
-                file: files.images.to_owned(),
-                image: i.id.clone(),
-                layer: i.top_layer.clone(),
-            });
-        }
     }
+    out
+}
+
+/// The defects of containers.json that need no other table: two
+/// containers naming one layer.
+pub fn shared_container_layers(files: Files<'_>, containers: &[Container]) -> Vec<Defect> {
+    let mut out = Vec::new();
     let mut owner: crate::FastMap<&str, &str> = crate::FastMap::default();
     for c in containers {
         if let Some(first) = owner.insert(c.layer.as_str(), c.id.as_str()) {
@@ -379,13 +406,6 @@ pub fn cross_check(
                 layer: c.layer.clone(),
                 first: first.to_owned(),
                 second: c.id.clone(),
-            });
-        }
-        if !ids.contains(c.layer.as_str()) {
-            out.push(Defect::MissingContainerLayer {
-                file: files.containers.to_owned(),
-                container: c.id.clone(),
-                layer: c.layer.clone(),
             });
         }
     }

@@ -48,7 +48,7 @@ pub mod userns;
 
 pub use error::{error_chain, StoreError};
 pub use id::{ContainerId, ImageId, InvalidId, LayerId};
-pub use snapshot::{Index, LayerUsers, Records, Snapshot};
+pub use snapshot::{Index, LayerUsers, Records, Snapshot, TableRecords};
 pub use store::Store;
 
 /// Hash maps and sets over ids and names: a fast seeded hash (foldhash)

@@ -34,6 +34,18 @@ pub struct Snapshot {
     pub defects: Vec<Defect>,
 }
 
+/// One table's records read alone, for a caller that needs no other table
+/// (the `images` and `containers` listings): the table's own defects and
+/// those its records show without the others. Whether the layers they name
+/// exist is a question for a [`Snapshot`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TableRecords<R> {
+    /// The sound records, in file order.
+    pub records: Records<R>,
+    /// What could not be used, or contradicts itself within the table.
+    pub defects: Vec<Defect>,
+}
+
 /// A list of records shared between the store's cache and the snapshots
 /// made from it. Reads like a `Vec` (`len`, `iter`, indexing, `for r in
 /// &list`); [`Records::make_mut`] gives a caller its own copy to change.

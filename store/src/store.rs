@@ -37,8 +37,7 @@ use crate::lockfile::{LockFile, LockMode, ReadGuard, Token, WriteGuard};
 use crate::records::{
     decode_records_from, encode_records, Container, Image, Layer, MountPoint, Record,
 };
-use crate::snapshot::Records;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Records, Snapshot, TableRecords};
 
 /// The driver name whose metadata directories we read (`overlay-layers`, ...).
 const DRIVER: &str = "overlay";
@@ -751,6 +750,42 @@ impl Store {
                 _held: [layers_guard, images_guard, containers_guard],
             },
         ))
+    }
+
+    /// The image records alone, without layers.json: images.json's own
+    /// defects and its `mapped-layers` entries that cannot name a layer,
+    /// but not whether its top layers exist ([`Store::snapshot`] says).
+    ///
+    /// # Locking
+    /// Shared `images.lock`, released on return.
+    pub fn image_records(&self) -> Result<TableRecords<Image>, StoreError> {
+        let images = self.images.read_shared()?;
+        let mut defects = images.defects;
+        defects.extend(consistency::image_references(self.files(), &images.records));
+        Ok(TableRecords {
+            records: images.records,
+            defects,
+        })
+    }
+
+    /// The container records alone, without layers.json or images.json:
+    /// their own defects and two containers naming one layer, but not
+    /// whether the layers and images they name exist ([`Store::snapshot`]
+    /// says).
+    ///
+    /// # Locking
+    /// Shared `containers.lock`, released on return.
+    pub fn container_records(&self) -> Result<TableRecords<Container>, StoreError> {
+        let containers = self.containers.read_shared()?;
+        let mut defects = containers.defects;
+        defects.extend(consistency::shared_container_layers(
+            self.files(),
+            &containers.records,
+        ));
+        Ok(TableRecords {
+            records: containers.records,
+            defects,
+        })
     }
 
     /// Change the layer records and save them.

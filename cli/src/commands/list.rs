@@ -5,8 +5,22 @@ use clap::Args;
 use layerstore::idmap::format_id_map;
 use layerstore::Index;
 
-use crate::output::{finish_listing, human_size, print_records, print_table, short_id};
+use crate::output::{
+    finish_listing, finish_listing_of, human_size, print_records, print_table, short_id,
+};
 use crate::GlobalArgs;
+
+/// Flags of `layerstore images`.
+#[derive(Debug, Args)]
+pub struct ImageListArgs {
+    #[command(flatten)]
+    pub list: ListArgs,
+    /// Add a SIZE column: the sum of the image's layers' recorded sizes.
+    /// Reads layers.json too, which on a store of many layers costs far
+    /// more than the listing.
+    #[arg(long)]
+    pub size: bool,
+}
 
 /// Flags shared by the listing commands.
 #[derive(Debug, Args)]
@@ -75,10 +89,26 @@ fn layer_state(ix: &Index<'_>, layer: &layerstore::records::Layer) -> String {
     words.join(",")
 }
 
-/// `layerstore images`.
-pub fn images(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
-    let snap = global.open_store()?.snapshot()?;
-    if args.json {
+/// `layerstore images`: images.json alone unless `--size` asks for the
+/// layers too.
+pub fn images(global: &GlobalArgs, args: &ImageListArgs) -> anyhow::Result<()> {
+    let store = global.open_store()?;
+    if !args.size {
+        let table = store.image_records()?;
+        if args.list.json {
+            print_records(&table.records)?;
+        } else {
+            let rows: Vec<Vec<String>> = table
+                .records
+                .iter()
+                .map(|i| image_row(i, args.list.no_trunc, None))
+                .collect();
+            print_table(&IMAGE_HEADER[..5], &rows)?;
+        }
+        return finish_listing_of(&table.defects);
+    }
+    let snap = store.snapshot()?;
+    if args.list.json {
         print_records(&snap.images)?;
         return finish_listing(&snap);
     }
@@ -93,40 +123,39 @@ pub fn images(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
                 .layer_chain(&i.top_layer)
                 .map(|chain| human_size(chain.iter().map(|l| l.diff_size).sum()))
                 .unwrap_or_else(|_| "?".to_owned());
-            vec![
-                short_id(&i.id, args.no_trunc),
-                i.names.join(","),
-                short_id(&i.top_layer, args.no_trunc),
-                i.mapped_layers.len().to_string(),
-                size,
-                i.created.0.format("%Y-%m-%d %H:%M:%S").to_string(),
-            ]
+            image_row(i, args.list.no_trunc, Some(size))
         })
         .collect();
-    print_table(
-        &["ID", "NAMES", "TOP LAYER", "MAPPED", "SIZE", "CREATED"],
-        &rows,
-    )?;
+    print_table(&IMAGE_HEADER, &rows)?;
     finish_listing(&snap)
 }
 
-/// `layerstore containers`.
+const IMAGE_HEADER: [&str; 6] = ["ID", "NAMES", "TOP LAYER", "MAPPED", "CREATED", "SIZE"];
+
+fn image_row(i: &layerstore::records::Image, no_trunc: bool, size: Option<String>) -> Vec<String> {
+    let mut row = vec![
+        short_id(&i.id, no_trunc),
+        i.names.join(","),
+        short_id(&i.top_layer, no_trunc),
+        i.mapped_layers.len().to_string(),
+        i.created.0.format("%Y-%m-%d %H:%M:%S").to_string(),
+    ];
+    row.extend(size);
+    row
+}
+
+/// `layerstore containers`: containers.json alone (the IMAGE column is
+/// the image's id, as the record names it).
 pub fn containers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
-    let snap = global.open_store()?.snapshot()?;
+    let table = global.open_store()?.container_records()?;
     if args.json {
-        print_records(&snap.containers)?;
-        return finish_listing(&snap);
+        print_records(&table.records)?;
+        return finish_listing_of(&table.defects);
     }
-    let ix = snap.index();
-    let rows: Vec<Vec<String>> = snap
-        .containers
+    let rows: Vec<Vec<String>> = table
+        .records
         .iter()
         .map(|c| {
-            let image = ix
-                .image(&c.image)
-                .ok()
-                .and_then(|i| i.names.first().cloned())
-                .unwrap_or_else(|| short_id(&c.image, args.no_trunc));
             let maps = match (c.uidmap.is_empty(), c.gidmap.is_empty()) {
                 (true, true) => "host".to_owned(),
                 _ => format!(
@@ -138,7 +167,7 @@ pub fn containers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
             vec![
                 short_id(&c.id, args.no_trunc),
                 c.names.join(","),
-                image,
+                short_id(&c.image, args.no_trunc),
                 short_id(&c.layer, args.no_trunc),
                 maps,
                 c.created.0.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -149,5 +178,5 @@ pub fn containers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
         &["ID", "NAMES", "IMAGE", "LAYER", "ID MAPS", "CREATED"],
         &rows,
     )?;
-    finish_listing(&snap)
+    finish_listing_of(&table.defects)
 }

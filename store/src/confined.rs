@@ -423,10 +423,30 @@ impl Dir {
     /// `max` bytes. Anything else at `rel` (a FIFO, a device) is refused
     /// without blocking: the open does not wait for a writer.
     pub fn read_limited(&self, rel: impl AsRef<Path>, max: u64) -> io::Result<Vec<u8>> {
-        let (file, size) = self.open_regular(rel, max)?;
-        let mut out = Vec::with_capacity(size as usize);
-        // A file growing while it is read stops at the limit, too.
-        io::Read::read_to_end(&mut io::Read::take(file, max + 1), &mut out)?;
+        let (mut file, size) = self.open_regular(rel, max)?;
+        // As large as `fstat` said, in one read when it comes whole (no
+        // second read to meet the end); a file that grew meanwhile is
+        // read on, up to the limit.
+        let want = usize::try_from(size.min(max)).unwrap_or(usize::MAX);
+        let mut out = vec![0u8; want + 1];
+        let mut n = 0;
+        while n < out.len() {
+            match io::Read::read(&mut file, &mut out[n..]) {
+                Ok(0) => break,
+                Ok(r) => n += r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if n == want {
+                break;
+            }
+        }
+        let grew = n == out.len();
+        out.truncate(n);
+        if grew {
+            let rest = (max + 1).saturating_sub(n as u64);
+            io::Read::read_to_end(&mut io::Read::take(file, rest), &mut out)?;
+        }
         if out.len() as u64 > max {
             return Err(too_big(out.len() as u64, max));
         }
@@ -739,8 +759,9 @@ struct Level {
     /// Open, unless it is more than [`OPEN_LEVELS`] above the bottom.
     fd: Option<OwnedFd>,
     meta: Meta,
-    /// What is still to be visited in it.
-    left: Vec<OsString>,
+    /// What is still to be visited in it, and whether the listing said
+    /// it is a directory.
+    left: Vec<(OsString, bool)>,
 }
 
 impl Level {
@@ -754,7 +775,8 @@ impl Level {
             let entry = entry?;
             let name = entry.file_name().to_bytes();
             if name != b"." && name != b".." {
-                left.push(OsStr::from_bytes(name).to_owned());
+                let listed_dir = entry.file_type() == rustix::fs::FileType::Directory;
+                left.push((OsStr::from_bytes(name).to_owned(), listed_dir));
             }
         }
         Ok(Level {
@@ -806,6 +828,13 @@ trait Visit {
         other_mount: bool,
         shown: &dyn Fn() -> PathBuf,
     ) -> io::Result<bool>;
+    /// Whether an entry the listing says is a directory may be looked at
+    /// through its own descriptor only (opened without following, one
+    /// `statx` on it) instead of a `statx` by name and then an identity
+    /// check after the open: for a visit that only counts.
+    fn opens_listed_dirs(&self) -> bool {
+        false
+    }
     /// Directory `name` of `parent` has been visited to the end.
     fn left(
         &mut self,
@@ -833,7 +862,7 @@ fn traverse(dir: OwnedFd, top: &Meta, shown: &Path, visit: &mut dyn Visit) -> io
             .expect("at least the top level")
             .left
             .pop();
-        let Some(name) = next else {
+        let Some((name, listed_dir)) = next else {
             let done = levels.pop().expect("a level");
             let Some(parent) = levels.last_mut() else {
                 return Ok(());
@@ -858,6 +887,26 @@ fn traverse(dir: OwnedFd, top: &Meta, shown: &Path, visit: &mut dyn Visit) -> io
         };
         let level = levels.last().expect("at least the top level");
         let fd = level.fd.as_ref().expect("the bottom level is open").as_fd();
+        if listed_dir && visit.opens_listed_dirs() {
+            // ENOTDIR, ELOOP: no longer a directory; looked at by name below.
+            if let Ok(child) = open_dir_at(fd, &name) {
+                let opened = fd_meta(&child)?;
+                let other_mount = opened.other_mount_than(top) || opened.mount_root == Some(true);
+                let shown_here = || shown_path(shown, &names, &name);
+                if !visit.entry(fd, &name, &opened, other_mount, &shown_here)? || other_mount {
+                    continue;
+                }
+                visit.entering(child.as_fd(), &opened);
+                let next = Level::new(child, opened)
+                    .map_err(|e| with_path(e, "listing", &shown_here()))?;
+                if depth >= OPEN_LEVELS {
+                    levels[depth - OPEN_LEVELS].fd = None;
+                }
+                levels.push(next);
+                names.push(name);
+                continue;
+            }
+        }
         let Some(meta) = stat_at(fd, &name)? else {
             continue;
         };
@@ -956,6 +1005,10 @@ fn remove_contents(dir: OwnedFd, top: &Meta, shown: &Path) -> io::Result<()> {
 struct Measure<'a>(&'a mut dyn FnMut(&Meta));
 
 impl Visit for Measure<'_> {
+    fn opens_listed_dirs(&self) -> bool {
+        true
+    }
+
     fn entry(
         &mut self,
         _dir: BorrowedFd<'_>,

@@ -188,6 +188,12 @@ pub trait Driver {
         let _ = id;
         crate::gc::Usage::default()
     }
+    /// [`Driver::layer_usage`] of each of `ids`, in order: for a caller
+    /// measuring many layers at once (a driver may open its home once and
+    /// measure on every core).
+    fn layers_usage(&self, ids: &[&LayerId]) -> Vec<crate::gc::Usage> {
+        ids.iter().map(|id| self.layer_usage(id)).collect()
+    }
     /// The driver's short links, if it keeps any (mtimes not looked up).
     fn links(&self) -> Result<Vec<LinkEntry>, DriverError> {
         Ok(Vec::new())

@@ -284,17 +284,19 @@ impl OverlayDriver {
             id: id.to_string(),
             path: self.layer_dir(id),
         };
-        match home.stat(id.as_str()) {
-            Ok(Some(m)) if m.is_dir() => home
-                .open_dir(id.as_str())
-                .map_err(|e| LayoutError::io(id.as_str(), "open", self.layer_dir(id), e)),
-            Ok(_) => Err(not_found()),
-            Err(e) => Err(LayoutError::io(
-                id.as_str(),
-                "examine",
-                self.layer_dir(id),
-                e,
-            )),
+        // One open, never following: missing, a file or a symlink is "not
+        // found", as a stat first would have said.
+        match home.open_dir(id.as_str()) {
+            Ok(dir) => Ok(dir),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+                ) =>
+            {
+                Err(not_found())
+            }
+            Err(e) => Err(LayoutError::io(id.as_str(), "open", self.layer_dir(id), e)),
         }
     }
 

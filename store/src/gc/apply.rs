@@ -161,8 +161,8 @@ impl Store {
             ..GcReport::default()
         };
         if options.dry_run {
-            for action in planned.actions {
-                let used = self.action_usage(driver, &action);
+            let used = self.actions_usage(driver, &planned.actions);
+            for (action, used) in planned.actions.into_iter().zip(used) {
                 report.push(action, used);
             }
             return Ok(report);
@@ -463,24 +463,59 @@ impl Store {
     /// What carrying out `action` frees, measured now (never following a
     /// symlink, never leaving the store).
     fn action_usage(&self, driver: &dyn Driver, action: &Action) -> Usage {
-        let meta = |root: Root, dir: &str, names: &[&str]| -> Usage {
-            match self.meta_dir(root, dir) {
-                Ok(Some(d)) => {
+        let mut dirs = MetaDirs::default();
+        self.action_usage_with(driver, action, &mut dirs, &mut |id| driver.layer_usage(id))
+    }
+
+    /// [`Store::action_usage`] of every action (a dry run's report): the
+    /// layer directories measured in one batch ([`Driver::layers_usage`]),
+    /// each metadata directory opened once.
+    fn actions_usage(&self, driver: &dyn Driver, actions: &[Action]) -> Vec<Usage> {
+        let ids: Vec<&LayerId> = actions.iter().filter_map(measured_layer).collect();
+        let measured: std::collections::HashMap<&LayerId, Usage> =
+            ids.iter().copied().zip(driver.layers_usage(&ids)).collect();
+        let mut dirs = MetaDirs::default();
+        actions
+            .iter()
+            .map(|action| {
+                self.action_usage_with(driver, action, &mut dirs, &mut |id| {
+                    measured
+                        .get(id)
+                        .copied()
+                        .unwrap_or_else(|| driver.layer_usage(id))
+                })
+            })
+            .collect()
+    }
+
+    fn action_usage_with(
+        &self,
+        driver: &dyn Driver,
+        action: &Action,
+        dirs: &mut MetaDirs,
+        layer_dir: &mut dyn FnMut(&LayerId) -> Usage,
+    ) -> Usage {
+        let mut meta = |root: Root, dir: &'static str, names: &[&str]| -> Usage {
+            match dirs.get(self, root, dir) {
+                Some(d) => {
                     let rels: Vec<&Path> = names.iter().map(Path::new).collect();
-                    usage_in(&d, &rels)
+                    usage_in(d, &rels)
                 }
-                _ => Usage::default(),
+                None => Usage::default(),
             }
         };
-        let layer = |id: &LayerId| {
-            let mut u = driver.layer_usage(id);
-            u += meta(Root::Graph, LAYERS_DIR, &[&tar_split_name(id), id.as_str()]);
-            u
-        };
+        let mut layer =
+            |id: &LayerId, meta: &mut dyn FnMut(Root, &'static str, &[&str]) -> Usage| {
+                let mut u = layer_dir(id);
+                u += meta(Root::Graph, LAYERS_DIR, &[&tar_split_name(id), id.as_str()]);
+                u
+            };
         match action {
-            Action::MappedLayer { id, .. } | Action::IncompleteLayer { id, .. } => layer(id),
+            Action::MappedLayer { id, .. } | Action::IncompleteLayer { id, .. } => {
+                layer(id, &mut meta)
+            }
             Action::OrphanLayer { id, container } => {
-                let mut u = layer(id);
+                let mut u = layer(id, &mut meta);
                 if crate::id::id_problem(container).is_none() {
                     u += meta(Root::Graph, CONTAINERS_DIR, &[container.as_str()]);
                     u += meta(Root::Run, CONTAINERS_DIR, &[container.as_str()]);
@@ -488,12 +523,15 @@ impl Store {
                 u
             }
             Action::RunContainer { id, layer: l, .. } => {
-                let mut u = l.as_ref().map(layer).unwrap_or_default();
+                let mut u = match l {
+                    Some(l) => layer(l, &mut meta),
+                    None => Usage::default(),
+                };
                 u += meta(Root::Graph, CONTAINERS_DIR, &[id.as_str()]);
                 u += meta(Root::Run, CONTAINERS_DIR, &[id.as_str()]);
                 u
             }
-            Action::LayerDir { id } => driver.layer_usage(id),
+            Action::LayerDir { id } => layer_dir(id),
             Action::TarSplit { id } => meta(Root::Graph, LAYERS_DIR, &[&tar_split_name(id)]),
             Action::LayerData { id } => meta(Root::Graph, LAYERS_DIR, &[id.as_str()]),
             Action::ImageDir { id } => meta(Root::Graph, IMAGES_DIR, &[id.as_str()]),
@@ -508,6 +546,37 @@ impl Store {
             | Action::DanglingMappedEntry { .. }
             | Action::RepairLink { .. } => Usage::default(),
         }
+    }
+}
+
+/// The layer whose driver directory an action's measurement walks.
+fn measured_layer(action: &Action) -> Option<&LayerId> {
+    match action {
+        Action::MappedLayer { id, .. }
+        | Action::IncompleteLayer { id, .. }
+        | Action::OrphanLayer { id, .. }
+        | Action::LayerDir { id } => Some(id),
+        Action::RunContainer { layer, .. } => layer.as_ref(),
+        _ => None,
+    }
+}
+
+/// Metadata directories opened once for many measurements (a missing or
+/// unopenable one measures as nothing, as before).
+#[derive(Default)]
+struct MetaDirs(Vec<((Root, &'static str), Option<Dir>)>);
+
+impl MetaDirs {
+    fn get(&mut self, store: &Store, root: Root, dir: &'static str) -> Option<&Dir> {
+        let at = match self.0.iter().position(|(k, _)| *k == (root, dir)) {
+            Some(at) => at,
+            None => {
+                self.0
+                    .push(((root, dir), store.meta_dir(root, dir).ok().flatten()));
+                self.0.len() - 1
+            }
+        };
+        self.0[at].1.as_ref()
     }
 }
 

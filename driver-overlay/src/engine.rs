@@ -209,7 +209,7 @@ impl Engine {
     /// (`Rootfs::container.uidmap`/`gidmap`).
     ///
     /// # Locking
-    /// As [`Store::create_container`], then as [`Store::mount_container`].
+    /// As [`Store::create_and_mount_container`]: each lock once.
     pub fn prepare(&self, image: &str, options: &RootfsOptions) -> Result<Rootfs, EngineError> {
         let auto_userns = match &options.auto_userns {
             Some(auto) => Some((
@@ -218,7 +218,9 @@ impl Engine {
             )),
             None => None,
         };
-        let (container, decision) = self.store.create_container_decided(
+        // Created and mounted under one set of locks (a failed mount
+        // removes the container again before they are released).
+        let (container, path, decision) = self.store.create_and_mount_container(
             &self.driver,
             NewContainer {
                 names: options.name.iter().cloned().collect(),
@@ -231,54 +233,32 @@ impl Engine {
                 auto_userns,
                 ..NewContainer::default()
             },
+            |_, _| Ok(()),
+            options.no_cache,
         )?;
         let mapped = !container.uidmap.is_empty() || !container.gidmap.is_empty();
         let how = RootfsPath::of(decision.as_ref(), mapped);
         tracing::info!(container = %container.id, path = how.as_str(), "root filesystem prepared");
-        match self
-            .store
-            .mount_container(&self.driver, &container.id, options.no_cache)
-        {
-            Ok((container, path)) => {
-                let accessible = if container.uidmap.is_empty() && container.gidmap.is_empty() {
-                    Ok(())
-                } else {
-                    root_pair(&container.uidmap, &container.gidmap)
-                        .map_err(StoreError::from)
-                        .and_then(|owner| make_accessible(&path, owner))
-                };
-                match accessible {
-                    Ok(()) => Ok(Rootfs {
-                        container,
-                        path,
-                        how,
-                    }),
-                    Err(e) => {
-                        let rootfs = Rootfs {
-                            container,
-                            path,
-                            how,
-                        };
-                        match self.release(&rootfs, true) {
-                            Ok(()) => Err(e.into()),
-                            Err(source) => Err(EngineError::Cleanup {
-                                container: rootfs.container.id,
-                                cause: Box::new(e.into()),
-                                source: Box::new(source),
-                            }),
-                        }
-                    }
-                }
-            }
-            Err(e) => match self
-                .store
-                .delete_container(&self.driver, &container.id, true)
-            {
-                Ok(_) => Err(e.into()),
+        let accessible = if mapped {
+            root_pair(&container.uidmap, &container.gidmap)
+                .map_err(StoreError::from)
+                .and_then(|owner| make_accessible(&path, owner))
+        } else {
+            Ok(())
+        };
+        let rootfs = Rootfs {
+            container,
+            path,
+            how,
+        };
+        match accessible {
+            Ok(()) => Ok(rootfs),
+            Err(e) => match self.release(&rootfs, true) {
+                Ok(()) => Err(e.into()),
                 Err(source) => Err(EngineError::Cleanup {
-                    container: container.id,
+                    container: rootfs.container.id,
                     cause: Box::new(e.into()),
-                    source: Box::new(source.into()),
+                    source: Box::new(source),
                 }),
             },
         }
@@ -290,19 +270,20 @@ impl Engine {
     /// is no longer mounted is fine.
     ///
     /// # Locking
-    /// As [`Store::unmount_layer`], then as [`Store::delete_container`].
+    /// With `remove`, as [`Store::unmount_and_delete_container`] (each lock
+    /// once); without, as [`Store::unmount_layer`].
     pub fn release(&self, rootfs: &Rootfs, remove: bool) -> Result<(), EngineError> {
+        if remove {
+            self.store
+                .unmount_and_delete_container(&self.driver, &rootfs.container.id)?;
+            return Ok(());
+        }
         match self
             .store
             .unmount_layer(&self.driver, &rootfs.container.layer, true)
         {
-            Ok(_) | Err(StoreError::NotMounted { .. }) => {}
-            Err(e) => return Err(e.into()),
+            Ok(_) | Err(StoreError::NotMounted { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
         }
-        if remove {
-            self.store
-                .delete_container(&self.driver, &rootfs.container.id, true)?;
-        }
-        Ok(())
     }
 }

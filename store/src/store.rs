@@ -240,6 +240,21 @@ impl<R: Record + Clone> Table<R> {
         Ok(self.lock.get_or_init(|| opened))
     }
 
+    /// Whether the table's lock file exists: taking the lock would not
+    /// create it.
+    fn lock_present(&self) -> Result<bool, StoreError> {
+        if self.lock.get().is_some() {
+            return Ok(true);
+        }
+        let Some(dir) = self.parent_dir(&self.lock_place)? else {
+            return Ok(false);
+        };
+        Ok(dir
+            .stat(self.lock_place.name())
+            .map_err(StoreError::io("reading", &self.lock_place.shown))?
+            .is_some())
+    }
+
     /// Take the shared lock if there is anything to lock.
     fn lock_shared(&self) -> Result<Shared<'_>, StoreError> {
         if self.lock.get().is_none() {
@@ -677,6 +692,33 @@ impl Store {
         } else {
             Err(StoreError::Inconsistent { defects })
         }
+    }
+
+    /// For a writer about to take its locks without a look at the records
+    /// first: taking a lock whose file does not exist yet creates it, so
+    /// when any of them (the tables' and `graph_locks` in the graphroot) is
+    /// missing, a store whose records cannot be trusted is refused first,
+    /// from a read that creates nothing. On a store podman has used every
+    /// lock file exists and nothing is read here.
+    pub(crate) fn refuse_untrusted_before_locking(
+        &self,
+        graph_locks: &[&str],
+    ) -> Result<(), StoreError> {
+        let graph_present = match self.roots.open(Root::Graph)? {
+            Some(graph) => graph_locks
+                .iter()
+                .all(|name| matches!(graph.stat(name), Ok(Some(_)))),
+            None => false,
+        };
+        if graph_present
+            && self.layers.lock_present()?
+            && self.mounts.lock_present()?
+            && self.images.lock_present()?
+            && self.containers.lock_present()?
+        {
+            return Ok(());
+        }
+        self.snapshot()?.check()
     }
 
     /// The options the store was opened with.

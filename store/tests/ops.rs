@@ -20,6 +20,7 @@ struct FakeDriver {
     home: PathBuf,
     mounted: RefCell<BTreeSet<String>>,
     fail_create: bool,
+    fail_mount: bool,
     /// `remove` deletes the layer's diff, then fails as a driver that
     /// removed it only in part.
     remove_partly: bool,
@@ -56,6 +57,9 @@ impl Driver for FakeDriver {
         Ok(())
     }
     fn mount(&self, id: &LayerId, _o: &MountOptions) -> Result<PathBuf, DriverError> {
+        if self.fail_mount {
+            return Err("mount on fire".into());
+        }
         self.mounted.borrow_mut().insert(id.to_string());
         Ok(self.mount_point(id))
     }
@@ -119,6 +123,7 @@ fn setup() -> (tempfile::TempDir, Store, FakeDriver) {
         home: dir.path().join("g/fake"),
         mounted: RefCell::new(BTreeSet::new()),
         fail_create: false,
+        fail_mount: false,
         remove_partly: false,
     };
     (dir, store, driver)
@@ -336,6 +341,89 @@ fn mounts_are_counted() {
     driver.unmount(&lid(&top)).unwrap();
     store.mount_layer(&driver, &top, &opts).unwrap();
     assert_eq!(store.snapshot().unwrap().mount_of(&top).unwrap().count, 1);
+}
+
+/// A run's start and end each take every lock once: create and mount in
+/// one section, unmount and delete in one. A mount that fails deletes the
+/// container before the locks are released.
+#[test]
+fn a_run_takes_each_lock_once_at_start_and_once_at_end() {
+    use layerstore::lockfile::locks_taken_on_this_thread as taken;
+    let (_dir, store, mut driver, _base, top) = populated();
+    let new = || NewContainer {
+        names: vec!["run".into()],
+        ..NewContainer::default()
+    };
+    // Every lock file there, as on any store podman has used (a missing
+    // one makes a writer look at the records first, creating nothing).
+    store
+        .mount_layer(&driver, &top, &MountOptions::default())
+        .unwrap();
+    store.unmount_layer(&driver, &top, false).unwrap();
+    let warm = store.create_container(&driver, new()).unwrap();
+    store.delete_container(&driver, &warm.id, false).unwrap();
+    let before = taken();
+    let (c, path, _) = store
+        .create_and_mount_container(
+            &driver,
+            new(),
+            |images, new| {
+                new.image = layerstore::snapshot::lookup(images, "localhost/x:1")?
+                    .id
+                    .clone();
+                Ok(())
+            },
+            false,
+        )
+        .unwrap();
+    // storage, layers, mountpoints, images, containers (no maps: no userns).
+    assert_eq!(taken() - before, 5);
+    assert_eq!(path, driver.mount_point(&lid(&c.layer)));
+    assert!(driver.is_mounted(&lid(&c.layer)));
+    let snap = store.snapshot().unwrap();
+    assert_eq!(snap.mount_of(&c.layer).unwrap().count, 1);
+    assert_eq!(snap.layer(&c.layer).unwrap().parent, top);
+    assert_eq!(snap.container("run").unwrap().image, "img");
+
+    let before = taken();
+    store.unmount_and_delete_container(&driver, "run").unwrap();
+    assert_eq!(taken() - before, 5);
+    assert!(!driver.is_mounted(&lid(&c.layer)) && !driver.exists(&lid(&c.layer)));
+    let snap = store.snapshot().unwrap();
+    assert!(snap.containers.is_empty() && snap.mounts.is_empty());
+    assert_eq!(snap.layers.len(), 2);
+
+    // resolve failing: nothing is created.
+    let err = store
+        .create_and_mount_container(
+            &driver,
+            new(),
+            |images, _| layerstore::snapshot::lookup(images, "nosuch").map(|_| ()),
+            false,
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    assert_eq!(store.snapshot().unwrap().layers.len(), 2);
+
+    // A failed mount: the container and its layer are gone again.
+    driver.fail_mount = true;
+    let err = store
+        .create_and_mount_container(
+            &driver,
+            NewContainer {
+                image: "img".into(),
+                ..new()
+            },
+            |_, _| Ok(()),
+            false,
+        )
+        .unwrap_err();
+    let chain = layerstore::error_chain(&err);
+    assert!(chain.contains("mount on fire"), "{chain}");
+    let snap = store.snapshot().unwrap();
+    assert!(snap.containers.is_empty() && snap.mounts.is_empty());
+    assert_eq!(snap.layers.len(), 2);
+    assert_eq!(fs::read_dir(&driver.home).unwrap().count(), 2);
 }
 
 #[test]

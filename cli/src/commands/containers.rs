@@ -7,6 +7,7 @@ use layerstore::driver::MountOptions;
 use layerstore::idmap::{parse_id_map, root_pair, validate, IdMap};
 use layerstore::ops::NewContainer;
 use layerstore::records::Image;
+use layerstore::snapshot::lookup;
 use layerstore::userns::{AutoUserNs, Available};
 use layerstore::{Snapshot, StoreError};
 use layerstore_overlay::import::normalize_name;
@@ -133,30 +134,33 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> anyhow::Result<()> {
         Some(auto) => Some((auto, Available::read(&store.options().auto_userns)?)),
         None => None,
     };
-    let snap = store.snapshot()?;
-    snap.check()?;
-    let image = find_image(&snap, &args.image)?;
     let name = args.name.clone();
-    let metadata = json!({
-        "image-name": image.names.first().cloned().unwrap_or_default(),
-        "image-id": image.id,
-        "name": name.clone().unwrap_or_default(),
-        "created-at": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    });
-    let container = store.create_container(
+    // The image is found in the records the container is created under:
+    // each lock once.
+    let (container, _) = store.create_container_resolved(
         &driver,
         NewContainer {
-            names: name.into_iter().collect(),
-            image: image.id.clone(),
-            metadata: metadata.to_string(),
+            names: name.clone().into_iter().collect(),
             uidmap: request.uids,
             gidmap: request.gids,
             no_cache: args.mapping.nocache,
             auto_userns,
             ..NewContainer::default()
+        },
+        |images, new| {
+            let image = find_image_in(images, &args.image)?;
+            new.image = image.id.clone();
+            new.metadata = json!({
+                "image-name": image.names.first().cloned().unwrap_or_default(),
+                "image-id": image.id,
+                "name": name.clone().unwrap_or_default(),
+                "created-at": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            })
+            .to_string();
+            Ok(())
         },
     )?;
     if args.json {
@@ -197,7 +201,8 @@ pub struct RmArgs {
 /// layerstore's own unless `--force` (podman's containers are podman's).
 pub fn rm(global: &GlobalArgs, args: &RmArgs) -> anyhow::Result<()> {
     let (store, driver) = global.open_store_and_driver()?;
-    store.snapshot()?.check()?;
+    // Each removal checks the records under its own locks (a store whose
+    // records cannot be trusted is refused before anything changes).
     let mut removed = Vec::new();
     for target in &args.targets {
         removed.push(store.delete_container(&driver, target, args.force)?);
@@ -209,10 +214,18 @@ pub fn rm(global: &GlobalArgs, args: &RmArgs) -> anyhow::Result<()> {
 /// they used.
 pub fn rmi(global: &GlobalArgs, args: &RemoveArgs) -> anyhow::Result<()> {
     let (store, driver) = global.open_store_and_driver()?;
-    store.snapshot()?.check()?;
+    // The names resolved in one look at the records, all before the first
+    // removal; each removal checks the records again under its locks.
+    let snap = store.snapshot()?;
+    snap.check()?;
+    let ids = args
+        .targets
+        .iter()
+        .map(|t| Ok(find_image(&snap, t)?.id.clone()))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    drop(snap);
     let mut removed = Vec::new();
-    for target in &args.targets {
-        let id = find_image(&store.snapshot()?, target)?.id.clone();
+    for id in ids {
         let layers = store.delete_image(&driver, &id)?;
         removed.push(json!({"image": id, "layers": layers}));
     }
@@ -229,16 +242,21 @@ pub fn rmi(global: &GlobalArgs, args: &RemoveArgs) -> anyhow::Result<()> {
 /// An image by id, name, unique id prefix, or a short name as podman
 /// completes it (`name` -> `localhost/name:latest`, `docker.io/...`).
 pub fn find_image<'a>(snap: &'a Snapshot, query: &str) -> Result<&'a Image, StoreError> {
-    match snap.image(query) {
+    find_image_in(&snap.images, query)
+}
+
+/// [`find_image`] among image records.
+pub fn find_image_in<'a>(images: &'a [Image], query: &str) -> Result<&'a Image, StoreError> {
+    match lookup(images, query) {
         Err(StoreError::NotFound { .. }) => {
             for domain in ["localhost", "docker.io"] {
                 if let Ok(name) = normalize_name(query, domain) {
-                    if let Ok(image) = snap.image(&name) {
+                    if let Ok(image) = lookup(images, &name) {
                         return Ok(image);
                     }
                 }
             }
-            snap.image(query)
+            lookup(images, query)
         }
         other => other,
     }

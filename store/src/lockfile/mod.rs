@@ -473,6 +473,7 @@ impl LockFile {
         let asked = std::time::Instant::now();
         match self.fcntl_retrying(op) {
             Ok(()) => {
+                TAKEN.with(|n| n.set(n.get() + 1));
                 // What benchmarks of parallel starts add up.
                 tracing::trace!(
                     lock = %self.path.display(),
@@ -748,6 +749,17 @@ fn open_lock_fd(
         });
     }
     Ok(fd)
+}
+
+thread_local! {
+    static TAKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many file locks (`fcntl` read or write locks, each acquisition once)
+/// this thread has taken since it started: for tests and benchmarks that
+/// count what an operation locks.
+pub fn locks_taken_on_this_thread() -> u64 {
+    TAKEN.with(std::cell::Cell::get)
 }
 
 #[cfg(test)]

@@ -11,10 +11,12 @@
 //! gone (which podman cannot start, and which makes gc refuse the store).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde_json::Value;
 
 use super::layers::{NewLayer, FLAG_CONTAINER};
+use super::mounts::container_mount_options;
 use crate::driver::Driver;
 use crate::error::{driver_error, StoreError};
 use crate::gojson::GoTime;
@@ -26,9 +28,9 @@ use crate::lockfile::{LockFile, LockMode};
 use crate::mapping::{
     top_layer_for_mapping, Capabilities, Decision, LayerSource, MappingRequest, Presentation,
 };
-use crate::records::{Container, Image, Layer};
+use crate::records::{Container, Image, Layer, MountPoint};
 use crate::snapshot::{check_parents, layer_chain, lookup};
-use crate::store::Txn;
+use crate::store::{Held, Txn};
 use crate::userns::{self, AutoUserNs, Available};
 use crate::Store;
 
@@ -161,6 +163,62 @@ impl Store {
         driver: &dyn Driver,
         new: NewContainer,
     ) -> Result<(Container, Option<Decision>), StoreError> {
+        self.create_container_resolved(driver, new, |_, _| Ok(()))
+    }
+
+    /// [`Store::create_container_decided`] for a caller that names the
+    /// image by what the records say: `resolve` is given the image records
+    /// under the same locks the container is created under and completes
+    /// `new` (its `image`, its `metadata`), so the records are read once
+    /// and each lock is taken once. The maps and everything else of `new`
+    /// are as given; `resolve` failing creates nothing.
+    ///
+    /// # Locking
+    /// As [`Store::create_container`]; `resolve` runs with every lock
+    /// held.
+    pub fn create_container_resolved(
+        &self,
+        driver: &dyn Driver,
+        new: NewContainer,
+        resolve: impl FnOnce(&[Image], &mut NewContainer) -> Result<(), StoreError>,
+    ) -> Result<(Container, Option<Decision>), StoreError> {
+        let (container, decision, _) = self.create_locked(driver, new, resolve, None)?;
+        Ok((container, decision))
+    }
+
+    /// [`Store::create_container_resolved`] and then
+    /// [`Store::mount_container`] of the new container in the same locked
+    /// section: the container's root filesystem ready, with each lock
+    /// taken once. If mounting fails, the container is deleted again
+    /// before the locks are released.
+    ///
+    /// # Locking
+    /// Exclusive `userns.lock` when maps or `auto_userns` are given;
+    /// exclusive `storage.lock`, `layers.lock`, `mountpoints.lock`,
+    /// `images.lock` and `containers.lock`, in that order; `resolve` runs
+    /// with every lock held.
+    pub fn create_and_mount_container(
+        &self,
+        driver: &dyn Driver,
+        new: NewContainer,
+        resolve: impl FnOnce(&[Image], &mut NewContainer) -> Result<(), StoreError>,
+        on_disk_ok: bool,
+    ) -> Result<(Container, PathBuf, Option<Decision>), StoreError> {
+        let (container, decision, path) =
+            self.create_locked(driver, new, resolve, Some(on_disk_ok))?;
+        let path = path.expect("mounted when asked to");
+        Ok((container, path, decision))
+    }
+
+    /// Create (and, with `mount`, mount: `Some(on_disk_ok)`) a container
+    /// under one set of locks.
+    fn create_locked(
+        &self,
+        driver: &dyn Driver,
+        new: NewContainer,
+        resolve: impl FnOnce(&[Image], &mut NewContainer) -> Result<(), StoreError>,
+        mount: Option<bool>,
+    ) -> Result<(Container, Option<Decision>, Option<PathBuf>), StoreError> {
         let mut new = new;
         let mut decided = None;
         let auto = new.auto_userns.take();
@@ -177,13 +235,36 @@ impl Store {
             Ok(mapped)
         };
         let mut mapped = auto.is_some() || check(&new)?;
+        let graph_locks: &[&str] = match mount {
+            Some(_) => &["userns.lock", "storage.lock"],
+            None => &["userns.lock"],
+        };
+        self.refuse_untrusted_before_locking(graph_locks)?;
         let userns = self.graph_lock("userns.lock")?;
         let _userns = if mapped { Some(userns.write()?) } else { None };
+        let graph = match mount {
+            Some(_) => Some(self.graph_lock("storage.lock")?),
+            None => None,
+        };
+        let _graph = match &graph {
+            Some(g) => Some(g.write()?),
+            None => None,
+        };
         let mut layers = self.layers.begin(check_parents)?;
-        let mounts = self.mounts.read_shared()?;
+        // Exclusive only to mount: a create alone reads the mounts.
+        let (mut mounts_txn, mounts_read) = match mount {
+            Some(_) => (Some(self.mounts.begin(|_, _| Ok(()))?), None),
+            None => (None, Some(self.mounts.read_shared()?)),
+        };
         let mut images = self.images.begin(|_, _| Ok(()))?;
         let mut containers = self.containers.begin(|_, _| Ok(()))?;
-        self.check_held(&layers, Some(&mounts), &images, &containers)?;
+        let mounts: &dyn Held<MountPoint> = match (&mounts_txn, &mounts_read) {
+            (Some(txn), _) => txn,
+            (None, Some(read)) => read,
+            (None, None) => unreachable!("the mounts are read one way or the other"),
+        };
+        self.check_held(&layers, Some(mounts), &images, &containers)?;
+        resolve(&images.records, &mut new)?;
         let id = new_container_id(&containers.records, &new)?;
         if let Some((auto, available)) = &auto {
             let image = match new.image.as_str() {
@@ -290,7 +371,31 @@ impl Store {
             }
             return Err(e);
         }
-        Ok((container, decided))
+        let (Some(on_disk_ok), Some(mounts)) = (mount, mounts_txn.as_mut()) else {
+            return Ok((container, decided, None));
+        };
+        let mounted = (|| {
+            let id = LayerId::parse(&layer.id)?;
+            let options = container_mount_options(driver, &container, &layer, on_disk_ok)?;
+            self.mount_in(driver, mounts, &id, &options)
+        })();
+        match mounted {
+            Ok(path) => Ok((container, decided, Some(path))),
+            Err(e) => {
+                if let Err(cleanup) =
+                    self.delete_held(driver, &mut layers, &mut containers, &container.id, true)
+                {
+                    // A container of a run, left behind: gc removes it
+                    // once its owner is gone.
+                    tracing::error!(
+                        container = %container.id,
+                        error = %crate::error_chain(&cleanup),
+                        "the container whose mount failed could not be removed"
+                    );
+                }
+                Err(e)
+            }
+        }
     }
 
     /// `--userns=auto`'s maps for a container of `image` (see
@@ -336,11 +441,53 @@ impl Store {
         query: &str,
         force: bool,
     ) -> Result<String, StoreError> {
+        self.refuse_untrusted_before_locking(&[])?;
         let mut layers = self.layers.begin(check_parents)?;
         let mounts = self.mounts.read_shared()?;
         let images = self.images.read_shared()?;
         let mut containers = self.containers.begin(|_, _| Ok(()))?;
         self.check_held(&layers, Some(&mounts), &images, &containers)?;
+        self.delete_held(driver, &mut layers, &mut containers, query, force)
+    }
+
+    /// Unmount container `query`'s layer (every user of its mount; fine
+    /// when it is not mounted) and delete the container as
+    /// [`Store::delete_container`] with `force`, in one locked section:
+    /// the end of a run, each lock taken once.
+    ///
+    /// # Locking
+    /// Exclusive `storage.lock`, `layers.lock`, `mountpoints.lock`; shared
+    /// `images.lock`; exclusive `containers.lock`.
+    pub fn unmount_and_delete_container(
+        &self,
+        driver: &dyn Driver,
+        query: &str,
+    ) -> Result<String, StoreError> {
+        self.refuse_untrusted_before_locking(&["storage.lock"])?;
+        let graph = self.graph_lock("storage.lock")?;
+        let _graph = graph.write()?;
+        let mut layers = self.layers.begin(check_parents)?;
+        let mut mounts = self.mounts.begin(|_, _| Ok(()))?;
+        let images = self.images.read_shared()?;
+        let mut containers = self.containers.begin(|_, _| Ok(()))?;
+        self.check_held(&layers, Some(&mounts), &images, &containers)?;
+        let layer = LayerId::parse(&lookup(&containers.records, query)?.layer)?;
+        match self.unmount_in(driver, &mut mounts, &layer, true) {
+            Ok(_) | Err(StoreError::NotMounted { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.delete_held(driver, &mut layers, &mut containers, query, true)
+    }
+
+    /// [`Store::delete_container`] with its locks held.
+    fn delete_held(
+        &self,
+        driver: &dyn Driver,
+        layers: &mut Txn<'_, Layer>,
+        containers: &mut Txn<'_, Container>,
+        query: &str,
+        force: bool,
+    ) -> Result<String, StoreError> {
         let container = lookup(&containers.records, query)?.clone();
         let id = ContainerId::parse(&container.id)?;
         let layer_id = LayerId::parse(&container.layer)?;
@@ -383,7 +530,7 @@ impl Store {
         containers.records.retain(|c| c.id != container.id);
         containers.save()?;
         self.remove_container_dirs(&id)?;
-        self.remove_layers(&mut layers, driver, std::slice::from_ref(&layer_id))?;
+        self.remove_layers(layers, driver, std::slice::from_ref(&layer_id))?;
         Ok(id.into_string())
     }
 

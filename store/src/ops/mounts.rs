@@ -30,8 +30,20 @@ impl Store {
     ) -> Result<PathBuf, StoreError> {
         let graph = self.graph_lock("storage.lock")?;
         let _graph = graph.write()?;
-        let (layers, mut mounts) = self.lock_for_mount()?;
+        let (layers, mut mounts, _) = self.lock_for_mount()?;
         let id = LayerId::parse(&lookup(&layers.records, query)?.id)?;
+        self.mount_in(driver, &mut mounts, &id, options)
+    }
+
+    /// [`Store::mount_layer`] of `id` with the locks held.
+    pub(crate) fn mount_in(
+        &self,
+        driver: &dyn Driver,
+        mounts: &mut Txn<'_, MountPoint>,
+        id: &LayerId,
+        options: &MountOptions,
+    ) -> Result<PathBuf, StoreError> {
+        let id = id.clone();
         if let Some(m) = mounts
             .records
             .iter_mut()
@@ -61,14 +73,14 @@ impl Store {
     }
 
     /// Exclusive `layers.lock` and `mountpoints.lock`, the store checked
-    /// (images and containers read shared).
-    fn lock_for_mount(&self) -> Result<(Txn<'_, Layer>, Txn<'_, MountPoint>), StoreError> {
+    /// (images and containers read shared; the containers returned).
+    fn lock_for_mount(&self) -> Result<MountLocks<'_>, StoreError> {
         let layers = self.layers.begin(check_parents)?;
         let mounts = self.mounts.begin(|_, _| Ok(()))?;
         let images = self.images.read_shared()?;
         let containers = self.containers.read_shared()?;
         self.check_held(&layers, Some(&mounts), &images, &containers)?;
-        Ok((layers, mounts))
+        Ok((layers, mounts, containers.records))
     }
 
     /// Drop one user of a layer's mount (all of them with `force`),
@@ -86,8 +98,20 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let graph = self.graph_lock("storage.lock")?;
         let _graph = graph.write()?;
-        let (layers, mut mounts) = self.lock_for_mount()?;
+        let (layers, mut mounts, _) = self.lock_for_mount()?;
         let id = LayerId::parse(&lookup(&layers.records, query)?.id)?;
+        self.unmount_in(driver, &mut mounts, &id, force)
+    }
+
+    /// [`Store::unmount_layer`] of `id` with the locks held.
+    pub(crate) fn unmount_in(
+        &self,
+        driver: &dyn Driver,
+        mounts: &mut Txn<'_, MountPoint>,
+        id: &LayerId,
+        force: bool,
+    ) -> Result<i64, StoreError> {
+        let id = id.clone();
         let recorded = mounts
             .records
             .iter_mut()
@@ -129,52 +153,76 @@ impl Store {
     ///   [`StoreError::MappedMount`].
     ///
     /// # Locking
-    /// Shared `containers.lock` and `layers.lock` to find the container and
-    /// its layer, then as [`Store::mount_layer`].
+    /// As [`Store::mount_layer`] (the container found in the records read
+    /// under those locks: each lock once).
     pub fn mount_container(
         &self,
         driver: &dyn Driver,
         query: &str,
         on_disk_ok: bool,
     ) -> Result<(Container, PathBuf), StoreError> {
-        let container = lookup(&self.containers.read_shared()?.records, query)?.clone();
-        let mut idmap = (Vec::new(), Vec::new());
-        if !container.uidmap.is_empty() || !container.gidmap.is_empty() {
-            let layers = self.layers.read_shared()?;
-            let layer = lookup(&layers.records, &container.layer)?;
-            if !layer.is_mapped() {
-                if driver.supports_shifting(&container.uidmap, &container.gidmap) {
-                    idmap = (container.uidmap.clone(), container.gidmap.clone());
-                } else if !on_disk_ok {
-                    return Err(StoreError::MappedMount { id: container.id });
-                }
-            }
-        }
-        let str_flag = |key: &str| {
-            container
-                .flags
-                .get(key)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let options = MountOptions {
-            mount_label: str_flag("MountLabel"),
-            options: container
-                .flags
-                .get("MountOpts")
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            uidmap: idmap.0,
-            gidmap: idmap.1,
-            ..MountOptions::default()
-        };
-        let path = self.mount_layer(driver, &container.layer, &options)?;
+        let graph = self.graph_lock("storage.lock")?;
+        let _graph = graph.write()?;
+        let (layers, mut mounts, containers) = self.lock_for_mount()?;
+        let container = lookup(&containers, query)?.clone();
+        let layer = lookup(&layers.records, &container.layer)?;
+        let options = container_mount_options(driver, &container, layer, on_disk_ok)?;
+        let id = LayerId::parse(&layer.id)?;
+        let path = self.mount_in(driver, &mut mounts, &id, &options)?;
         Ok((container, path))
     }
+}
+
+/// The locks and records of a mount: `layers` and `mountpoints` held
+/// exclusively, and the container records read under a shared lock.
+type MountLocks<'a> = (
+    Txn<'a, Layer>,
+    Txn<'a, MountPoint>,
+    crate::snapshot::Records<Container>,
+);
+
+/// How container `container` (whose read-write layer is `layer`) is
+/// mounted: its label and options, and its maps when the driver shifts
+/// them. Refused ([`StoreError::MappedMount`]) when the files would keep
+/// their on-disk owners and `on_disk_ok` is not given.
+pub(crate) fn container_mount_options(
+    driver: &dyn Driver,
+    container: &Container,
+    layer: &Layer,
+    on_disk_ok: bool,
+) -> Result<MountOptions, StoreError> {
+    let mut idmap = (Vec::new(), Vec::new());
+    if (!container.uidmap.is_empty() || !container.gidmap.is_empty()) && !layer.is_mapped() {
+        if driver.supports_shifting(&container.uidmap, &container.gidmap) {
+            idmap = (container.uidmap.clone(), container.gidmap.clone());
+        } else if !on_disk_ok {
+            return Err(StoreError::MappedMount {
+                id: container.id.clone(),
+            });
+        }
+    }
+    let str_flag = |key: &str| {
+        container
+            .flags
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(MountOptions {
+        mount_label: str_flag("MountLabel"),
+        options: container
+            .flags
+            .get("MountOpts")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        uidmap: idmap.0,
+        gidmap: idmap.1,
+        ..MountOptions::default()
+    })
 }

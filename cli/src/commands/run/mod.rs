@@ -38,13 +38,13 @@ use layerstore::gc::RunOwner;
 use layerstore::ops::big_data_file_name;
 use layerstore::records::Image;
 use layerstore::userns::AutoUserNs;
-use layerstore::{ImageId, Store};
+use layerstore::{ImageId, Store, StoreError};
 use layerstore_overlay::engine::{Engine, RootfsOptions};
 use layerstore_overlay::import::{import_image, NoProgress, Source};
 use layerstore_overlay::layout::OverlayDriver;
 use serde_json::{json, Value};
 
-use super::containers::{find_image, MappingArgs};
+use super::containers::{find_image_in, MappingArgs};
 use crate::GlobalArgs;
 use layerstore_overlay::launch::user::{check_user_mapped, parse_user, UserSpec};
 use layerstore_overlay::launch::{
@@ -292,16 +292,22 @@ fn find_or_import_image(
     driver: &OverlayDriver,
     query: &str,
 ) -> anyhow::Result<Image> {
-    let snap = store.snapshot()?;
-    snap.check()?;
     if query.starts_with("oci-archive:") || query.starts_with("docker-archive:") {
-        drop(snap);
         let id = import_image(store, driver, &Source::parse(query), &[], &NoProgress)
             .with_context(|| format!("importing {query}"))?
             .image_id;
         return Ok(store.snapshot()?.image(&id)?.clone());
     }
-    Ok(find_image(&snap, query)
+    // images.json alone (one shared lock): the container is created under
+    // every lock, with every record checked, right after.
+    let images = store.image_records()?;
+    if !images.defects.is_empty() {
+        return Err(StoreError::Inconsistent {
+            defects: images.defects,
+        }
+        .into());
+    }
+    Ok(find_image_in(&images.records, query)
         .with_context(|| {
             format!(
                 "image {query} is not in the store at {}",

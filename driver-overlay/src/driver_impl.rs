@@ -130,7 +130,9 @@ impl Driver for OverlayDriver {
         };
         // The walks are system calls on cached metadata: one thread per
         // core, each through the same home, each layer measured alone.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // At most 8: each walk holds a bounded number of descriptors
+        // (`Dir::walk_tree`), and 8 of them stay far below any limit.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let chunk = ids.len().div_ceil(threads).max(256);
         let measure = |part: &[&LayerId]| -> Vec<Usage> {
             part.iter()

@@ -3,7 +3,9 @@
 # private store holding the Debian minbase image (debian-rootfs.sh):
 #
 #   layerstore create --uidmap ... IMAGE        and  containers-storage create-container
-#   layerstore run --rm --nocache --uidmap ... IMAGE /bin/true
+#   layerstore run --direct --rm --nocache --uidmap ... IMAGE /bin/true
+#   layerstore run --rm --nocache --uidmap ... IMAGE /bin/true   (podman mode:
+#                                         podman's own locks and syncs included)
 #   podman run --rm IMAGE /bin/true             (the baseline; its own store)
 #
 # A lock acquisition is an fcntl F_SETLK/F_SETLKW taking a read or write
@@ -76,7 +78,9 @@ printf '%-58s %6s %6s\n' command locks syncs
 trace "layerstore create --uidmap (new mapping)" $LS create --uidmap 0:400000:65536 "$image"
 trace "containers-storage create-container --uidmap (new mapping)" \
     $CS create-container --uidmap 0:400000:65536 --gidmap 0:400000:65536 debian:bench
-trace "layerstore run --rm --nocache --uidmap (new mapping)" \
+trace "layerstore run --direct --rm --nocache --uidmap (new mapping)" \
+    $LS run --direct --rm --nocache --uidmap 0:450000:65536 "$image" /bin/true
+trace "layerstore run --rm --nocache --uidmap (podman mode: podman's own too)" \
     $LS run --rm --nocache --uidmap 0:500000:65536 "$image" /bin/true
 trace "podman run --rm (no mapping)" $PM run --rm localhost/debian:bench /bin/true
 trace "podman run --rm --uidmap (new mapping)" \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Parallel container starts on one store: L loops (1, 2, 4) each running
-# `layerstore run --rm --nocache --uidmap <new mapping> IMAGE /bin/true`
+# `layerstore run --direct --rm --nocache --uidmap <new mapping> IMAGE
+# /bin/true` (MODE=podman: without --direct, podman running each one)
 # back to back for SECONDS seconds, on one private store holding the Debian
 # minbase image (debian-rootfs.sh). Prints starts per second and, from each
 # start's own trace log (`--log-level trace`: a "lock taken" line per lock
@@ -8,6 +9,8 @@
 # per start and the acquisitions per start.
 #
 #   scripts/bench/parallel-starts.sh [SECONDS] [LAYERSTORE_BINARY]   (root)
+#   env MODE=direct|podman   (default direct: only layerstore's own locks
+#                             are on the path; podman's are not logged)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
@@ -18,6 +21,11 @@ if [ -z "$ls" ]; then
     ls=$PWD/target/release/layerstore
 fi
 tar=$(scripts/bench/debian-rootfs.sh)
+case ${MODE:-direct} in
+    direct) run=(run --direct) ;;
+    podman) run=(run); export CONTAINERS_CONF=$PWD/testdata/containers.conf ;;
+    *) echo "MODE must be direct or podman" >&2; exit 1 ;;
+esac
 
 work=$(mktemp -d /tmp/layerstore-starts.XXXXXX)
 cleanup() {
@@ -32,7 +40,7 @@ loop() { # LOOP DEADLINE: start containers until the deadline
     local n=0 base
     while [ "$(date +%s)" -lt "$2" ]; do
         base=$((1000000 + ($1 * 100000 + n) * 65536 % 3000000000))
-        $LS --log-level trace run --rm --nocache --uidmap "0:$base:65536" "$image" /bin/true \
+        $LS --log-level trace "${run[@]}" --rm --nocache --uidmap "0:$base:65536" "$image" /bin/true \
             2>"$work/trace.$1.$n" >/dev/null
         n=$((n + 1))
     done

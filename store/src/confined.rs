@@ -425,8 +425,10 @@ impl Dir {
     pub fn read_limited(&self, rel: impl AsRef<Path>, max: u64) -> io::Result<Vec<u8>> {
         let (mut file, size) = self.open_regular(rel, max)?;
         // As large as `fstat` said, in one read when it comes whole (no
-        // second read to meet the end); a file that grew meanwhile is
-        // read on, up to the limit.
+        // second read to meet the end). Reading stops once that many bytes
+        // came: a file that grew after the `fstat` is read as it was then,
+        // unless the growth came in the same reads (then it is read on, up
+        // to the limit). Our files are replaced by rename, never grown.
         let want = usize::try_from(size.min(max)).unwrap_or(usize::MAX);
         let mut out = vec![0u8; want + 1];
         let mut n = 0;
@@ -759,9 +761,8 @@ struct Level {
     /// Open, unless it is more than [`OPEN_LEVELS`] above the bottom.
     fd: Option<OwnedFd>,
     meta: Meta,
-    /// What is still to be visited in it, and whether the listing said
-    /// it is a directory.
-    left: Vec<(OsString, bool)>,
+    /// What is still to be visited in it.
+    left: Vec<OsString>,
 }
 
 impl Level {
@@ -775,8 +776,7 @@ impl Level {
             let entry = entry?;
             let name = entry.file_name().to_bytes();
             if name != b"." && name != b".." {
-                let listed_dir = entry.file_type() == rustix::fs::FileType::Directory;
-                left.push((OsStr::from_bytes(name).to_owned(), listed_dir));
+                left.push(OsStr::from_bytes(name).to_owned());
             }
         }
         Ok(Level {
@@ -828,11 +828,12 @@ trait Visit {
         other_mount: bool,
         shown: &dyn Fn() -> PathBuf,
     ) -> io::Result<bool>;
-    /// Whether an entry the listing says is a directory may be looked at
-    /// through its own descriptor only (opened without following, one
-    /// `statx` on it) instead of a `statx` by name and then an identity
-    /// check after the open: for a visit that only counts.
-    fn opens_listed_dirs(&self) -> bool {
+    /// Whether a directory may be descended into without the identity
+    /// `statx` of the opened descriptor: for a visit that only counts (a
+    /// directory swapped between its `statx` and its open is counted as
+    /// found; the `statx` by name, which never asks a FUSE server, still
+    /// decides whether it is on another mount).
+    fn skips_identity_check(&self) -> bool {
         false
     }
     /// Directory `name` of `parent` has been visited to the end.
@@ -862,7 +863,7 @@ fn traverse(dir: OwnedFd, top: &Meta, shown: &Path, visit: &mut dyn Visit) -> io
             .expect("at least the top level")
             .left
             .pop();
-        let Some((name, listed_dir)) = next else {
+        let Some(name) = next else {
             let done = levels.pop().expect("a level");
             let Some(parent) = levels.last_mut() else {
                 return Ok(());
@@ -887,26 +888,6 @@ fn traverse(dir: OwnedFd, top: &Meta, shown: &Path, visit: &mut dyn Visit) -> io
         };
         let level = levels.last().expect("at least the top level");
         let fd = level.fd.as_ref().expect("the bottom level is open").as_fd();
-        if listed_dir && visit.opens_listed_dirs() {
-            // ENOTDIR, ELOOP: no longer a directory; looked at by name below.
-            if let Ok(child) = open_dir_at(fd, &name) {
-                let opened = fd_meta(&child)?;
-                let other_mount = opened.other_mount_than(top) || opened.mount_root == Some(true);
-                let shown_here = || shown_path(shown, &names, &name);
-                if !visit.entry(fd, &name, &opened, other_mount, &shown_here)? || other_mount {
-                    continue;
-                }
-                visit.entering(child.as_fd(), &opened);
-                let next = Level::new(child, opened)
-                    .map_err(|e| with_path(e, "listing", &shown_here()))?;
-                if depth >= OPEN_LEVELS {
-                    levels[depth - OPEN_LEVELS].fd = None;
-                }
-                levels.push(next);
-                names.push(name);
-                continue;
-            }
-        }
         let Some(meta) = stat_at(fd, &name)? else {
             continue;
         };
@@ -917,7 +898,11 @@ fn traverse(dir: OwnedFd, top: &Meta, shown: &Path, visit: &mut dyn Visit) -> io
             continue;
         }
         let child = open_dir_at(fd, &name).map_err(|e| with_path(e, "opening", &shown_here()))?;
-        let opened = fd_meta(&child)?;
+        let opened = if visit.skips_identity_check() {
+            meta
+        } else {
+            fd_meta(&child)?
+        };
         if opened.dev != meta.dev || opened.ino != meta.ino || opened.other_mount_than(top) {
             return Err(io::Error::other(format!(
                 "{} changed while it was being walked",
@@ -1005,7 +990,7 @@ fn remove_contents(dir: OwnedFd, top: &Meta, shown: &Path) -> io::Result<()> {
 struct Measure<'a>(&'a mut dyn FnMut(&Meta));
 
 impl Visit for Measure<'_> {
-    fn opens_listed_dirs(&self) -> bool {
+    fn skips_identity_check(&self) -> bool {
         true
     }
 

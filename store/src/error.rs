@@ -189,6 +189,22 @@ pub enum StoreError {
         /// The container.
         id: String,
     },
+    /// A step failed and undoing it failed too: the container named is
+    /// left behind (gc removes a run's container once its owner is gone;
+    /// `layerstore rm --force` removes it).
+    #[error(
+        "{}; and container {container} could not be removed again: {}",
+        error_chain(cause.as_ref()),
+        error_chain(cleanup.as_ref())
+    )]
+    CleanupFailed {
+        /// The container left behind.
+        container: String,
+        /// What failed first.
+        cause: Box<StoreError>,
+        /// Why removing the container failed.
+        cleanup: Box<StoreError>,
+    },
     /// An ID map is invalid or does not map what is needed.
     #[error("invalid id mapping")]
     IdMap(#[from] crate::idmap::IdMapError),

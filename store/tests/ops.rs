@@ -376,8 +376,8 @@ fn a_run_takes_each_lock_once_at_start_and_once_at_end() {
             false,
         )
         .unwrap();
-    // storage, layers, mountpoints, images, containers (no maps: no userns).
-    assert_eq!(taken() - before, 5);
+    // userns (shared), storage, layers, mountpoints, images, containers.
+    assert_eq!(taken() - before, 6);
     assert_eq!(path, driver.mount_point(&lid(&c.layer)));
     assert!(driver.is_mounted(&lid(&c.layer)));
     let snap = store.snapshot().unwrap();
@@ -387,11 +387,40 @@ fn a_run_takes_each_lock_once_at_start_and_once_at_end() {
 
     let before = taken();
     store.unmount_and_delete_container(&driver, "run").unwrap();
-    assert_eq!(taken() - before, 5);
+    assert_eq!(taken() - before, 6);
     assert!(!driver.is_mounted(&lid(&c.layer)) && !driver.exists(&lid(&c.layer)));
     let snap = store.snapshot().unwrap();
     assert!(snap.containers.is_empty() && snap.mounts.is_empty());
     assert_eq!(snap.layers.len(), 2);
+
+    // With maps: userns exclusive instead of shared, still once each.
+    let before = taken();
+    let (mapped, _, _) = store
+        .create_and_mount_container(
+            &driver,
+            NewContainer {
+                image: "img".into(),
+                uidmap: vec![layerstore::idmap::IdMap {
+                    container_id: 0,
+                    host_id: 100_000,
+                    size: 65536,
+                }],
+                gidmap: vec![layerstore::idmap::IdMap {
+                    container_id: 0,
+                    host_id: 100_000,
+                    size: 65536,
+                }],
+                no_cache: true,
+                ..new()
+            },
+            |_, _| Ok(()),
+            true,
+        )
+        .unwrap();
+    assert_eq!(taken() - before, 6);
+    store
+        .unmount_and_delete_container(&driver, &mapped.id)
+        .unwrap();
 
     // resolve failing: nothing is created.
     let err = store
@@ -424,6 +453,45 @@ fn a_run_takes_each_lock_once_at_start_and_once_at_end() {
     assert!(snap.containers.is_empty() && snap.mounts.is_empty());
     assert_eq!(snap.layers.len(), 2);
     assert_eq!(fs::read_dir(&driver.home).unwrap().count(), 2);
+}
+
+/// A store whose records cannot be trusted, without lock files (a bare
+/// one): the run's writers refuse it before creating anything.
+#[test]
+fn run_writers_refuse_an_untrusted_store_without_creating_lock_files() {
+    let (dir, store, driver) = setup();
+    let layers = store.layers_file().to_owned();
+    fs::create_dir_all(layers.parent().unwrap()).unwrap();
+    fs::write(&layers, b"{not json").unwrap();
+    let listing = |d: &std::path::Path| -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = walk(d);
+        out.sort();
+        out
+    };
+    fn walk(d: &std::path::Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(d).into_iter().flatten().flatten() {
+            out.push(e.path());
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()));
+            }
+        }
+        out
+    }
+    let before = listing(dir.path());
+    let err = store
+        .create_and_mount_container(&driver, NewContainer::default(), |_, _| Ok(()), false)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Inconsistent { .. }), "{err}");
+    let err = store
+        .unmount_and_delete_container(&driver, "x")
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Inconsistent { .. }), "{err}");
+    let err = store.mount_container(&driver, "x", true).unwrap_err();
+    assert!(matches!(err, StoreError::Inconsistent { .. }), "{err}");
+    let err = store.delete_container(&driver, "x", true).unwrap_err();
+    assert!(matches!(err, StoreError::Inconsistent { .. }), "{err}");
+    assert_eq!(listing(dir.path()), before);
 }
 
 #[test]

@@ -103,7 +103,7 @@ pub fn images(global: &GlobalArgs, args: &ImageListArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|i| image_row(i, args.list.no_trunc, None))
                 .collect();
-            print_table(&IMAGE_HEADER[..5], &rows)?;
+            print_table(&["ID", "NAMES", "TOP LAYER", "MAPPED", "CREATED"], &rows)?;
         }
         return finish_listing_of(&table.defects);
     }
@@ -130,7 +130,9 @@ pub fn images(global: &GlobalArgs, args: &ImageListArgs) -> anyhow::Result<()> {
     finish_listing(&snap)
 }
 
-const IMAGE_HEADER: [&str; 6] = ["ID", "NAMES", "TOP LAYER", "MAPPED", "CREATED", "SIZE"];
+/// With `--size`, the columns of the listing before `images` read only
+/// images.json (SIZE before CREATED).
+const IMAGE_HEADER: [&str; 6] = ["ID", "NAMES", "TOP LAYER", "MAPPED", "SIZE", "CREATED"];
 
 fn image_row(i: &layerstore::records::Image, no_trunc: bool, size: Option<String>) -> Vec<String> {
     let mut row = vec![
@@ -138,9 +140,9 @@ fn image_row(i: &layerstore::records::Image, no_trunc: bool, size: Option<String
         i.names.join(","),
         short_id(&i.top_layer, no_trunc),
         i.mapped_layers.len().to_string(),
-        i.created.0.format("%Y-%m-%d %H:%M:%S").to_string(),
     ];
     row.extend(size);
+    row.push(i.created.0.format("%Y-%m-%d %H:%M:%S").to_string());
     row
 }
 

@@ -284,15 +284,17 @@ impl OverlayDriver {
             id: id.to_string(),
             path: self.layer_dir(id),
         };
-        // One open, never following: missing, a file or a symlink is "not
-        // found", as a stat first would have said.
+        // One open, never following: missing (ENOENT), a file (ENOTDIR) or
+        // a symlink (refused by `open_dir` as InvalidData; ELOOP where the
+        // kernel says so itself) is "not found", as a stat first said.
         match home.open_dir(id.as_str()) {
             Ok(dir) => Ok(dir),
             Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
-                ) =>
+                if e.kind() == std::io::ErrorKind::InvalidData
+                    || matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+                    ) =>
             {
                 Err(not_found())
             }

@@ -175,7 +175,7 @@ impl Store {
     ///
     /// # Locking
     /// As [`Store::create_container`]; `resolve` runs with every lock
-    /// held.
+    /// held (it must not call back into the store).
     pub fn create_container_resolved(
         &self,
         driver: &dyn Driver,
@@ -193,10 +193,11 @@ impl Store {
     /// before the locks are released.
     ///
     /// # Locking
-    /// Exclusive `userns.lock` when maps or `auto_userns` are given;
-    /// exclusive `storage.lock`, `layers.lock`, `mountpoints.lock`,
-    /// `images.lock` and `containers.lock`, in that order; `resolve` runs
-    /// with every lock held.
+    /// `userns.lock` (exclusive when maps or `auto_userns` are given,
+    /// else shared); exclusive `storage.lock`, `layers.lock`,
+    /// `mountpoints.lock`, `images.lock` and `containers.lock`, in that
+    /// order; `resolve` runs with every lock held (it must not call back
+    /// into the store).
     pub fn create_and_mount_container(
         &self,
         driver: &dyn Driver,
@@ -241,7 +242,13 @@ impl Store {
         };
         self.refuse_untrusted_before_locking(graph_locks)?;
         let userns = self.graph_lock("userns.lock")?;
-        let _userns = if mapped { Some(userns.write()?) } else { None };
+        // Exclusive to choose or record maps; shared to mount (see
+        // `Store::mount_layer`: before storage.lock, always).
+        let (_userns_w, _userns_r) = match (mapped, mount) {
+            (true, _) => (Some(userns.write()?), None),
+            (false, Some(_)) => (None, Some(userns.read()?)),
+            (false, None) => (None, None),
+        };
         let graph = match mount {
             Some(_) => Some(self.graph_lock("storage.lock")?),
             None => None,
@@ -382,18 +389,14 @@ impl Store {
         match mounted {
             Ok(path) => Ok((container, decided, Some(path))),
             Err(e) => {
-                if let Err(cleanup) =
-                    self.delete_held(driver, &mut layers, &mut containers, &container.id, true)
-                {
-                    // A container of a run, left behind: gc removes it
-                    // once its owner is gone.
-                    tracing::error!(
-                        container = %container.id,
-                        error = %crate::error_chain(&cleanup),
-                        "the container whose mount failed could not be removed"
-                    );
+                match self.delete_held(driver, &mut layers, &mut containers, &container.id, true) {
+                    Ok(_) => Err(e),
+                    Err(cleanup) => Err(StoreError::CleanupFailed {
+                        container: container.id,
+                        cause: Box::new(e),
+                        cleanup: Box::new(cleanup),
+                    }),
                 }
-                Err(e)
             }
         }
     }
@@ -456,14 +459,17 @@ impl Store {
     /// the end of a run, each lock taken once.
     ///
     /// # Locking
-    /// Exclusive `storage.lock`, `layers.lock`, `mountpoints.lock`; shared
-    /// `images.lock`; exclusive `containers.lock`.
+    /// Shared `userns.lock`; exclusive `storage.lock`, `layers.lock`,
+    /// `mountpoints.lock`; shared `images.lock`; exclusive
+    /// `containers.lock`.
     pub fn unmount_and_delete_container(
         &self,
         driver: &dyn Driver,
         query: &str,
     ) -> Result<String, StoreError> {
-        self.refuse_untrusted_before_locking(&["storage.lock"])?;
+        self.refuse_untrusted_before_locking(&["userns.lock", "storage.lock"])?;
+        let userns = self.graph_lock("userns.lock")?;
+        let _userns = userns.read()?;
         let graph = self.graph_lock("storage.lock")?;
         let _graph = graph.write()?;
         let mut layers = self.layers.begin(check_parents)?;

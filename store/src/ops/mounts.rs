@@ -20,14 +20,21 @@ impl Store {
     /// mount point.
     ///
     /// # Locking
-    /// Exclusive `storage.lock`, `layers.lock` and, nested,
-    /// `mountpoints.lock`.
+    /// Shared `userns.lock`; exclusive `storage.lock`, `layers.lock` and,
+    /// nested, `mountpoints.lock`; shared `images.lock` and
+    /// `containers.lock` (the records checked).
     pub fn mount_layer(
         &self,
         driver: &dyn Driver,
         query: &str,
         options: &MountOptions,
     ) -> Result<PathBuf, StoreError> {
+        self.refuse_untrusted_before_locking(&["userns.lock", "storage.lock"])?;
+        // userns.lock first (shared), as containers/storage's
+        // `--userns=auto` create takes it before layers.lock and then
+        // storage.lock: the two cannot wait for each other.
+        let userns = self.graph_lock("userns.lock")?;
+        let _userns = userns.read()?;
         let graph = self.graph_lock("storage.lock")?;
         let _graph = graph.write()?;
         let (layers, mut mounts, _) = self.lock_for_mount()?;
@@ -96,6 +103,12 @@ impl Store {
         query: &str,
         force: bool,
     ) -> Result<i64, StoreError> {
+        self.refuse_untrusted_before_locking(&["userns.lock", "storage.lock"])?;
+        // userns.lock first (shared), as containers/storage's
+        // `--userns=auto` create takes it before layers.lock and then
+        // storage.lock: the two cannot wait for each other.
+        let userns = self.graph_lock("userns.lock")?;
+        let _userns = userns.read()?;
         let graph = self.graph_lock("storage.lock")?;
         let _graph = graph.write()?;
         let (layers, mut mounts, _) = self.lock_for_mount()?;
@@ -161,6 +174,12 @@ impl Store {
         query: &str,
         on_disk_ok: bool,
     ) -> Result<(Container, PathBuf), StoreError> {
+        self.refuse_untrusted_before_locking(&["userns.lock", "storage.lock"])?;
+        // userns.lock first (shared), as containers/storage's
+        // `--userns=auto` create takes it before layers.lock and then
+        // storage.lock: the two cannot wait for each other.
+        let userns = self.graph_lock("userns.lock")?;
+        let _userns = userns.read()?;
         let graph = self.graph_lock("storage.lock")?;
         let _graph = graph.write()?;
         let (layers, mut mounts, containers) = self.lock_for_mount()?;

@@ -213,9 +213,6 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
         auto.passwd = passwd.as_deref().and_then(super::targets::read_user_file);
         auto.group = group.as_deref().and_then(super::targets::read_user_file);
     }
-    let runtime = real_runtime
-        .map(|real| super::shim::install(&store, &real))
-        .transpose()?;
 
     let marker = PodmanUse {
         nocache: mapping.nocache,
@@ -242,7 +239,13 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
     )?;
     let result = auto_user_mapped(&request, &rootfs, line, &config)
         .and_then(|()| ready_for_podman(&rootfs, line, &config))
+        // After the create: a store the create refused gets no shim either.
         .and_then(|()| {
+            Ok(real_runtime
+                .map(|real| super::shim::install(engine.store(), &real))
+                .transpose()?)
+        })
+        .and_then(|runtime| {
             tracing::info!(
                 container = %rootfs.container.id,
                 path = rootfs.how.as_str(),

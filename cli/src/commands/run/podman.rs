@@ -241,9 +241,9 @@ pub(super) fn run(global: &GlobalArgs, line: &RunLine) -> anyhow::Result<u8> {
         .and_then(|()| ready_for_podman(&rootfs, line, &config))
         // After the create: a store the create refused gets no shim either.
         .and_then(|()| {
-            Ok(real_runtime
+            real_runtime
                 .map(|real| super::shim::install(engine.store(), &real))
-                .transpose()?)
+                .transpose()
         })
         .and_then(|runtime| {
             tracing::info!(

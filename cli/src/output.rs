@@ -100,19 +100,25 @@ pub fn print_records<R: Record>(records: &[R]) -> anyhow::Result<()> {
 
 /// Print rows under a header, columns padded to their widest cell.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
-    // Escaped where needed; a cell with nothing to escape is not copied.
-    let rows: Vec<Vec<std::borrow::Cow<'_, str>>> = rows
-        .iter()
-        .map(|r| r.iter().map(|c| printable(c)).collect())
-        .collect();
-    let rows = &rows;
+    print_table_of(header, rows.len(), |i| rows[i].clone())
+}
+
+/// [`print_table`] of `count` rows made by `row` (called twice per row:
+/// once to measure the columns, once to print), so that a table of a
+/// million layers never holds all its cells at once.
+pub fn print_table_of(
+    header: &[&str],
+    count: usize,
+    row: impl Fn(usize) -> Vec<String>,
+) -> anyhow::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    for i in 0..count {
+        for (w, cell) in widths.iter_mut().zip(row(i)) {
+            // Escaped where needed, as it is printed.
+            *w = (*w).max(printable(&cell).chars().count());
         }
     }
-    // Buffered: one write for the table, not one per line.
+    // Buffered: one write per 64 KiB, not one per line.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let line = |cells: &mut dyn Iterator<Item = &str>| -> String {
         let padded: Vec<String> = cells
@@ -122,8 +128,10 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> 
         padded.join("  ").trim_end().to_owned()
     };
     writeln!(out, "{}", line(&mut header.iter().copied()))?;
-    for row in rows {
-        writeln!(out, "{}", line(&mut row.iter().map(|c| c.as_ref())))?;
+    for i in 0..count {
+        let cells = row(i);
+        let shown: Vec<std::borrow::Cow<'_, str>> = cells.iter().map(|c| printable(c)).collect();
+        writeln!(out, "{}", line(&mut shown.iter().map(|c| c.as_ref())))?;
     }
     out.flush()?;
     Ok(())

@@ -218,9 +218,10 @@ secs3() { if num "$1"; then printf '%.3f' "$1"; else echo "$1"; fi; }
 # --- header ------------------------------------------------------------------
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
 git diff --quiet HEAD -- . ':!docs' ':!scripts' 2>/dev/null || commit="$commit+uncommitted changes"
+mkdir -p "$cache" # so that the filesystem below is the stores' own
 echo "# scale-vs-containers-storage $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "# machine: $(uname -sr), $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB," \
-     "stores on $(findmnt -no FSTYPE -T "$(dirname "$cache")" 2>/dev/null || echo '?') ($cache)," \
+     "stores on $(findmnt -no FSTYPE -T "$cache" 2>/dev/null || echo '?') ($cache)," \
      "load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# containers-storage CLI $(dpkg-query -W -f='${Version}' containers-storage 2>/dev/null || echo '?');" \
      "layerstore $("$ls_bin" --version 2>/dev/null | awk '{print $2}') (tree at $commit, binary built $(date -u -r "$ls_bin" '+%Y-%m-%d %H:%M UTC'))"

@@ -6,7 +6,8 @@ use layerstore::idmap::format_id_map;
 use layerstore::Index;
 
 use crate::output::{
-    finish_listing, finish_listing_of, human_size, print_records, print_table, short_id,
+    finish_listing, finish_listing_of, human_size, print_records, print_table, print_table_of,
+    short_id,
 };
 use crate::GlobalArgs;
 
@@ -41,23 +42,21 @@ pub fn layers(global: &GlobalArgs, args: &ListArgs) -> anyhow::Result<()> {
         return finish_listing(&snap);
     }
     let ix = snap.index();
-    let rows: Vec<Vec<String>> = snap
-        .layers
-        .iter()
-        .map(|l| {
-            vec![
-                short_id(&l.id, args.no_trunc),
-                l.names.join(","),
-                short_id(&l.parent, args.no_trunc),
-                human_size(l.diff_size),
-                layer_state(&ix, l),
-                l.created.0.format("%Y-%m-%d %H:%M:%S").to_string(),
-            ]
-        })
-        .collect();
-    print_table(
+    let row = |i: usize| {
+        let l = &snap.layers[i];
+        vec![
+            short_id(&l.id, args.no_trunc),
+            l.names.join(","),
+            short_id(&l.parent, args.no_trunc),
+            human_size(l.diff_size),
+            layer_state(&ix, l),
+            l.created.0.format("%Y-%m-%d %H:%M:%S").to_string(),
+        ]
+    };
+    print_table_of(
         &["ID", "NAMES", "PARENT", "SIZE", "STATE", "CREATED"],
-        &rows,
+        snap.layers.len(),
+        row,
     )?;
     finish_listing(&snap)
 }

@@ -213,12 +213,22 @@ fn no_mutation_of_the_records_makes_gc_plan_more_than_its_debris() {
     );
     assert!(baseline.contains(&("tar-split".into(), stray)));
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("mutation seed {seed}");
+    // LAYERSTORE_MUTATION_SEED=N replays the run a failure names.
+    let seed = match std::env::var("LAYERSTORE_MUTATION_SEED") {
+        Ok(s) => {
+            s.parse::<u64>()
+                .expect("LAYERSTORE_MUTATION_SEED: a number")
+                | 1
+        }
+        Err(_) => {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        }
+    };
+    eprintln!("mutation seed {seed} (LAYERSTORE_MUTATION_SEED={seed} replays it)");
     let mut rng = Rng(seed);
     let originals: Vec<Vec<u8>> = FILES
         .iter()

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use layerstore::config::StoreOptions;
 use layerstore::driver::{Driver, MountOptions};
+use layerstore::error_chain as anyhow_chain;
 use layerstore::idmap::IdMap;
 use layerstore_overlay::layout::{LayoutError, MountRequest, OverlayDriver};
 use layerstore_overlay::probe::{IdmapVerdict, IDMAPPED_LOWERS_FEATURE};
@@ -296,18 +297,6 @@ fn idmapped_mount_bad_maps_mount_nothing() {
         (0, 0),
         "nothing re-owned"
     );
-}
-
-/// The whole error chain on one line.
-fn anyhow_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[test]

@@ -149,16 +149,7 @@ impl LaunchError {
 
 /// `e` and its sources, joined with ": " (as anyhow's `{:#}` shows them).
 #[cfg(test)]
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
-}
+pub(crate) use layerstore::error_chain as chain;
 
 /// Results of launching.
 pub type Result<T, E = LaunchError> = std::result::Result<T, E>;

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::layers::{NewLayer, FLAG_CONTAINER};
+use super::layers::NewLayer;
 use super::mounts::container_mount_options;
 use crate::driver::Driver;
 use crate::error::{driver_error, StoreError};
@@ -221,21 +221,11 @@ impl Store {
         mount: Option<bool>,
     ) -> Result<(Container, Option<Decision>, Option<PathBuf>), StoreError> {
         let mut new = new;
-        let mut decided = None;
         let auto = new.auto_userns.take();
         if auto.is_some() && (!new.uidmap.is_empty() || !new.gidmap.is_empty()) {
             return Err(userns::AutoUserNsError::WithMaps.into());
         }
-        let check = |new: &NewContainer| -> Result<bool, StoreError> {
-            let mapped = !new.uidmap.is_empty() || !new.gidmap.is_empty();
-            if mapped {
-                validate(&new.uidmap)?;
-                validate(&new.gidmap)?;
-                root_pair(&new.uidmap, &new.gidmap)?;
-            }
-            Ok(mapped)
-        };
-        let mut mapped = auto.is_some() || check(&new)?;
+        let mapped = auto.is_some() || checked_maps(&new)?;
         let graph_locks: &[&str] = match mount {
             Some(_) => &["userns.lock", "storage.lock"],
             None => &["userns.lock"],
@@ -272,6 +262,52 @@ impl Store {
         };
         self.check_held(&layers, Some(mounts), &images, &containers)?;
         resolve(&images.records, &mut new)?;
+        let (container, layer, decided) = self.create_held(
+            driver,
+            (&mut layers, &mut images, &mut containers),
+            new,
+            auto,
+        )?;
+        let (Some(on_disk_ok), Some(mounts)) = (mount, mounts_txn.as_mut()) else {
+            return Ok((container, decided, None));
+        };
+        let mounted = (|| {
+            let id = LayerId::parse(&layer.id)?;
+            let options = container_mount_options(driver, &container, &layer, on_disk_ok)?;
+            self.mount_in(driver, mounts, &id, &options)
+        })();
+        match mounted {
+            Ok(path) => Ok((container, decided, Some(path))),
+            // Not left behind: deleted before the locks are released.
+            Err(e) => {
+                match self.delete_held(driver, &mut layers, &mut containers, &container.id, true) {
+                    Ok(_) => Err(e),
+                    Err(cleanup) => Err(StoreError::CleanupFailed {
+                        container: container.id,
+                        cause: Box::new(e),
+                        cleanup: Box::new(cleanup),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The container record and its read-write layer, made and saved with
+    /// the create's locks held (its maps chosen first for `auto`).
+    #[allow(clippy::type_complexity)]
+    fn create_held(
+        &self,
+        driver: &dyn Driver,
+        (layers, images, containers): (
+            &mut Txn<'_, Layer>,
+            &mut Txn<'_, Image>,
+            &mut Txn<'_, Container>,
+        ),
+        mut new: NewContainer,
+        auto: Option<(AutoUserNs, Available)>,
+    ) -> Result<(Container, Layer, Option<Decision>), StoreError> {
+        let mut decided = None;
+        let mut mapped = auto.is_some() || checked_maps(&new)?;
         let id = new_container_id(&containers.records, &new)?;
         if let Some((auto, available)) = &auto {
             let image = match new.image.as_str() {
@@ -284,7 +320,7 @@ impl Store {
             let maps = self.auto_maps(driver, (auto, available), image, &containers.records)?;
             new.uidmap = maps.uids;
             new.gidmap = maps.gids;
-            mapped = check(&new)?;
+            mapped = checked_maps(&new)?;
         }
         let shifting = mapped && driver.supports_shifting(&new.uidmap, &new.gidmap);
         // v1.43 sorts the caller's maps in place when its driver can shift.
@@ -310,15 +346,7 @@ impl Store {
                 } else {
                     maps
                 };
-                self.create_rw_layer(
-                    &mut layers,
-                    driver,
-                    &id,
-                    None,
-                    &new.mount_label,
-                    recorded,
-                    None,
-                )?
+                self.create_rw_layer(layers, driver, &id, None, &new.mount_label, recorded, None)?
             }
             Some(image) => {
                 let request = MappingRequest {
@@ -338,8 +366,8 @@ impl Store {
                 tracing::debug!(?decision, "mapping decision");
                 decided = Some(decision.clone());
                 self.stack_container_layer(
-                    &mut layers,
-                    &mut images,
+                    layers,
+                    images,
                     driver,
                     &id,
                     (&image_id, decision),
@@ -374,31 +402,11 @@ impl Store {
             // If this fails too, the layer's FLAG_CONTAINER names a
             // container that does not exist: gc removes it.
             if let Ok(layer_id) = LayerId::parse(&layer.id) {
-                let _ = self.remove_layers(&mut layers, driver, &[layer_id]);
+                let _ = self.remove_layers(layers, driver, &[layer_id]);
             }
             return Err(e);
         }
-        let (Some(on_disk_ok), Some(mounts)) = (mount, mounts_txn.as_mut()) else {
-            return Ok((container, decided, None));
-        };
-        let mounted = (|| {
-            let id = LayerId::parse(&layer.id)?;
-            let options = container_mount_options(driver, &container, &layer, on_disk_ok)?;
-            self.mount_in(driver, mounts, &id, &options)
-        })();
-        match mounted {
-            Ok(path) => Ok((container, decided, Some(path))),
-            Err(e) => {
-                match self.delete_held(driver, &mut layers, &mut containers, &container.id, true) {
-                    Ok(_) => Err(e),
-                    Err(cleanup) => Err(StoreError::CleanupFailed {
-                        container: container.id,
-                        cause: Box::new(e),
-                        cleanup: Box::new(cleanup),
-                    }),
-                }
-            }
-        }
+        Ok((container, layer, decided))
     }
 
     /// `--userns=auto`'s maps for a container of `image` (see
@@ -428,116 +436,6 @@ impl Store {
             "--userns=auto"
         );
         Ok(maps)
-    }
-
-    /// Delete a container that is not mounted: its record, its
-    /// directories and its layer, in that order (see the module docs).
-    /// Only containers layerstore created ([`is_created_by_layerstore`])
-    /// unless `force`: podman's are podman's ([`StoreError::NotOurs`]).
-    ///
-    /// # Locking
-    /// Exclusive `layers.lock`; shared `mountpoints.lock` (nested); shared
-    /// `images.lock`; exclusive `containers.lock`.
-    pub fn delete_container(
-        &self,
-        driver: &dyn Driver,
-        query: &str,
-        force: bool,
-    ) -> Result<String, StoreError> {
-        self.refuse_untrusted_before_locking(&[])?;
-        let mut layers = self.layers.begin(check_parents)?;
-        let mounts = self.mounts.read_shared()?;
-        let images = self.images.read_shared()?;
-        let mut containers = self.containers.begin(|_, _| Ok(()))?;
-        self.check_held(&layers, Some(&mounts), &images, &containers)?;
-        self.delete_held(driver, &mut layers, &mut containers, query, force)
-    }
-
-    /// Unmount container `query`'s layer (every user of its mount; fine
-    /// when it is not mounted) and delete the container as
-    /// [`Store::delete_container`] with `force`, in one locked section:
-    /// the end of a run, each lock taken once.
-    ///
-    /// # Locking
-    /// Shared `userns.lock`; exclusive `storage.lock`, `layers.lock`,
-    /// `mountpoints.lock`; shared `images.lock`; exclusive
-    /// `containers.lock`.
-    pub fn unmount_and_delete_container(
-        &self,
-        driver: &dyn Driver,
-        query: &str,
-    ) -> Result<String, StoreError> {
-        self.refuse_untrusted_before_locking(&["userns.lock", "storage.lock"])?;
-        let userns = self.graph_lock("userns.lock")?;
-        let _userns = userns.read()?;
-        let graph = self.graph_lock("storage.lock")?;
-        let _graph = graph.write()?;
-        let mut layers = self.layers.begin(check_parents)?;
-        let mut mounts = self.mounts.begin(|_, _| Ok(()))?;
-        let images = self.images.read_shared()?;
-        let mut containers = self.containers.begin(|_, _| Ok(()))?;
-        self.check_held(&layers, Some(&mounts), &images, &containers)?;
-        let layer = LayerId::parse(&lookup(&containers.records, query)?.layer)?;
-        match self.unmount_in(driver, &mut mounts, &layer, true) {
-            Ok(_) | Err(StoreError::NotMounted { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        self.delete_held(driver, &mut layers, &mut containers, query, true)
-    }
-
-    /// [`Store::delete_container`] with its locks held.
-    fn delete_held(
-        &self,
-        driver: &dyn Driver,
-        layers: &mut Txn<'_, Layer>,
-        containers: &mut Txn<'_, Container>,
-        query: &str,
-        force: bool,
-    ) -> Result<String, StoreError> {
-        let container = lookup(&containers.records, query)?.clone();
-        let id = ContainerId::parse(&container.id)?;
-        let layer_id = LayerId::parse(&container.layer)?;
-        if !force && !is_created_by_layerstore(&container) {
-            return Err(StoreError::NotOurs {
-                kind: "container",
-                id: id.into_string(),
-                remedy: format!("podman rm {}", container.id),
-            });
-        }
-        if driver.is_mounted(&layer_id) {
-            return Err(StoreError::InUse {
-                kind: "container",
-                id: id.into_string(),
-                reason: format!(
-                    "its layer is mounted at {}",
-                    driver.mount_point(&layer_id).display()
-                ),
-            });
-        }
-        if let Some(child) = layers.records.iter().find(|l| l.parent == container.layer) {
-            return Err(StoreError::InUse {
-                kind: "container",
-                id: id.into_string(),
-                reason: format!("layer {} is stacked on its layer", child.id),
-            });
-        }
-        // 1. The layer names its container, so that a kill after the next
-        // step leaves a layer gc recognises.
-        let layer = layers.records.iter_mut().find(|l| l.id == container.layer);
-        if let Some(layer) = layer {
-            if layer.flags.get(FLAG_CONTAINER).and_then(Value::as_str) != Some(id.as_str()) {
-                layer
-                    .flags
-                    .insert(FLAG_CONTAINER.to_owned(), Value::String(id.to_string()));
-                layers.save()?;
-            }
-        }
-        // 2. The record, 3. its directories, 4. the layer.
-        containers.records.retain(|c| c.id != container.id);
-        containers.save()?;
-        self.remove_container_dirs(&id)?;
-        self.remove_layers(layers, driver, std::slice::from_ref(&layer_id))?;
-        Ok(id.into_string())
     }
 
     /// The container's read-write layer where `decision` puts it (making
@@ -651,6 +549,17 @@ impl Store {
             LockMode::ReadWrite,
         )?)
     }
+}
+
+/// Whether `new` has maps, validated (each a valid map, root mapped).
+fn checked_maps(new: &NewContainer) -> Result<bool, StoreError> {
+    let mapped = !new.uidmap.is_empty() || !new.gidmap.is_empty();
+    if mapped {
+        validate(&new.uidmap)?;
+        validate(&new.gidmap)?;
+        root_pair(&new.uidmap, &new.gidmap)?;
+    }
+    Ok(mapped)
 }
 
 fn new_container_id(existing: &[Container], new: &NewContainer) -> Result<ContainerId, StoreError> {

@@ -16,6 +16,7 @@ mod images;
 mod layers;
 mod mapped;
 mod mounts;
+mod remove_container;
 
 pub use containers::{
     is_created_by_layerstore, mark_created_by_layerstore, NewContainer, CREATED_KEY,

@@ -29,17 +29,29 @@ impl Store {
         query: &str,
         options: &MountOptions,
     ) -> Result<PathBuf, StoreError> {
+        self.in_storage_section(|| {
+            let (layers, mut mounts, _) = self.lock_for_mount()?;
+            let id = LayerId::parse(&lookup(&layers.records, query)?.id)?;
+            self.mount_in(driver, &mut mounts, &id, options)
+        })
+    }
+
+    /// Run `section` holding what every mount and unmount holds first:
+    /// shared `userns.lock`, then exclusive `storage.lock`. userns.lock
+    /// comes first because containers/storage's `--userns=auto` create
+    /// takes it before layers.lock and then storage.lock: the two never
+    /// wait for each other. A store whose records cannot be trusted is
+    /// refused before a missing lock file is created.
+    pub(crate) fn in_storage_section<T>(
+        &self,
+        section: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.refuse_untrusted_before_locking(&["userns.lock", "storage.lock"])?;
-        // userns.lock first (shared), as containers/storage's
-        // `--userns=auto` create takes it before layers.lock and then
-        // storage.lock: the two cannot wait for each other.
         let userns = self.graph_lock("userns.lock")?;
         let _userns = userns.read()?;
         let graph = self.graph_lock("storage.lock")?;
         let _graph = graph.write()?;
-        let (layers, mut mounts, _) = self.lock_for_mount()?;
-        let id = LayerId::parse(&lookup(&layers.records, query)?.id)?;
-        self.mount_in(driver, &mut mounts, &id, options)
+        section()
     }
 
     /// [`Store::mount_layer`] of `id` with the locks held.
@@ -103,17 +115,11 @@ impl Store {
         query: &str,
         force: bool,
     ) -> Result<i64, StoreError> {
-        self.refuse_untrusted_before_locking(&["userns.lock", "storage.lock"])?;
-        // userns.lock first (shared), as containers/storage's
-        // `--userns=auto` create takes it before layers.lock and then
-        // storage.lock: the two cannot wait for each other.
-        let userns = self.graph_lock("userns.lock")?;
-        let _userns = userns.read()?;
-        let graph = self.graph_lock("storage.lock")?;
-        let _graph = graph.write()?;
-        let (layers, mut mounts, _) = self.lock_for_mount()?;
-        let id = LayerId::parse(&lookup(&layers.records, query)?.id)?;
-        self.unmount_in(driver, &mut mounts, &id, force)
+        self.in_storage_section(|| {
+            let (layers, mut mounts, _) = self.lock_for_mount()?;
+            let id = LayerId::parse(&lookup(&layers.records, query)?.id)?;
+            self.unmount_in(driver, &mut mounts, &id, force)
+        })
     }
 
     /// [`Store::unmount_layer`] of `id` with the locks held.
@@ -174,21 +180,15 @@ impl Store {
         query: &str,
         on_disk_ok: bool,
     ) -> Result<(Container, PathBuf), StoreError> {
-        self.refuse_untrusted_before_locking(&["userns.lock", "storage.lock"])?;
-        // userns.lock first (shared), as containers/storage's
-        // `--userns=auto` create takes it before layers.lock and then
-        // storage.lock: the two cannot wait for each other.
-        let userns = self.graph_lock("userns.lock")?;
-        let _userns = userns.read()?;
-        let graph = self.graph_lock("storage.lock")?;
-        let _graph = graph.write()?;
-        let (layers, mut mounts, containers) = self.lock_for_mount()?;
-        let container = lookup(&containers, query)?.clone();
-        let layer = lookup(&layers.records, &container.layer)?;
-        let options = container_mount_options(driver, &container, layer, on_disk_ok)?;
-        let id = LayerId::parse(&layer.id)?;
-        let path = self.mount_in(driver, &mut mounts, &id, &options)?;
-        Ok((container, path))
+        self.in_storage_section(|| {
+            let (layers, mut mounts, containers) = self.lock_for_mount()?;
+            let container = lookup(&containers, query)?.clone();
+            let layer = lookup(&layers.records, &container.layer)?;
+            let options = container_mount_options(driver, &container, layer, on_disk_ok)?;
+            let id = LayerId::parse(&layer.id)?;
+            let path = self.mount_in(driver, &mut mounts, &id, &options)?;
+            Ok((container, path))
+        })
     }
 }
 

@@ -16,7 +16,8 @@ use crate::Store;
 
 impl Store {
     /// Delete a container that is not mounted: its record, its
-    /// directories and its layer, in that order (see `super::containers`: the crash-safe order).
+    /// directories and its layer, in that order (the crash-safe order of
+    /// `super::containers`).
     /// Only containers layerstore created ([`is_created_by_layerstore`])
     /// unless `force`: podman's are podman's ([`StoreError::NotOurs`]).
     ///

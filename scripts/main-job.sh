@@ -72,7 +72,7 @@ set +x
 echo "layers before: $before, after: $(layers)"
 
 echo; echo "== layerstore gc --dry-run (what the cron job would reclaim; nothing is changed)"
-$ls gc --dry-run
+$ls gc --dry-run --size
 
 echo; echo "== layerstore doctor (exit 0 all ok, 1 warnings, 2 failures)"
 status=0; $ls doctor || status=$?

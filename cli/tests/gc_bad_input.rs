@@ -168,6 +168,69 @@ fn gc_collects_debris_of_a_sound_store() {
     assert_eq!(report["skipped"].as_array().unwrap().len(), 2);
 }
 
+#[test]
+fn gc_dry_run_measures_only_with_size() {
+    let fx = Fixture::new();
+    fx.write(&format!("graph/overlay/{STRAY}/diff/data"), &[7u8; 10_000]);
+    let before = file_tree(fx.dir.path());
+    let report = |args: &[&str]| -> serde_json::Value {
+        let out = fx.gc(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let plain = report(&["--dry-run", "--json"]);
+    assert!(
+        plain["bytes_freed"].is_null() && plain["inodes_freed"].is_null(),
+        "{plain:#}"
+    );
+    let dir = &plain["done"][0];
+    assert_eq!(dir["kind"], "layer-dir", "{plain:#}");
+    assert!(
+        dir["bytes"].is_null() && dir["inodes"].is_null(),
+        "{plain:#}"
+    );
+    let sized = report(&["--dry-run", "--size", "--json"]);
+    assert_eq!(sized["done"][0]["kind"], "layer-dir");
+    // The directory, diff/ and the file; the tar-split is one more.
+    assert_eq!(sized["done"][0]["inodes"], 3, "{sized:#}");
+    assert!(
+        sized["done"][0]["bytes"].as_u64().unwrap() >= 10_000,
+        "{sized:#}"
+    );
+    assert_eq!(sized["inodes_freed"], 4, "{sized:#}");
+    // The table: no size invented, and the summary says how to get one.
+    let out = fx.gc(&["--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("would remove 0 layers (not measured: --size"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.first() == Some(&"layer-dir") && cells[cells.len() - 2..] == ["-", "-"]
+        }),
+        "{text}"
+    );
+    let out = fx.gc(&["--dry-run", "--size"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("would remove 0 layers, "), "{text}");
+    assert!(text.contains(", 4 inodes (2 actions in all)"), "{text}");
+    assert_eq!(
+        file_tree(fx.dir.path()),
+        before,
+        "a dry run changed the store"
+    );
+    // A real run measures what it frees, with or without --size.
+    let real = report(&["--json"]);
+    assert_eq!(real["inodes_freed"], sized["inodes_freed"], "{real:#}");
+    assert_eq!(real["bytes_freed"], sized["bytes_freed"], "{real:#}");
+}
+
 const LAYER: &str = "1a7e000000000000000000000000000000000000000000000000000000000001";
 const RUN_LAYER: &str = "2a7e000000000000000000000000000000000000000000000000000000000002";
 const PODMAN_LAYER: &str = "3a7e000000000000000000000000000000000000000000000000000000000003";

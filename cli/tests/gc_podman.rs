@@ -165,6 +165,19 @@ fn gc_reclaims_thirty_podman_templates_and_podman_keeps_working() {
     let dry = gc(&store, &["--dry-run"]);
     assert_eq!(dry["dry_run"], true);
     assert_eq!(count(&dry, "mapped-layer"), 30, "{dry:#}");
+    // Without --size nothing is measured, and the report says so.
+    assert!(dry["inodes_freed"].is_null(), "{dry:#}");
+    assert!(dry["done"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["bytes"].is_null() && d["inodes"].is_null()));
+    let measured = gc(&store, &["--dry-run", "--size"]);
+    assert_eq!(
+        actions(&measured),
+        actions(&dry),
+        "--size planned otherwise"
+    );
     assert_eq!(
         store.used_inodes() - baseline,
         grown,
@@ -193,6 +206,11 @@ fn gc_reclaims_thirty_podman_templates_and_podman_keeps_working() {
         freed >= 30 * IMAGE_INODES && freed <= grown,
         "freed {freed} of {grown}"
     );
+    assert_eq!(
+        measured["inodes_freed"], real["inodes_freed"],
+        "--dry-run --size measured otherwise than the run freed"
+    );
+    assert_eq!(measured["bytes_freed"], real["bytes_freed"]);
     let text = fs::read_to_string(&metrics).unwrap();
     assert!(text.contains("layerstore_gc_layers_removed 30\n"), "{text}");
     assert!(text.contains(&format!("layerstore_gc_inodes_freed {freed}\n")));

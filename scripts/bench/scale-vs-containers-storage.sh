@@ -16,6 +16,8 @@
 #   containers                    containers
 #   gc --dry-run                  layers        (c/storage has no gc; listing
 #                                                the layers is the nearest)
+#   gc --dry-run --size           layers        (the same plan, and the walk
+#                                                measuring what it would free)
 #   create --name X IMG; rm X     create-container IMG; delete-container ID
 #
 # Each size's store is generated once and cached under
@@ -40,6 +42,10 @@
 #   env TIMEOUT=600                         seconds per command
 #   env BUILD=0                             do not `cargo build --release` first
 #   env RESULTS=FILE                        also write every run as TSV to FILE
+#   env COMMANDS="info layers ..."          only these pairs (names below:
+#                                           info layers layers-json images
+#                                           containers gc-dry-run
+#                                           gc-dry-run-size create-rm)
 #   env LAYERSTORE_CACHE=DIR                where the generated stores live
 #
 # Needs root (the stores' mapped layers are owned by their mappings' ids).
@@ -135,7 +141,11 @@ record() {
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$secs" "$kb" "$status" >>"$work/results"
 }
 
-commands=(info layers layers-json images containers gc-dry-run create-rm)
+all_commands=(info layers layers-json images containers gc-dry-run gc-dry-run-size create-rm)
+read -r -a commands <<<"${COMMANDS:-${all_commands[*]}}"
+for c in "${commands[@]}"; do
+    [[ " ${all_commands[*]} " == *" $c "* ]] || die "COMMANDS: unknown pair '$c' (known: ${all_commands[*]})"
+done
 label() {
     case $1 in
         info) echo "info | status" ;;
@@ -144,6 +154,7 @@ label() {
         images) echo "images" ;;
         containers) echo "containers" ;;
         gc-dry-run) echo "gc --dry-run | layers (*)" ;;
+        gc-dry-run-size) echo "gc --dry-run --size | layers (*)" ;;
         create-rm) echo "create+rm | create-container+delete-container" ;;
     esac
 }
@@ -160,9 +171,10 @@ run_side() {
         layerstore/images) timed "${ls[@]}" images ;;
         layerstore/containers) timed "${ls[@]}" containers ;;
         layerstore/gc-dry-run) timed "${ls[@]}" gc --dry-run ;;
+        layerstore/gc-dry-run-size) timed "${ls[@]}" gc --dry-run --size ;;
         layerstore/create-rm) two_step "${ls[@]}" -- create --name "scale-bench-$round" "$image" -- rm "scale-bench-$round" ;;
         containers-storage/info) timed "${cs[@]}" status ;;
-        containers-storage/layers | containers-storage/gc-dry-run) timed "${cs[@]}" layers ;;
+        containers-storage/layers | containers-storage/gc-dry-run*) timed "${cs[@]}" layers ;;
         containers-storage/layers-json) timed "${cs[@]}" layers --json ;;
         containers-storage/images) timed "${cs[@]}" images ;;
         containers-storage/containers) timed "${cs[@]}" containers ;;

@@ -26,6 +26,11 @@ pub struct GcArgs {
     /// Only report what would be removed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: also measure what each action would free (walks
+    /// every directory it would remove; slow on a large store). A run that
+    /// removes always reports what it freed.
+    #[arg(long)]
+    pub size: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -223,6 +228,7 @@ fn collect(global: &GlobalArgs, args: &GcArgs) -> anyhow::Result<Option<GcReport
     let options = GcOptions {
         min_age: args.min_age,
         dry_run: args.dry_run,
+        sizes: args.size,
         force: args.force,
         podman: ask_podman(global, &store),
         ..GcOptions::default()
@@ -249,8 +255,9 @@ fn print_report(report: &GcReport, full: bool) -> anyhow::Result<()> {
             vec![
                 d.action.kind().to_owned(),
                 short_id(d.action.subject(), full),
-                human_size(d.bytes as i64),
-                d.inodes.to_string(),
+                d.bytes
+                    .map_or_else(|| "-".to_owned(), |b| human_size(b as i64)),
+                d.inodes.map_or_else(|| "-".to_owned(), |i| i.to_string()),
             ]
         })
         .collect();
@@ -267,17 +274,19 @@ fn print_report(report: &GcReport, full: bool) -> anyhow::Result<()> {
             printable(&s.reason)
         )?;
     }
+    let freed = match (report.bytes_freed, report.inodes_freed) {
+        (Some(bytes), Some(inodes)) => format!(", {}, {inodes} inodes", human_size(bytes as i64)),
+        _ => " (not measured: --size measures what they hold)".to_owned(),
+    };
     writeln!(
         out,
-        "{} {} layers, {}, {} inodes{}",
+        "{} {} layers{freed}{}",
         if report.dry_run {
             "would remove"
         } else {
             "removed"
         },
         report.layers_removed,
-        human_size(report.bytes_freed as i64),
-        report.inodes_freed,
         if report.done.len() as u64 > report.layers_removed {
             format!(" ({} actions in all)", report.done.len())
         } else {
@@ -333,16 +342,19 @@ fn write_metrics(
             "Layers the last gc run removed (or would remove).",
             format!(" {}", r.layers_removed),
         );
-        metric(
-            "bytes_freed",
-            "Bytes the last gc run freed (or would free).",
-            format!(" {}", r.bytes_freed),
-        );
-        metric(
-            "inodes_freed",
-            "Inodes the last gc run freed (or would free).",
-            format!(" {}", r.inodes_freed),
-        );
+        // A dry run without --size measured nothing: no gauge rather than 0.
+        if let (Some(bytes), Some(inodes)) = (r.bytes_freed, r.inodes_freed) {
+            metric(
+                "bytes_freed",
+                "Bytes the last gc run freed (or would free).",
+                format!(" {bytes}"),
+            );
+            metric(
+                "inodes_freed",
+                "Inodes the last gc run freed (or would free).",
+                format!(" {inodes}"),
+            );
+        }
         metric(
             "skipped",
             "Candidates the last gc run left alone.",
@@ -400,8 +412,8 @@ mod tests {
         let path = dir.path().join("gc.prom");
         let report = GcReport {
             layers_removed: 3,
-            bytes_freed: 1000,
-            inodes_freed: 42,
+            bytes_freed: Some(1000),
+            inodes_freed: Some(42),
             ..GcReport::default()
         };
         write_metrics(&path, Some(&report), Duration::from_millis(1500), false).unwrap();
@@ -410,6 +422,16 @@ mod tests {
         assert!(text.contains("layerstore_gc_inodes_freed 42\n"));
         assert!(text.contains("layerstore_gc_success 1\n"));
         assert!(text.contains("layerstore_gc_duration_seconds 1.500\n"));
+        // A dry run that measured nothing says nothing of bytes or inodes.
+        let unmeasured = GcReport {
+            dry_run: true,
+            layers_removed: 3,
+            ..GcReport::default()
+        };
+        write_metrics(&path, Some(&unmeasured), Duration::ZERO, true).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("layerstore_gc_layers_removed 3\n"), "{text}");
+        assert!(!text.contains("freed"), "{text}");
         write_metrics(&path, None, Duration::ZERO, false).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("layerstore_gc_success 0\n"));

@@ -131,7 +131,8 @@ impl Store {
 
     /// Run gc: plan, then (unless `options.dry_run`) apply the plan in
     /// batches. A dry run reports exactly the plan, with what each action
-    /// would free measured now.
+    /// would free measured now when `options.sizes` is set (a walk of
+    /// every tree it would remove), unmeasured (`None`) otherwise.
     ///
     /// Fails with [`StoreError::Inconsistent`] (nothing done) when the
     /// store's records cannot be trusted, with [`StoreError::GcTooMuch`]
@@ -155,13 +156,20 @@ impl Store {
                 path: self.options().graph_root.join(GC_LOCK_FILE),
             })?)
         };
+        let measured = !options.dry_run || options.sizes;
         let mut report = GcReport {
-            dry_run: options.dry_run,
             skipped: planned.skipped.clone(),
-            ..GcReport::default()
+            ..GcReport::new(options.dry_run, measured)
         };
         if options.dry_run {
-            let used = self.actions_usage(driver, &planned.actions);
+            let used = if measured {
+                self.actions_usage(driver, &planned.actions)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            } else {
+                vec![None; planned.actions.len()]
+            };
             for (action, used) in planned.actions.into_iter().zip(used) {
                 report.push(action, used);
             }
@@ -311,7 +319,7 @@ impl Store {
             containers.save()?;
         }
         // 4. Unmounts, layer content, containers' directories.
-        let mut freed: Vec<(Action, Usage)> = Vec::new();
+        let mut freed: Vec<(Action, Option<Usage>)> = Vec::new();
         for action in &batch {
             let unmount = match action {
                 Action::RunContainer {
@@ -349,7 +357,7 @@ impl Store {
                 break;
             }
             removed.insert(id.as_str());
-            freed.push((action.clone(), used));
+            freed.push((action.clone(), Some(used)));
         }
         for action in batch.iter().filter(|a| {
             a.removed_layer()
@@ -359,7 +367,7 @@ impl Store {
                 Action::RunContainer { id, layer, .. } => {
                     self.remove_container_dirs(id)?;
                     if layer.is_none() {
-                        freed.push((action.clone(), Usage::default()));
+                        freed.push((action.clone(), Some(Usage::default())));
                     }
                 }
                 // The container the orphan's flag names has no record (the
@@ -419,7 +427,7 @@ impl Store {
                     used
                 }
             };
-            freed.push((action, used));
+            freed.push((action, Some(used)));
         }
         for (action, used) in freed {
             report.push(action, used);

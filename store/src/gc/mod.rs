@@ -93,6 +93,10 @@ pub struct GcOptions {
     pub min_age: Duration,
     /// Only report what would be done.
     pub dry_run: bool,
+    /// In a dry run, measure what each action would free (a walk of every
+    /// tree it would remove: the cost of a dry run on a large store). A
+    /// run that removes always measures what it frees.
+    pub sizes: bool,
     /// At most this many layers (or debris trees) are removed under one
     /// hold of the locks; podman waits for the locks meanwhile.
     pub batch: usize,
@@ -142,6 +146,7 @@ impl Default for GcOptions {
         GcOptions {
             min_age: Duration::ZERO,
             dry_run: false,
+            sizes: false,
             batch: 64,
             hold: Duration::from_millis(250),
             podman: PodmanAnswer::NotAsked,
@@ -432,10 +437,11 @@ pub struct Done {
     /// The action.
     #[serde(flatten)]
     pub action: Action,
-    /// Bytes of disk space freed (allocated blocks of unique inodes).
-    pub bytes: u64,
-    /// Inodes freed.
-    pub inodes: u64,
+    /// Bytes of disk space freed (allocated blocks of unique inodes);
+    /// `None` in a dry run that measured nothing ([`GcOptions::sizes`]).
+    pub bytes: Option<u64>,
+    /// Inodes freed; `None` when not measured.
+    pub inodes: Option<u64>,
 }
 
 /// What a gc run did (or would do).
@@ -445,10 +451,11 @@ pub struct GcReport {
     pub dry_run: bool,
     /// Layer records removed.
     pub layers_removed: u64,
-    /// Bytes freed.
-    pub bytes_freed: u64,
-    /// Inodes freed.
-    pub inodes_freed: u64,
+    /// Bytes freed; `None` in a dry run that measured nothing
+    /// ([`GcOptions::sizes`]).
+    pub bytes_freed: Option<u64>,
+    /// Inodes freed; `None` when not measured.
+    pub inodes_freed: Option<u64>,
     /// Each action.
     pub done: Vec<Done>,
     /// Candidates left alone.
@@ -456,16 +463,29 @@ pub struct GcReport {
 }
 
 impl GcReport {
-    fn push(&mut self, action: Action, usage: Usage) {
+    /// An empty report of a run that measures (`measured`) or not.
+    fn new(dry_run: bool, measured: bool) -> GcReport {
+        GcReport {
+            dry_run,
+            bytes_freed: measured.then_some(0),
+            inodes_freed: measured.then_some(0),
+            ..GcReport::default()
+        }
+    }
+
+    /// Note one action and what it freed (`None`: not measured).
+    fn push(&mut self, action: Action, usage: Option<Usage>) {
         if action.removed_layer().is_some() {
             self.layers_removed += 1;
         }
-        self.bytes_freed += usage.bytes;
-        self.inodes_freed += usage.inodes;
+        if let Some(u) = usage {
+            self.bytes_freed = self.bytes_freed.map(|b| b + u.bytes);
+            self.inodes_freed = self.inodes_freed.map(|i| i + u.inodes);
+        }
         self.done.push(Done {
             action,
-            bytes: usage.bytes,
-            inodes: usage.inodes,
+            bytes: usage.map(|u| u.bytes),
+            inodes: usage.map(|u| u.inodes),
         });
     }
 }

@@ -282,6 +282,52 @@ fn gc_repairs_a_missing_link_instead_of_deleting() {
 }
 
 #[test]
+fn gc_repairs_a_lost_link_file_whether_or_not_anything_is_removable() {
+    // With debris the link files are looked at in the same pass as the
+    // lower files; without, on their own: both find the lost one.
+    for debris in [true, false] {
+        let fx = Fixture::new();
+        if !debris {
+            fs::remove_dir_all(fx.graph().join("overlay").join(STRAY)).unwrap();
+            fs::remove_file(
+                fx.graph()
+                    .join(format!("overlay-layers/{STRAY}.tar-split.gz")),
+            )
+            .unwrap();
+        }
+        fx.write(
+            "graph/overlay-layers/layers.json",
+            format!(r#"[{{"id":"{KEPT}"}},{{"id":"{LAYER}"}}]"#).as_bytes(),
+        );
+        layer_dir(&fx, LAYER, "LOSTLINKFILELOSTLINKFILELO", true);
+        fs::remove_file(fx.graph().join("overlay").join(LAYER).join("link")).unwrap();
+        let out = fx.gc(&["--dry-run", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut done: Vec<(String, String)> = report["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let id = d["id"].as_str().unwrap_or_default().to_owned();
+                (d["kind"].as_str().unwrap().to_owned(), id)
+            })
+            .collect();
+        done.sort();
+        let mut expected = vec![("repair-link".to_owned(), LAYER.to_owned())];
+        if debris {
+            expected.insert(0, ("layer-dir".to_owned(), STRAY.to_owned()));
+            expected.push(("tar-split".to_owned(), STRAY.to_owned()));
+        }
+        assert_eq!(done, expected, "debris {debris}: {report:#}");
+    }
+}
+
+#[test]
 fn gc_removes_dead_layerstore_run_containers_but_never_podmans() {
     let fx = Fixture::new();
     // A process that existed and is gone: its pid, with a start time it

@@ -130,27 +130,8 @@ impl Driver for OverlayDriver {
         };
         // The walks are system calls on cached metadata: one thread per
         // core, each through the same home, each layer measured alone.
-        // At most 8: each walk holds a bounded number of descriptors
-        // (`Dir::walk_tree`), and 8 of them stay far below any limit.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-        let chunk = ids.len().div_ceil(threads).max(256);
-        let measure = |part: &[&LayerId]| -> Vec<Usage> {
-            part.iter()
-                .map(|id| usage_in(&home, &[Path::new(id.as_str())]))
-                .collect()
-        };
-        if ids.len() <= chunk {
-            return measure(ids);
-        }
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = ids
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || measure(part)))
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
+        crate::layout::per_layer::map_in_parallel(ids, |id| {
+            usage_in(&home, &[Path::new(id.as_str())])
         })
     }
 
@@ -209,10 +190,7 @@ impl Driver for OverlayDriver {
         ids: &[LayerId],
         links: &[LinkEntry],
     ) -> Vec<Result<Vec<LayerId>, DriverError>> {
-        let by_name: std::collections::HashMap<&str, LayerId> = links
-            .iter()
-            .filter_map(|l| Some((l.name.as_str(), LayerId::parse(l.layer.as_deref()?).ok()?)))
-            .collect();
+        let by_name = links_by_name(links);
         // One home for all (each layer's error, when there is none).
         let Ok(home) = self.home_required() else {
             return ids
@@ -220,9 +198,33 @@ impl Driver for OverlayDriver {
                 .map(|id| Ok(OverlayDriver::stacked_layer_ids(self, id)?))
                 .collect();
         };
-        ids.iter()
-            .map(|id| Ok(self.stacked_layer_ids_in(&home, id, Some(&by_name))?))
-            .collect()
+        crate::layout::per_layer::map_in_parallel(ids, |id| {
+            Ok(self.stacked_layer_ids_in(&home, id, Some(&by_name))?)
+        })
+    }
+
+    fn layer_dirs_stacks_and_link_files(
+        &self,
+        ids: &[LayerId],
+        links: &[LinkEntry],
+    ) -> Vec<(Result<Vec<LayerId>, DriverError>, bool)> {
+        let by_name = links_by_name(links);
+        let Ok(home) = self.home_required() else {
+            return ids
+                .iter()
+                .map(|id| {
+                    let stack = OverlayDriver::stacked_layer_ids(self, id);
+                    (
+                        stack.map_err(Into::into),
+                        OverlayDriver::has_link_file(self, id),
+                    )
+                })
+                .collect();
+        };
+        crate::layout::per_layer::map_in_parallel(ids, |id| {
+            let (stack, has_link) = self.stack_and_link_file_in(&home, id, &by_name);
+            (stack.map_err(Into::into), has_link)
+        })
     }
 
     fn has_link_file(&self, id: &LayerId) -> bool {
@@ -231,10 +233,9 @@ impl Driver for OverlayDriver {
 
     fn have_link_files(&self, ids: &[LayerId]) -> Vec<bool> {
         match self.home_dir() {
-            Ok(Some(home)) => ids
-                .iter()
-                .map(|id| OverlayDriver::has_link_file_in(&home, id))
-                .collect(),
+            Ok(Some(home)) => crate::layout::per_layer::map_in_parallel(ids, |id| {
+                OverlayDriver::has_link_file_in(&home, id)
+            }),
             _ => vec![false; ids.len()],
         }
     }
@@ -267,4 +268,13 @@ impl OverlayDriver {
         }
         idmapped_lowers()
     }
+}
+
+/// Each short link's name and the layer it points to (as read under the
+/// caller's locks), for resolving `lower` files without a readlink each.
+fn links_by_name(links: &[LinkEntry]) -> std::collections::HashMap<&str, LayerId> {
+    links
+        .iter()
+        .filter_map(|l| Some((l.name.as_str(), LayerId::parse(l.layer.as_deref()?).ok()?)))
+        .collect()
 }

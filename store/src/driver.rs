@@ -270,6 +270,19 @@ pub trait Driver {
     fn have_link_files(&self, ids: &[LayerId]) -> Vec<bool> {
         ids.iter().map(|id| self.has_link_file(id)).collect()
     }
+    /// [`Driver::stacked_layer_ids_of`] and [`Driver::have_link_files`] of
+    /// the same `ids`, in order: a driver may look into each layer
+    /// directory once for both.
+    fn layer_dirs_stacks_and_link_files(
+        &self,
+        ids: &[LayerId],
+        links: &[LinkEntry],
+    ) -> Vec<(Result<Vec<LayerId>, DriverError>, bool)> {
+        self.stacked_layer_ids_of(ids, links)
+            .into_iter()
+            .zip(self.have_link_files(ids))
+            .collect()
+    }
     /// Recreate layer `id`'s short link as containers/storage would;
     /// returns whether anything was repaired.
     fn repair_link(&self, id: &LayerId) -> Result<bool, DriverError> {

@@ -16,7 +16,8 @@ use layerstore::LayerId;
 
 use super::links::is_valid_link_name;
 use super::{
-    LayoutError, OverlayDriver, LINK_DIR, LOWER_FILE, LOWER_LAYERS_FILE, MAX_LOWER_LAYERS,
+    LayoutError, OverlayDriver, LINK_DIR, LINK_FILE, LOWER_FILE, LOWER_LAYERS_FILE,
+    MAX_LOWER_LAYERS,
 };
 
 impl OverlayDriver {
@@ -80,15 +81,46 @@ impl OverlayDriver {
         links: Option<&HashMap<&str, LayerId>>,
     ) -> Result<Vec<LayerId>, LayoutError> {
         let layer = self.open_layer_in(home, id)?;
+        self.stacked_in_layer(home, id, &layer, links)
+    }
+
+    /// [`OverlayDriver::stacked_layer_ids_in`] of the opened `layer`.
+    fn stacked_in_layer(
+        &self,
+        home: &Dir,
+        id: &LayerId,
+        layer: &Dir,
+        links: Option<&HashMap<&str, LayerId>>,
+    ) -> Result<Vec<LayerId>, LayoutError> {
         let mut ids = self
-            .ids_from_lower_layers_file(id, &layer)?
+            .ids_from_lower_layers_file(id, layer)?
             .unwrap_or_default();
-        for lower in self.ids_from_lower_file_in(home, id, &layer, links)? {
+        for lower in self.ids_from_lower_file_in(home, id, layer, links)? {
             if !ids.contains(&lower) {
                 ids.push(lower);
             }
         }
         Ok(ids)
+    }
+
+    /// [`OverlayDriver::stacked_layer_ids_in`] and whether the layer has
+    /// its `link` file ([`OverlayDriver::has_link_file_in`]), the layer
+    /// directory opened once for both.
+    pub(crate) fn stack_and_link_file_in(
+        &self,
+        home: &Dir,
+        id: &LayerId,
+        links: &HashMap<&str, LayerId>,
+    ) -> (Result<Vec<LayerId>, LayoutError>, bool) {
+        let layer = match self.open_layer_in(home, id) {
+            Ok(layer) => layer,
+            Err(e) => return (Err(e), false),
+        };
+        let has_link = layer.stat(LINK_FILE).ok().flatten().is_some();
+        (
+            self.stacked_in_layer(home, id, &layer, Some(links)),
+            has_link,
+        )
     }
 
     /// The ids of a `lower-layers` file; `None` when it is missing or

@@ -52,6 +52,7 @@ mod links;
 mod lowers;
 mod mount;
 pub(crate) mod mountinfo;
+pub(crate) mod per_layer;
 mod stackread;
 #[cfg(test)]
 mod tests;

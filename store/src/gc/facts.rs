@@ -263,22 +263,6 @@ impl Facts {
                 unlinked.push((n, id));
             }
         }
-        let present = driver.have_link_files(
-            &linked_ids
-                .iter()
-                .map(|(_, id)| id.clone())
-                .collect::<Vec<_>>(),
-        );
-        let mut broken: Vec<(usize, LayerId)> = linked_ids
-            .into_iter()
-            .zip(present)
-            .filter(|(_, has)| !has)
-            .map(|(entry, _)| entry)
-            .chain(unlinked)
-            .collect();
-        broken.sort_unstable_by_key(|(n, _)| *n);
-        let broken_links: Vec<LayerId> = broken.into_iter().map(|(_, id)| id).collect();
-
         let inside = driver
             .mounts_inside_layers()
             .map_err(driver_error("reading the mount table for", "(all)"))?;
@@ -325,13 +309,18 @@ impl Facts {
                     || l.is_mapped()
                     || l.flags.contains_key(crate::ops::FLAG_CONTAINER)
             });
-        if removable {
+        // What each layer directory stacks on (only when something could
+        // be removed) and, in the same look at each directory, whether a
+        // linked layer still has its `link` file.
+        let present: Vec<bool> = if removable {
             let ids: Vec<LayerId> = all_dirs
                 .iter()
                 .filter_map(|name| LayerId::parse(name).ok())
                 .collect();
-            let stacks = driver.stacked_layer_ids_of(&ids, &links);
-            for (id, stack) in ids.iter().zip(stacks) {
+            let looked = driver.layer_dirs_stacks_and_link_files(&ids, &links);
+            let mut has_link: HashMap<&str, bool> = HashMap::with_capacity(ids.len());
+            for (id, (stack, has)) in ids.iter().zip(looked) {
+                has_link.insert(id.as_str(), has);
                 match stack {
                     Ok(lowers) => {
                         for lower in lowers {
@@ -347,7 +336,27 @@ impl Facts {
                     }
                 }
             }
-        }
+            linked_ids
+                .iter()
+                .map(|(_, id)| has_link.get(id.as_str()).copied().unwrap_or(false))
+                .collect()
+        } else {
+            driver.have_link_files(
+                &linked_ids
+                    .iter()
+                    .map(|(_, id)| id.clone())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let mut broken: Vec<(usize, LayerId)> = linked_ids
+            .into_iter()
+            .zip(present)
+            .filter(|(_, has)| !has)
+            .map(|(entry, _)| entry)
+            .chain(unlinked)
+            .collect();
+        broken.sort_unstable_by_key(|(n, _)| *n);
+        let broken_links: Vec<LayerId> = broken.into_iter().map(|(_, id)| id).collect();
 
         let mut mapped_traces = HashMap::new();
         for image in snap.images.iter() {

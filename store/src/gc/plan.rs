@@ -30,7 +30,7 @@ pub fn plan(snap: &Snapshot, facts: &Facts, min_age: Duration) -> GcPlan {
     }
     let ix = Index::new(snap, facts);
     let young = |created: SystemTime| is_young(created, facts.now, min_age);
-    let mut going: HashSet<&str> = HashSet::new();
+    let mut going: crate::FastSet<&str> = crate::FastSet::default();
 
     for c in snap.containers.iter() {
         // Ours only: every mark a run leaves must be there, whatever the
@@ -285,7 +285,7 @@ fn podman_keeps(c: &Container, snap: &Snapshot, facts: &Facts) -> Option<String>
 /// it (records dropped consistently), so whose layer directory would look
 /// like debris. The first such name, in order.
 fn lost_container(snap: &Snapshot, facts: &Facts) -> Option<String> {
-    let known: HashSet<&str> = snap
+    let known: crate::FastSet<&str> = snap
         .containers
         .iter()
         .map(|c| c.id.as_str())
@@ -438,22 +438,22 @@ type MakeAction = Box<dyn Fn(LayerId) -> Action>;
 
 /// Who uses what, computed once per plan.
 struct Index<'a> {
-    ids: HashSet<&'a str>,
+    ids: crate::FastSet<&'a str>,
     /// Every layer id any record names (ids, parents, top layers, mapped
     /// entries, container layers, mount records).
-    named_layers: HashSet<&'a str>,
+    named_layers: crate::FastSet<&'a str>,
     /// Every image id any record names.
-    named_images: HashSet<&'a str>,
+    named_images: crate::FastSet<&'a str>,
     /// Layer -> its child layers.
-    children: HashMap<&'a str, Vec<&'a str>>,
+    children: crate::FastMap<&'a str, Vec<&'a str>>,
     /// Layer -> the image whose top layer it is.
-    top_of: HashMap<&'a str, &'a str>,
+    top_of: crate::FastMap<&'a str, &'a str>,
     /// Layer -> the container whose read-write layer it is.
-    container_of: HashMap<&'a str, &'a str>,
+    container_of: crate::FastMap<&'a str, &'a str>,
     /// Layer -> images listing it in `mapped-layers`.
-    mapped_of: HashMap<&'a str, Vec<String>>,
+    mapped_of: crate::FastMap<&'a str, Vec<String>>,
     /// Layers mounted right now (by mount point) with a mount record.
-    mounted: HashSet<&'a str>,
+    mounted: crate::FastSet<&'a str>,
     /// Layers mounted right now without any mount record: unmounted by gc.
     unrecorded: Vec<&'a str>,
     /// Layers with something else mounted inside their directory.
@@ -467,8 +467,9 @@ struct Index<'a> {
 
 impl<'a> Index<'a> {
     fn new(snap: &'a Snapshot, facts: &'a Facts) -> Self {
-        let by_id: HashMap<&str, &Layer> = snap.layers.iter().map(|l| (l.id.as_str(), l)).collect();
-        let mut mapped_of: HashMap<&str, Vec<String>> = HashMap::new();
+        let by_id: crate::FastMap<&str, &Layer> =
+            snap.layers.iter().map(|l| (l.id.as_str(), l)).collect();
+        let mut mapped_of: crate::FastMap<&str, Vec<String>> = crate::FastMap::default();
         for image in snap.images.iter() {
             for m in &image.mapped_layers {
                 mapped_of
@@ -477,7 +478,7 @@ impl<'a> Index<'a> {
                     .push(image.id.clone());
             }
         }
-        let mut named_layers: HashSet<&str> = HashSet::new();
+        let mut named_layers: crate::FastSet<&str> = crate::FastSet::default();
         for l in snap.layers.iter() {
             named_layers.insert(&l.id);
             named_layers.insert(&l.parent);
@@ -492,14 +493,15 @@ impl<'a> Index<'a> {
         for m in &snap.mounts {
             named_layers.insert(&m.id);
         }
-        let mut named_images: HashSet<&str> = snap.images.iter().map(|i| i.id.as_str()).collect();
+        let mut named_images: crate::FastSet<&str> =
+            snap.images.iter().map(|i| i.id.as_str()).collect();
         named_images.extend(snap.containers.iter().map(|c| c.image.as_str()));
         Index {
             ids: by_id.keys().copied().collect(),
             named_layers,
             named_images,
             children: {
-                let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+                let mut children: crate::FastMap<&str, Vec<&str>> = crate::FastMap::default();
                 for l in snap.layers.iter().filter(|l| !l.parent.is_empty()) {
                     children
                         .entry(l.parent.as_str())
@@ -586,7 +588,7 @@ impl<'a> Index<'a> {
     /// Why layer `id` must stay because of other layers (a child, by
     /// record or by the driver's own files, that is not `going` too) or an
     /// image, if it must.
-    fn stacked_or_top(&self, id: &str, going: &HashSet<&str>) -> Option<String> {
+    fn stacked_or_top(&self, id: &str, going: &crate::FastSet<&str>) -> Option<String> {
         let staying = self
             .children
             .get(id)
@@ -622,7 +624,7 @@ impl<'a> Index<'a> {
 
     /// Why layer `id` must stay, if it must (children in `going` go with
     /// it).
-    fn layer_in_use(&self, id: &str, going: &HashSet<&str>) -> Option<String> {
+    fn layer_in_use(&self, id: &str, going: &crate::FastSet<&str>) -> Option<String> {
         if let Some(reason) = self.stacked_or_top(id, going) {
             return Some(reason);
         }

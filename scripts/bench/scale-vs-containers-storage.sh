@@ -33,12 +33,17 @@
 # around the process (ms resolution), peak RSS from `/usr/bin/time -f %M`
 # (ru_maxrss of the largest process), medians over the rounds that
 # finished. A command is stopped after TIMEOUT seconds and reported as
-# "timeout"; it is not run again in later rounds of that size.
+# "timeout"; it is not run again in later rounds of that size. WARMUP
+# rounds come first and are not counted: a host that runs these commands
+# regularly has the store's metadata in the kernel's caches, and a first
+# round after generating another store reads it from disk (in
+# RESULTS as round 0).
 #
 #   scripts/bench/scale-vs-containers-storage.sh
 #
 #   env SIZES="1000 10000 100000 1000000"   layer records per store
 #   env ROUNDS=5                            rounds per size
+#   env WARMUP=1                            uncounted rounds before them
 #   env TIMEOUT=600                         seconds per command
 #   env BUILD=0                             do not `cargo build --release` first
 #   env RESULTS=FILE                        also write every run as TSV to FILE
@@ -56,6 +61,7 @@ cd "$(dirname "$0")/../.."
 repo=$PWD
 sizes=${SIZES:-1000 10000 100000 1000000}
 rounds=${ROUNDS:-5}
+warmup=${WARMUP:-1}
 timeout_s=${TIMEOUT:-600}
 cache=${LAYERSTORE_CACHE:-$HOME/.cache/layerstore}
 target=${CARGO_TARGET_DIR:-$repo/target}
@@ -67,6 +73,7 @@ die() { say "$*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$rounds'"
+[[ "$warmup" =~ ^[0-9]+$ ]] || die "WARMUP must be a number, not '$warmup'"
 for n in $sizes; do [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "SIZES: '$n' is not a number"; done
 command -v containers-storage >/dev/null || die "containers-storage missing (apt-get install containers-storage)"
 if [ ! -x /usr/bin/time ]; then
@@ -212,7 +219,7 @@ two_step() {
 # "timeout" when none did and one timed out, "-" when none ran.
 median() {
     awk -F'\t' -v n="$1" -v c="$2" -v t="$3" -v f="$4" '
-        $1 == n && $3 == c && $4 == t { if ($7 == "ok") print $f; else if ($7 == "timeout") print "T" }' "$work/results" |
+        $1 == n && $2 > 0 && $3 == c && $4 == t { if ($7 == "ok") print $f; else if ($7 == "timeout") print "T" }' "$work/results" |
         sort -n | awk '
             $1 == "T" { timeouts++; next }
             { v[++k] = $1 }
@@ -237,7 +244,7 @@ echo "# machine: $(uname -sr), $(nproc) cores, $(free -g | awk '/^Mem:/ {print $
      "load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# containers-storage CLI $(dpkg-query -W -f='${Version}' containers-storage 2>/dev/null || echo '?');" \
      "layerstore $("$ls_bin" --version 2>/dev/null | awk '{print $2}') (tree at $commit, binary built $(date -u -r "$ls_bin" '+%Y-%m-%d %H:%M UTC'))"
-echo "# sizes: $sizes; $rounds rounds; timeout ${timeout_s}s per command"
+echo "# sizes: $sizes; $rounds rounds after $warmup uncounted; timeout ${timeout_s}s per command"
 echo "# (*) containers-storage has no gc: gc --dry-run is paired with listing the layers, the nearest it has"
 
 # --- runs --------------------------------------------------------------------
@@ -247,7 +254,7 @@ for n in $sizes; do
     json_mb=$(stat -c %s "$store_dir/graph/overlay-layers/layers.json" | awk '{ printf "%.1f", $1 / 1e6 }')
     cat "$store_dir/graph/overlay-layers/layers.json" >/dev/null # warm the page cache
     declare -A gave_up=()
-    for round in $(seq "$rounds"); do
+    for round in $(seq $((1 - warmup)) "$rounds"); do
         tools=(layerstore containers-storage)
         [ $((round % 2)) = 1 ] || tools=(containers-storage layerstore)
         for cmd in "${commands[@]}"; do

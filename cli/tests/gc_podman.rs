@@ -398,6 +398,14 @@ const USER: &str = "lsgc";
 #[ignore = "privileged: needs root (to create a user and a loop mount), uidmap, rootless podman 4.3.1"]
 fn gc_rootless_collects_a_users_templates() {
     require_privileged(&["podman", "runuser", "useradd", "newuidmap", "mkfs.ext4"]);
+    // The user's own subordinate ids, held for the whole test: useradd
+    // gives none where /etc/subuid does not exist yet, and the rootless
+    // --userns=auto test changes the files while it runs (the guard's lock
+    // keeps the two apart).
+    let _ids = layerstore_test_support::subid::SubIds::set(
+        &format!("{USER}:100000:65536\n"),
+        &format!("{USER}:100000:65536\n"),
+    );
     if std::process::Command::new("id")
         .arg(USER)
         .output()

@@ -433,16 +433,28 @@ pub fn decode_records<R: Record>(bytes: &[u8]) -> Result<Vec<Result<R, DecodeErr
 pub fn decode_records_from<R: Record>(
     reader: impl std::io::Read,
 ) -> std::io::Result<Result<Vec<Result<R, DecodeError>>, DecodeError>> {
-    let mut elements = stream::Elements::new(std::io::BufReader::with_capacity(1 << 16, reader));
     let mut out = Vec::new();
+    Ok(decode_records_each(reader, |r| out.push(r))?.map(|()| out))
+}
+
+/// [`decode_records_from`] handing each element's result to `each`, in
+/// order, as it is decoded: a caller that keeps only the sound records
+/// never holds a second list of all of them. After an `Ok(Err(..))` (not
+/// a JSON array) the elements already handed over are to be dropped.
+pub fn decode_records_each<R: Record>(
+    reader: impl std::io::Read,
+    mut each: impl FnMut(Result<R, DecodeError>),
+) -> std::io::Result<Result<(), DecodeError>> {
+    let mut elements = stream::Elements::new(std::io::BufReader::with_capacity(1 << 16, reader));
     let mut element = Vec::new();
+    let mut index = 0;
     loop {
         match elements.next(&mut element)? {
             Ok(true) => {
-                let index = out.len();
-                out.push(decode_one::<R>(index, &element));
+                each(decode_one::<R>(index, &element));
+                index += 1;
             }
-            Ok(false) => return Ok(Ok(out)),
+            Ok(false) => return Ok(Ok(())),
             Err(message) => {
                 return Ok(Err(DecodeError {
                     index: None,

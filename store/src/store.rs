@@ -35,7 +35,7 @@ use crate::error::StoreError;
 use crate::id::id_problem;
 use crate::lockfile::{LockFile, LockMode, ReadGuard, Token, WriteGuard};
 use crate::records::{
-    decode_records_from, encode_records, Container, Image, Layer, MountPoint, Record,
+    decode_records_each, encode_records, Container, Image, Layer, MountPoint, Record,
 };
 use crate::snapshot::{Records, Snapshot, TableRecords};
 
@@ -343,50 +343,61 @@ impl<R: Record + Clone> Table<R> {
                     Err(e) => return Err(StoreError::io("reading", &file.place.shown)(e)),
                 };
             let limited = std::io::Read::take(reader, crate::confined::MAX_READ);
-            let decoded = match decode_records_from::<R>(limited)
-                .map_err(StoreError::io("reading", &file.place.shown))?
-            {
-                Ok(d) => d,
-                Err(e) => {
-                    defects.push(Defect::Unreadable {
-                        file: file.place.shown.clone(),
-                        message: e.message,
-                    });
-                    continue;
-                }
-            };
-            for (index, result) in decoded.into_iter().enumerate() {
+            // Each record checked and kept as it is decoded: the file's
+            // records are never held twice.
+            let before = (records.len(), defects.len());
+            let mut index = 0;
+            let shown = &file.place.shown;
+            let outcome = decode_records_each::<R>(limited, |result| {
+                let at = index;
+                index += 1;
                 let mut r = match result {
                     Ok(r) => r,
                     Err(e) => {
                         defects.push(Defect::BadRecord {
-                            file: file.place.shown.clone(),
-                            index,
+                            file: shown.clone(),
+                            index: at,
                             id: e.id,
                             message: e.message,
                         });
-                        continue;
+                        return;
                     }
                 };
                 if let Some(reason) = id_problem(r.id()) {
                     defects.push(Defect::InvalidId {
-                        file: file.place.shown.clone(),
-                        index,
+                        file: shown.clone(),
+                        index: at,
                         kind: R::KIND,
                         id: r.id().to_owned(),
                         reason,
                     });
-                    continue;
+                    return;
                 }
                 if let Some(seen) = seen.as_mut().filter(|_| file.volatile) {
                     if !seen.insert(r.id().to_owned()) {
-                        continue;
+                        return;
                     }
                 }
                 r.set_volatile(file.volatile);
                 records.push(r);
+            })
+            .map_err(StoreError::io("reading", shown))?;
+            if let Err(e) = outcome {
+                // Not a JSON array: none of its elements count.
+                records.truncate(before.0);
+                defects.truncate(before.1);
+                if file.volatile {
+                    seen = Some(records.iter().map(|r| r.id().to_owned()).collect());
+                }
+                defects.push(Defect::Unreadable {
+                    file: shown.clone(),
+                    message: e.message,
+                });
             }
         }
+        // Exactly as long as it is: a vector grown by doubling holds up to
+        // twice the records' size for as long as the records live.
+        records.shrink_to_fit();
         defects.extend(check_unique(self.main_file(), &mut records));
         Ok(Cached {
             loaded: Loaded {

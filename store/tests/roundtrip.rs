@@ -204,3 +204,37 @@ fn a_failed_change_writes_nothing() {
         lock_before
     );
 }
+
+#[test]
+fn a_file_that_stops_being_json_half_way_gives_none_of_its_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (g, r) = (tmp.path().join("g"), tmp.path().join("r"));
+    copy_tree(&testdata("upstream-1.63/graph"), &g);
+    copy_tree(&testdata("upstream-1.63/run"), &r);
+    let file = g.join("overlay-containers/containers.json");
+    let sound: Vec<Container> = decode_file(&fs::read(&file).unwrap()).unwrap();
+    assert!(!sound.is_empty());
+    // The sound records, a record that does not decode, then the file
+    // ends inside an element.
+    let mut text = encode_file(&sound);
+    let end = text.iter().rposition(|b| *b == b']').unwrap();
+    text.truncate(end);
+    text.extend_from_slice(br#",{"id": 5},{"id": "abc"#);
+    fs::write(&file, &text).unwrap();
+
+    let snap = Store::open(options(&g, &r)).unwrap().snapshot().unwrap();
+    // (Only volatile-containers.json's own records are left.)
+    assert!(
+        snap.containers.iter().all(|c| c.volatile && !sound.contains(c)),
+        "{:?}",
+        snap.containers
+    );
+    let about: Vec<String> = snap
+        .defects
+        .iter()
+        .map(|d| d.to_string())
+        .filter(|d| d.contains("containers.json"))
+        .collect();
+    assert_eq!(about.len(), 1, "one defect for the file, none per element: {about:?}");
+    assert!(!snap.layers.is_empty(), "the other files still count");
+}

@@ -382,10 +382,12 @@ impl OverlayDriver {
                 mtime: SystemTime::UNIX_EPOCH,
             })
         };
-        Ok(super::per_layer::map_in_parallel(&names, read)
+        let mut out: Vec<LinkEntry> = super::per_layer::map_in_parallel(&names, read)
             .into_iter()
             .flatten()
-            .collect())
+            .collect();
+        out.shrink_to_fit();
+        Ok(out)
     }
 
     /// The mtime of `l/<name>`, if it exists.

@@ -32,6 +32,60 @@ pub struct DiskEntry<T = String> {
     pub mtime: SystemTime,
 }
 
+/// For each layer some layer directories' own files say they stack on,
+/// those directories ([`Facts::stacked_on`]). Each directory's name is held
+/// once, however many layers it stacks on (a layer of a deep image stacks
+/// on every layer below it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackedOn {
+    /// The directories that stack on something, each once.
+    stackers: Vec<String>,
+    /// Layer -> positions in `stackers`, in the order added.
+    by_lower: HashMap<String, Vec<u32>>,
+}
+
+impl StackedOn {
+    /// Directory `stacker` stacks on each of `lowers`.
+    pub fn add(&mut self, stacker: String, lowers: impl IntoIterator<Item = String>) {
+        let at = u32::try_from(self.stackers.len()).expect("fewer than 2^32 layer directories");
+        let mut any = false;
+        for lower in lowers {
+            self.by_lower.entry(lower).or_default().push(at);
+            any = true;
+        }
+        if any {
+            self.stackers.push(stacker);
+        }
+    }
+
+    /// The directories that stack on `lower`, in the order added (none:
+    /// empty).
+    pub fn get(&self, lower: &str) -> impl Iterator<Item = &str> + '_ {
+        self.by_lower
+            .get(lower)
+            .into_iter()
+            .flatten()
+            .map(|&at| self.stackers[at as usize].as_str())
+    }
+
+    /// Whether any directory stacks on `lower`.
+    pub fn contains_key(&self, lower: &str) -> bool {
+        self.by_lower.contains_key(lower)
+    }
+}
+
+impl FromIterator<(String, Vec<String>)> for StackedOn {
+    fn from_iter<I: IntoIterator<Item = (String, Vec<String>)>>(iter: I) -> Self {
+        let mut out = StackedOn::default();
+        for (lower, stackers) in iter {
+            for stacker in stackers {
+                out.add(stacker, [lower.clone()]);
+            }
+        }
+        out
+    }
+}
+
 /// The facts [`super::plan`] decides on, gathered at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
@@ -81,7 +135,7 @@ pub struct Facts {
     /// (a damaged `parent`); the driver's files are what a mount uses, so
     /// gc never removes a layer another layer directory stacks on. Read
     /// only when something could be removed.
-    pub stacked_on: HashMap<String, Vec<String>>,
+    pub stacked_on: StackedOn,
     /// Layer directories whose lower files could not be read (then no
     /// layer and no layer directory is removed: what stacks on them is
     /// unknown).
@@ -141,7 +195,7 @@ impl Default for Facts {
             busy_layers: HashSet::new(),
             dead_run_containers: HashSet::new(),
             running_dead_runs: HashMap::new(),
-            stacked_on: HashMap::new(),
+            stacked_on: StackedOn::default(),
             unreadable_lowers: Vec::new(),
             mapped_traces: HashMap::new(),
             podman: super::PodmanAnswer::NotAsked,
@@ -162,24 +216,34 @@ impl Facts {
         let layer_ids: HashSet<&str> = snap.layers.iter().map(|l| l.id.as_str()).collect();
         let image_ids: HashSet<&str> = snap.images.iter().map(|i| i.id.as_str()).collect();
 
-        let all_dirs: Vec<String> = driver
+        // The home's directories split once into valid ids (moved, not
+        // copied: at 100,000 layers every copy of the list is megabytes)
+        // and the rest.
+        let mut dir_ids: Vec<LayerId> = Vec::new();
+        let mut odd_dirs: Vec<String> = Vec::new();
+        for name in driver
             .list_layers()
-            .map_err(driver_error("listing", "(all)"))?;
-        let mut layer_dirs = Vec::new();
-        let mut odd_names = Vec::new();
-        for name in &all_dirs {
-            if layer_ids.contains(name.as_str()) {
-                continue;
-            }
-            match LayerId::parse(name) {
-                Ok(id) => {
-                    if let Some(mtime) = driver.layer_mtime(&id) {
-                        layer_dirs.push(DiskEntry { name: id, mtime });
-                    }
-                }
-                Err(_) => odd_names.push(name.clone()),
+            .map_err(driver_error("listing", "(all)"))?
+        {
+            match LayerId::parse(&name) {
+                Ok(id) => dir_ids.push(id),
+                Err(_) => odd_dirs.push(name),
             }
         }
+        let mut layer_dirs = Vec::new();
+        for id in dir_ids.iter().filter(|id| !layer_ids.contains(id.as_str())) {
+            if let Some(mtime) = driver.layer_mtime(id) {
+                layer_dirs.push(DiskEntry {
+                    name: id.clone(),
+                    mtime,
+                });
+            }
+        }
+        let odd_names: Vec<String> = odd_dirs
+            .iter()
+            .filter(|n| !layer_ids.contains(n.as_str()))
+            .cloned()
+            .collect();
 
         let mut tar_splits = Vec::new();
         let mut layer_data_dirs = Vec::new();
@@ -230,7 +294,11 @@ impl Facts {
             }
         }
 
-        let dirs: HashSet<&str> = all_dirs.iter().map(String::as_str).collect();
+        let dirs: HashSet<&str> = dir_ids
+            .iter()
+            .map(LayerId::as_str)
+            .chain(odd_dirs.iter().map(String::as_str))
+            .collect();
         let mut links = driver
             .links()
             .map_err(driver_error("listing the links of", "(all)"))?;
@@ -248,21 +316,29 @@ impl Facts {
         // A layer some l/ link points to needs at most its `link` file
         // (one stat); only layers without any link get the full check.
         // In the records' order (a stat each, through one home).
+        // (Linked layers by their record's position: the id is copied
+        // only for a link file found missing.)
         let mut unlinked = Vec::new();
-        let mut linked_ids = Vec::new();
+        let mut linked_at: Vec<usize> = Vec::new();
         for (n, l) in snap.layers.iter().enumerate() {
             if l.is_incomplete() || !dirs.contains(l.id.as_str()) {
+                continue;
+            }
+            if linked.contains(l.id.as_str()) {
+                if LayerId::parse(&l.id).is_ok() {
+                    linked_at.push(n);
+                }
                 continue;
             }
             let Ok(id) = LayerId::parse(&l.id) else {
                 continue;
             };
-            if linked.contains(l.id.as_str()) {
-                linked_ids.push((n, id));
-            } else if driver.link_needs_repair(&id) {
+            if driver.link_needs_repair(&id) {
                 unlinked.push((n, id));
             }
         }
+        drop(linked);
+        drop(dirs);
         let inside = driver
             .mounts_inside_layers()
             .map_err(driver_error("reading the mount table for", "(all)"))?;
@@ -300,7 +376,7 @@ impl Facts {
             }
         }
 
-        let mut stacked_on: HashMap<String, Vec<String>> = HashMap::new();
+        let mut stacked_on = StackedOn::default();
         let mut unreadable_lowers = Vec::new();
         let removable = !layer_dirs.is_empty()
             || !dead_run_containers.is_empty()
@@ -313,22 +389,13 @@ impl Facts {
         // be removed) and, in the same look at each directory, whether a
         // linked layer still has its `link` file.
         let present: Vec<bool> = if removable {
-            let ids: Vec<LayerId> = all_dirs
-                .iter()
-                .filter_map(|name| LayerId::parse(name).ok())
-                .collect();
-            let looked = driver.layer_dirs_stacks_and_link_files(&ids, &links);
-            let mut has_link: HashMap<&str, bool> = HashMap::with_capacity(ids.len());
-            for (id, (stack, has)) in ids.iter().zip(looked) {
+            let looked = driver.layer_dirs_stacks_and_link_files(&dir_ids, &links);
+            let mut has_link: HashMap<&str, bool> = HashMap::with_capacity(dir_ids.len());
+            for (id, (stack, has)) in dir_ids.iter().zip(looked) {
                 has_link.insert(id.as_str(), has);
                 match stack {
                     Ok(lowers) => {
-                        for lower in lowers {
-                            stacked_on
-                                .entry(lower.into_string())
-                                .or_default()
-                                .push(id.to_string());
-                        }
+                        stacked_on.add(id.to_string(), lowers.into_iter().map(LayerId::into_string))
                     }
                     Err(e) => {
                         tracing::debug!(layer = %id, error = %e, "cannot read what the layer stacks on");
@@ -336,23 +403,28 @@ impl Facts {
                     }
                 }
             }
-            linked_ids
+            linked_at
                 .iter()
-                .map(|(_, id)| has_link.get(id.as_str()).copied().unwrap_or(false))
+                .map(|&n| {
+                    has_link
+                        .get(snap.layers[n].id.as_str())
+                        .copied()
+                        .unwrap_or(false)
+                })
                 .collect()
         } else {
             driver.have_link_files(
-                &linked_ids
+                &linked_at
                     .iter()
-                    .map(|(_, id)| id.clone())
+                    .filter_map(|&n| LayerId::parse(&snap.layers[n].id).ok())
                     .collect::<Vec<_>>(),
             )
         };
-        let mut broken: Vec<(usize, LayerId)> = linked_ids
+        let mut broken: Vec<(usize, LayerId)> = linked_at
             .into_iter()
             .zip(present)
             .filter(|(_, has)| !has)
-            .map(|(entry, _)| entry)
+            .filter_map(|(n, _)| Some((n, LayerId::parse(&snap.layers[n].id).ok()?)))
             .chain(unlinked)
             .collect();
         broken.sort_unstable_by_key(|(n, _)| *n);
@@ -372,7 +444,11 @@ impl Facts {
 
         Ok(Facts {
             now,
-            all_layer_dirs: all_dirs.iter().cloned().collect(),
+            all_layer_dirs: dir_ids
+                .into_iter()
+                .map(LayerId::into_string)
+                .chain(odd_dirs)
+                .collect(),
             layer_dirs,
             odd_names,
             tar_splits,

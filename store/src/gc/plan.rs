@@ -1,7 +1,7 @@
 //! The pure decision: whether gc may change the store at all, and what it
 //! removes or repairs in a snapshot, given the facts found on disk.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use super::{is_young, Action, Facts, GcPlan, PodmanAnswer, Skipped};
@@ -322,7 +322,7 @@ fn debris(
         facts
             .stacked_on
             .get(name)
-            .and_then(|s| s.first())
+            .next()
             .map(|s| format!("layer directory {s} stacks on it"))
     };
     let lost_dir = lost_container.map(|c| {
@@ -434,7 +434,7 @@ fn skip(kind: &'static str, id: &str, reason: String) -> Skipped {
 }
 
 /// A layer-removing action for a layer id.
-type MakeAction = Box<dyn Fn(LayerId) -> Action>;
+type MakeAction<'a> = Box<dyn Fn(LayerId) -> Action + 'a>;
 
 /// Who uses what, computed once per plan.
 struct Index<'a> {
@@ -451,7 +451,7 @@ struct Index<'a> {
     /// Layer -> the container whose read-write layer it is.
     container_of: crate::FastMap<&'a str, &'a str>,
     /// Layer -> images listing it in `mapped-layers`.
-    mapped_of: crate::FastMap<&'a str, Vec<String>>,
+    mapped_of: crate::FastMap<&'a str, Vec<&'a str>>,
     /// Layers mounted right now (by mount point) with a mount record.
     mounted: crate::FastSet<&'a str>,
     /// Layers mounted right now without any mount record: unmounted by gc.
@@ -459,23 +459,24 @@ struct Index<'a> {
     /// Layers with something else mounted inside their directory.
     busy: &'a HashSet<String>,
     /// Layer -> the layer directories whose files say they stack on it.
-    stacked_on: &'a HashMap<String, Vec<String>>,
+    stacked_on: &'a super::facts::StackedOn,
     /// Layer directories whose lower files could not be read.
     unreadable_lowers: &'a [String],
-    tops: Vec<&'a Layer>,
+    /// Images' top layers by (parent, diff digest): the ids.
+    tops: crate::FastMap<(&'a str, &'a str), Vec<&'a str>>,
 }
 
 impl<'a> Index<'a> {
     fn new(snap: &'a Snapshot, facts: &'a Facts) -> Self {
         let by_id: crate::FastMap<&str, &Layer> =
             snap.layers.iter().map(|l| (l.id.as_str(), l)).collect();
-        let mut mapped_of: crate::FastMap<&str, Vec<String>> = crate::FastMap::default();
+        let mut mapped_of: crate::FastMap<&str, Vec<&str>> = crate::FastMap::default();
         for image in snap.images.iter() {
             for m in &image.mapped_layers {
                 mapped_of
                     .entry(m.as_str())
                     .or_default()
-                    .push(image.id.clone());
+                    .push(image.id.as_str());
             }
         }
         let mut named_layers: crate::FastSet<&str> = crate::FastSet::default();
@@ -541,34 +542,46 @@ impl<'a> Index<'a> {
             busy: &facts.busy_layers,
             stacked_on: &facts.stacked_on,
             unreadable_lowers: &facts.unreadable_lowers,
-            tops: snap
-                .images
-                .iter()
-                .filter_map(|i| by_id.get(i.top_layer.as_str()).copied())
-                .collect(),
+            tops: {
+                let mut tops: crate::FastMap<(&str, &str), Vec<&str>> = crate::FastMap::default();
+                for t in snap
+                    .images
+                    .iter()
+                    .filter_map(|i| by_id.get(i.top_layer.as_str()).copied())
+                {
+                    tops.entry((t.parent.as_str(), t.diff_digest.as_str()))
+                        .or_default()
+                        .push(t.id.as_str());
+                }
+                tops
+            },
         }
     }
 
     /// Whether `l` is a candidate for removal, and as what.
-    fn candidate(&self, l: &Layer) -> Option<(&'static str, MakeAction)> {
-        let images = self.mapped_of.get(l.id.as_str()).cloned();
+    fn candidate(&self, l: &Layer) -> Option<(&'static str, MakeAction<'_>)> {
+        let listed = self.mapped_of.get(l.id.as_str());
+        // The images' ids copied only into the action made.
+        let images = move || {
+            listed
+                .map(|v| v.iter().map(|i| (*i).to_owned()).collect())
+                .unwrap_or_default()
+        };
         if l.is_incomplete() {
-            let images = images.unwrap_or_default();
             return Some((
                 "incomplete-layer",
                 Box::new(move |id| Action::IncompleteLayer {
                     id,
-                    images: images.clone(),
+                    images: images(),
                 }),
             ));
         }
-        if images.is_some() || self.is_unlisted_copy(l) {
-            let images = images.unwrap_or_default();
+        if listed.is_some() || self.is_unlisted_copy(l) {
             return Some((
                 "mapped-layer",
                 Box::new(move |id| Action::MappedLayer {
                     id,
-                    images: images.clone(),
+                    images: images(),
                 }),
             ));
         }
@@ -596,10 +609,10 @@ impl<'a> Index<'a> {
         if let Some(child) = staying {
             return Some(format!("layer {child} is stacked on it"));
         }
-        let on_disk = self.stacked_on.get(id).and_then(|c| {
-            c.iter()
-                .find(|c| !going.contains(c.as_str()) && c.as_str() != id)
-        });
+        let on_disk = self
+            .stacked_on
+            .get(id)
+            .find(|c| !going.contains(c) && *c != id);
         if let Some(dir) = on_disk {
             return Some(format!(
                 "layer directory {dir} stacks on it (its lower files say so)"
@@ -649,7 +662,7 @@ impl<'a> Index<'a> {
             && !l.diff_digest.is_empty()
             && self
                 .tops
-                .iter()
-                .any(|t| t.id != l.id && t.parent == l.parent && t.diff_digest == l.diff_digest)
+                .get(&(l.parent.as_str(), l.diff_digest.as_str()))
+                .is_some_and(|ids| ids.iter().any(|t| *t != l.id))
     }
 }

@@ -392,9 +392,9 @@ fn check(snap: &Snapshot, facts: &Facts, p: &GcPlan) -> Result<(), TestCaseError
             facts.unreadable_lowers.is_empty(),
             "removes {l} though lowers are unknown"
         );
-        for stacker in facts.stacked_on.get(*l).into_iter().flatten() {
+        for stacker in facts.stacked_on.get(l) {
             prop_assert!(
-                removed_set.contains(stacker.as_str()),
+                removed_set.contains(stacker),
                 "removes {l}, which {stacker} stacks on"
             );
         }

@@ -497,7 +497,7 @@ fn unrecorded_dirs_a_record_or_a_layer_names_stay() {
     });
     facts
         .stacked_on
-        .insert(lower.clone(), vec!["id-somewhere".into()]);
+        .add("id-somewhere".into(), [lower.clone()]);
     let p = plan(&snap, &facts, Duration::ZERO);
     let dirs: Vec<&str> = p
         .actions

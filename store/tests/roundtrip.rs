@@ -225,7 +225,9 @@ fn a_file_that_stops_being_json_half_way_gives_none_of_its_records() {
     let snap = Store::open(options(&g, &r)).unwrap().snapshot().unwrap();
     // (Only volatile-containers.json's own records are left.)
     assert!(
-        snap.containers.iter().all(|c| c.volatile && !sound.contains(c)),
+        snap.containers
+            .iter()
+            .all(|c| c.volatile && !sound.contains(c)),
         "{:?}",
         snap.containers
     );
@@ -235,6 +237,10 @@ fn a_file_that_stops_being_json_half_way_gives_none_of_its_records() {
         .map(|d| d.to_string())
         .filter(|d| d.contains("containers.json"))
         .collect();
-    assert_eq!(about.len(), 1, "one defect for the file, none per element: {about:?}");
+    assert_eq!(
+        about.len(),
+        1,
+        "one defect for the file, none per element: {about:?}"
+    );
     assert!(!snap.layers.is_empty(), "the other files still count");
 }

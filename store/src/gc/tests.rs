@@ -495,9 +495,7 @@ fn unrecorded_dirs_a_record_or_a_layer_names_stay() {
         count: 1,
         ..MountPoint::default()
     });
-    facts
-        .stacked_on
-        .add("id-somewhere".into(), [lower.clone()]);
+    facts.stacked_on.add("id-somewhere".into(), [lower.clone()]);
     let p = plan(&snap, &facts, Duration::ZERO);
     let dirs: Vec<&str> = p
         .actions

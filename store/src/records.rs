@@ -434,16 +434,17 @@ pub fn decode_records_from<R: Record>(
     reader: impl std::io::Read,
 ) -> std::io::Result<Result<Vec<Result<R, DecodeError>>, DecodeError>> {
     let mut out = Vec::new();
-    Ok(decode_records_each(reader, |r| out.push(r))?.map(|()| out))
+    Ok(decode_records_each(reader, |_, r| out.push(r))?.map(|()| out))
 }
 
-/// [`decode_records_from`] handing each element's result to `each`, in
-/// order, as it is decoded: a caller that keeps only the sound records
-/// never holds a second list of all of them. After an `Ok(Err(..))` (not
-/// a JSON array) the elements already handed over are to be dropped.
+/// [`decode_records_from`] handing each element's position and result to
+/// `each`, in order, as it is decoded: a caller that keeps only the sound
+/// records never holds a second list of all of them. After an
+/// `Ok(Err(..))` (not a JSON array) the elements already handed over are
+/// to be dropped.
 pub fn decode_records_each<R: Record>(
     reader: impl std::io::Read,
-    mut each: impl FnMut(Result<R, DecodeError>),
+    mut each: impl FnMut(usize, Result<R, DecodeError>),
 ) -> std::io::Result<Result<(), DecodeError>> {
     let mut elements = stream::Elements::new(std::io::BufReader::with_capacity(1 << 16, reader));
     let mut element = Vec::new();
@@ -451,7 +452,7 @@ pub fn decode_records_each<R: Record>(
     loop {
         match elements.next(&mut element)? {
             Ok(true) => {
-                each(decode_one::<R>(index, &element));
+                each(index, decode_one::<R>(index, &element));
                 index += 1;
             }
             Ok(false) => return Ok(Ok(())),

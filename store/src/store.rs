@@ -346,11 +346,8 @@ impl<R: Record + Clone> Table<R> {
             // Each record checked and kept as it is decoded: the file's
             // records are never held twice.
             let before = (records.len(), defects.len());
-            let mut index = 0;
             let shown = &file.place.shown;
-            let outcome = decode_records_each::<R>(limited, |result| {
-                let at = index;
-                index += 1;
+            let outcome = decode_records_each::<R>(limited, |at, result| {
                 let mut r = match result {
                     Ok(r) => r,
                     Err(e) => {

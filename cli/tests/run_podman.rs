@@ -704,6 +704,24 @@ fn sigterm_to_layerstore_reaches_the_container_through_podman() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert_eq!(line.trim(), "ready");
+    // The container can print before podman has recorded it as running;
+    // until then podman's signal proxy cannot kill it and re-raises the
+    // signal on itself (podman 4.3.1 alone does the same). Wait for the
+    // state podman's proxy needs.
+    wait_for("podman to record trapper as running", || {
+        let state = scene
+            .podman()
+            .args([
+                "container",
+                "inspect",
+                "--format",
+                "{{.State.Status}}",
+                "trapper",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&state.stdout).trim() == "running"
+    });
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&child),
         rustix::process::Signal::TERM,
